@@ -94,7 +94,7 @@ fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
 
 /// The verdict line after its level word.
 fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
-    let Some(p) = tightest else {
+    let Some(p) = tightest.filter(|p| p.used > 0 || p.level > Level::Ok) else {
         return format!("no ephemeral ports in use ({} sockets)", grouped(sockets as u64));
     };
     let tw = match (p.time_wait, p.time_wait_reusable) {
@@ -283,6 +283,7 @@ mod tests {
     fn an_empty_snapshot_is_ok() {
         let r = analyze(&snap((32768, 60999)), &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Ok);
+        assert_eq!(r.summary, "no ephemeral ports in use (0 sockets)");
         assert!(r.findings.is_empty(), "{:#?}", r.findings);
         assert_eq!(r.ranges[0].usable, 28232);
     }
