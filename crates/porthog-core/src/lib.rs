@@ -2,11 +2,21 @@
 //! [`Snapshot`] into a [`Report`], and the text parsers shared by the live collector and the
 //! offline importers. Nothing here opens a file, a socket or a clock, so it compiles on any OS.
 
+pub mod analyze;
+mod culprits;
+mod findings;
+pub mod level;
 pub mod model;
+pub mod pool;
 pub mod ports;
+pub mod report;
 pub mod sysctl;
 
+pub use analyze::{AnalyzeOptions, analyze};
+pub use level::{Level, Thresholds};
 pub use model::{
     Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket, State, TwReuse,
 };
+pub use pool::{Pool, PoolKind};
 pub use ports::{PortRange, PortSet};
+pub use report::{Finding, FindingKind, Report};

@@ -57,6 +57,9 @@ pub enum State {
     Bound,
 }
 
+// `State as usize` indexes per-state counters: the declaration order is `State::ALL`'s.
+const _: () = assert!(State::Bound as usize == State::ALL.len() - 1);
+
 impl State {
     pub const ALL: [State; 12] = [
         State::Established,

@@ -1,0 +1,314 @@
+//! `Snapshot -> Report`: the one analysis every source and presenter shares. Pools decide the
+//! verdict; processes, findings, gaps and assumptions explain it.
+
+use std::collections::BTreeMap;
+
+use crate::culprits;
+use crate::findings;
+use crate::level::{Level, Thresholds};
+use crate::model::{Os, Snapshot, State};
+use crate::pool::{self, Allocation, Pool, PoolKind};
+use crate::report::{Report, SCHEMA_VERSION, SettingsReport, Totals, grouped};
+
+/// How the report is cut down and judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnalyzeOptions {
+    pub thresholds: Thresholds,
+    /// Pools kept at `ok` beside every pool above it.
+    pub ok_pools: usize,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> AnalyzeOptions {
+        AnalyzeOptions { thresholds: Thresholds::default(), ok_pools: 10 }
+    }
+}
+
+/// Judges a snapshot: pools, verdict, culprits, findings, gaps.
+pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
+    let set = pool::pools(snapshot, &opts.thresholds);
+    let settings = &snapshot.settings;
+    let tcp = Allocation::of(snapshot.os, settings.tcp_range, settings.tcp_reserved.as_ref());
+    let udp = Allocation::of(snapshot.os, settings.udp_range, settings.udp_reserved.as_ref());
+    let processes = culprits::processes(snapshot, &tcp, &udp);
+    let findings = findings::findings(snapshot, &set, &processes);
+
+    let verdict = set.pools.first().map_or(Level::Ok, |p| p.level);
+    let summary = summary(set.pools.first(), snapshot.sockets.len());
+    let total_pools = set.pools.len() as u64;
+    let mut pools = set.pools;
+    let above_ok = pools.iter().take_while(|p| p.level > Level::Ok).count();
+    pools.truncate(above_ok + opts.ok_pools);
+
+    Report {
+        schema_version: SCHEMA_VERSION,
+        verdict,
+        summary,
+        os: snapshot.os,
+        source: snapshot.source.clone(),
+        netns: snapshot.netns.clone(),
+        assumptions: assumptions(snapshot, &pools, tcp.assumed),
+        ranges: set.ranges,
+        settings: SettingsReport {
+            tw_reuse: settings.tw_reuse,
+            timestamps: settings.timestamps,
+            reserved: settings.tcp_reserved.as_ref().map(|s| s.to_string()),
+        },
+        totals: totals(snapshot, total_pools, processes.len() as u64),
+        pools,
+        processes,
+        findings,
+        gaps: snapshot.gaps.clone(),
+    }
+}
+
+fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
+    let mut by_state = [0u64; State::ALL.len()];
+    let (mut unattributed, mut ownerless) = (0, 0);
+    for s in &snapshot.sockets {
+        by_state[s.state as usize] += 1;
+        if s.pid.is_none() {
+            // Linux: inode 0 means no process owns it. Sources without inodes (netstat) mark
+            // ownerless sockets by state: TIME_WAIT has no owner on any OS.
+            if s.state == State::TimeWait || (snapshot.os == Os::Linux && s.inode == 0) {
+                ownerless += 1;
+            } else {
+                unattributed += 1;
+            }
+        }
+    }
+    Totals {
+        sockets: snapshot.sockets.len() as u64,
+        by_state: State::ALL
+            .iter()
+            .zip(by_state)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| (s.as_str().to_owned(), n))
+            .collect::<BTreeMap<_, _>>(),
+        unattributed,
+        ownerless,
+        pools,
+        processes,
+    }
+}
+
+/// The verdict line after its level word.
+fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
+    let Some(p) = tightest.filter(|p| p.used > 0 || p.level > Level::Ok) else {
+        return format!("no ephemeral ports in use ({} sockets)", grouped(sockets as u64));
+    };
+    let tw = match (p.time_wait, p.time_wait_reusable) {
+        (0, _) => String::new(),
+        (t, 0) => format!(" ({} TIME_WAIT)", grouped(t)),
+        (t, r) => format!(" ({} TIME_WAIT, {} of them reusable)", grouped(t), grouped(r)),
+    };
+    let head =
+        format!("{}  {} of {} ports in use{tw}", p.label(), grouped(p.used), grouped(p.capacity));
+    match p.level {
+        Level::Exhausted => format!("{head}: {}", p.failure()),
+        Level::Ok | Level::Info => format!("tightest pool: {head} ({:.0} %)", p.percent),
+        _ => {
+            let left = grouped(p.capacity - p.effective);
+            if p.kind == PoolKind::Connect && p.percent < 70.0 {
+                format!(
+                    "{head}: past half the range, each connect() to it scans thousands of ports; {left} left"
+                )
+            } else {
+                format!("{head}: {left} ports left before {}", p.failure())
+            }
+        }
+    }
+}
+
+fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if range_assumed {
+        out.push(match snapshot.os {
+            Os::Linux => {
+                "the ephemeral range is unknown: the Linux default 32768-60999 was assumed"
+                    .to_owned()
+            }
+            Os::Windows => {
+                "the dynamic port range is unknown: the Windows default 49152-65535 was assumed"
+                    .to_owned()
+            }
+        });
+    }
+    if snapshot.os == Os::Linux {
+        if pools.iter().any(|p| p.kind == PoolKind::Connect) {
+            out.push(
+                "connected sockets are assumed to have taken their port from connect(), not from bind() first \
+                 (the kernel does not say which); bind-before-connect shows in the bind() pool"
+                    .to_owned(),
+            );
+        }
+        if pools.iter().any(|p| p.time_wait_reusable > 0) {
+            out.push(
+                "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps, which tcp_tw_reuse needs"
+                    .to_owned(),
+            );
+        }
+        out.push("a per-socket range (IP_LOCAL_PORT_RANGE, Linux 6.3+) cannot be seen from outside and is not modelled".to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::num::NonZeroU32;
+
+    use super::*;
+    use crate::model::{Process, Protocol, Socket, TwReuse};
+    use crate::ports::PortRange;
+    use crate::report::FindingKind;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn snap(range: (u16, u16)) -> Snapshot {
+        let mut s = Snapshot::new(Os::Linux, "test");
+        s.settings.tcp_range = PortRange::new(range.0, range.1);
+        s.settings.udp_range = s.settings.tcp_range;
+        s.settings.tw_reuse = Some(TwReuse::Off);
+        s.settings.timestamps = Some(true);
+        s
+    }
+
+    fn conn(state: State, lport: u16, dport: u16, pid: u32) -> Socket {
+        Socket {
+            pid: NonZeroU32::new(pid),
+            inode: if pid == 0 { 0 } else { u32::from(lport) },
+            ..Socket::new(Protocol::Tcp, state, (ip("127.0.0.1"), lport), (ip("127.0.0.1"), dport))
+        }
+    }
+
+    fn client(pid: u32, name: &str) -> Process {
+        Process {
+            pid,
+            name: name.into(),
+            cmdline: format!("{name} --load"),
+            uid: Some(0),
+            user: Some("root".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn exhausted_pool_names_the_client_first() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40100).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        s.sockets.extend((40000..40003).map(|p| conn(State::Established, 7070, p, 7)));
+        s.sockets.push(conn(State::Listen, 7070, 0, 7));
+        s.processes = vec![client(7, "server"), client(42, "client")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        assert_eq!(r.processes[0].pid, 42);
+        assert_eq!(r.processes[0].ephemeral_ports, 100);
+        assert_eq!(r.processes[1].ephemeral_ports, 0);
+        assert_eq!(
+            r.summary,
+            "tcp 127.0.0.1 -> 127.0.0.1:7070  100 of 100 ports in use: new connect() calls fail with EADDRNOTAVAIL"
+        );
+        assert_eq!(r.totals.sockets, 104);
+        assert_eq!(r.totals.by_state["ESTABLISHED"], 103);
+        assert!(
+            r.findings.iter().any(|f| f.kind == FindingKind::FanOut && f.pid == Some(42)),
+            "{:#?}",
+            r.findings
+        );
+        assert!(r.findings.iter().any(|f| f.kind == FindingKind::ShrunkRange));
+    }
+
+    #[test]
+    fn time_wait_churn_is_found_and_counted_ownerless() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40095).map(|p| conn(State::TimeWait, p, 7070, 0)).collect();
+        s.sockets.extend((40095..40100).map(|p| conn(State::Established, p, 7070, 42)));
+        s.processes = vec![client(42, "client")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        assert_eq!(r.totals.ownerless, 95);
+        assert_eq!(r.totals.unattributed, 0);
+        let churn = r.findings.iter().find(|f| f.kind == FindingKind::Churn).expect("churn");
+        assert_eq!(churn.pid, Some(42));
+        assert!(churn.message.starts_with("95 of 100 used ports"), "{}", churn.message);
+        let owner = r
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::OwnerlessTimeWait)
+            .expect("ownerless");
+        assert!(owner.message.contains("client, pid 42"), "{}", owner.message);
+        assert!(r.summary.contains("(95 TIME_WAIT)"), "{}", r.summary);
+    }
+
+    #[test]
+    fn close_wait_leak_and_squatting() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40010).map(|p| conn(State::CloseWait, p, 7070, 42)).collect();
+        s.sockets.push(conn(State::Listen, 40050, 0, 7));
+        s.processes = vec![client(7, "server"), client(42, "client")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Ok);
+        let leak = r.findings.iter().find(|f| f.kind == FindingKind::LeakCloseWait).expect("leak");
+        assert_eq!(leak.pid, Some(42));
+        let squat =
+            r.findings.iter().find(|f| f.kind == FindingKind::Squatting).expect("squatting");
+        assert!(squat.message.contains("40050 (server, pid 7)"), "{}", squat.message);
+        assert!(squat.advice.contains("ip_local_reserved_ports=40050"), "{}", squat.advice);
+        let connect = r.pools.iter().find(|p| p.kind == PoolKind::Connect).unwrap();
+        assert_eq!((connect.used, connect.capacity), (10, 99));
+    }
+
+    #[test]
+    fn bind_before_connect_is_seen_when_no_port_is_shared() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40040).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        s.sockets.extend((40040..40080).map(|p| conn(State::Established, p, 7071, 42)));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert!(
+            r.findings.iter().any(|f| f.kind == FindingKind::BindBeforeConnect),
+            "{:#?}",
+            r.findings
+        );
+        // Shared ports (what connect() does) are not flagged.
+        s.sockets = (40000..40040).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        s.sockets.extend((40000..40040).map(|p| conn(State::Established, p, 7071, 42)));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert!(!r.findings.iter().any(|f| f.kind == FindingKind::BindBeforeConnect));
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_ok() {
+        let r = analyze(&snap((32768, 60999)), &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Ok);
+        assert_eq!(r.summary, "no ephemeral ports in use (0 sockets)");
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
+        assert_eq!(r.ranges[0].usable, 28232);
+    }
+
+    #[test]
+    fn ok_pools_are_trimmed_but_counted() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (0..30).map(|i| conn(State::Established, 40000 + i, 7000 + i, 42)).collect();
+        let r = analyze(&s, &AnalyzeOptions { ok_pools: 5, ..Default::default() });
+        assert_eq!(r.pools.len(), 5);
+        assert_eq!(r.totals.pools, 32);
+    }
+
+    #[test]
+    fn report_round_trips_through_json() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40060).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        s.processes = vec![client(42, "client")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let json = serde_json::to_string(&r).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["pools"][0]["remote"], "127.0.0.1:7070");
+        assert_eq!(v["pools"][0]["kind"], "connect");
+        assert_eq!(v["verdict"], "warn");
+    }
+}

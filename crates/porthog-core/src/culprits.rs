@@ -1,0 +1,88 @@
+//! Who holds the ports: per-process totals, states, ephemeral ports and destinations.
+//! One pass over the sockets plus a sort of compact (pid, protocol, port) keys.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+
+use crate::model::{Protocol, Snapshot, State};
+use crate::pool::Allocation;
+use crate::report::{ProcessReport, RemoteCount};
+
+/// How many destinations a process lists.
+const TOP_REMOTES: usize = 3;
+
+#[derive(Default)]
+struct Tally {
+    sockets: u32,
+    states: [u32; State::ALL.len()],
+    remotes: HashMap<SocketAddr, u32>,
+}
+
+/// Every process that owns a socket, most ephemeral ports first.
+pub(crate) fn processes(
+    snapshot: &Snapshot,
+    tcp: &Allocation,
+    udp: &Allocation,
+) -> Vec<ProcessReport> {
+    let mut tallies: HashMap<u32, Tally> = HashMap::new();
+    let mut ports: Vec<(u32, Protocol, u16)> = Vec::new();
+    for s in &snapshot.sockets {
+        let Some(pid) = s.pid.map(|p| p.get()) else { continue };
+        let t = tallies.entry(pid).or_default();
+        t.sockets += 1;
+        t.states[s.state as usize] += 1;
+        if s.is_connected() {
+            *t.remotes.entry(SocketAddr::new(s.remote_ip, s.remote_port)).or_default() += 1;
+        }
+        let alloc = if s.protocol == Protocol::Tcp { tcp } else { udp };
+        if alloc.is_pool_port(s.local_port) {
+            ports.push((pid, s.protocol, s.local_port));
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    let mut ephemeral: HashMap<u32, u32> = HashMap::new();
+    for (pid, _, _) in ports {
+        *ephemeral.entry(pid).or_default() += 1;
+    }
+
+    let mut out: Vec<ProcessReport> = tallies
+        .into_iter()
+        .map(|(pid, t)| {
+            let p = snapshot.process(pid);
+            let placement = p.map(|p| p.placement.clone()).unwrap_or_default();
+            let mut remotes: Vec<RemoteCount> = t
+                .remotes
+                .into_iter()
+                .map(|(remote, count)| RemoteCount { remote, count })
+                .collect();
+            remotes.sort_by(|a, b| b.count.cmp(&a.count).then(a.remote.cmp(&b.remote)));
+            remotes.truncate(TOP_REMOTES);
+            ProcessReport {
+                pid,
+                name: p.map_or_else(|| "?".to_owned(), |p| p.name.clone()),
+                cmdline: p.map(|p| p.cmdline.clone()).unwrap_or_default(),
+                user: p.and_then(|p| p.user.clone().or_else(|| p.uid.map(|u| u.to_string()))),
+                container: placement.container,
+                unit: placement.unit,
+                pod: placement.pod,
+                sockets: t.sockets,
+                ephemeral_ports: ephemeral.get(&pid).copied().unwrap_or(0),
+                states: State::ALL
+                    .iter()
+                    .zip(t.states)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, n)| (s.as_str().to_owned(), n))
+                    .collect::<BTreeMap<_, _>>(),
+                top_remotes: remotes,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.ephemeral_ports
+            .cmp(&a.ephemeral_ports)
+            .then(b.sockets.cmp(&a.sockets))
+            .then(a.pid.cmp(&b.pid))
+    });
+    out
+}

@@ -1,0 +1,382 @@
+//! Reading the situation: causes and the fix that fits each (DOMAIN.md 3). Each rule looks at
+//! the pools and processes already computed and at the settings; none rescans the sockets
+//! except `ownerless_time_wait`, which needs the TIME_WAIT sockets' destinations.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::level::Level;
+use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
+use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
+use crate::report::{Finding, FindingKind, ProcessReport, grouped};
+
+/// Most findings of one kind that are listed one by one.
+const MAX_PER_KIND: usize = 5;
+
+pub(crate) fn findings(
+    snapshot: &Snapshot,
+    set: &PoolSet,
+    procs: &[ProcessReport],
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    pressure(snapshot, set, procs, &mut out);
+    half_range(set, &mut out);
+    leaks(set, procs, &mut out);
+    squatting(snapshot, set, &mut out);
+    shrunk_range(snapshot, set, &mut out);
+    ownerless_time_wait(snapshot, procs, &mut out);
+    bind_before_connect(set, &mut out);
+    out.sort_by_key(|f| std::cmp::Reverse(f.level));
+    out
+}
+
+fn name_of(procs: &[ProcessReport], pid: u32) -> String {
+    procs
+        .iter()
+        .find(|p| p.pid == pid)
+        .map_or_else(|| format!("pid {pid}"), |p| format!("{} (pid {pid})", p.name))
+}
+
+/// The pool's largest live holder, as "name (pid N), which holds M of its ports".
+fn culprit(pool: &Pool, procs: &[ProcessReport]) -> (Option<u32>, String) {
+    match pool.owners.first() {
+        Some(o) => {
+            (Some(o.pid), format!("; {} holds {} of them", name_of(procs, o.pid), grouped(o.ports)))
+        }
+        None => (None, String::new()),
+    }
+}
+
+/// Churn or fan-out for every pool at warn or above, depending on what fills it.
+fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
+    let windows = snapshot.os == Os::Windows;
+    for pool in set
+        .pools
+        .iter()
+        .filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp)
+        .take(MAX_PER_KIND)
+    {
+        let what = pool_phrase(pool);
+        let blocking_tw = pool.time_wait - pool.time_wait_reusable;
+        if blocking_tw * 2 >= pool.used && blocking_tw > 0 {
+            let per_s = u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS);
+            let (pid, who) = culprit(pool, procs);
+            let os_advice = if windows {
+                "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)".to_owned()
+            } else {
+                let mode = match snapshot.settings.tw_reuse {
+                    Some(TwReuse::On) => "on".to_owned(),
+                    Some(TwReuse::Loopback) => "2, loopback only".to_owned(),
+                    Some(TwReuse::Off) => "off".to_owned(),
+                    None => "unknown".to_owned(),
+                };
+                format!(
+                    ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT). \
+                     net.ipv4.tcp_tw_reuse=1 lets connect() reuse TIME_WAIT ports older than 1 s for any \
+                     destination when TCP timestamps are on (now: {mode})",
+                    grouped(per_s),
+                    grouped(pool.capacity)
+                )
+            };
+            out.push(Finding {
+                kind: FindingKind::Churn,
+                level: pool.level,
+                pid,
+                message: format!(
+                    "{} of {} used ports of {what} are in TIME_WAIT: connections are opened and closed by this side faster than TIME_WAIT gives ports back{who}",
+                    grouped(blocking_tw),
+                    grouped(pool.used)
+                ),
+                advice: format!(
+                    "Reuse connections instead of opening one per request: HTTP keep-alive and a connection pool \
+                     (Go http.Transport MaxIdleConnsPerHost, .NET IHttpClientFactory / SocketsHttpHandler, a JDBC pool){os_advice}."
+                ),
+            });
+        } else {
+            let (pid, who) = culprit(pool, procs);
+            let more = if pool.kind == PoolKind::Connect {
+                "each local IP has its own pool per destination, so a second source IP or more destination IPs/ports \
+                 multiply it; or widen net.ipv4.ip_local_port_range"
+            } else if windows {
+                "widen the dynamic range (netsh int ipv4 set dynamicport tcp start=10000 num=55535) or remove exclusions"
+            } else {
+                "use IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared per destination, or widen net.ipv4.ip_local_port_range"
+            };
+            out.push(Finding {
+                kind: FindingKind::FanOut,
+                level: pool.level,
+                pid,
+                message: format!(
+                    "{} live sockets hold {what}{who}",
+                    grouped(pool.used - pool.time_wait)
+                ),
+                advice: format!("Open fewer parallel connections (cap the client's pool size), or spread them: {more}."),
+            });
+        }
+    }
+}
+
+fn pool_phrase(pool: &Pool) -> String {
+    match (pool.kind, pool.remote) {
+        (PoolKind::Connect, Some(r)) => {
+            format!("the pool to {r} (from {})", pool.local.map_or("?".into(), |l| l.to_string()))
+        }
+        _ => format!("the {}", pool.label()),
+    }
+}
+
+fn half_range(set: &PoolSet, out: &mut Vec<Finding>) {
+    let past: Vec<&Pool> = set
+        .pools
+        .iter()
+        .filter(|p| {
+            p.kind == PoolKind::Connect
+                && p.level < Level::Exhausted
+                && u64::from(p.effective) * 2 > u64::from(p.capacity)
+        })
+        .collect();
+    if past.is_empty() {
+        return;
+    }
+    let names: Vec<String> = past
+        .iter()
+        .take(3)
+        .map(|p| format!("{} ({:.0} %)", p.remote.map_or("?".into(), |r| r.to_string()), p.percent))
+        .collect();
+    let more = if past.len() > 3 { format!(" and {} more", past.len() - 3) } else { String::new() };
+    out.push(Finding {
+        kind: FindingKind::HalfRange,
+        level: Level::Warn,
+        pid: None,
+        message: format!(
+            "{} destination pool{} past half the range: {}{more}. connect() tries the ports of one parity first, \
+             so each new connection to these destinations now scans thousands of ports (about 1.5-5 ms instead of 10-25 µs)",
+            past.len(),
+            if past.len() == 1 { " is" } else { "s are" },
+            names.join(", ")
+        ),
+        advice: "Keep each destination's pool under half: reuse connections, add source or destination addresses, \
+                 or widen net.ipv4.ip_local_port_range."
+            .to_owned(),
+    });
+}
+
+/// A process's CLOSE_WAIT or BOUND sockets count as a leak past this many.
+fn leak_threshold(set: &PoolSet) -> u32 {
+    let usable = set.ranges.first().map_or(28_232, |r| r.usable);
+    (usable / 20).clamp(5, 50)
+}
+
+fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
+    let threshold = leak_threshold(set);
+    for (state, kind) in
+        [(State::CloseWait, FindingKind::LeakCloseWait), (State::Bound, FindingKind::LeakBound)]
+    {
+        for p in procs
+            .iter()
+            .filter(|p| p.states.get(state.as_str()).is_some_and(|&n| n >= threshold))
+            .take(MAX_PER_KIND)
+        {
+            let n = p.states[state.as_str()];
+            let (message, advice) = if state == State::CloseWait {
+                (
+                    format!(
+                        "{} (pid {}) has {} sockets in CLOSE_WAIT: the peer closed them and the application never did",
+                        p.name,
+                        p.pid,
+                        grouped(n)
+                    ),
+                    "This is a bug in the application: it must close() a socket once a read returns end-of-stream \
+                     (or dispose the response / stream). Restarting it frees the ports for now.",
+                )
+            } else {
+                (
+                    format!(
+                        "{} (pid {}) has {} sockets bound to a port but never connected or closed",
+                        p.name,
+                        p.pid,
+                        grouped(n)
+                    ),
+                    "The application binds sockets and leaks them: close sockets whose connect() failed or was \
+                     abandoned; set IP_BIND_ADDRESS_NO_PORT if it binds only to pick a source address.",
+                )
+            };
+            out.push(Finding {
+                kind,
+                level: Level::Warn,
+                pid: Some(p.pid),
+                message,
+                advice: advice.to_owned(),
+            });
+        }
+    }
+}
+
+fn squatting(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
+    if set.bind_type_ports.is_empty() {
+        return;
+    }
+    // Listeners only: a bound socket is a leak (above), a listener is a service in the wrong place.
+    let mut listeners: Vec<(u16, Option<u32>)> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| {
+            s.protocol == Protocol::Tcp
+                && s.state == State::Listen
+                && set.bind_type_ports.binary_search(&s.local_port).is_ok()
+        })
+        .map(|s| (s.local_port, s.pid.map(|p| p.get())))
+        .collect();
+    listeners.sort_unstable();
+    listeners.dedup_by_key(|l| l.0);
+    if listeners.is_empty() {
+        return;
+    }
+    let shown: Vec<String> = listeners
+        .iter()
+        .take(10)
+        .map(|(port, pid)| match pid.and_then(|pid| snapshot.process(pid)) {
+            Some(p) => format!("{port} ({}, pid {})", p.name, p.pid),
+            None => port.to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = listeners.iter().map(|l| l.0.to_string()).collect();
+    let range = set.ranges.first().map_or(String::new(), |r| format!("{}-{}", r.start, r.end));
+    let (n, s) = (listeners.len(), if listeners.len() == 1 { "" } else { "s" });
+    let advice = match snapshot.os {
+        Os::Linux => format!(
+            "Reserve the port{s} so connect() never hands {} out: sysctl -w net.ipv4.ip_local_reserved_ports={} \
+             (and in /etc/sysctl.d/), or move the service{s} outside {range}.",
+            if n == 1 { "it" } else { "them" },
+            ports.join(",")
+        ),
+        Os::Windows => format!(
+            "Exclude the port{s}: netsh int ipv4 add excludedportrange protocol=tcp startport=PORT numberofports=1, \
+             or move the service{s} outside {range}."
+        ),
+    };
+    out.push(Finding {
+        kind: FindingKind::Squatting,
+        level: Level::Warn,
+        pid: listeners.first().and_then(|l| l.1),
+        message: format!(
+            "{n} listener{s} inside the ephemeral range {range}: {}. Each takes its port out of every destination's pool, \
+             and a service there fails to start (EADDRINUSE) when an outgoing connection took its port first",
+            shown.join(", ")
+        ),
+        advice,
+    });
+}
+
+fn shrunk_range(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
+    let Some(r) = set.ranges.first() else { return };
+    if r.assumed {
+        return;
+    }
+    let (default, how) = match snapshot.os {
+        Os::Linux => (28_232u32, "net.ipv4.ip_local_port_range (default 32768 60999)"),
+        Os::Windows => (16_384, "the dynamic port range (default start 49152, 16,384 ports)"),
+    };
+    if r.usable >= default {
+        return;
+    }
+    let span = r.end as u32 - r.start as u32 + 1;
+    let mut parts = Vec::new();
+    if span < default {
+        parts.push(format!(
+            "the range {}-{} holds {} ports instead of {}",
+            r.start,
+            r.end,
+            grouped(span),
+            grouped(default)
+        ));
+    }
+    if r.reserved > 0 {
+        let what = if snapshot.os == Os::Windows { "excluded" } else { "reserved" };
+        let blocks =
+            snapshot.settings.tcp_reserved.as_ref().map(|s| s.to_string()).unwrap_or_default();
+        parts.push(format!("{} ports in it are {what} ({blocks})", grouped(r.reserved)));
+    }
+    let level = if r.usable * 4 < default { Level::Warn } else { Level::Info };
+    out.push(Finding {
+        kind: FindingKind::ShrunkRange,
+        level,
+        pid: None,
+        message: format!("Only {} usable ephemeral ports: {}", grouped(r.usable), parts.join("; ")),
+        advice: format!("Unless narrowed on purpose, restore {how}, and drop reservations or exclusions that are not needed."),
+    });
+}
+
+fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut Vec<Finding>) {
+    let mut by_remote: HashMap<SocketAddr, u64> = HashMap::new();
+    for s in snapshot.sockets.iter().filter(|s| s.state == State::TimeWait && s.pid.is_none()) {
+        *by_remote.entry(SocketAddr::new(s.remote_ip, s.remote_port)).or_default() += 1;
+    }
+    let total: u64 = by_remote.values().sum();
+    if total == 0 {
+        return;
+    }
+    let mut top: Vec<(SocketAddr, u64)> = by_remote.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = top
+        .iter()
+        .take(3)
+        .map(|(remote, n)| {
+            // The likeliest owner is whoever still talks to that destination.
+            let talker = procs.iter().find(|p| p.top_remotes.iter().any(|r| r.remote == *remote));
+            match talker {
+                Some(p) => format!(
+                    "{} to {remote} (live connections there: {}, pid {})",
+                    grouped(*n),
+                    p.name,
+                    p.pid
+                ),
+                None => format!("{} to {remote}", grouped(*n)),
+            }
+        })
+        .collect();
+    out.push(Finding {
+        kind: FindingKind::OwnerlessTimeWait,
+        level: Level::Info,
+        pid: None,
+        message: format!(
+            "{} TIME_WAIT sockets have no owning process (the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it): {}",
+            grouped(total),
+            shown.join("; ")
+        ),
+        advice: "Their owner is the process that opened them: the one with live connections to the same destination \
+                 is the likeliest; to be sure, catch the connections while they are open (a snapshot every few seconds, or kernel tracing)."
+            .to_owned(),
+    });
+}
+
+/// Connections to several destinations that share no port although they cannot all fit in one
+/// parity half of the range: connect() alone would have shared, so bind() chose their ports.
+fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
+    let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind) else { return };
+    let connect: Vec<&Pool> = set.pools.iter().filter(|p| p.kind == PoolKind::Connect).collect();
+    let sockets: u64 = connect.iter().map(|p| u64::from(p.used)).sum();
+    if connect.len() < 2
+        || sockets <= u64::from(bind.capacity) / 2
+        || u64::from(set.connect_ports) < sockets
+    {
+        return;
+    }
+    out.push(Finding {
+        kind: FindingKind::BindBeforeConnect,
+        level: bind.level.max(Level::Warn),
+        pid: None,
+        message: format!(
+            "{} outgoing connections to {} destinations use {} distinct ports: no port is shared between destinations, \
+             which connect() alone would have done; they took their ports with bind() first, so they all draw from \
+             the bind() pool ({:.0} % full)",
+            grouped(sockets),
+            connect.len(),
+            grouped(set.connect_ports),
+            bind.percent
+        ),
+        advice: "Set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+): the port is then chosen at \
+                 connect() and shared across destinations; or do not bind() outgoing sockets at all."
+            .to_owned(),
+    });
+}

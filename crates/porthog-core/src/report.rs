@@ -1,0 +1,146 @@
+//! The report: everything a presenter shows, and the versioned JSON contract
+//! (`docs/report.schema.json`). Built only by `analyze`; read back by `porthog analyze` from a
+//! saved `--json` file, so it deserializes too.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::level::Level;
+use crate::model::{Gap, Os, TwReuse};
+use crate::pool::{Pool, RangeReport};
+
+/// Version of the JSON contract; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema_version: u32,
+    /// Level of the tightest pool.
+    pub verdict: Level,
+    /// The verdict line without its level word, e.g.
+    /// "tcp 10.0.0.7 -> 10.0.0.5:5432  28,232 of 28,232 ports in use (23,900 TIME_WAIT): ...".
+    pub summary: String,
+    pub os: Os,
+    /// Where the sockets came from ("sock_diag", "/proc/net", a file's format, ...).
+    pub source: String,
+    pub netns: Option<String>,
+    pub ranges: Vec<RangeReport>,
+    pub settings: SettingsReport,
+    /// Tightest first: every pool above `ok`, then the fullest of the rest.
+    pub pools: Vec<Pool>,
+    /// Most ephemeral ports first.
+    pub processes: Vec<ProcessReport>,
+    pub totals: Totals,
+    pub findings: Vec<Finding>,
+    pub gaps: Vec<Gap>,
+    /// What the model had to assume because it cannot be seen from outside the kernel.
+    pub assumptions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsReport {
+    pub tw_reuse: Option<TwReuse>,
+    pub timestamps: Option<bool>,
+    /// Reserved (Linux) or excluded (Windows) TCP ports, e.g. "8080,9000-9100".
+    pub reserved: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub name: String,
+    pub cmdline: String,
+    pub user: Option<String>,
+    pub container: Option<String>,
+    pub unit: Option<String>,
+    pub pod: Option<String>,
+    /// Every socket the process owns, TCP and UDP.
+    pub sockets: u32,
+    /// Distinct ports of the ephemeral pools (range minus reserved) that it holds.
+    pub ephemeral_ports: u32,
+    pub states: BTreeMap<String, u32>,
+    pub top_remotes: Vec<RemoteCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteCount {
+    pub remote: SocketAddr,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub sockets: u64,
+    pub by_state: BTreeMap<String, u64>,
+    /// Sockets a process could own (they have an inode) whose owner was not found.
+    pub unattributed: u64,
+    /// TIME_WAIT and orphaned sockets: no process owns them any more.
+    pub ownerless: u64,
+    /// All pools, before the report kept the tightest.
+    pub pools: u64,
+    /// All processes owning sockets, before `--top`.
+    pub processes: u64,
+}
+
+/// What kind of situation a finding describes (DOMAIN.md 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// Ports tied up in TIME_WAIT: connections opened and closed too fast.
+    Churn,
+    /// CLOSE_WAIT piling up under one process: it never closes what the peer closed.
+    LeakCloseWait,
+    /// Bound, never-connected sockets piling up under one process.
+    LeakBound,
+    /// Many live connections to one destination.
+    FanOut,
+    /// A listener inside the ephemeral range.
+    Squatting,
+    /// A narrowed range, or reserved/excluded ports eating it.
+    ShrunkRange,
+    /// Linux connect() pools past half their range: each connect() scans thousands of ports.
+    HalfRange,
+    /// TIME_WAIT sockets whose owner the kernel no longer knows.
+    OwnerlessTimeWait,
+    /// Outgoing connections that took their ports with bind(): they do not share ports.
+    BindBeforeConnect,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub level: Level,
+    /// The process it is about, when one is.
+    pub pid: Option<u32>,
+    pub message: String,
+    pub advice: String,
+}
+
+/// `n` with thousands separators, as the text report and messages print counts: 28,232.
+pub fn grouped(n: impl Into<u64>) -> String {
+    let digits = n.into().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(grouped(0u32), "0");
+        assert_eq!(grouped(999u32), "999");
+        assert_eq!(grouped(1000u32), "1,000");
+        assert_eq!(grouped(28232u32), "28,232");
+        assert_eq!(grouped(1234567u64), "1,234,567");
+    }
+}
