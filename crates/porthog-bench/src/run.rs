@@ -1,0 +1,173 @@
+//! One benchmark run: for each size, namespace -> load -> steady TIME_WAIT -> every tool in
+//! rounds -> table; then the scaling table and BENCHMARKS.md. Cleanup is by drop order: the
+//! load stops before its namespace is deleted, on success, error and Ctrl-C alike.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::cli::Options;
+use crate::load::{Load, Plan};
+use crate::measure;
+use crate::netns::Netns;
+use crate::report::{self, SizeResult, ToolRuns};
+use crate::tools::{Setup, Tool};
+use crate::{floor, interrupt, machine};
+
+/// Benchmarks every size; `id` names the network namespaces (porthog-bench-<id>).
+pub fn run(opts: &Options, id: u32) -> Result<()> {
+    interrupt::install()?;
+    let scratch = Scratch::create()?;
+    let floor = floor::build(&scratch.0)?;
+    let machine = machine::describe();
+    eprintln!(
+        "porthog-bench: {} ({} cores), Linux {}, load average {}",
+        machine.cpu, machine.cores, machine.kernel, machine.load_average
+    );
+    let mut results = Vec::new();
+    for &size in &opts.sizes {
+        interrupt::check()?;
+        let result = measure_size(opts, id, size, &floor, &scratch.0)
+            .with_context(|| format!("benchmarking {size} sockets"))?;
+        println!("{}", report::size_section(&result));
+        results.push(result);
+    }
+    println!("### Scaling (porthog)\n\n{}", report::scaling_table(&results));
+    if let Some(path) = &opts.write {
+        let command = format!(
+            "cargo build --release && sudo target/release/porthog-bench {}",
+            opts.args.join(" ")
+        );
+        write_benchmarks(path, &report::benchmarks_md(&machine, command.trim_end(), &results))?;
+        eprintln!("porthog-bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn measure_size(
+    opts: &Options,
+    id: u32,
+    size: u64,
+    floor: &Path,
+    scratch: &Path,
+) -> Result<SizeResult> {
+    let plan = Plan::new(size, opts.per_process)?;
+    eprintln!(
+        "porthog-bench: == {size} sockets: {} established over {} client + {} server processes, {} TIME_WAIT from {:.0} connections/s of churn",
+        plan.established(),
+        plan.clients.len(),
+        plan.clients.len(),
+        plan.time_wait,
+        plan.churn_rate
+    );
+    let ns = Netns::create(id)?;
+    let pid = ns.verify_exec_in_place()?;
+    eprintln!(
+        "porthog-bench: ip netns exec runs the tool in place (spawned pid {pid} is the tool)"
+    );
+    ns.set_sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
+    // Loopback TIME_WAIT is reusable by default (tcp_tw_reuse=2): the level would not hold.
+    ns.set_sysctl("net.ipv4.tcp_tw_reuse", "0")?;
+    let tw_max: u64 = ns.sysctl("net.ipv4.tcp_max_tw_buckets")?.parse().unwrap_or(0);
+    let tw_need = plan.time_wait * 2 + 10_000;
+    if tw_max < tw_need {
+        ns.set_sysctl("net.ipv4.tcp_max_tw_buckets", &tw_need.to_string())?;
+    }
+
+    let mut load = Load::start(&ns, &opts.loadgen, &plan, opts.churn_max_secs)?;
+    load.wait_steady()?;
+    let at_start = load.count()?;
+    let ss_summary = ns.exec("ss", &["-s"])?;
+    let ss_established = lines(&ns.exec("ss", &["-Htan", "state", "established"])?);
+    let ss_time_wait = lines(&ns.exec("ss", &["-Htan", "state", "time-wait"])?);
+    eprintln!(
+        "porthog-bench: before measuring: `ss -s`: {}; `ss -tan state established`: {ss_established}; `ss -tan state time-wait`: {ss_time_wait} (target {})",
+        ss_summary.lines().find(|l| l.starts_with("TCP:")).unwrap_or("?").trim(),
+        plan.time_wait
+    );
+
+    let setup = Setup { ns: &ns, porthog: &opts.porthog, floor, scratch };
+    let mut runs: Vec<ToolRuns> = opts
+        .tools
+        .iter()
+        .map(|&tool| ToolRuns { tool, samples: vec![], expected: vec![], invalid: vec![] })
+        .collect();
+    // Warm-up: page cache, binaries, dentries of /proc, for the two fast tools.
+    for tool in [Tool::Floor, Tool::Porthog].into_iter().filter(|t| opts.tools.contains(t)) {
+        let mut inv = setup.invocation(tool)?;
+        measure::run(&mut inv.command, opts.tool_timeout)?;
+    }
+    let mut host = None;
+    let rounds = opts.runs.max(opts.peer_runs);
+    for round in 0..rounds {
+        for r in &mut runs {
+            let wanted = if r.tool.is_peer() { opts.peer_runs } else { opts.runs };
+            if round >= wanted {
+                continue;
+            }
+            interrupt::check()?;
+            load.check_alive()?;
+            let expected = load.count()?.total();
+            let mut inv = setup.invocation(r.tool)?;
+            let sample = measure::run(&mut inv.command, opts.tool_timeout)?;
+            let invalid = inv.invalid(r.tool, &sample, expected);
+            if r.tool == Tool::Floor {
+                host = inv.floor_counts().or(host);
+            }
+            eprintln!(
+                "porthog-bench: {size}: {} run {}/{wanted}: {} wall, {} CPU, {} peak RSS, {expected} sockets before: {}",
+                r.tool.label(),
+                round + 1,
+                report::secs(sample.wall),
+                report::secs(sample.cpu()),
+                report::mib(sample.max_rss_kib * 1024),
+                invalid.as_deref().unwrap_or("ok")
+            );
+            r.samples.push(sample);
+            r.expected.push(expected);
+            r.invalid.extend(invalid);
+        }
+    }
+    // Stop the load before deleting its namespace (also what drop order does on errors).
+    load.stop();
+    drop(ns);
+    Ok(SizeResult {
+        load_processes: plan.clients.len() * 2 + 1 + plan.churn_clients,
+        plan,
+        at_start,
+        ss_established,
+        ss_time_wait,
+        host,
+        load_average: machine::load_average(),
+        tools: runs,
+    })
+}
+
+fn lines(text: &str) -> u64 {
+    text.lines().filter(|l| !l.trim().is_empty()).count() as u64
+}
+
+/// Writes the report, keeping hand-written notes below the marker of an existing file.
+fn write_benchmarks(path: &Path, generated: &str) -> Result<()> {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let notes = old.split_once(report::NOTES_MARKER).map(|(_, n)| n).unwrap_or("\n");
+    let text = format!("{generated}{}{notes}", report::NOTES_MARKER);
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The run's scratch directory (floor binary, tool output), removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("porthog-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,166 @@
+//! The tools measured on each load: porthog, the C floor, and the peers a person would reach for
+//! (`ss -tanp`, `netstat -tanp`, `lsof -nP -iTCP`). Each one is asked the same question —
+//! every TCP socket of the namespace and its owning process — and its answer is checked, so a
+//! tool that failed or saw the wrong sockets cannot post a fast time.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use serde_json::Value;
+
+use crate::floor;
+use crate::measure::Sample;
+use crate::netns::Netns;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Tool {
+    Floor,
+    Porthog,
+    Ss,
+    Netstat,
+    Lsof,
+}
+
+/// A sock_diag dump and porthog's count may differ from sockstat by churn in flight.
+pub const TOLERANCE: f64 = 0.02;
+
+impl Tool {
+    /// In the order they run in each round.
+    pub const ALL: [Tool; 5] = [Tool::Floor, Tool::Porthog, Tool::Ss, Tool::Netstat, Tool::Lsof];
+
+    /// The command line as shown in the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Tool::Floor => "C floor (sock_diag + /proc/*/fd)",
+            Tool::Porthog => "porthog --json --netns NS",
+            Tool::Ss => "ss -tanp",
+            Tool::Netstat => "netstat -tanp",
+            Tool::Lsof => "lsof -nP -iTCP",
+        }
+    }
+
+    /// The peers are slow at large sizes and run --peer-runs times.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Tool::Ss | Tool::Netstat | Tool::Lsof)
+    }
+}
+
+/// Where the binaries and the run's scratch files are.
+pub struct Setup<'a> {
+    pub ns: &'a Netns,
+    pub porthog: &'a Path,
+    pub floor: &'a Path,
+    pub scratch: &'a Path,
+}
+
+/// One prepared run: the command plus where its output goes.
+pub struct Invocation {
+    pub command: Command,
+    stdout: Option<PathBuf>,
+    stderr: PathBuf,
+}
+
+impl Setup<'_> {
+    /// The command for `tool`, with stdout to /dev/null (peers) or a scratch file (porthog and
+    /// the floor, whose answers are checked) and stderr to a scratch file.
+    pub fn invocation(&self, tool: Tool) -> Result<Invocation> {
+        let mut command = match tool {
+            // Both setns() into the namespace themselves, like a person running porthog would.
+            Tool::Porthog => {
+                let mut c = Command::new(self.porthog);
+                c.args(["--json", "--netns", self.ns.name()]);
+                c
+            }
+            Tool::Floor => {
+                let mut c = Command::new(self.floor);
+                c.arg(self.ns.path());
+                c
+            }
+            Tool::Ss => with_args(self.ns.command("ss"), &["-tanp"]),
+            Tool::Netstat => with_args(self.ns.command("netstat"), &["-tanp"]),
+            Tool::Lsof => with_args(self.ns.command("lsof"), &["-nP", "-iTCP"]),
+        };
+        let name = format!("{tool:?}").to_lowercase();
+        let stdout = matches!(tool, Tool::Porthog | Tool::Floor)
+            .then(|| self.scratch.join(format!("{name}.out")));
+        let stderr = self.scratch.join(format!("{name}.err"));
+        command.stdin(Stdio::null());
+        command.stdout(match &stdout {
+            Some(path) => Stdio::from(create(path)?),
+            None => Stdio::null(),
+        });
+        command.stderr(Stdio::from(create(&stderr)?));
+        Ok(Invocation { command, stdout, stderr })
+    }
+}
+
+fn with_args(mut c: Command, args: &[&str]) -> Command {
+    c.args(args);
+    c
+}
+
+fn create(path: &Path) -> Result<File> {
+    File::create(path).with_context(|| format!("creating {}", path.display()))
+}
+
+impl Invocation {
+    /// Why this run does not count, or None when its answer is right: the exit code must be a
+    /// success (porthog: its Nagios codes 0-2) and the socket count porthog and the floor
+    /// report must be within TOLERANCE of `expected` (sockstat just before the run).
+    pub fn invalid(&self, tool: Tool, sample: &Sample, expected: u64) -> Option<String> {
+        if sample.timed_out {
+            return Some(format!("killed after {:.0} s", sample.wall.as_secs_f64()));
+        }
+        let ok_codes: &[i32] = if tool == Tool::Porthog { &[0, 1, 2] } else { &[0] };
+        let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        match sample.exit_code {
+            Some(code) if ok_codes.contains(&code) => {}
+            other => {
+                let first = stderr.lines().next().unwrap_or("").trim();
+                return Some(format!("exit {other:?}: {first}"));
+            }
+        }
+        let out = self.stdout.as_ref().map(std::fs::read_to_string)?.unwrap_or_default();
+        let seen = match tool {
+            Tool::Porthog => match porthog_sockets(&out) {
+                Some(n) => n,
+                None => return Some("no totals.sockets in porthog's JSON".into()),
+            },
+            Tool::Floor => match floor::parse(&out) {
+                Some(c) => c.sockets,
+                None => return Some(format!("unexpected floor output {out:?}")),
+            },
+            _ => return None,
+        };
+        let off = (seen as f64 - expected as f64).abs() / (expected.max(1) as f64);
+        (off > TOLERANCE).then(|| {
+            format!("saw {seen} sockets, expected {expected} (±{:.0} %)", TOLERANCE * 100.0)
+        })
+    }
+
+    /// The floor's full answer (processes and fds walked), for the machine notes.
+    pub fn floor_counts(&self) -> Option<floor::FloorCounts> {
+        let out = std::fs::read_to_string(self.stdout.as_ref()?).ok()?;
+        floor::parse(&out)
+    }
+}
+
+fn porthog_sockets(json: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(json).ok()?;
+    v["totals"]["sockets"].as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_totals_sockets() {
+        assert_eq!(porthog_sockets(r#"{"totals":{"sockets":250012}}"#), Some(250012));
+        assert_eq!(porthog_sockets(r#"{"totals":{}}"#), None);
+        assert_eq!(porthog_sockets("not json"), None);
+    }
+}
