@@ -1,26 +1,15 @@
-//! The C floor (floor.c beside Cargo.toml): compiled with `cc -O2` at start into the run's
-//! scratch directory, so the cost porthog is held to is the same plain code on every machine.
+//! The C floor (floor.c beside Cargo.toml): the least work porthog's collector must do, and
+//! the parser for the counts it prints.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 const SOURCE: &str = include_str!("../floor.c");
 
-/// Writes floor.c into `dir` and compiles it; returns the binary's path.
+/// Compiles floor.c into `dir`; returns the binary's path.
 pub fn build(dir: &Path) -> Result<PathBuf> {
-    let src = dir.join("floor.c");
-    let bin = dir.join("floor");
-    std::fs::write(&src, SOURCE).with_context(|| format!("writing {}", src.display()))?;
-    let out =
-        Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&bin).arg(&src).output().context(
-            "running cc to build the C floor (install a C compiler: apt-get install gcc)",
-        )?;
-    if !out.status.success() {
-        bail!("cc failed on floor.c: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(bin)
+    crate::cc::compile(dir, "floor", SOURCE, &[])
 }
 
 /// What the floor printed: `sockets=N v4=N ... fds=N socket_fds=N`.

@@ -4,6 +4,8 @@
 //! network namespace this program creates and always deletes. Linux only; needs root.
 
 #[cfg(target_os = "linux")]
+mod cc;
+#[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
 mod floor;

@@ -1,10 +1,14 @@
-//! One timed run of a tool: wall time around spawn..reap, and the child's own CPU time and
-//! peak RSS from wait4()'s rusage. A pidfd waits for the exit with a timeout (and wakes on
-//! Ctrl-C) without reaping, so a run that is killed is killed while its pid is still ours.
+//! One timed run of a tool, through the `timed` launcher (timed.c): it enters the namespace,
+//! forks the tool from its own tiny image and reports the tool's wall time and wait4() rusage
+//! (CPU user+sys, peak RSS). Measuring a child of this process directly would not do: its
+//! ru_maxrss would start at this program's peak (see timed.c). A pidfd waits for the launcher
+//! with a timeout and wakes on Ctrl-C, so a run is killed while its pid is still ours.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,11 +21,11 @@ pub struct Sample {
     pub wall: Duration,
     pub user: Duration,
     pub sys: Duration,
-    /// ru_maxrss: the child's peak resident set, in KiB.
+    /// ru_maxrss: the tool's peak resident set, in KiB.
     pub max_rss_kib: u64,
     /// Exit code, or None when a signal ended it.
     pub exit_code: Option<i32>,
-    /// The run was killed for taking longer than the timeout.
+    /// The run was killed for taking longer than the timeout (the other fields are empty).
     pub timed_out: bool,
 }
 
@@ -31,49 +35,97 @@ impl Sample {
     }
 }
 
-/// Runs `cmd` (its stdio already set by the caller) to completion and measures it.
-pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Sample> {
-    // Its own process group: a Ctrl-C at the terminal reaches only us; we stop the tool.
-    cmd.process_group(0);
-    let start = Instant::now();
-    let child = cmd.spawn().with_context(|| format!("spawning {:?}", cmd.get_program()))?;
-    let pid = child.id() as libc::pid_t;
-    let pidfd = pidfd_open(pid)?;
-    let mut timed_out = false;
-    loop {
-        let left = timeout.saturating_sub(start.elapsed());
-        match wait_exit(&pidfd, left) {
-            Ok(true) => break,
-            Ok(false) => {
-                timed_out = true;
-                kill(pid);
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                if interrupt::requested() {
+/// What to run: the tool's argv, the namespace to enter first (None: the tool enters it
+/// itself, like porthog --netns), and where its output goes.
+pub struct Job {
+    pub netns: Option<PathBuf>,
+    pub argv: Vec<OsString>,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+const SOURCE: &str = include_str!("../timed.c");
+
+pub struct Launcher {
+    bin: PathBuf,
+    report: PathBuf,
+}
+
+impl Launcher {
+    /// Compiles timed.c into `dir`, static if the C library allows (smaller image).
+    pub fn build(dir: &Path) -> Result<Launcher> {
+        let bin = crate::cc::compile(dir, "timed", SOURCE, &["-static"])
+            .or_else(|_| crate::cc::compile(dir, "timed", SOURCE, &[]))?;
+        Ok(Launcher { bin, report: dir.join("timed.report") })
+    }
+
+    /// Runs `job` to completion (or `timeout`) and measures it.
+    pub fn run(&self, job: Job, timeout: Duration) -> Result<Sample> {
+        let _ = std::fs::remove_file(&self.report);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(&self.report)
+            .arg(job.netns.as_deref().unwrap_or(Path::new("-")))
+            .args(&job.argv)
+            .stdin(Stdio::null())
+            .stdout(job.stdout)
+            .stderr(job.stderr)
+            // Its own process group: a terminal Ctrl-C reaches only us; we stop the tool.
+            .process_group(0);
+        let start = Instant::now();
+        let child = cmd.spawn().with_context(|| format!("spawning {}", self.bin.display()))?;
+        let pid = child.id() as libc::pid_t;
+        let pidfd = pidfd_open(pid)?;
+        loop {
+            match wait_exit(&pidfd, timeout.saturating_sub(start.elapsed())) {
+                Ok(true) => break,
+                Ok(false) => {
+                    kill(pid); // the tool follows through PR_SET_PDEATHSIG
+                    reap(pid)?;
+                    return Ok(Sample {
+                        wall: start.elapsed(),
+                        user: Duration::ZERO,
+                        sys: Duration::ZERO,
+                        max_rss_kib: 0,
+                        exit_code: None,
+                        timed_out: true,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    if interrupt::requested() {
+                        kill(pid);
+                        reap(pid)?;
+                        interrupt::check()?;
+                    }
+                }
+                Err(e) => {
                     kill(pid);
                     reap(pid)?;
-                    interrupt::check()?;
+                    return Err(e).context("waiting for the tool");
                 }
             }
-            Err(e) => {
-                kill(pid);
-                reap(pid)?;
-                return Err(e).context("waiting for the tool");
-            }
         }
+        let status = reap(pid)?;
+        drop(child); // already reaped; dropping a Child neither waits nor kills
+        let report = std::fs::read_to_string(&self.report).unwrap_or_default();
+        parse_report(&report).with_context(|| {
+            format!("the launcher exited with wait status {status} and no report: {report:?}")
+        })
     }
-    let (status, usage) = reap(pid)?;
-    let wall = start.elapsed();
-    drop(child); // already reaped by wait4; dropping a Child neither waits nor kills
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(Sample {
-        wall,
-        user: tv(usage.ru_utime),
-        sys: tv(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss as u64,
+}
+
+/// Parses `wall_ns=N user_us=N sys_us=N maxrss_kib=N status=N`.
+fn parse_report(text: &str) -> Option<Sample> {
+    let field = |key: &str| -> Option<i64> {
+        text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    let status = field("status")? as i32;
+    Some(Sample {
+        wall: Duration::from_nanos(field("wall_ns")? as u64),
+        user: Duration::from_micros(field("user_us")? as u64),
+        sys: Duration::from_micros(field("sys_us")? as u64),
+        max_rss_kib: field("maxrss_kib")? as u64,
         exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        timed_out,
+        timed_out: false,
     })
 }
 
@@ -89,12 +141,10 @@ fn pidfd_open(pid: libc::pid_t) -> Result<OwnedFd> {
 
 /// Waits until the process exits (true) or `left` runs out (false). EINTR is returned.
 fn wait_exit(pidfd: &OwnedFd, left: Duration) -> std::io::Result<bool> {
-    use std::os::fd::AsRawFd;
     let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     let ms = left.as_millis().min(i32::MAX as u128) as i32;
     // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    match n {
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
         -1 => Err(std::io::Error::last_os_error()),
         0 => Ok(false),
         _ => Ok(true),
@@ -102,24 +152,23 @@ fn wait_exit(pidfd: &OwnedFd, left: Duration) -> std::io::Result<bool> {
 }
 
 /// SIGKILL to a child we have not reaped yet (so the pid cannot belong to anyone else).
-pub fn kill(pid: libc::pid_t) {
+fn kill(pid: libc::pid_t) {
     // SAFETY: plain kill(2) on our own unreaped child.
     unsafe { libc::kill(pid, libc::SIGKILL) };
 }
 
-fn reap(pid: libc::pid_t) -> Result<(libc::c_int, libc::rusage)> {
+/// Reaps the launcher; returns its raw wait status.
+fn reap(pid: libc::pid_t) -> Result<libc::c_int> {
     let mut status = 0;
-    // SAFETY: rusage is plain old data; wait4 fills it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
-        // SAFETY: valid pointers to our locals.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        // SAFETY: waiting for our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
         if r == pid {
-            return Ok((status, usage));
+            return Ok(status);
         }
         let e = std::io::Error::last_os_error();
         if e.kind() != std::io::ErrorKind::Interrupted {
-            bail!("wait4({pid}): {e}");
+            bail!("waitpid({pid}): {e}");
         }
     }
 }
@@ -135,6 +184,22 @@ pub fn median<T: Copy + Ord>(values: impl IntoIterator<Item = T>) -> Option<T> {
 mod tests {
     use super::*;
 
+    fn launcher(name: &str) -> Launcher {
+        let dir =
+            std::env::temp_dir().join(format!("porthog-bench-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Launcher::build(&dir).unwrap()
+    }
+
+    fn job(argv: &[&str]) -> Job {
+        Job {
+            netns: None,
+            argv: argv.iter().map(OsString::from).collect(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        }
+    }
+
     #[test]
     fn median_takes_the_middle() {
         assert_eq!(median([3, 1, 2]), Some(2));
@@ -143,16 +208,32 @@ mod tests {
     }
 
     #[test]
-    fn measures_a_real_child() {
-        let s = run(Command::new("sh").args(["-c", "exit 3"]), Duration::from_secs(10)).unwrap();
+    fn parses_the_report() {
+        let s = parse_report("wall_ns=1500000000 user_us=20 sys_us=30 maxrss_kib=900 status=768\n")
+            .unwrap();
+        assert_eq!(s.wall, Duration::from_millis(1500));
+        assert_eq!(s.cpu(), Duration::from_micros(50));
+        assert_eq!(s.max_rss_kib, 900);
+        assert_eq!(s.exit_code, Some(3));
+        assert!(parse_report("wall_ns=1").is_none());
+    }
+
+    #[test]
+    fn measures_the_tool_not_this_process() {
+        // Touch 64 MiB here first: a direct child's ru_maxrss would start at least that high.
+        let ballast = vec![1u8; 64 << 20];
+        let l = launcher("rss");
+        let s = l.run(job(&["sh", "-c", "exit 3"]), Duration::from_secs(10)).unwrap();
         assert_eq!(s.exit_code, Some(3));
         assert!(!s.timed_out);
-        assert!(s.max_rss_kib > 0);
+        assert!(s.max_rss_kib > 0 && s.max_rss_kib < 16 << 10, "{} KiB", s.max_rss_kib);
+        assert_eq!(ballast.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
     }
 
     #[test]
     fn kills_a_run_past_its_timeout() {
-        let s = run(Command::new("sleep").arg("10"), Duration::from_millis(100)).unwrap();
+        let l = launcher("timeout");
+        let s = l.run(job(&["sleep", "10"]), Duration::from_millis(200)).unwrap();
         assert!(s.timed_out);
         assert_eq!(s.exit_code, None);
         assert!(s.wall < Duration::from_secs(5));

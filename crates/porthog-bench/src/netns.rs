@@ -1,7 +1,7 @@
 //! The benchmark's network namespace: created with `ip netns add`, configured for a large
 //! loopback load, and deleted when dropped (on success, error and Ctrl-C alike).
-//! Every process the benchmark starts inside it goes through `ip netns exec`, which setns()es
-//! and then execs the program in place (no fork), so the child's pid and rusage are the tool's.
+//! The load's processes start inside it through `ip netns exec` (which setns()es and execs in
+//! place); measured tools go through the `timed` launcher instead (see measure.rs).
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -74,28 +74,6 @@ impl Netns {
         let now = self.sysctl(key)?;
         ensure!(now == value, "sysctl {key} is {now:?} after setting it to {value:?}");
         Ok(())
-    }
-
-    /// Checks that `ip netns exec` execs the program in place: the pid we spawned must be the
-    /// pid the program sees, or wait4()'s rusage would be ip's, not the tool's.
-    pub fn verify_exec_in_place(&self) -> Result<u32> {
-        let child = self
-            .command("sh")
-            .args(["-c", "echo $$"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("spawning ip netns exec sh")?;
-        let spawned = child.id();
-        let out = child.wait_with_output()?;
-        let seen: u32 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .context("reading the pid sh printed")?;
-        ensure!(
-            seen == spawned,
-            "ip netns exec forked (spawned pid {spawned}, tool ran as {seen}): rusage would not be the tool's"
-        );
-        Ok(seen)
     }
 }
 

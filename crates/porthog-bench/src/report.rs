@@ -149,6 +149,31 @@ pub fn size_section(r: &SizeResult) -> String {
     s
 }
 
+/// porthog and the floor on a namespace without sockets: the fixed cost of every run.
+pub fn empty_section(runs: &[ToolRuns]) -> String {
+    let mut s = String::from(
+        "### Empty namespace (fixed cost)\n\n\
+         | tool | runs | wall (median) | CPU user+sys (median) | peak RSS (max) | check |\n\
+         |---|---:|---:|---:|---:|---|\n",
+    );
+    for t in runs {
+        let check = match t.invalid.first() {
+            None => "ok".to_string(),
+            Some(why) => format!("**invalid**: {}", why.replace('|', "/")),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {check} |",
+            t.tool.label(),
+            t.samples.len(),
+            secs(t.wall()),
+            secs(t.cpu()),
+            mib(t.rss())
+        );
+    }
+    s
+}
+
 /// The three targets for one size, each "met" or "missed" with the numbers.
 pub fn targets(r: &SizeResult) -> Vec<String> {
     let Some(p) = r.get(Tool::Porthog) else { return vec!["porthog was skipped".into()] };
@@ -194,39 +219,68 @@ pub fn targets(r: &SizeResult) -> Vec<String> {
     out
 }
 
-/// porthog's cost per 1k sockets at each size, and how fast it grows (1.0 = linear).
-pub fn scaling_table(results: &[SizeResult]) -> String {
+/// porthog's cost per 1k sockets at each size, how fast it grows (1.0 = linear), and what
+/// each socket adds over the empty namespace (the part the 160 B/socket budget is about).
+pub fn scaling_table(empty: &[ToolRuns], results: &[SizeResult]) -> String {
+    let valid =
+        |runs: &[ToolRuns], tool| runs.iter().find(|t| t.tool == tool && t.valid()).cloned();
+    let p0 = valid(empty, Tool::Porthog);
+    let f0 = valid(empty, Tool::Floor);
     let mut s = String::from(
-        "| sockets | porthog wall | per 1k sockets | growth exponent | peak RSS | RSS per 1k sockets | RSS budget | floor wall | floor per 1k |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| sockets | porthog wall | per 1k sockets | above empty ns, per 1k | growth exponent | peak RSS | RSS above empty ns, per socket | RSS budget | floor wall | floor above empty ns, per 1k |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    if let Some(p) = &p0 {
+        let fw = f0.as_ref().map(|f| secs(f.wall())).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            s,
+            "| 0 (empty) | {} | – | – | – | {} | – | {} | {fw} | – |",
+            secs(p.wall()),
+            mib(p.rss()),
+            mib(RSS_BASE)
+        );
+    }
     let mut prev: Option<(u64, Duration)> = None;
     for r in results {
         let n = r.sockets().max(1);
         let k = n as f64 / 1000.0;
         let per_k = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0 / k);
-        let (wall, per, growth, rss, rss_k) = match r.get(Tool::Porthog).filter(|p| p.valid()) {
-            Some(p) => {
-                let growth = match prev {
-                    Some((n0, w0)) => {
-                        format!("{:.2}", ratio(p.wall(), w0).ln() / (n as f64 / n0 as f64).ln())
-                    }
-                    None => "–".into(),
-                };
-                prev = Some((n, p.wall()));
-                let rss_k = format!("{:.1} KiB", p.rss() as f64 / 1024.0 / k);
-                (secs(p.wall()), per_k(p.wall()), growth, mib(p.rss()), rss_k)
-            }
-            None => ("invalid".into(), "–".into(), "–".into(), "–".into(), "–".into()),
+        let above = |d: Duration, base: &Option<ToolRuns>| match base {
+            Some(b) => per_k(d.saturating_sub(b.wall())),
+            None => "–".into(),
         };
+        let mut cells = vec!["invalid".to_string(); 1];
+        cells.extend(["–"; 5].map(String::from));
+        if let Some(p) = r.get(Tool::Porthog).filter(|p| p.valid()) {
+            let growth = match prev {
+                Some((n0, w0)) => {
+                    format!("{:.2}", ratio(p.wall(), w0).ln() / (n as f64 / n0 as f64).ln())
+                }
+                None => "–".into(),
+            };
+            prev = Some((n, p.wall()));
+            let rss_per = match &p0 {
+                Some(b) => format!("{:.0} B", p.rss().saturating_sub(b.rss()) as f64 / n as f64),
+                None => "–".into(),
+            };
+            cells = vec![
+                secs(p.wall()),
+                per_k(p.wall()),
+                above(p.wall(), &p0),
+                growth,
+                mib(p.rss()),
+                rss_per,
+            ];
+        }
         let (fw, fk) = match r.get(Tool::Floor).filter(|f| f.valid()) {
-            Some(f) => (secs(f.wall()), per_k(f.wall())),
+            Some(f) => (secs(f.wall()), above(f.wall(), &f0)),
             None => ("–".into(), "–".into()),
         };
         let _ = writeln!(
             s,
-            "| {} | {wall} | {per} | {growth} | {rss} | {rss_k} | {} | {fw} | {fk} |",
+            "| {} | {} | {} | {fw} | {fk} |",
             thousands(n),
+            cells.join(" | "),
             mib(r.rss_budget())
         );
     }
@@ -237,7 +291,13 @@ pub fn scaling_table(results: &[SizeResult]) -> String {
 pub const NOTES_MARKER: &str = "<!-- porthog-bench keeps everything below this line -->";
 
 /// The whole BENCHMARKS.md (without the kept notes).
-pub fn benchmarks_md(machine: &Machine, command: &str, results: &[SizeResult]) -> String {
+pub fn benchmarks_md(
+    machine: &Machine,
+    command: &str,
+    host_proc: bool,
+    empty: &[ToolRuns],
+    results: &[SizeResult],
+) -> String {
     let mut s = String::from("# Benchmarks\n\n");
     let _ = writeln!(
         s,
@@ -256,7 +316,7 @@ pub fn benchmarks_md(machine: &Machine, command: &str, results: &[SizeResult]) -
     if let Some(h) = results.iter().rev().find_map(|r| r.host) {
         let _ = writeln!(
             s,
-            "- every /proc walk covers the whole host: {} processes with {} open fds ({} of them sockets), load included",
+            "- what each /proc walk covered (largest size): {} processes with {} open fds, {} of them sockets",
             thousands(h.processes),
             thousands(h.fds),
             thousands(h.socket_fds)
@@ -265,14 +325,18 @@ pub fn benchmarks_md(machine: &Machine, command: &str, results: &[SizeResult]) -
     for (tool, version) in &machine.versions {
         let _ = writeln!(s, "- {tool}: {version}");
     }
-    s.push_str(METHOD);
+    s.push_str(&method(host_proc));
     s.push_str("\n## Results\n\n");
+    if !empty.is_empty() {
+        s.push_str(&empty_section(empty));
+        s.push('\n');
+    }
     for r in results {
         s.push_str(&size_section(r));
         s.push('\n');
     }
     s.push_str("### Scaling (porthog)\n\n");
-    s.push_str(&scaling_table(results));
+    s.push_str(&scaling_table(empty, results));
     s.push_str("\n## Reading\n\n");
     for r in results {
         let _ = writeln!(s, "{} sockets:", thousands(r.plan.total));
@@ -284,7 +348,17 @@ pub fn benchmarks_md(machine: &Machine, command: &str, results: &[SizeResult]) -
     s
 }
 
-const METHOD: &str = "
+fn method(host_proc: bool) -> String {
+    let proc_scope = if host_proc {
+        "The run walked the host's whole /proc (`--host-proc`): every other process on the \
+         machine was part of each tool's /proc walk."
+    } else {
+        "The whole run is pid 1 of its own PID namespace with a private /proc, so each /proc walk \
+         sees the load and the tools only, not whatever else the machine runs (`--host-proc` \
+         walks the host's). The network namespace is the same either way."
+    };
+    format!(
+        "
 ## Method
 
 - Each size gets a fresh network namespace `porthog-bench-<pid>` with `lo` up,
@@ -292,21 +366,28 @@ const METHOD: &str = "
   sockets are established loopback connections held by `porthog-loadgen connect` processes
   (at most 18,000 fds each: the hard open-file limit is 20,000 per process) to as many
   `porthog-loadgen serve` processes; 1/5 are TIME_WAIT, kept steady by churn clients
-  (`connect --close --rate R`, R = TIME_WAIT / 60 s) that run for the whole measurement.
+  (`connect --close --rate R`, R = TIME_WAIT / 60 s) that keep running while the tools run.
   Measuring starts once churn has run 66 s, after `ss` inside the namespace confirmed the counts.
+- {proc_scope}
 - Tools run in rounds (floor, porthog, ss, netstat, lsof), each on the same live sockets; porthog
-  and the floor get one untimed warm-up run first. Wall time is spawn to reap; CPU time
-  (user + sys) and peak RSS come from the child's own `wait4()` rusage. Peers run through
-  `ip netns exec`, which execs them in place (checked: the spawned pid is the tool's pid), so
-  their rusage is theirs plus ip's few setup syscalls, and their peak RSS is at least ip's own
-  (about 3 MiB). porthog (`--netns`) and the floor setns() themselves.
+  and the floor get one untimed warm-up run first. Each run goes through `timed`
+  (`crates/porthog-bench/timed.c`, a static launcher): it enters the namespace for the peers
+  (what `ip netns exec` does that they need; porthog `--netns` and the floor setns() themselves),
+  forks the tool and reports the tool's own wall time and `wait4()` rusage: CPU (user + sys) and
+  peak RSS. A tool started by `ip netns exec` or spawned straight from the benchmark would
+  inherit ip's or the benchmark's peak RSS in `ru_maxrss` (exec records the old image's peak);
+  the launcher's image is a few hundred KiB.
 - Output goes to /dev/null (porthog's and the floor's to a file, to check them): a run counts
   only if the tool exited successfully and, for porthog and the floor, if the socket count it
   reports is within 2 % of the namespace's count (/proc/net/sockstat) read just before it ran.
 - The C floor (`crates/porthog-bench/floor.c`, built with `cc -O2`) does only what porthog's
   collector must: a NETLINK_SOCK_DIAG dump of all TCP sockets (IPv4 and IPv6, all states), one
   walk of /proc/*/fd with readlink, and an inode -> pid join. One thread, no output formatting.
-";
+- The empty-namespace row is the fixed cost of a run; most of it is the kernel walking the
+  machine-wide TCP hash table, which every namespace shares, once per address family.
+"
+    )
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::Options;
+use crate::floor::FloorCounts;
 use crate::load::{Load, Plan};
-use crate::measure;
+use crate::measure::Launcher;
 use crate::netns::Netns;
 use crate::report::{self, SizeResult, ToolRuns};
 use crate::tools::{Setup, Tool};
@@ -19,26 +20,35 @@ pub fn run(opts: &Options, id: u32) -> Result<()> {
     interrupt::install()?;
     let scratch = Scratch::create()?;
     let floor = floor::build(&scratch.0)?;
+    let launcher = Launcher::build(&scratch.0)?;
     let machine = machine::describe();
     eprintln!(
         "porthog-bench: {} ({} cores), Linux {}, load average {}",
         machine.cpu, machine.cores, machine.kernel, machine.load_average
     );
+    let fast: Vec<Tool> =
+        [Tool::Floor, Tool::Porthog].into_iter().filter(|t| opts.tools.contains(t)).collect();
+    let empty = measure_empty(opts, id, &fast, &floor, &launcher, &scratch.0)
+        .context("benchmarking an empty namespace")?;
+    println!("{}", report::empty_section(&empty));
     let mut results = Vec::new();
     for &size in &opts.sizes {
         interrupt::check()?;
-        let result = measure_size(opts, id, size, &floor, &scratch.0)
+        let result = measure_size(opts, id, size, &floor, &launcher, &scratch.0)
             .with_context(|| format!("benchmarking {size} sockets"))?;
         println!("{}", report::size_section(&result));
         results.push(result);
     }
-    println!("### Scaling (porthog)\n\n{}", report::scaling_table(&results));
+    println!("### Scaling (porthog)\n\n{}", report::scaling_table(&empty, &results));
     if let Some(path) = &opts.write {
         let command = format!(
             "cargo build --release && sudo target/release/porthog-bench {}",
             opts.args.join(" ")
         );
-        write_benchmarks(path, &report::benchmarks_md(&machine, command.trim_end(), &results))?;
+        write_benchmarks(
+            path,
+            &report::benchmarks_md(&machine, command.trim_end(), opts.host_proc, &empty, &results),
+        )?;
         eprintln!("porthog-bench: wrote {}", path.display());
     }
     Ok(())
@@ -49,6 +59,7 @@ fn measure_size(
     id: u32,
     size: u64,
     floor: &Path,
+    launcher: &Launcher,
     scratch: &Path,
 ) -> Result<SizeResult> {
     let plan = Plan::new(size, opts.per_process)?;
@@ -61,10 +72,6 @@ fn measure_size(
         plan.churn_rate
     );
     let ns = Netns::create(id)?;
-    let pid = ns.verify_exec_in_place()?;
-    eprintln!(
-        "porthog-bench: ip netns exec runs the tool in place (spawned pid {pid} is the tool)"
-    );
     ns.set_sysctl("net.ipv4.ip_local_port_range", "1024 65535")?;
     // Loopback TIME_WAIT is reusable by default (tcp_tw_reuse=2): the level would not hold.
     ns.set_sysctl("net.ipv4.tcp_tw_reuse", "0")?;
@@ -87,47 +94,11 @@ fn measure_size(
     );
 
     let setup = Setup { ns: &ns, porthog: &opts.porthog, floor, scratch };
-    let mut runs: Vec<ToolRuns> = opts
-        .tools
-        .iter()
-        .map(|&tool| ToolRuns { tool, samples: vec![], expected: vec![], invalid: vec![] })
-        .collect();
-    // Warm-up: page cache, binaries, dentries of /proc, for the two fast tools.
-    for tool in [Tool::Floor, Tool::Porthog].into_iter().filter(|t| opts.tools.contains(t)) {
-        let mut inv = setup.invocation(tool)?;
-        measure::run(&mut inv.command, opts.tool_timeout)?;
-    }
-    let mut host = None;
-    let rounds = opts.runs.max(opts.peer_runs);
-    for round in 0..rounds {
-        for r in &mut runs {
-            let wanted = if r.tool.is_peer() { opts.peer_runs } else { opts.runs };
-            if round >= wanted {
-                continue;
-            }
-            interrupt::check()?;
+    let (runs, host) =
+        measure_tools(opts, &setup, launcher, &opts.tools, &size.to_string(), || {
             load.check_alive()?;
-            let expected = load.count()?.total();
-            let mut inv = setup.invocation(r.tool)?;
-            let sample = measure::run(&mut inv.command, opts.tool_timeout)?;
-            let invalid = inv.invalid(r.tool, &sample, expected);
-            if r.tool == Tool::Floor {
-                host = inv.floor_counts().or(host);
-            }
-            eprintln!(
-                "porthog-bench: {size}: {} run {}/{wanted}: {} wall, {} CPU, {} peak RSS, {expected} sockets before: {}",
-                r.tool.label(),
-                round + 1,
-                report::secs(sample.wall),
-                report::secs(sample.cpu()),
-                report::mib(sample.max_rss_kib * 1024),
-                invalid.as_deref().unwrap_or("ok")
-            );
-            r.samples.push(sample);
-            r.expected.push(expected);
-            r.invalid.extend(invalid);
-        }
-    }
+            Ok(load.count()?.total())
+        })?;
     // Stop the load before deleting its namespace (also what drop order does on errors).
     load.stop();
     drop(ns);
@@ -141,6 +112,79 @@ fn measure_size(
         load_average: machine::load_average(),
         tools: runs,
     })
+}
+
+/// The fixed cost: porthog and the floor on a namespace with no socket at all. What remains
+/// is mostly the kernel walking the machine-wide TCP hash table (it is shared by every
+/// namespace), so it is paid at every size.
+fn measure_empty(
+    opts: &Options,
+    id: u32,
+    tools: &[Tool],
+    floor: &Path,
+    launcher: &Launcher,
+    scratch: &Path,
+) -> Result<Vec<ToolRuns>> {
+    if tools.is_empty() {
+        return Ok(vec![]);
+    }
+    let ns = Netns::create(id)?;
+    let setup = Setup { ns: &ns, porthog: &opts.porthog, floor, scratch };
+    let (runs, _) = measure_tools(opts, &setup, launcher, tools, "empty", || Ok(0))?;
+    drop(ns);
+    Ok(runs)
+}
+
+/// Runs every tool in rounds (porthog and the floor warmed up once first), reading the
+/// namespace's socket count with `before` right before each run.
+fn measure_tools(
+    opts: &Options,
+    setup: &Setup,
+    launcher: &Launcher,
+    tools: &[Tool],
+    label: &str,
+    mut before: impl FnMut() -> Result<u64>,
+) -> Result<(Vec<ToolRuns>, Option<FloorCounts>)> {
+    let mut runs: Vec<ToolRuns> = tools
+        .iter()
+        .map(|&tool| ToolRuns { tool, samples: vec![], expected: vec![], invalid: vec![] })
+        .collect();
+    // Warm-up: page cache, binaries, dentries of /proc, for the two fast tools.
+    for &tool in tools.iter().filter(|t| !t.is_peer()) {
+        let (job, _) = setup.invocation(tool)?;
+        launcher.run(job, opts.tool_timeout)?;
+    }
+    let mut host = None;
+    let rounds = opts.runs.max(opts.peer_runs);
+    for round in 0..rounds {
+        for r in &mut runs {
+            let wanted = if r.tool.is_peer() { opts.peer_runs } else { opts.runs };
+            if round >= wanted {
+                continue;
+            }
+            interrupt::check()?;
+            let expected = before()?;
+            let (job, inv) = setup.invocation(r.tool)?;
+            let sample = launcher.run(job, opts.tool_timeout)?;
+            let invalid = inv.invalid(r.tool, &sample, expected);
+            if r.tool == Tool::Floor {
+                host = inv.floor_counts().or(host);
+            }
+            eprintln!(
+                "porthog-bench: {label}: {} run {}/{wanted}: {} wall, {} CPU, {} peak RSS, {expected} sockets before: {}",
+                r.tool.label(),
+                round + 1,
+                report::secs(sample.wall),
+                report::secs(sample.cpu()),
+                report::mib(sample.max_rss_kib * 1024),
+                invalid.as_deref().unwrap_or("ok")
+            );
+            r.samples.push(sample);
+            r.expected.push(expected);
+            r.invalid.extend(invalid);
+        }
+    }
+    Ok((runs, host))
 }
 
 fn lines(text: &str) -> u64 {

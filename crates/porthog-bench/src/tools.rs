@@ -3,16 +3,17 @@
 //! every TCP socket of the namespace and its owning process — and its answer is checked, so a
 //! tool that failed or saw the wrong sockets cannot post a fast time.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use serde_json::Value;
 
 use crate::floor;
-use crate::measure::Sample;
+use crate::measure::{Job, Sample};
 use crate::netns::Netns;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,50 +57,44 @@ pub struct Setup<'a> {
     pub scratch: &'a Path,
 }
 
-/// One prepared run: the command plus where its output goes.
+/// Where one run's output went, to check its answer afterwards.
 pub struct Invocation {
-    pub command: Command,
     stdout: Option<PathBuf>,
     stderr: PathBuf,
 }
 
 impl Setup<'_> {
-    /// The command for `tool`, with stdout to /dev/null (peers) or a scratch file (porthog and
-    /// the floor, whose answers are checked) and stderr to a scratch file.
-    pub fn invocation(&self, tool: Tool) -> Result<Invocation> {
-        let mut command = match tool {
-            // Both setns() into the namespace themselves, like a person running porthog would.
-            Tool::Porthog => {
-                let mut c = Command::new(self.porthog);
-                c.args(["--json", "--netns", self.ns.name()]);
-                c
-            }
-            Tool::Floor => {
-                let mut c = Command::new(self.floor);
-                c.arg(self.ns.path());
-                c
-            }
-            Tool::Ss => with_args(self.ns.command("ss"), &["-tanp"]),
-            Tool::Netstat => with_args(self.ns.command("netstat"), &["-tanp"]),
-            Tool::Lsof => with_args(self.ns.command("lsof"), &["-nP", "-iTCP"]),
+    /// The job for `tool`, with stdout to /dev/null (peers) or a scratch file (porthog and the
+    /// floor, whose answers are checked) and stderr to a scratch file.
+    pub fn invocation(&self, tool: Tool) -> Result<(Job, Invocation)> {
+        let ns = self.ns.path();
+        // porthog and the floor setns() into the namespace themselves, as a person runs
+        // porthog; the peers are put into it first (all they need of `ip netns exec`).
+        let (netns, argv): (Option<PathBuf>, Vec<OsString>) = match tool {
+            Tool::Porthog => (
+                None,
+                vec![self.porthog.into(), "--json".into(), "--netns".into(), self.ns.name().into()],
+            ),
+            Tool::Floor => (None, vec![self.floor.into(), ns.into()]),
+            Tool::Ss => (Some(ns), vec!["ss".into(), "-tanp".into()]),
+            Tool::Netstat => (Some(ns), vec!["netstat".into(), "-tanp".into()]),
+            Tool::Lsof => (Some(ns), vec!["lsof".into(), "-nP".into(), "-iTCP".into()]),
         };
         let name = format!("{tool:?}").to_lowercase();
         let stdout = matches!(tool, Tool::Porthog | Tool::Floor)
             .then(|| self.scratch.join(format!("{name}.out")));
         let stderr = self.scratch.join(format!("{name}.err"));
-        command.stdin(Stdio::null());
-        command.stdout(match &stdout {
-            Some(path) => Stdio::from(create(path)?),
-            None => Stdio::null(),
-        });
-        command.stderr(Stdio::from(create(&stderr)?));
-        Ok(Invocation { command, stdout, stderr })
+        let job = Job {
+            netns,
+            argv,
+            stdout: match &stdout {
+                Some(path) => Stdio::from(create(path)?),
+                None => Stdio::null(),
+            },
+            stderr: Stdio::from(create(&stderr)?),
+        };
+        Ok((job, Invocation { stdout, stderr }))
     }
-}
-
-fn with_args(mut c: Command, args: &[&str]) -> Command {
-    c.args(args);
-    c
 }
 
 fn create(path: &Path) -> Result<File> {
