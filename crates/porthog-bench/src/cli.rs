@@ -56,6 +56,10 @@ pub struct Cli {
     /// benchmark runs in its own PID namespace, so /proc holds only the load and the tools.
     #[arg(long)]
     host_proc: bool,
+    /// After measuring each size, run this shell command on the same live load (e.g. a
+    /// profiler). It sees PORTHOG_BENCH_NETNS (the namespace name) and PORTHOG_BENCH_SIZE.
+    #[arg(long, value_name = "SHELL-COMMAND")]
+    after_size: Option<String>,
 }
 
 /// Validated options.
@@ -72,6 +76,7 @@ pub struct Options {
     pub churn_max_secs: u64,
     pub write: Option<PathBuf>,
     pub host_proc: bool,
+    pub after_size: Option<String>,
     /// The command line, for BENCHMARKS.md.
     pub args: Vec<String>,
 }
@@ -117,6 +122,7 @@ impl Cli {
             churn_max_secs: self.churn_max_secs,
             write: (!self.no_write).then_some(self.write),
             host_proc: self.host_proc,
+            after_size: self.after_size,
             args: std::env::args().skip(1).collect(),
         })
     }

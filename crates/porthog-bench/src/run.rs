@@ -99,6 +99,10 @@ fn measure_size(
             load.check_alive()?;
             Ok(load.count()?.total())
         })?;
+    if let Some(hook) = &opts.after_size {
+        run_hook(hook, &ns, size)?;
+        load.check_alive()?;
+    }
     // Stop the load before deleting its namespace (also what drop order does on errors).
     load.stop();
     drop(ns);
@@ -133,6 +137,21 @@ fn measure_empty(
     let (runs, _) = measure_tools(opts, &setup, launcher, tools, "empty", || Ok(0))?;
     drop(ns);
     Ok(runs)
+}
+
+/// Runs the --after-size command on the live load; its failure is reported, not fatal.
+fn run_hook(hook: &str, ns: &Netns, size: u64) -> Result<()> {
+    eprintln!("porthog-bench: {size}: running --after-size: {hook}");
+    let status = std::process::Command::new("sh")
+        .args(["-c", hook])
+        .env("PORTHOG_BENCH_NETNS", ns.name())
+        .env("PORTHOG_BENCH_SIZE", size.to_string())
+        .status()
+        .context("running the --after-size command")?;
+    if !status.success() {
+        eprintln!("porthog-bench: {size}: --after-size command failed: {status}");
+    }
+    interrupt::check()
 }
 
 /// Runs every tool in rounds (porthog and the floor warmed up once first), reading the
