@@ -5,6 +5,7 @@
 pub mod analyze;
 mod culprits;
 mod findings;
+pub mod import;
 pub mod level;
 pub mod model;
 pub mod pool;

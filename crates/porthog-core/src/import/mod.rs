@@ -1,0 +1,380 @@
+//! Offline input: text captured on any machine (Windows netstat, PowerShell, netsh, event logs;
+//! Linux ss, /proc/net, sysctl; porthog's own JSON) turned into the same `Snapshot` the live
+//! collector makes. Pure: bytes in, records out. One pasted file may mix several formats with
+//! shell prompts between them; each section is recognised by its own parser.
+
+mod cursor;
+pub mod decode;
+mod error;
+mod netsh;
+mod netstat;
+mod ss;
+mod sysctl_lines;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use cursor::{Cursor, Line};
+pub use decode::Encoding;
+pub use error::ImportError;
+
+use crate::model::{Gap, GapKind, Os, Process, Snapshot, Socket};
+use crate::report::Report;
+
+/// A format porthog reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Windows `netstat -ano`, `-anob`, `-anoq`, localized.
+    Netstat,
+    /// `netsh int ipv4|ipv6 show dynamicport tcp|udp`.
+    NetshDynamicport,
+    /// `netsh int ipv4|ipv6 show excludedportrange protocol=tcp|udp`.
+    NetshExcluded,
+    /// Linux `ss -tanp`, `-tanpe`, `-uanp`.
+    Ss,
+    /// `sysctl` lines for the port settings.
+    Sysctl,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Netstat,
+        Format::NetshDynamicport,
+        Format::NetshExcluded,
+        Format::Ss,
+        Format::Sysctl,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Netstat => "netstat",
+            Format::NetshDynamicport => "netsh-dynamicport",
+            Format::NetshExcluded => "netsh-excluded",
+            Format::Ss => "ss",
+            Format::Sysctl => "sysctl",
+        }
+    }
+
+    /// The command that produces this format, for messages.
+    pub fn command(self) -> &'static str {
+        match self {
+            Format::Netstat => "netstat -ano (or -anob, -anoq)",
+            Format::NetshDynamicport => "netsh int ipv4 show dynamicport tcp",
+            Format::NetshExcluded => "netsh int ipv4 show excludedportrange protocol=tcp",
+            Format::Ss => "ss -tanp / ss -uanp",
+            Format::Sysctl => {
+                "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
+            }
+        }
+    }
+
+    /// Whose machine the format comes from.
+    pub fn os(self) -> Os {
+        match self {
+            Format::Netstat | Format::NetshDynamicport | Format::NetshExcluded => Os::Windows,
+            Format::Ss | Format::Sysctl => Os::Linux,
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Format::ALL.iter().map(|f| f.as_str()).collect();
+            format!("unknown format {s:?}; known: {}", names.join(", "))
+        })
+    }
+}
+
+/// One input: a file's name (or "-") and its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+}
+
+/// How to read the inputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImportOptions {
+    /// Read every input as this format instead of detecting.
+    pub format: Option<Format>,
+    /// Decode every input with this encoding instead of detecting.
+    pub encoding: Option<Encoding>,
+    /// Skip malformed rows (counted) instead of failing on the first.
+    pub lenient: bool,
+}
+
+/// Which format was found in which file, for the report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub file: String,
+    pub format: String,
+    pub encoding: String,
+    /// Records (rows, settings, events) read from it.
+    pub records: u64,
+}
+
+/// A past failure the inputs prove, e.g. Windows Tcpip event 4231.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub kind: String,
+    pub id: u32,
+    pub count: u64,
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub meaning: String,
+}
+
+/// What the inputs held.
+#[derive(Debug)]
+pub enum Imported {
+    /// Sockets and settings, to analyze.
+    Snapshot { snapshot: Snapshot, sources: Vec<SourceInfo>, evidence: Vec<Evidence> },
+    /// A report porthog saved earlier with `--json`.
+    Report(Box<Report>),
+}
+
+/// Accumulates what the parsers find across all inputs.
+#[derive(Debug, Default)]
+pub struct Builder {
+    pub sockets: Vec<Socket>,
+    /// Executable or process names by pid (netstat -b, ss users:(...)).
+    pub names: HashMap<u32, String>,
+    /// Ranges, reserved or excluded ports and reuse switches, as the inputs gave them.
+    pub settings: crate::model::Settings,
+    pub events: Vec<(u32, Option<String>)>,
+    /// Malformed rows skipped in lenient mode, with the first one's place.
+    pub skipped: u64,
+    pub first_skipped: Option<String>,
+    /// Records each (file, format) contributed.
+    counts: HashMap<(usize, Format), u64>,
+    file: usize,
+}
+
+impl Builder {
+    /// Counts one record of `format` for the current file.
+    pub fn record(&mut self, format: Format) {
+        *self.counts.entry((self.file, format)).or_default() += 1;
+    }
+
+    /// Adds a socket owned by `pid` (0: no owner, as Windows reports TIME_WAIT).
+    pub fn socket(&mut self, format: Format, mut s: Socket, pid: u32) {
+        s.pid = NonZeroU32::new(pid);
+        self.sockets.push(s);
+        self.record(format);
+    }
+
+    /// A malformed row: an error, or in lenient mode a counted skip.
+    pub fn malformed(&mut self, lenient: bool, e: ImportError) -> Result<(), ImportError> {
+        if !lenient {
+            return Err(e);
+        }
+        self.skipped += 1;
+        if self.first_skipped.is_none() {
+            self.first_skipped = Some(e.to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Reads every input into one snapshot of one machine.
+pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, ImportError> {
+    let mut b = Builder::default();
+    let mut encodings = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let (text, enc) = decode::decode(input.bytes, opts.encoding);
+        encodings.push(enc);
+        if let Some(report) = own_report(&text) {
+            if inputs.len() > 1 {
+                return Err(ImportError::whole(
+                    input.name,
+                    "a saved porthog report must be read on its own",
+                ));
+            }
+            return Ok(Imported::Report(Box::new(
+                report.map_err(|e| ImportError::whole(input.name, &e))?,
+            )));
+        }
+        b.file = i;
+        let before: u64 = b.counts.values().sum::<u64>() + b.skipped;
+        read_text(input.name, &text, opts, &mut b)?;
+        if b.counts.values().sum::<u64>() + b.skipped == before {
+            return Err(ImportError::unrecognized(input.name, &text, opts.format));
+        }
+    }
+    finish(inputs, &encodings, b)
+}
+
+/// A porthog `--json` report, if that is what the text is.
+fn own_report(text: &str) -> Option<Result<Report, String>> {
+    let t = text.trim_start();
+    if !(t.starts_with('{') && t[..t.len().min(200)].contains("\"schema_version\"")) {
+        return None;
+    }
+    Some(serde_json::from_str::<Report>(t).map_err(|e| {
+        format!(
+            "looks like a porthog JSON report but cannot be read: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    }))
+}
+
+/// Walks the lines, handing each section to the parser that recognises its first line.
+fn read_text(
+    name: &str,
+    text: &str,
+    opts: &ImportOptions,
+    b: &mut Builder,
+) -> Result<(), ImportError> {
+    let mut cur = Cursor::new(name, text);
+    while let Some(line) = cur.peek() {
+        let fmt = opts.format.filter(|f| starts(*f, line, &cur)).or_else(|| {
+            if opts.format.is_some() {
+                None
+            } else {
+                Format::ALL.into_iter().find(|f| starts(*f, line, &cur))
+            }
+        });
+        match fmt {
+            Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
+            Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
+            Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
+            None => {
+                cur.next();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
+    match format {
+        Format::Netstat => netstat::starts(line),
+        Format::NetshDynamicport => netsh::starts_dynamicport(line, cur),
+        Format::NetshExcluded => netsh::starts_excluded(line, cur),
+        Format::Ss => ss::starts(line),
+        Format::Sysctl => sysctl_lines::starts(line),
+    }
+}
+
+fn finish(
+    inputs: &[Input<'_>],
+    encodings: &[Encoding],
+    b: Builder,
+) -> Result<Imported, ImportError> {
+    let mut formats: Vec<(usize, Format)> = b.counts.keys().copied().collect();
+    formats.sort_unstable();
+    let oses: Vec<Os> = formats.iter().map(|(_, f)| f.os()).collect();
+    let os = oses.first().copied().unwrap_or(Os::Linux);
+    if let Some((i, f)) = formats.iter().find(|(_, f)| f.os() != os) {
+        return Err(ImportError::whole(
+            inputs[*i].name,
+            &format!(
+                "{} output is from {:?} but {} output is from {:?}: give the captures of one machine at a time",
+                f,
+                f.os(),
+                formats[0].1,
+                os
+            ),
+        ));
+    }
+    let sources: Vec<SourceInfo> = formats
+        .iter()
+        .map(|&(i, f)| SourceInfo {
+            file: inputs[i].name.to_owned(),
+            format: f.as_str().to_owned(),
+            encoding: encodings[i].as_str().to_owned(),
+            records: b.counts[&(i, f)],
+        })
+        .collect();
+    let has = |f: Format| formats.iter().any(|(_, x)| *x == f);
+
+    let mut snapshot =
+        Snapshot::new(os, formats.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>().join(" + "));
+    snapshot.settings = b.settings.clone();
+    snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
+    if b.skipped > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(b.skipped),
+            message: format!(
+                "{} malformed rows were skipped (--lenient); the first: {}",
+                b.skipped,
+                b.first_skipped.as_deref().unwrap_or("?")
+            ),
+            advice: Some(
+                "counts may be short by that many sockets; fix or recapture the input".to_owned(),
+            ),
+        });
+    }
+    let mut pids: Vec<u32> = b.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    snapshot.processes = pids
+        .into_iter()
+        .map(|pid| Process {
+            pid,
+            name: b.names.get(&pid).cloned().unwrap_or_else(|| "?".to_owned()),
+            ..Default::default()
+        })
+        .collect();
+    snapshot.sockets = b.sockets;
+    Ok(Imported::Snapshot { snapshot, sources, evidence: Vec::new() })
+}
+
+/// Gaps for settings the inputs did not give, naming the command that captures them.
+fn missing_settings(os: Os, s: &Snapshot, has_exclusions: bool) -> Vec<Gap> {
+    let mut gaps = Vec::new();
+    let gap = |message: String, advice: &str| Gap {
+        kind: GapKind::Setting,
+        count: None,
+        message,
+        advice: Some(advice.to_owned()),
+    };
+    match os {
+        Os::Windows => {
+            if s.settings.tcp_range.is_none() {
+                gaps.push(gap(
+                    "the TCP dynamic port range was not in the input: the default 49152-65535 (16,384 ports) is assumed".into(),
+                    "capture `netsh int ipv4 show dynamicport tcp` too",
+                ));
+            }
+            if !has_exclusions {
+                gaps.push(gap(
+                    "the excluded port ranges were not in the input: the pool may be smaller than shown (Hyper-V, WinNAT, WSL and Docker reserve blocks)".into(),
+                    "capture `netsh int ipv4 show excludedportrange protocol=tcp` too",
+                ));
+            }
+        }
+        Os::Linux => {
+            if s.settings.tcp_range.is_none() {
+                gaps.push(gap(
+                    "net.ipv4.ip_local_port_range was not in the input: the default 32768-60999 (28,232 ports) is assumed".into(),
+                    "capture `sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse net.ipv4.tcp_timestamps` too",
+                ));
+            }
+            if s.settings.tw_reuse.is_none() {
+                gaps.push(gap(
+                    "net.ipv4.tcp_tw_reuse was not in the input: the kernel default 2 (loopback only) is assumed".into(),
+                    "capture `sysctl net.ipv4.tcp_tw_reuse net.ipv4.tcp_timestamps` too",
+                ));
+            }
+        }
+    }
+    gaps
+}
