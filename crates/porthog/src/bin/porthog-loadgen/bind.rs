@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::socket::{Failure, Hold, check_count, errno_name, listener, tcp_socket};
 
+/// Binds `--count` sockets to `ip`:0 (or until the kernel refuses) and holds them unconnected.
 pub fn bind(ip: IpAddr, count: Option<u64>) -> Result<(Value, Hold), String> {
     check_count(count, "bound sockets (one file descriptor each)")?;
     let addr = SocketAddr::new(ip, 0);

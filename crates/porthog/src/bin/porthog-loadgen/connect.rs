@@ -14,6 +14,7 @@ use crate::socket::{Failure, Hold, check_count, errno_name, tcp_socket};
 /// How long `connect --close` waits for the server's FIN (`serve` closes on EOF by default).
 const PEER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One destination and what the kernel said to it so far.
 struct Target {
     addr: SocketAddr,
     opened: u64,
@@ -21,6 +22,7 @@ struct Target {
     exhausted: bool,
 }
 
+/// Opens `--count` connections (or until every target is refused), holding or closing them.
 pub fn connect(
     to: &[SocketAddr],
     count: Option<u64>,
