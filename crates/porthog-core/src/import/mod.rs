@@ -139,6 +139,7 @@ pub struct Evidence {
 
 /// What the inputs held.
 #[derive(Debug)]
+#[expect(clippy::large_enum_variant, reason = "made once per run, never stored in bulk")]
 pub enum Imported {
     /// Sockets and settings, to analyze.
     Snapshot { snapshot: Snapshot, sources: Vec<SourceInfo>, evidence: Vec<Evidence> },

@@ -1,4 +1,4 @@
-//! `sysctl` output lines for the port settings (`net.ipv4.ip_local_port_range = 32768	60999`),
+//! `sysctl` output lines for the port settings (`net.ipv4.ip_local_port_range = 32768 60999`, tab-separated),
 //! parsed with the same functions the live collector uses on /proc/sys.
 
 use super::{Builder, Cursor, Format, ImportError};
