@@ -59,6 +59,8 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         processes,
         findings,
         gaps: snapshot.gaps.clone(),
+        sources: Vec::new(),
+        evidence: Vec::new(),
     }
 }
 

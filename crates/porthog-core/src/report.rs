@@ -37,6 +37,37 @@ pub struct Report {
     pub gaps: Vec<Gap>,
     /// What the model had to assume because it cannot be seen from outside the kernel.
     pub assumptions: Vec<String>,
+    /// Offline input: which format was read from which file (empty for a live check).
+    #[serde(default)]
+    pub sources: Vec<SourceInfo>,
+    /// Offline input: past failures the inputs prove, e.g. Windows Tcpip event 4231.
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+/// Which format was found in which file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub file: String,
+    pub format: String,
+    pub encoding: String,
+    /// Records (rows, settings, events) read from it.
+    pub records: u64,
+}
+
+/// A past failure the inputs prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// "event" (a Windows event log entry).
+    pub kind: String,
+    /// Event id, e.g. 4231.
+    pub id: u32,
+    pub count: u64,
+    /// Times of the first and last occurrence, as ISO 8601 where the input's format allowed.
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// What the event means.
+    pub meaning: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,7 @@ pub use error::ImportError;
 
 use crate::model::{Gap, GapKind, Os, Process, Snapshot, Socket};
 use crate::report::Report;
+pub use crate::report::{Evidence, SourceInfo};
 
 /// A format porthog reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -114,27 +115,6 @@ pub struct ImportOptions {
     pub encoding: Option<Encoding>,
     /// Skip malformed rows (counted) instead of failing on the first.
     pub lenient: bool,
-}
-
-/// Which format was found in which file, for the report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceInfo {
-    pub file: String,
-    pub format: String,
-    pub encoding: String,
-    /// Records (rows, settings, events) read from it.
-    pub records: u64,
-}
-
-/// A past failure the inputs prove, e.g. Windows Tcpip event 4231.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub kind: String,
-    pub id: u32,
-    pub count: u64,
-    pub first: Option<String>,
-    pub last: Option<String>,
-    pub meaning: String,
 }
 
 /// What the inputs held.
