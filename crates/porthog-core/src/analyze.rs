@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use crate::culprits;
 use crate::findings;
 use crate::level::{Level, Thresholds};
-use crate::model::{Os, Snapshot, State};
+use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind};
-use crate::report::{Report, SCHEMA_VERSION, SettingsReport, Totals, grouped};
+use crate::report::{
+    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
+};
 
 /// How the report is cut down and judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +64,30 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         sources: Vec::new(),
         evidence: Vec::new(),
     }
+}
+
+/// Judges imported captures: the snapshot, plus what the inputs prove about the past. A logged
+/// exhaustion event (4231, 4266) makes the verdict at least critical.
+pub fn analyze_imported(
+    snapshot: &Snapshot,
+    sources: Vec<SourceInfo>,
+    evidence: Vec<Evidence>,
+    opts: &AnalyzeOptions,
+) -> Report {
+    let mut report = analyze(snapshot, opts);
+    let mut past = findings::from_evidence(&evidence);
+    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical)
+        && report.verdict < Level::Critical
+    {
+        report.verdict = Level::Critical;
+        report.summary = format!("{}; the snapshot itself: {}", f.message, report.summary);
+    }
+    past.append(&mut report.findings);
+    report.findings = past;
+    report.findings.sort_by_key(|f| std::cmp::Reverse(f.level));
+    report.sources = sources;
+    report.evidence = evidence;
+    report
 }
 
 fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
@@ -297,6 +323,25 @@ mod tests {
         let r = analyze(&s, &AnalyzeOptions { ok_pools: 5, ..Default::default() });
         assert_eq!(r.pools.len(), 5);
         assert_eq!(r.totals.pools, 32);
+    }
+
+    #[test]
+    fn a_logged_4231_makes_a_healthy_snapshot_critical() {
+        let mut s = snap((49152, 65535));
+        s.os = Os::Windows;
+        let ev = vec![crate::report::Evidence {
+            kind: "event".into(),
+            id: 4231,
+            count: 3,
+            first: Some("2024-01-15T10:23:45".into()),
+            last: Some("2024-01-15T11:00:00".into()),
+            meaning: "the global TCP ephemeral port space was exhausted".into(),
+        }];
+        let r = analyze_imported(&s, vec![], ev, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Critical);
+        assert!(r.summary.starts_with("Tcpip event 4231 was logged 3 times between 2024-01-15T10:23:45 and 2024-01-15T11:00:00"), "{}", r.summary);
+        assert_eq!(r.findings[0].kind, FindingKind::PastExhaustion);
+        assert_eq!(r.evidence.len(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
-use crate::report::{Finding, FindingKind, ProcessReport, grouped};
+use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped};
 
 /// Most findings of one kind that are listed one by one.
 const MAX_PER_KIND: usize = 5;
@@ -340,8 +340,12 @@ fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut V
         level: Level::Info,
         pid: None,
         message: format!(
-            "{} TIME_WAIT sockets have no owning process (the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it): {}",
+            "{} TIME_WAIT sockets have no owning process ({}): {}",
             grouped(total),
+            match snapshot.os {
+                Os::Linux => "the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it",
+                Os::Windows => "Windows lists them under PID 0",
+            },
             shown.join("; ")
         ),
         advice: "Their owner is the process that opened them: the one with live connections to the same destination \
@@ -379,4 +383,41 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
                  connect() and shared across destinations; or do not bind() outgoing sockets at all."
             .to_owned(),
     });
+}
+
+/// Findings from logged events: what failed before, even if the snapshot looks healthy now.
+pub(crate) fn from_evidence(evidence: &[Evidence]) -> Vec<Finding> {
+    let when = |e: &Evidence| match (&e.first, &e.last) {
+        (Some(a), Some(z)) if a != z => format!(" between {a} and {z}"),
+        (Some(a), _) => format!(" at {a}"),
+        _ => String::new(),
+    };
+    evidence
+        .iter()
+        .filter_map(|e| {
+            let times = if e.count == 1 { "once".to_owned() } else { format!("{} times", grouped(e.count)) };
+            let (kind, level, advice) = match e.id {
+                4231 | 4266 => (
+                    FindingKind::PastExhaustion,
+                    Level::Critical,
+                    "The pool ran out then even if this snapshot looks healthy: capture netstat -anoq while it happens again \
+                     to name the process, and see the pools and processes above for who holds ports now.",
+                ),
+                4227 => (
+                    FindingKind::TimeWaitCollision,
+                    Level::Warn,
+                    "Connections to the same remote endpoint are opened and closed faster than TIME_WAIT frees them: \
+                     reuse connections (keep-alive, pooling).",
+                ),
+                _ => return None,
+            };
+            Some(Finding {
+                kind,
+                level,
+                pid: None,
+                message: format!("Tcpip event {} was logged {times}{}: {}", e.id, when(e), e.meaning),
+                advice: advice.to_owned(),
+            })
+        })
+        .collect()
 }

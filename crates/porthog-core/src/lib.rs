@@ -13,7 +13,7 @@ pub mod ports;
 pub mod report;
 pub mod sysctl;
 
-pub use analyze::{AnalyzeOptions, analyze};
+pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};
 pub use model::{
     Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket, State, TwReuse,

@@ -137,6 +137,10 @@ pub enum FindingKind {
     OwnerlessTimeWait,
     /// Outgoing connections that took their ports with bind(): they do not share ports.
     BindBeforeConnect,
+    /// The inputs prove the pool ran out before (Windows Tcpip events 4231, 4266).
+    PastExhaustion,
+    /// The inputs prove TIME_WAIT collisions (Windows Tcpip event 4227).
+    TimeWaitCollision,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
