@@ -3,6 +3,7 @@
 //! offline importers. Nothing here opens a file, a socket or a clock, so it compiles on any OS.
 
 pub mod analyze;
+pub mod cgroup;
 mod culprits;
 mod findings;
 pub mod import;
@@ -10,6 +11,7 @@ pub mod level;
 pub mod model;
 pub mod pool;
 pub mod ports;
+pub mod proc_net;
 pub mod report;
 pub mod sysctl;
 
