@@ -150,7 +150,8 @@ fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
 
 fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if range_assumed {
+    // A source that could not give the range says so in its gaps, with the command that would.
+    if range_assumed && !snapshot.gaps.iter().any(|g| g.kind == GapKind::Setting) {
         out.push(match snapshot.os {
             Os::Linux => {
                 "the ephemeral range is unknown: the Linux default 32768-60999 was assumed"
