@@ -26,6 +26,7 @@ pub(crate) fn findings(
     shrunk_range(snapshot, set, &mut out);
     ownerless_time_wait(snapshot, procs, &mut out);
     bind_before_connect(set, &mut out);
+    latent_bind_pool(set, &mut out);
     out.sort_by_key(|f| std::cmp::Reverse(f.level));
     out
 }
@@ -350,6 +351,28 @@ fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut V
         ),
         advice: "Their owner is the process that opened them: the one with live connections to the same destination \
                  is the likeliest; to be sure, catch the connections while they are open (a snapshot every few seconds, or kernel tracing)."
+            .to_owned(),
+    });
+}
+
+fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
+    let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind && p.latent) else {
+        return;
+    };
+    out.push(Finding {
+        kind: FindingKind::LatentBindPool,
+        level: Level::Warn,
+        pid: None,
+        message: format!(
+            "bind() to port 0 would fail now: {} of {} TCP ports are held ({} of them by TIME_WAIT, which connect() may reuse but \
+             bind() may not). Nothing seen here allocates that way (no bound sockets; connections share ports), so connect() is \
+             unaffected, but an ephemeral listener, a bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
+            grouped(bind.used),
+            grouped(bind.capacity),
+            grouped(bind.time_wait)
+        ),
+        advice: "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
+                 give fixed ports to listeners."
             .to_owned(),
     });
 }

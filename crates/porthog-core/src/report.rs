@@ -137,6 +137,9 @@ pub enum FindingKind {
     OwnerlessTimeWait,
     /// Outgoing connections that took their ports with bind(): they do not share ports.
     BindBeforeConnect,
+    /// The bind() pool is nearly full (usually of TIME_WAIT) though connect() still works:
+    /// whatever calls bind(port 0) would fail.
+    LatentBindPool,
     /// The inputs prove the pool ran out before (Windows Tcpip events 4231, 4266).
     PastExhaustion,
     /// The inputs prove TIME_WAIT collisions (Windows Tcpip event 4227).
