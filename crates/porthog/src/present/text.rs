@@ -133,7 +133,11 @@ fn pools(report: &Report, top: usize, p: &Painter, out: &mut String) {
                         grouped(x.time_wait_reusable)
                     )
                 },
-                x.level.as_str().to_uppercase(),
+                if x.latent {
+                    format!("{} (latent)", x.level.as_str().to_uppercase())
+                } else {
+                    x.level.as_str().to_uppercase()
+                },
             ]
         })
         .collect();
