@@ -51,12 +51,10 @@ fn culprit(pool: &Pool, procs: &[ProcessReport]) -> (Option<u32>, String) {
 /// Churn or fan-out for every pool at warn or above, depending on what fills it.
 fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
     let windows = snapshot.os == Os::Windows;
-    for pool in set
-        .pools
-        .iter()
-        .filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp)
-        .take(MAX_PER_KIND)
-    {
+    // A latent bind() pool has its own finding; UDP has no destination to blame.
+    let candidates =
+        set.pools.iter().filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp && !p.latent);
+    for pool in candidates.take(MAX_PER_KIND) {
         let what = pool_phrase(pool);
         let blocking_tw = pool.time_wait - pool.time_wait_reusable;
         if blocking_tw * 2 >= pool.used && blocking_tw > 0 {
