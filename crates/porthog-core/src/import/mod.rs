@@ -8,6 +8,7 @@ pub mod decode;
 mod error;
 mod netsh;
 mod netstat;
+mod proc_net_text;
 mod ss;
 mod sysctl_lines;
 
@@ -40,15 +41,18 @@ pub enum Format {
     Ss,
     /// `sysctl` lines for the port settings.
     Sysctl,
+    /// Linux `/proc/net/tcp`, `tcp6`, `udp`, `udp6`.
+    ProcNet,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 6] = [
         Format::Netstat,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
         Format::Sysctl,
+        Format::ProcNet,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Format {
             Format::NetshExcluded => "netsh-excluded",
             Format::Ss => "ss",
             Format::Sysctl => "sysctl",
+            Format::ProcNet => "proc-net",
         }
     }
 
@@ -71,6 +76,7 @@ impl Format {
             Format::Sysctl => {
                 "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
             }
+            Format::ProcNet => "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6",
         }
     }
 
@@ -78,7 +84,7 @@ impl Format {
     pub fn os(self) -> Os {
         match self {
             Format::Netstat | Format::NetshDynamicport | Format::NetshExcluded => Os::Windows,
-            Format::Ss | Format::Sysctl => Os::Linux,
+            Format::Ss | Format::Sysctl | Format::ProcNet => Os::Linux,
         }
     }
 }
@@ -235,6 +241,7 @@ fn read_text(
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
+            Some(Format::ProcNet) => proc_net_text::parse(&mut cur, b, opts.lenient)?,
             None => {
                 cur.next();
             }
@@ -250,6 +257,7 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::NetshExcluded => netsh::starts_excluded(line, cur),
         Format::Ss => ss::starts(line),
         Format::Sysctl => sysctl_lines::starts(line),
+        Format::ProcNet => proc_net_text::starts(line),
     }
 }
 
