@@ -1,7 +1,9 @@
 //! Who holds the ports: per-process totals, states, ephemeral ports and destinations.
 //! One pass over the sockets plus a sort of compact (pid, protocol, port) keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::model::{Protocol, Snapshot, State};
@@ -24,7 +26,7 @@ pub(crate) fn processes(
     tcp: &Allocation,
     udp: &Allocation,
 ) -> Vec<ProcessReport> {
-    let mut tallies: HashMap<u32, Tally> = HashMap::new();
+    let mut tallies: HashMap<u32, Tally> = HashMap::default();
     let mut ports: Vec<(u32, Protocol, u16)> = Vec::new();
     for s in &snapshot.sockets {
         let Some(pid) = s.pid.map(|p| p.get()) else { continue };
@@ -41,7 +43,7 @@ pub(crate) fn processes(
     }
     ports.sort_unstable();
     ports.dedup();
-    let mut ephemeral: HashMap<u32, u32> = HashMap::new();
+    let mut ephemeral: HashMap<u32, u32> = HashMap::default();
     for (pid, _, _) in ports {
         *ephemeral.entry(pid).or_default() += 1;
     }

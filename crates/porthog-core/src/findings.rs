@@ -2,7 +2,7 @@
 //! the pools and processes already computed and at the settings; none rescans the sockets
 //! except `ownerless_time_wait`, which needs the TIME_WAIT sockets' destinations.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::level::Level;
@@ -307,7 +307,7 @@ fn shrunk_range(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
 }
 
 fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut Vec<Finding>) {
-    let mut by_remote: HashMap<SocketAddr, u64> = HashMap::new();
+    let mut by_remote: HashMap<SocketAddr, u64> = HashMap::default();
     for s in snapshot.sockets.iter().filter(|s| s.state == State::TimeWait && s.pid.is_none()) {
         *by_remote.entry(SocketAddr::new(s.remote_ip, s.remote_port)).or_default() += 1;
     }

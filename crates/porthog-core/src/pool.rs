@@ -3,7 +3,7 @@
 //! one UDP pool per namespace. Windows: one global pool per protocol. Linear in the sockets:
 //! one pass to mark ports, one sort of compact (pool, port) entries to count distinct ports.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -280,7 +280,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     let connect_capacity = tcp_usable - bind_type_in_range;
 
     // Pass 2: connected TCP sockets on pool ports, keyed by destination.
-    let mut keys: HashMap<(IpAddr, IpAddr, u16), u32> = HashMap::new();
+    let mut keys: HashMap<(IpAddr, IpAddr, u16), u32> = HashMap::default();
     let mut entries: Vec<Entry> = Vec::new();
     for s in &snapshot.sockets {
         if s.protocol != Protocol::Tcp
@@ -363,7 +363,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
 fn count_entries(entries: &[Entry], pools: &mut [Pool]) {
     for group in entries.chunk_by(|a, b| a.pool == b.pool) {
         let pool = &mut pools[group[0].pool as usize];
-        let mut owners: HashMap<u32, u32> = HashMap::new();
+        let mut owners: HashMap<u32, u32> = HashMap::default();
         for port in group.chunk_by(|a, b| a.port == b.port) {
             // Sorted by `tw`: the first entry of a port says whether anything live holds it.
             pool.used += 1;
@@ -403,7 +403,7 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     ] {
         let alloc = Allocation::of(Os::Windows, range, reserved);
         let (mut live, mut tw) = (PortBits::new(), PortBits::new());
-        let mut owners: HashMap<u32, PortBits> = HashMap::new();
+        let mut owners: HashMap<u32, PortBits> = HashMap::default();
         for s in snapshot.sockets.iter().filter(|s| s.protocol == protocol) {
             if s.state == State::TimeWait {
                 tw.set(s.local_port)

@@ -30,7 +30,7 @@ impl<'a> Cursor<'a> {
         if rest.is_empty() {
             return None;
         }
-        let (line, rest) = match memchr(rest.as_bytes()) {
+        let (line, rest) = match memchr::memchr(b'\n', rest.as_bytes()) {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, ""),
         };
@@ -65,6 +65,21 @@ impl<'a> Cursor<'a> {
         Some(Line { no: self.no, text })
     }
 
+    /// Consumes `line`, which `peek()` just returned, without scanning for its end again.
+    pub fn consume(&mut self, line: Line<'a>) {
+        debug_assert_eq!(line.no, self.no + 1);
+        let mut n = line.text.len();
+        let bytes = self.rest.as_bytes();
+        if bytes.get(n) == Some(&b'\r') {
+            n += 1;
+        }
+        if bytes.get(n) == Some(&b'\n') {
+            n += 1;
+        }
+        self.rest = &self.rest[n..];
+        self.no += 1;
+    }
+
     /// The rest of the input from the next line on, and the number that line will have.
     pub fn remaining(&self) -> (&'a str, usize) {
         (self.rest, self.no + 1)
@@ -76,10 +91,6 @@ impl<'a> Cursor<'a> {
         self.no += consumed[..n].bytes().filter(|&b| b == b'\n').count();
         self.rest = &self.rest[n..];
     }
-}
-
-fn memchr(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
 }
 
 #[cfg(test)]
@@ -96,6 +107,18 @@ mod tests {
         assert_eq!(c.peek(), Some(Line { no: 4, text: "c" }));
         assert_eq!(c.next(), Some(Line { no: 4, text: "c" }));
         assert_eq!(c.next(), None);
+    }
+
+    #[test]
+    fn consume_matches_next() {
+        let text = "a\r\nbb\n\nc\r\n";
+        let (mut a, mut b) = (Cursor::new("f", text), Cursor::new("f", text));
+        while let Some(line) = a.peek() {
+            a.consume(line);
+            assert_eq!(b.next(), Some(line));
+            assert_eq!(a.remaining(), b.remaining());
+        }
+        assert_eq!(b.next(), None);
     }
 
     #[test]

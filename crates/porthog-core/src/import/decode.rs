@@ -83,7 +83,12 @@ pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding
     let enc = forced.unwrap_or_else(|| sniff(bytes));
     let text = match enc {
         Encoding::Utf8 | Encoding::Utf8Bom => {
-            String::from_utf8_lossy(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes))
+            let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            // Valid UTF-8 (nearly always) borrows after one fast check; only bad bytes pay for lossy.
+            match std::str::from_utf8(body) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(body),
+            }
         }
         Encoding::Utf16Le => {
             Cow::Owned(encoding_rs::UTF_16LE.decode_with_bom_removal(bytes).0.into_owned())
@@ -127,6 +132,14 @@ fn sniff(bytes: &[u8]) -> Encoding {
         return Encoding::Utf16Be;
     }
     if std::str::from_utf8(bytes).is_ok() {
+        return Encoding::Utf8;
+    }
+    // Invalid UTF-8 only in a cut last character (a truncated paste) is still UTF-8.
+    if let Err(e) = std::str::from_utf8(bytes)
+        && e.error_len().is_none()
+        && bytes.len() - e.valid_up_to() < 4
+        && bytes[..e.valid_up_to()].iter().any(|&b| b >= 0x80)
+    {
         return Encoding::Utf8;
     }
     let (_, sjis_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);

@@ -33,13 +33,13 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                     if let (Owner::Exe(exe), Some(pid)) = (owner, last_pid) {
                         b.names.entry(pid).or_insert_with(|| exe.to_owned());
                     }
-                    cur.next();
+                    cur.consume(line);
                     continue;
                 }
                 _ => return Ok(()),
             }
         };
-        cur.next();
+        cur.consume(line);
         match row(t, proto) {
             Some((sock, pid)) => {
                 last_pid = Some(pid);
