@@ -148,6 +148,8 @@ pub struct Builder {
     /// Records each (file, format) contributed.
     counts: HashMap<(usize, Format), u64>,
     file: usize,
+    /// Files that gave socket rows.
+    socket_files: std::collections::BTreeSet<usize>,
 }
 
 impl Builder {
@@ -160,6 +162,7 @@ impl Builder {
     pub fn socket(&mut self, format: Format, mut s: Socket, pid: u32) {
         s.pid = NonZeroU32::new(pid);
         self.sockets.push(s);
+        self.socket_files.insert(self.file);
         self.record(format);
     }
 
@@ -264,7 +267,7 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
 fn finish(
     inputs: &[Input<'_>],
     encodings: &[Encoding],
-    b: Builder,
+    mut b: Builder,
 ) -> Result<Imported, ImportError> {
     let mut formats: Vec<(usize, Format)> = b.counts.keys().copied().collect();
     formats.sort_unstable();
@@ -311,6 +314,20 @@ fn finish(
             ),
         });
     }
+    if b.socket_files.len() > 1 {
+        let merged = merge_duplicates(&mut b.sockets);
+        if merged > 0 {
+            snapshot.gaps.push(Gap {
+                kind: GapKind::Source,
+                count: Some(merged),
+                message: format!(
+                    "{merged} socket rows appeared in more than one file (e.g. netstat -anoq and netstat -anob of the same moment) \
+                     and were counted once"
+                ),
+                advice: None,
+            });
+        }
+    }
     let mut pids: Vec<u32> = b.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -324,6 +341,18 @@ fn finish(
         .collect();
     snapshot.sockets = b.sockets;
     Ok(Imported::Snapshot { snapshot, sources, evidence: Vec::new() })
+}
+
+/// Keeps one socket per (protocol, local, remote) across files, preferring one with an owner.
+/// Returns how many rows were dropped.
+fn merge_duplicates(sockets: &mut Vec<Socket>) -> u64 {
+    let before = sockets.len();
+    let key =
+        |s: &Socket| (s.protocol, s.local_ip, s.local_port, s.remote_ip, s.remote_port, s.state);
+    // Stable sort: among equal keys, rows with a pid first, then input order.
+    sockets.sort_by(|a, b| key(a).cmp(&key(b)).then(b.pid.is_some().cmp(&a.pid.is_some())));
+    sockets.dedup_by(|later, first| key(later) == key(first));
+    (before - sockets.len()) as u64
 }
 
 /// Gaps for settings the inputs did not give, naming the command that captures them.

@@ -189,6 +189,27 @@ mod tests {
     }
 
     #[test]
+    fn anoq_and_anob_of_the_same_moment_count_each_socket_once() {
+        let anoq = "  TCP    10.0.0.7:49152   10.0.0.5:443   ESTABLISHED   4321\n  TCP    0.0.0.0:49153   0.0.0.0:0   BOUND   4321\n";
+        let anob = "  TCP    10.0.0.7:49152   10.0.0.5:443   ESTABLISHED   4321\n [chrome.exe]\n";
+        let inputs = [
+            Input { name: "q.txt", bytes: anoq.as_bytes() },
+            Input { name: "b.txt", bytes: anob.as_bytes() },
+        ];
+        let Imported::Snapshot { snapshot: s, sources, .. } =
+            import(&inputs, &ImportOptions::default()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.sockets.len(), 2);
+        assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("chrome.exe"));
+        assert!(
+            s.gaps.iter().any(|g| g.count == Some(1) && g.message.contains("more than one file"))
+        );
+        assert_eq!(sources.len(), 2);
+    }
+
+    #[test]
     fn german_states_and_bound_rows() {
         let s = snapshot(
             "  Proto  Lokale Adresse         Remoteadresse          Status           PID\n\
