@@ -58,6 +58,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         },
         totals: totals(snapshot, total_pools, processes.len() as u64),
         pools,
+        programs: culprits::programs(&processes),
         processes,
         findings,
         gaps: snapshot.gaps.clone(),
@@ -343,6 +344,28 @@ mod tests {
         assert!(r.summary.starts_with("Tcpip event 4231 was logged 3 times between 2024-01-15T10:23:45 and 2024-01-15T11:00:00"), "{}", r.summary);
         assert_eq!(r.findings[0].kind, FindingKind::PastExhaustion);
         assert_eq!(r.evidence.len(), 1);
+    }
+
+    #[test]
+    fn one_program_with_several_pids_is_grouped() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40010).map(|p| conn(State::Established, p, 443, 10)).collect();
+        s.sockets.extend((40010..40030).map(|p| conn(State::Established, p, 443, 11)));
+        s.sockets.push(conn(State::Established, 40030, 443, 12));
+        s.processes =
+            vec![client(10, "chrome.exe"), client(11, "chrome.exe"), client(12, "svchost.exe")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.programs.len(), 2);
+        assert_eq!(
+            (
+                r.programs[0].name.as_str(),
+                r.programs[0].pids.clone(),
+                r.programs[0].ephemeral_ports
+            ),
+            ("chrome.exe", vec![10, 11], 30)
+        );
+        s.processes = vec![client(10, "a"), client(11, "b"), client(12, "c")];
+        assert!(analyze(&s, &AnalyzeOptions::default()).programs.is_empty());
     }
 
     #[test]

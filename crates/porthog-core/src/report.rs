@@ -32,6 +32,10 @@ pub struct Report {
     pub pools: Vec<Pool>,
     /// Most ephemeral ports first.
     pub processes: Vec<ProcessReport>,
+    /// Processes grouped by name where one program runs as several PIDs (e.g. netstat -b's
+    /// executables), most ephemeral ports first; empty when every name is one PID.
+    #[serde(default)]
+    pub programs: Vec<ProgramReport>,
     pub totals: Totals,
     pub findings: Vec<Finding>,
     pub gaps: Vec<Gap>,
@@ -93,6 +97,16 @@ pub struct ProcessReport {
     pub ephemeral_ports: u32,
     pub states: BTreeMap<String, u32>,
     pub top_remotes: Vec<RemoteCount>,
+}
+
+/// One program (process name) over all its PIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramReport {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub sockets: u32,
+    /// Sum of its processes' ephemeral ports.
+    pub ephemeral_ports: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
