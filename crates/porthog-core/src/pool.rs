@@ -112,7 +112,8 @@ impl Pool {
 
     fn finish(&mut self, thresholds: &Thresholds) {
         self.effective = self.used - self.time_wait_reusable;
-        self.percent = percent(self.effective, self.capacity);
+        // One decimal is all a reader needs, and keeps the JSON tidy.
+        self.percent = (percent(self.effective, self.capacity) * 10.0).round() / 10.0;
         self.level =
             thresholds.classify(self.effective, self.capacity, self.kind == PoolKind::Connect);
     }

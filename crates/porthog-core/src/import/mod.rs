@@ -210,7 +210,7 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
 /// A porthog `--json` report, if that is what the text is.
 fn own_report(text: &str) -> Option<Result<Report, String>> {
     let t = text.trim_start();
-    if !(t.starts_with('{') && t[..t.len().min(200)].contains("\"schema_version\"")) {
+    if !(t.starts_with('{') && t[..t.floor_char_boundary(200)].contains("\"schema_version\"")) {
         return None;
     }
     Some(serde_json::from_str::<Report>(t).map_err(|e| {
@@ -395,4 +395,100 @@ fn missing_settings(os: Os, s: &Snapshot, has_exclusions: bool) -> Vec<Gap> {
         }
     }
     gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::num::NonZeroU32;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Protocol, State};
+    use crate::ports::PortRange;
+    use crate::{AnalyzeOptions, analyze};
+
+    fn arb_socket() -> impl Strategy<Value = Socket> {
+        (0usize..12, 0u16..200, 0u8..4, 0u16..3, 0u32..5, any::<bool>()).prop_map(
+            |(st, lp, rip, rp, pid, udp)| {
+                let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+                Socket {
+                    pid: NonZeroU32::new(pid),
+                    inode: pid,
+                    ..Socket::new(
+                        if udp { Protocol::Udp } else { Protocol::Tcp },
+                        State::ALL[st],
+                        (ip(1), 40000 + lp),
+                        (ip(2 + rip), 7000 + rp),
+                    )
+                }
+            },
+        )
+    }
+
+    proptest! {
+        /// A saved --json report read back through `import` is the same report: same verdict,
+        /// pools, processes and counts.
+        #[test]
+        fn own_json_round_trips(sockets in prop::collection::vec(arb_socket(), 0..300), windows in any::<bool>()) {
+            let mut s = Snapshot::new(if windows { Os::Windows } else { Os::Linux }, "test");
+            s.settings.tcp_range = PortRange::new(40000, 40199);
+            s.settings.udp_range = s.settings.tcp_range;
+            s.sockets = sockets;
+            let report = analyze(&s, &AnalyzeOptions::default());
+            let json = serde_json::to_string_pretty(&report).unwrap();
+            let back = match import(&[Input { name: "r.json", bytes: json.as_bytes() }], &ImportOptions::default()) {
+                Ok(Imported::Report(r)) => *r,
+                other => panic!("expected a report, got {other:?}"),
+            };
+            prop_assert_eq!(back.verdict, report.verdict);
+            prop_assert_eq!(&back.totals, &report.totals);
+            prop_assert_eq!(back, report);
+        }
+
+        /// No input makes the importer panic, in any format or encoding.
+        #[test]
+        fn any_bytes_are_an_error_or_a_snapshot(bytes in prop::collection::vec(any::<u8>(), 0..400), f in 0usize..Format::ALL.len(), forced in any::<bool>()) {
+            let opts = ImportOptions { format: forced.then_some(Format::ALL[f]), ..Default::default() };
+            let _ = import(&[Input { name: "x", bytes: &bytes }], &opts);
+        }
+    }
+
+    #[test]
+    fn a_truncated_report_is_a_clear_error() {
+        let text = r#"{"schema_version": 1, "verdict": "ok", "summ"#;
+        let e =
+            import(&[Input { name: "r.json", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("r.json: looks like a porthog JSON report but cannot be read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn inputs_from_two_oses_are_refused() {
+        let netstat = "  TCP    10.0.0.7:49152   10.0.0.5:443   ESTABLISHED   4321\n";
+        let ss = "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:5432\n";
+        let inputs = [
+            Input { name: "win.txt", bytes: netstat.as_bytes() },
+            Input { name: "linux.txt", bytes: ss.as_bytes() },
+        ];
+        let e = import(&inputs, &ImportOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("give the captures of one machine at a time"), "{e}");
+    }
+
+    #[test]
+    fn garbage_names_the_formats_tried_and_shows_the_first_lines() {
+        let e = import(
+            &[Input { name: "junk.bin", bytes: b"hello\nworld\n" }],
+            &ImportOptions::default(),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("junk.bin: no known format recognised (tried netstat, "), "{msg}");
+        assert!(msg.contains("  | hello"), "{msg}");
+    }
 }
