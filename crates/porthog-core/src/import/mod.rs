@@ -8,6 +8,10 @@ pub mod decode;
 mod error;
 mod netsh;
 mod netstat;
+mod powershell;
+mod ps_csv;
+mod ps_json;
+mod ps_table;
 mod ss;
 mod sysctl_lines;
 
@@ -40,15 +44,24 @@ pub enum Format {
     Ss,
     /// `sysctl` lines for the port settings.
     Sysctl,
+    /// `Get-NetTCPConnection` / `Get-NetUDPEndpoint` as a table (default view or Format-Table).
+    PowershellTable,
+    /// `Get-NetTCPConnection | Export-Csv` (or ConvertTo-Csv).
+    PowershellCsv,
+    /// `Get-NetTCPConnection | ConvertTo-Json`, PowerShell 5.1 or 7.
+    PowershellJson,
 }
 
 impl Format {
-    pub const ALL: [Format; 5] = [
+    pub const ALL: [Format; 8] = [
         Format::Netstat,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
         Format::Sysctl,
+        Format::PowershellTable,
+        Format::PowershellCsv,
+        Format::PowershellJson,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +71,9 @@ impl Format {
             Format::NetshExcluded => "netsh-excluded",
             Format::Ss => "ss",
             Format::Sysctl => "sysctl",
+            Format::PowershellTable => "powershell-table",
+            Format::PowershellCsv => "powershell-csv",
+            Format::PowershellJson => "powershell-json",
         }
     }
 
@@ -71,13 +87,23 @@ impl Format {
             Format::Sysctl => {
                 "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
             }
+            Format::PowershellTable => {
+                "Get-NetTCPConnection | Format-Table -AutoSize | Out-String -Width 4096 (or Get-NetUDPEndpoint)"
+            }
+            Format::PowershellCsv => "Get-NetTCPConnection | Export-Csv tcp.csv -NoTypeInformation",
+            Format::PowershellJson => "Get-NetTCPConnection | ConvertTo-Json",
         }
     }
 
     /// Whose machine the format comes from.
     pub fn os(self) -> Os {
         match self {
-            Format::Netstat | Format::NetshDynamicport | Format::NetshExcluded => Os::Windows,
+            Format::Netstat
+            | Format::NetshDynamicport
+            | Format::NetshExcluded
+            | Format::PowershellTable
+            | Format::PowershellCsv
+            | Format::PowershellJson => Os::Windows,
             Format::Ss | Format::Sysctl => Os::Linux,
         }
     }
@@ -136,6 +162,8 @@ pub struct Builder {
     /// Ranges, reserved or excluded ports and reuse switches, as the inputs gave them.
     pub settings: crate::model::Settings,
     pub events: Vec<(u32, Option<String>)>,
+    /// Addresses Format-Table cut with `...`/`…`, read as unspecified.
+    pub truncated_addresses: u64,
     /// Malformed rows skipped in lenient mode, with the first one's place.
     pub skipped: u64,
     pub first_skipped: Option<String>,
@@ -235,6 +263,9 @@ fn read_text(
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
+            Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellCsv) => ps_csv::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellJson) => ps_json::parse(&mut cur, b, opts.lenient)?,
             None => {
                 cur.next();
             }
@@ -250,6 +281,9 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::NetshExcluded => netsh::starts_excluded(line, cur),
         Format::Ss => ss::starts(line),
         Format::Sysctl => sysctl_lines::starts(line),
+        Format::PowershellTable => ps_table::starts(line, cur),
+        Format::PowershellCsv => ps_csv::starts(line, cur),
+        Format::PowershellJson => ps_json::starts(line, cur),
     }
 }
 
@@ -300,6 +334,19 @@ fn finish(
             ),
             advice: Some(
                 "counts may be short by that many sockets; fix or recapture the input".to_owned(),
+            ),
+        });
+    }
+    if b.truncated_addresses > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(b.truncated_addresses),
+            message: format!(
+                "{} addresses were cut short by Format-Table (`...` or `…`) and could not be read: those sockets are counted by port and owner with an unspecified address",
+                b.truncated_addresses
+            ),
+            advice: Some(
+                "capture with `Get-NetTCPConnection | Format-Table -AutoSize | Out-String -Width 4096`, or `| Export-Csv tcp.csv -NoTypeInformation`".to_owned(),
             ),
         });
     }
