@@ -6,6 +6,7 @@
 mod cursor;
 pub mod decode;
 mod error;
+mod events;
 mod netsh;
 mod netstat;
 mod powershell;
@@ -14,6 +15,7 @@ mod ps_json;
 mod ps_table;
 mod ss;
 mod sysctl_lines;
+mod winevent;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -50,10 +52,14 @@ pub enum Format {
     PowershellCsv,
     /// `Get-NetTCPConnection | ConvertTo-Json`, PowerShell 5.1 or 7.
     PowershellJson,
+    /// `wevtutil qe System ... /f:text`: Tcpip events 4227, 4231, 4266.
+    Wevtutil,
+    /// `Get-WinEvent` as a table or `Format-List`: Tcpip events 4227, 4231, 4266.
+    GetWinevent,
 }
 
 impl Format {
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 10] = [
         Format::Netstat,
         Format::NetshDynamicport,
         Format::NetshExcluded,
@@ -62,6 +68,8 @@ impl Format {
         Format::PowershellTable,
         Format::PowershellCsv,
         Format::PowershellJson,
+        Format::Wevtutil,
+        Format::GetWinevent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +82,8 @@ impl Format {
             Format::PowershellTable => "powershell-table",
             Format::PowershellCsv => "powershell-csv",
             Format::PowershellJson => "powershell-json",
+            Format::Wevtutil => "wevtutil",
+            Format::GetWinevent => "get-winevent",
         }
     }
 
@@ -92,6 +102,12 @@ impl Format {
             }
             Format::PowershellCsv => "Get-NetTCPConnection | Export-Csv tcp.csv -NoTypeInformation",
             Format::PowershellJson => "Get-NetTCPConnection | ConvertTo-Json",
+            Format::Wevtutil => {
+                "wevtutil qe System /q:\"*[System[Provider[@Name='Tcpip'] and (EventID=4227 or EventID=4231 or EventID=4266)]]\" /f:text"
+            }
+            Format::GetWinevent => {
+                "Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231,4266}"
+            }
         }
     }
 
@@ -103,7 +119,9 @@ impl Format {
             | Format::NetshExcluded
             | Format::PowershellTable
             | Format::PowershellCsv
-            | Format::PowershellJson => Os::Windows,
+            | Format::PowershellJson
+            | Format::Wevtutil
+            | Format::GetWinevent => Os::Windows,
             Format::Ss | Format::Sysctl => Os::Linux,
         }
     }
@@ -266,6 +284,8 @@ fn read_text(
             Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellCsv) => ps_csv::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellJson) => ps_json::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::Wevtutil) => events::parse_wevtutil(&mut cur, b, opts.lenient)?,
+            Some(Format::GetWinevent) => winevent::parse(&mut cur, b, opts.lenient)?,
             None => {
                 cur.next();
             }
@@ -284,6 +304,8 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::PowershellTable => ps_table::starts(line, cur),
         Format::PowershellCsv => ps_csv::starts(line, cur),
         Format::PowershellJson => ps_json::starts(line, cur),
+        Format::Wevtutil => events::starts_wevtutil(line, cur),
+        Format::GetWinevent => winevent::starts(line, cur),
     }
 }
 
@@ -350,6 +372,7 @@ fn finish(
             ),
         });
     }
+    let evidence = events::evidence(&b.events);
     let mut pids: Vec<u32> = b.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -362,7 +385,7 @@ fn finish(
         })
         .collect();
     snapshot.sockets = b.sockets;
-    Ok(Imported::Snapshot { snapshot, sources, evidence: Vec::new() })
+    Ok(Imported::Snapshot { snapshot, sources, evidence })
 }
 
 /// Gaps for settings the inputs did not give, naming the command that captures them.
