@@ -5,6 +5,7 @@
 //! writes `;`. The section ends at a blank line or at the first record of another width.
 
 use super::powershell::{Cells, EXPECTED, PROPERTIES, protocol_of};
+use super::ps_table::is_prompt;
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::model::{Protocol, Socket};
 
@@ -74,14 +75,25 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     };
     let [la, lp, ra, rp, st, op] = PROPERTIES.map(|p| header.iter().position(|h| h == p));
     let protocol = class.unwrap_or_else(|| protocol_of(st.is_some(), ra.is_some() || rp.is_some()));
-    let mut end = rdr.position().byte() as usize;
+    // csv leaves its position before or inside a record's CRLF; a line starts after it.
+    let line_start = |byte: u64| {
+        let t = &section[(byte as usize).min(section.len())..];
+        let t = t.strip_prefix('\r').unwrap_or(t);
+        section.len() - t.strip_prefix('\n').unwrap_or(t).len()
+    };
+    let text_at = |at: usize| section[at..].lines().next().unwrap_or("");
+    // Counting the lines before `at` is for errors only: it would make the happy path quadratic.
+    let line_at = |at: usize| Line {
+        no: first_no + section[..at].bytes().filter(|&c| c == b'\n').count(),
+        text: text_at(at),
+    };
+    let mut end = line_start(rdr.position().byte());
     loop {
-        let start = rdr.position().clone();
-        let line_at = |byte: u64| {
-            let byte = (byte as usize).min(section.len());
-            let text = section[byte..].lines().next().unwrap_or("");
-            Line { no: first_no + start.line() as usize - 1, text }
-        };
+        let at = line_start(rdr.position().byte());
+        // A prompt ends the export even when it happens to hold as many commas as the header.
+        if is_prompt(text_at(at).trim()) {
+            break;
+        }
         match rdr.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) if record.len() != header.len() => break,
@@ -104,7 +116,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                         lenient,
                         ImportError::malformed(
                             cur.name(),
-                            line_at(start.byte()),
+                            line_at(at),
                             Format::PowershellCsv,
                             EXPECTED,
                         ),
@@ -114,7 +126,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             Err(_) => {
                 let e = ImportError::malformed(
                     cur.name(),
-                    line_at(start.byte()),
+                    line_at(at),
                     Format::PowershellCsv,
                     "a CSV record (quotes balanced)",
                 );
@@ -123,9 +135,9 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                 break;
             }
         }
-        end = rdr.position().byte() as usize;
+        end = line_start(rdr.position().byte());
     }
-    cur.advance(&rest[..end.min(section.len())]);
+    cur.advance(&rest[..end]);
     Ok(())
 }
 
@@ -151,7 +163,7 @@ mod tests {
              \"Listen\",,\"4\",\"0.0.0.0\",\"445\",\"0.0.0.0\",\"0\"\r\n\
              \"TimeWait\",\"Internet\",\"0\",\"10.0.0.7\",\"50001\",\"10.0.0.5\",\"443\"\r\n\
              \"Bound\",,\"5432\",\"0.0.0.0\",\"50002\",\"0.0.0.0\",\"0\"\r\n\
-             PS C:\\> \"done\", \"x\"\r\n",
+             PS C:\\> echo a,b,c,d,e,f,g\r\n",
         );
         let got: Vec<(State, u16, Option<u32>)> =
             s.sockets.iter().map(|x| (x.state, x.local_port, x.pid.map(|p| p.get()))).collect();
@@ -181,6 +193,11 @@ mod tests {
                     \"10.0.0.7\",\"50002\",\"10.0.0.5\",\"443\",\"Estab\",\"4\"\n";
         let e =
             import(&[Input { name: "c.csv", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap_err();
+        assert!(e.to_string().starts_with("c.csv:3: powershell-csv row"), "{e}");
+        let crlf = text.replace('\n', "\r\n");
+        let e =
+            import(&[Input { name: "c.csv", bytes: crlf.as_bytes() }], &ImportOptions::default())
                 .unwrap_err();
         assert!(e.to_string().starts_with("c.csv:3: powershell-csv row"), "{e}");
         let lenient = ImportOptions { lenient: true, ..Default::default() };
