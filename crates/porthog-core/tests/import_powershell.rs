@@ -239,6 +239,46 @@ mod sockets {
     }
 }
 
+mod mixed {
+    use super::*;
+
+    /// One pasted console session: CSV, JSON, an event and netstat rows between prompts. The
+    /// bad netstat row on line 21 must be reported there, after CSV and JSON moved the cursor.
+    const SESSION: &str = "PS C:\\> Get-NetUDPEndpoint | ConvertTo-Csv\r\n\
+        \"LocalAddress\",\"LocalPort\",\"OwningProcess\"\r\n\
+        \"0.0.0.0\",\"55000\",\"2212\"\r\n\
+        \"::\",\"55001\",\"2212\"\r\n\
+        PS C:\\> Get-NetTCPConnection -LocalPort 50123 | ConvertTo-Json\r\n\
+        {\r\n  \"State\": 11,\r\n  \"LocalAddress\": \"10.0.0.7\",\r\n  \"LocalPort\": 50123,\r\n\
+        \x20 \"RemoteAddress\": \"10.0.0.5\",\r\n  \"RemotePort\": 443,\r\n  \"OwningProcess\": 0\r\n}\r\n\
+        PS C:\\> wevtutil qe System /f:text /c:1\r\n\
+        Event[0]:\r\n  Log Name: System\r\n  Source: Tcpip\r\n  Date: 2024-01-15T10:23:45.123\r\n  Event ID: 4231\r\n\
+        PS C:\\> netstat -ano\r\n\
+        \x20 TCP    10.0.0.7:50124   10.0.0.5:443   ESTABLISHED\r\n\
+        \x20 TCP    10.0.0.7:50125   10.0.0.5:443   TIME_WAIT   0\r\n";
+
+    #[test]
+    fn errors_keep_their_line_across_sections() {
+        let input = [Input { name: "session.txt", bytes: SESSION.as_bytes() }];
+        let e = import(&input, &ImportOptions::default()).unwrap_err().to_string();
+        assert!(e.starts_with("session.txt:21: netstat row"), "{e}");
+        let lenient = ImportOptions { lenient: true, ..Default::default() };
+        let Imported::Snapshot { snapshot, sources, evidence } = import(&input, &lenient).unwrap()
+        else {
+            panic!("not a report")
+        };
+        let formats: Vec<(&str, u64)> =
+            sources.iter().map(|s| (s.format.as_str(), s.records)).collect();
+        assert_eq!(
+            formats,
+            [("netstat", 1), ("powershell-csv", 2), ("powershell-json", 1), ("wevtutil", 1)]
+        );
+        assert_eq!(snapshot.sockets.len(), 4);
+        assert_eq!(count(&snapshot, State::TimeWait), 2);
+        assert_eq!(evidence.iter().map(|e| (e.id, e.count)).collect::<Vec<_>>(), [(4231, 1)]);
+    }
+}
+
 mod events {
     use super::*;
 

@@ -5,6 +5,7 @@
 //! the date normalisation both wevtutil and Get-WinEvent (winevent.rs) use. Other events are read,
 //! counted and skipped.
 
+use super::ps_table::is_prompt;
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::report::Evidence;
 
@@ -166,8 +167,10 @@ pub fn parse_wevtutil(
         cur.next();
         let (mut source, mut date, mut id) = (None, None, None);
         let mut index = 0;
+        let mut last_empty = false;
         while let Some((label, value)) = cur.peek().and_then(|l| field(l.text)) {
             cur.next();
+            last_empty = value.is_empty();
             let lower = label.to_lowercase();
             // The English and German labels, else wevtutil's order: Source second, Date third,
             // Event ID fourth.
@@ -184,8 +187,14 @@ pub fn parse_wevtutil(
             }
             index += 1;
         }
-        // The message, up to a blank line or the next event.
-        while cur.peek().is_some_and(|l| !l.text.trim().is_empty() && !is_head(l.text)) {
+        // The message follows an empty last label (Description:), up to a blank line, the next
+        // event or a prompt.
+        while last_empty
+            && cur.peek().is_some_and(|l| {
+                let t = l.text.trim();
+                !t.is_empty() && !is_head(l.text) && !is_prompt(t)
+            })
+        {
             cur.next();
         }
         match id.and_then(|v| v.parse::<u32>().ok()) {
