@@ -143,7 +143,7 @@ impl<'a> Walk<'a> {
     }
 
     /// JSON that does not parse: an error at its line, or in lenient mode one skipped row and
-    /// the rest of the text left to the other parsers.
+    /// the text after that line left to the other parsers.
     fn broken(
         &mut self,
         b: &mut Builder,
@@ -160,7 +160,13 @@ impl<'a> Walk<'a> {
             &format!("valid JSON ({what})"),
         );
         b.malformed(lenient, e)?;
-        self.pos = self.rest.len();
+        // Resume after the line that broke: the lines after it may be other sections.
+        for _ in 0..rel_line.max(1) {
+            match self.rest[self.pos..].find('\n') {
+                Some(i) => self.pos += i + 1,
+                None => self.pos = self.rest.len(),
+            }
+        }
         Ok(false)
     }
 }
@@ -354,6 +360,21 @@ mod tests {
         assert!(e.starts_with("t.json:4: powershell-json row: expected valid JSON"), "{e}");
         let e = import_err("[\n  {\"LocalAddress\": \"::\", \"LocalPort\": 1},\n  7\n]\n");
         assert!(e.starts_with("t.json:3: powershell-json row"), "{e}");
+    }
+
+    #[test]
+    fn lenient_resumes_after_the_broken_line() {
+        let text = "[\n  {\"LocalAddress\": \"::\", \"LocalPort\": 1},\n  {\"LocalAddress\": \"::\" \"LocalPort\": 2},\n\
+                    \x20 TCP    10.0.0.7:50124   10.0.0.5:443   TIME_WAIT   0\n";
+        let lenient = ImportOptions { lenient: true, ..Default::default() };
+        match import(&[Input { name: "t.json", bytes: text.as_bytes() }], &lenient).unwrap() {
+            Imported::Snapshot { snapshot, .. } => {
+                let ports: Vec<u16> = snapshot.sockets.iter().map(|s| s.local_port).collect();
+                assert_eq!(ports, [1, 50124]);
+                assert!(snapshot.gaps.iter().any(|g| g.message.contains("t.json:3")));
+            }
+            Imported::Report(_) => unreachable!(),
+        }
     }
 
     #[test]
