@@ -171,13 +171,13 @@ pub fn parse_wevtutil(
         while let Some((label, value)) = cur.peek().and_then(|l| field(l.text)) {
             cur.next();
             last_empty = value.is_empty();
-            let lower = label.to_lowercase();
+            let is = |names: [&str; 2]| names.iter().any(|n| label.eq_ignore_ascii_case(n));
             // The English and German labels, else wevtutil's order: Source second, Date third,
             // Event ID fourth.
-            match lower.as_str() {
-                "source" | "quelle" => source = Some(value),
-                "date" | "datum" => date = Some(value),
-                "event id" | "ereignis-id" => id = Some(value),
+            match label {
+                _ if is(["Source", "Quelle"]) => source = Some(value),
+                _ if is(["Date", "Datum"]) => date = Some(value),
+                _ if is(["Event ID", "Ereignis-ID"]) => id = Some(value),
                 _ if index == 1 && source.is_none() => source = Some(value),
                 _ if index == 2 && date.is_none() => date = Some(value),
                 _ if index == 3 && id.is_none() && value.bytes().all(|c| c.is_ascii_digit()) => {

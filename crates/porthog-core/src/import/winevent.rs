@@ -1,6 +1,6 @@
 //! `Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231,4266}`
 //! as its default table (under a `   ProviderName: Tcpip` group line: TimeCreated, Id,
-//! LevelDisplayName, Message cut with `...`) and as `| Format-List` (`TimeCreated  : ...` blocks).
+//! LevelDisplayName, Message cut with `...` or `…`) and as `| Format-List` (`TimeCreated  : ...` blocks).
 //! Property names are never translated; dates follow the culture and are normalised in events.rs.
 //! The table is read by its columns, since TimeCreated holds spaces.
 
