@@ -6,11 +6,17 @@
 mod cursor;
 pub mod decode;
 mod error;
+mod events;
 mod netsh;
 mod netstat;
+mod powershell;
 mod proc_net_text;
+mod ps_csv;
+mod ps_json;
+mod ps_table;
 mod ss;
 mod sysctl_lines;
+mod winevent;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -43,16 +49,31 @@ pub enum Format {
     Sysctl,
     /// Linux `/proc/net/tcp`, `tcp6`, `udp`, `udp6`.
     ProcNet,
+    /// `Get-NetTCPConnection` / `Get-NetUDPEndpoint` as a table (default view or Format-Table).
+    PowershellTable,
+    /// `Get-NetTCPConnection | Export-Csv` (or ConvertTo-Csv).
+    PowershellCsv,
+    /// `Get-NetTCPConnection | ConvertTo-Json`, PowerShell 5.1 or 7.
+    PowershellJson,
+    /// `wevtutil qe System ... /f:text`: Tcpip events 4227, 4231, 4266.
+    Wevtutil,
+    /// `Get-WinEvent` as a table or `Format-List`: Tcpip events 4227, 4231, 4266.
+    GetWinevent,
 }
 
 impl Format {
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 11] = [
         Format::Netstat,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
         Format::Sysctl,
         Format::ProcNet,
+        Format::PowershellTable,
+        Format::PowershellCsv,
+        Format::PowershellJson,
+        Format::Wevtutil,
+        Format::GetWinevent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +84,11 @@ impl Format {
             Format::Ss => "ss",
             Format::Sysctl => "sysctl",
             Format::ProcNet => "proc-net",
+            Format::PowershellTable => "powershell-table",
+            Format::PowershellCsv => "powershell-csv",
+            Format::PowershellJson => "powershell-json",
+            Format::Wevtutil => "wevtutil",
+            Format::GetWinevent => "get-winevent",
         }
     }
 
@@ -77,13 +103,31 @@ impl Format {
                 "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
             }
             Format::ProcNet => "cat /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6",
+            Format::PowershellTable => {
+                "Get-NetTCPConnection | Format-Table -AutoSize | Out-String -Width 4096 (or Get-NetUDPEndpoint)"
+            }
+            Format::PowershellCsv => "Get-NetTCPConnection | Export-Csv tcp.csv -NoTypeInformation",
+            Format::PowershellJson => "Get-NetTCPConnection | ConvertTo-Json",
+            Format::Wevtutil => {
+                "wevtutil qe System /q:\"*[System[Provider[@Name='Tcpip'] and (EventID=4227 or EventID=4231 or EventID=4266)]]\" /f:text"
+            }
+            Format::GetWinevent => {
+                "Get-WinEvent -FilterHashtable @{LogName='System'; ProviderName='Tcpip'; Id=4227,4231,4266}"
+            }
         }
     }
 
     /// Whose machine the format comes from.
     pub fn os(self) -> Os {
         match self {
-            Format::Netstat | Format::NetshDynamicport | Format::NetshExcluded => Os::Windows,
+            Format::Netstat
+            | Format::NetshDynamicport
+            | Format::NetshExcluded
+            | Format::PowershellTable
+            | Format::PowershellCsv
+            | Format::PowershellJson
+            | Format::Wevtutil
+            | Format::GetWinevent => Os::Windows,
             Format::Ss | Format::Sysctl | Format::ProcNet => Os::Linux,
         }
     }
@@ -142,6 +186,8 @@ pub struct Builder {
     /// Ranges, reserved or excluded ports and reuse switches, as the inputs gave them.
     pub settings: crate::model::Settings,
     pub events: Vec<(u32, Option<String>)>,
+    /// Addresses Format-Table cut with `...`/`…`, read as unspecified.
+    pub truncated_addresses: u64,
     /// Malformed rows skipped in lenient mode, with the first one's place.
     pub skipped: u64,
     pub first_skipped: Option<String>,
@@ -245,6 +291,11 @@ fn read_text(
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
             Some(Format::ProcNet) => proc_net_text::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellCsv) => ps_csv::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellJson) => ps_json::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::Wevtutil) => events::parse_wevtutil(&mut cur, b, opts.lenient)?,
+            Some(Format::GetWinevent) => winevent::parse(&mut cur, b, opts.lenient)?,
             None => {
                 cur.next();
             }
@@ -261,6 +312,11 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::Ss => ss::starts(line),
         Format::Sysctl => sysctl_lines::starts(line),
         Format::ProcNet => proc_net_text::starts(line),
+        Format::PowershellTable => ps_table::starts(line, cur),
+        Format::PowershellCsv => ps_csv::starts(line, cur),
+        Format::PowershellJson => ps_json::starts(line, cur),
+        Format::Wevtutil => events::starts_wevtutil(line, cur),
+        Format::GetWinevent => winevent::starts(line, cur),
     }
 }
 
@@ -328,6 +384,20 @@ fn finish(
             });
         }
     }
+    if b.truncated_addresses > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(b.truncated_addresses),
+            message: format!(
+                "{} addresses were cut short by Format-Table (`...` or `…`) and could not be read: those sockets are counted by port and owner with an unspecified address",
+                b.truncated_addresses
+            ),
+            advice: Some(
+                "capture with `Get-NetTCPConnection | Format-Table -AutoSize | Out-String -Width 4096`, or `| Export-Csv tcp.csv -NoTypeInformation`".to_owned(),
+            ),
+        });
+    }
+    let evidence = events::evidence(&b.events);
     let mut pids: Vec<u32> = b.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
     pids.sort_unstable();
     pids.dedup();
@@ -340,7 +410,7 @@ fn finish(
         })
         .collect();
     snapshot.sockets = b.sockets;
-    Ok(Imported::Snapshot { snapshot, sources, evidence: Vec::new() })
+    Ok(Imported::Snapshot { snapshot, sources, evidence })
 }
 
 /// Keeps one socket per (protocol, local, remote) across files, preferring one with an owner.
