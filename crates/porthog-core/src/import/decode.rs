@@ -142,15 +142,19 @@ fn sniff(bytes: &[u8]) -> Encoding {
     {
         return Encoding::Utf8;
     }
-    let (_, sjis_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
-    if !sjis_errors && has_japanese(bytes) { Encoding::Cp932 } else { Encoding::Cp850 }
+    let (text, sjis_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
+    if !sjis_errors && is_japanese(&text) { Encoding::Cp932 } else { Encoding::Cp850 }
 }
 
-/// Shift-JIS lead bytes of kana and common kanji, which OEM Latin text rarely pairs like this.
-fn has_japanese(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| {
-        matches!(w[0], 0x82 | 0x83 | 0x88..=0x9F | 0xE0..=0xEA) && matches!(w[1], 0x40..=0xFC)
-    }) && bytes.iter().filter(|&&b| b >= 0x80).count() >= 4
+/// Shift-JIS-decoded text that reads as Japanese: kana make up a good share of its non-ASCII
+/// characters. OEM Latin text (cp850's Ö is 0x99, a valid Shift-JIS lead byte) decodes into
+/// scattered kanji, almost never into kana.
+fn is_japanese(text: &str) -> bool {
+    let (mut kana, mut other) = (0usize, 0usize);
+    for c in text.chars().filter(|c| !c.is_ascii()) {
+        if ('\u{3040}'..='\u{30FF}').contains(&c) { kana += 1 } else { other += 1 }
+    }
+    kana >= 3 && kana * 3 >= other
 }
 
 #[cfg(test)]
@@ -183,6 +187,14 @@ mod tests {
         assert_eq!(enc, Encoding::Cp850);
         assert!(text.contains("ABHÖREN"), "{text}");
         assert_eq!(decode(bytes, Some(Encoding::Cp437)).0, text, "437 and 850 agree on umlauts");
+    }
+
+    #[test]
+    fn german_cp850_is_not_mistaken_for_shift_jis() {
+        // "ABHÖREN" and "SCHLIESSEN_WARTEN" in cp850: 0x99 0x52 is also a Shift-JIS kanji.
+        let bytes = b"  TCP    0.0.0.0:135    0.0.0.0:0    ABH\x99REN    960\r\n  TCP    0.0.0.0:445    0.0.0.0:0    ABH\x99REN    4\r\n\
+                      \x20 TCP    0.0.0.0:446    0.0.0.0:0    ABH\x99REN    4\r\n  TCP    0.0.0.0:447    0.0.0.0:0    ABH\x99REN    4\r\n";
+        assert_eq!(decode(bytes, None).1, Encoding::Cp850);
     }
 
     #[test]

@@ -19,10 +19,11 @@ pub fn starts(line: Line<'_>) -> bool {
         && f.next().is_some_and(|q| q.parse::<u64>().is_ok())
 }
 
-struct Row {
+struct Row<'a> {
     netid: Option<Protocol>,
     sock: Socket,
     pid: u32,
+    name: Option<&'a str>,
 }
 
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
@@ -54,6 +55,9 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     let section = if any_unconn { Protocol::Udp } else { Protocol::Tcp };
     for mut r in rows {
         r.sock.protocol = r.netid.unwrap_or(section);
+        if let Some(name) = r.name {
+            b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+        }
         b.socket(Format::Ss, r.sock, r.pid);
     }
     // A header line starts the next section of the same format.
@@ -73,7 +77,7 @@ fn looks_like_row(t: &str) -> bool {
     state(first).is_some() || (matches!(first, "tcp" | "udp") && f.next().and_then(state).is_some())
 }
 
-fn row(t: &str) -> Option<Row> {
+fn row(t: &str) -> Option<Row<'_>> {
     let mut f = t.split_ascii_whitespace().peekable();
     let netid = match f.peek() {
         Some(&"tcp") => Some(Protocol::Tcp),
@@ -89,10 +93,12 @@ fn row(t: &str) -> Option<Row> {
     let local = endpoint(f.next()?)?;
     let remote = endpoint(f.next()?)?;
     let mut sock = Socket::new(netid.unwrap_or(Protocol::Tcp), st, local, remote);
-    let mut pid = 0;
+    let (mut pid, mut name) = (0, None);
     for extra in f {
         if let Some(users) = extra.strip_prefix("users:(") {
-            pid = lowest_pid(users).unwrap_or(0);
+            if let Some((p, n)) = lowest_owner(users) {
+                (pid, name) = (p, Some(n));
+            }
         } else if let Some(ino) = extra.strip_prefix("ino:") {
             sock.inode = ino.parse().unwrap_or(0);
         } else if let Some(uid) = extra.strip_prefix("uid:") {
@@ -101,17 +107,21 @@ fn row(t: &str) -> Option<Row> {
             sock.timer_ms = timer_ms(timer).unwrap_or(0);
         }
     }
-    Some(Row { netid, sock, pid })
+    Some(Row { netid, sock, pid, name })
 }
 
-/// `("nginx",pid=10,fd=6),("nginx",pid=11,fd=6))`: a socket shared by several processes goes to
-/// the lowest pid, as the live collector does.
-fn lowest_pid(users: &str) -> Option<u32> {
+/// `("nginx",pid=10,fd=6),("nginx",pid=11,fd=6))`: the lowest pid and its name; a socket shared
+/// by several processes goes to the lowest pid, as the live collector does. A name with spaces
+/// or commas is whole between its quotes (ss prints the comm as is).
+fn lowest_owner(users: &str) -> Option<(u32, &str)> {
     users
-        .split("pid=")
-        .skip(1)
-        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .min()
+        .split("(\"")
+        .filter_map(|entry| {
+            let (name, rest) = entry.split_once("\",pid=")?;
+            let pid: u32 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            Some((pid, name))
+        })
+        .min_by_key(|(pid, _)| *pid)
 }
 
 /// `55sec,0)` or `1min2sec,0)` or `500ms,0)`.
@@ -212,7 +222,8 @@ mod tests {
             "10.0.0.7".parse::<IpAddr>().unwrap(),
             "v4-mapped is canonical"
         );
-        assert_eq!(s.process(1234).map(|p| p.name.as_str()), Some("?"));
+        assert_eq!(s.process(1234).map(|p| p.name.as_str()), Some("cupsd"));
+        assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("java"));
     }
 
     #[test]
