@@ -15,7 +15,7 @@ use anyhow::anyhow;
 use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
 
 use super::CollectOptions;
-use owners::Owners;
+use owners::{Owners, ProcessList};
 use sock_diag::SockDiag;
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
@@ -25,6 +25,7 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     snapshot.netns = opts.netns.as_ref().map(|t| t.label());
 
     let diag = SockDiag::open();
+    let netns_inode = netns::current_inode()?;
     snapshot.settings = settings::read(&mut snapshot.gaps);
     // The dump runs on a thread started from here, so a /proc/thread-self/net fallback reads
     // the inspected namespace. The fd walk meanwhile uses rayon's pool; /proc/PID/fd does not
@@ -35,16 +36,23 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
             let mut gaps = Vec::new();
             sockets::sockets(diag, &mut sockets, &mut gaps).map(|source| (source, sockets, gaps))
         });
-        let owners = owners::scan();
+        let owners = ProcessList::read(netns_inode).map(|list| {
+            let owners = list.scan_inside();
+            (list, owners)
+        });
         (dump.join(), owners)
     });
     let (source, sockets, gaps) = dump.map_err(|_| anyhow!("the sock_diag thread panicked"))??;
-    let owners = owners?;
+    let (list, mut owners) = owners?;
     snapshot.source = source.to_string();
     snapshot.sockets = sockets;
     snapshot.gaps.extend(gaps);
 
-    let pids = attribute(&mut snapshot.sockets, &owners);
+    let mut pids = attribute(&mut snapshot.sockets, &owners);
+    if snapshot.sockets.iter().any(|s| s.inode != 0 && s.pid.is_none()) {
+        owners.merge(list.scan_outside());
+        pids = attribute(&mut snapshot.sockets, &owners);
+    }
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
     attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
@@ -141,6 +149,21 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_its_own_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let snapshot = snapshot(&CollectOptions::default()).unwrap();
+        assert_eq!(snapshot.source, "sock_diag");
+        assert_eq!(snapshot.netns, None);
+        let mine = snapshot.sockets.iter().find(|s| s.local_port == port).unwrap();
+        let me = std::process::id();
+        assert_eq!(mine.pid.map(NonZeroU32::get), Some(me));
+        assert_eq!(snapshot.process(me).map(|p| p.pid), Some(me));
+        assert!(snapshot.settings.tcp_range.is_some());
+        assert!(snapshot.processes.windows(2).all(|w| w[0].pid < w[1].pid));
+    }
 
     #[test]
     fn kernel_versions() {

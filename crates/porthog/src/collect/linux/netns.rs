@@ -39,6 +39,13 @@ impl NetnsTarget {
     }
 }
 
+/// The inode of the calling thread's network namespace, which identifies it.
+pub fn current_inode() -> anyhow::Result<u64> {
+    let st = rustix::fs::stat("/proc/thread-self/ns/net")
+        .context("cannot stat /proc/thread-self/ns/net")?;
+    Ok(st.st_ino)
+}
+
 /// Moves the calling thread into `target`'s network namespace.
 pub fn enter(target: &NetnsTarget) -> anyhow::Result<Entered> {
     let label = target.label();

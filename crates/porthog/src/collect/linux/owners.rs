@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use rayon::prelude::*;
-use rustix::fs::{Mode, OFlags, RawDir, openat, readlinkat_raw};
+use rustix::fs::{AtFlags, Mode, OFlags, RawDir, openat, readlinkat_raw, statat};
 use rustix::io::Errno;
 
 /// Links read by one rayon task: large enough to amortise the task, small enough that one process
@@ -48,18 +48,64 @@ enum Skipped {
     Gone,
 }
 
-/// Reads every process's fd table.
+/// The processes of the host, split by whether they live in the inspected network namespace.
+pub struct ProcessList {
+    proc: OwnedFd,
+    /// In the namespace, or unknown (its ns link could not be read): read first.
+    inside: Vec<u32>,
+    /// In another namespace: read only when sockets are left without an owner, since a process
+    /// can hold sockets of a namespace it has left (setns after socket(), fds passed over unix
+    /// sockets), but rarely does. On a host full of containers this skips most fd tables.
+    outside: Vec<u32>,
+}
+
+impl ProcessList {
+    /// Lists /proc; `netns` is the inode of the inspected namespace (`netns::current_inode`).
+    pub fn read(netns: u64) -> anyhow::Result<ProcessList> {
+        let proc = openat(rustix::fs::CWD, "/proc", dir_flags(), Mode::empty())
+            .context("cannot open /proc")?;
+        let pids = list_numeric(&proc).context("cannot list /proc")?;
+        let elsewhere: Vec<bool> = pids
+            .par_iter()
+            .map(|pid| {
+                statat(&proc, format!("{pid}/ns/net"), AtFlags::empty())
+                    .is_ok_and(|st| st.st_ino != netns)
+            })
+            .collect();
+        let (mut inside, mut outside) = (Vec::new(), Vec::new());
+        for (pid, elsewhere) in pids.into_iter().zip(elsewhere) {
+            if elsewhere { outside.push(pid) } else { inside.push(pid) }
+        }
+        Ok(ProcessList { proc, inside, outside })
+    }
+
+    pub fn scan_inside(&self) -> Owners {
+        scan(&self.proc, &self.inside)
+    }
+
+    pub fn scan_outside(&self) -> Owners {
+        scan(&self.proc, &self.outside)
+    }
+}
+
+impl Owners {
+    /// Adds the owners found by another scan; the lowest pid still wins.
+    pub fn merge(&mut self, other: Owners) {
+        self.by_inode.extend(other.by_inode);
+        lowest_pid_per_inode(&mut self.by_inode);
+        self.denied += other.denied;
+        self.gone += other.gone;
+    }
+}
+
+/// Reads the fd tables of `pids`.
 ///
 /// This loop runs once per fd (250,000 times on a busy host), so it uses rustix's getdents and
 /// readlinkat relative to the fd directory rather than the procfs crate, whose `Process::fd()`
 /// also stats every link and allocates a path per fd.
-pub fn scan() -> anyhow::Result<Owners> {
-    let proc = openat(rustix::fs::CWD, "/proc", dir_flags(), Mode::empty())
-        .context("cannot open /proc")?;
-    let pids = list_numeric(&proc).context("cannot list /proc")?;
-
+fn scan(proc: &OwnedFd, pids: &[u32]) -> Owners {
     let opened: Vec<Result<FdTable, Skipped>> =
-        pids.par_iter().map(|&pid| FdTable::open(&proc, pid)).collect();
+        pids.par_iter().map(|&pid| FdTable::open(proc, pid)).collect();
     let mut owners = Owners::default();
     let mut tables = Vec::with_capacity(opened.len());
     for result in opened {
@@ -87,14 +133,18 @@ pub fn scan() -> anyhow::Result<Owners> {
         });
     owners.denied += tables.iter().filter(|t| t.denied.load(Ordering::Relaxed)).count() as u64;
 
-    // A socket shared by several processes (a pre-fork server's listener, a socket passed over
-    // a unix socket, fds inherited across fork) goes to the lowest pid: usually the parent that
-    // created it, and the same answer on every run, so snapshots can be compared.
+    lowest_pid_per_inode(&mut pairs);
+    owners.by_inode = pairs;
+    owners
+}
+
+/// A socket shared by several processes (a pre-fork server's listener, a socket passed over a
+/// unix socket, fds inherited across fork) goes to the lowest pid: usually the parent that
+/// created it, and the same answer on every run, so snapshots can be compared.
+fn lowest_pid_per_inode(pairs: &mut Vec<(u32, u32)>) {
     pairs.par_sort_unstable();
     pairs.dedup_by_key(|&mut (inode, _)| inode);
     pairs.shrink_to_fit();
-    owners.by_inode = pairs;
-    Ok(owners)
 }
 
 impl FdTable {
@@ -202,7 +252,11 @@ mod tests {
     fn finds_its_own_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = std::process::id();
-        let owners = scan().unwrap();
+        let here = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
+        let list = ProcessList::read(here).unwrap();
+        assert!(list.inside.contains(&me) && !list.outside.contains(&me));
+        let mut owners = list.scan_inside();
+        owners.merge(list.scan_outside());
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(link.as_os_str().as_encoded_bytes()).unwrap();

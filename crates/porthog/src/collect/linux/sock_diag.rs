@@ -86,7 +86,12 @@ impl SockDiag {
         self.send_request(table)?;
         let mut outcome = DumpOutcome::default();
         loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(len) => len,
+                // A signal (e.g. the TUI's SIGWINCH) is no reason to lose the dump.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
             let mut rest = self.buf.get(..len).unwrap_or(&self.buf[..]);
             while !rest.is_empty() {
                 let msg = NetlinkBuffer::new_checked(rest).map_err(invalid)?;

@@ -148,6 +148,23 @@ mod tests {
     }
 
     #[test]
+    fn falls_back_to_proc_net_and_says_so() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let unavailable = io::Error::from_raw_os_error(Errno::PROTONOSUPPORT.raw_os_error());
+        let (mut out, mut gaps) = (Vec::new(), Vec::new());
+        assert_eq!(sockets(Err(unavailable), &mut out, &mut gaps).unwrap(), "/proc/net");
+        assert!(out.iter().any(|s| s.local_port == port && s.state == State::Listen));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].kind, GapKind::Source);
+        assert!(gaps[0].message.starts_with("sock_diag unavailable ("), "{}", gaps[0].message);
+        assert!(gaps[0].message.contains("/proc/net/{tcp,tcp6,udp,udp6}"), "{}", gaps[0].message);
+
+        let other = io::Error::from_raw_os_error(Errno::NOBUFS.raw_os_error());
+        assert!(sockets(Err(other), &mut out, &mut gaps).is_err());
+    }
+
+    #[test]
     fn unavailable_means_these_errnos() {
         assert!(is_unavailable(&io::Error::from_raw_os_error(
             Errno::PROTONOSUPPORT.raw_os_error()
