@@ -145,8 +145,15 @@ fn anoq_german_cp850_with_bound_rows() {
     assert_eq!(count(&r.snapshot, State::Listen), 4);
     assert_eq!(count(&r.snapshot, State::CloseWait), 50);
     assert_eq!(tcp_pool(&r.report).used, 3265);
+    let java = r.report.processes.iter().find(|p| p.pid == 6100).expect("java.exe");
+    assert_eq!((java.states["BOUND"], java.states["CLOSE_WAIT"]), (10, 50));
+    // 10 bound sockets stay under the leak threshold (5 % of the pool, at most 50); 50 CLOSE_WAIT do not.
+    assert!(!r.report.findings.iter().any(|f| f.kind == FindingKind::LeakBound));
     assert!(
-        r.report.findings.iter().any(|f| f.kind == FindingKind::LeakBound && f.pid == Some(6100))
+        r.report
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::LeakCloseWait && f.pid == Some(6100))
     );
 }
 
