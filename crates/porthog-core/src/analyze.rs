@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use crate::culprits;
 use crate::findings;
 use crate::level::{Level, Thresholds};
-use crate::model::{Os, Snapshot, State};
+use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind};
-use crate::report::{Report, SCHEMA_VERSION, SettingsReport, Totals, grouped};
+use crate::report::{
+    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
+};
 
 /// How the report is cut down and judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,10 +58,37 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         },
         totals: totals(snapshot, total_pools, processes.len() as u64),
         pools,
+        programs: culprits::programs(&processes),
         processes,
         findings,
         gaps: snapshot.gaps.clone(),
+        sources: Vec::new(),
+        evidence: Vec::new(),
     }
+}
+
+/// Judges imported captures: the snapshot, plus what the inputs prove about the past. A logged
+/// exhaustion event (4231, 4266) makes the verdict at least critical.
+pub fn analyze_imported(
+    snapshot: &Snapshot,
+    sources: Vec<SourceInfo>,
+    evidence: Vec<Evidence>,
+    opts: &AnalyzeOptions,
+) -> Report {
+    let mut report = analyze(snapshot, opts);
+    let mut past = findings::from_evidence(&evidence);
+    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical)
+        && report.verdict < Level::Critical
+    {
+        report.verdict = Level::Critical;
+        report.summary = format!("{}; the snapshot itself: {}", f.message, report.summary);
+    }
+    past.append(&mut report.findings);
+    report.findings = past;
+    report.findings.sort_by_key(|f| std::cmp::Reverse(f.level));
+    report.sources = sources;
+    report.evidence = evidence;
+    report
 }
 
 fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
@@ -122,7 +151,8 @@ fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
 
 fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if range_assumed {
+    // A source that could not give the range says so in its gaps, with the command that would.
+    if range_assumed && !snapshot.gaps.iter().any(|g| g.kind == GapKind::Setting) {
         out.push(match snapshot.os {
             Os::Linux => {
                 "the ephemeral range is unknown: the Linux default 32768-60999 was assumed"
@@ -295,6 +325,47 @@ mod tests {
         let r = analyze(&s, &AnalyzeOptions { ok_pools: 5, ..Default::default() });
         assert_eq!(r.pools.len(), 5);
         assert_eq!(r.totals.pools, 32);
+    }
+
+    #[test]
+    fn a_logged_4231_makes_a_healthy_snapshot_critical() {
+        let mut s = snap((49152, 65535));
+        s.os = Os::Windows;
+        let ev = vec![crate::report::Evidence {
+            kind: "event".into(),
+            id: 4231,
+            count: 3,
+            first: Some("2024-01-15T10:23:45".into()),
+            last: Some("2024-01-15T11:00:00".into()),
+            meaning: "the global TCP ephemeral port space was exhausted".into(),
+        }];
+        let r = analyze_imported(&s, vec![], ev, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Critical);
+        assert!(r.summary.starts_with("Tcpip event 4231 was logged 3 times between 2024-01-15T10:23:45 and 2024-01-15T11:00:00"), "{}", r.summary);
+        assert_eq!(r.findings[0].kind, FindingKind::PastExhaustion);
+        assert_eq!(r.evidence.len(), 1);
+    }
+
+    #[test]
+    fn one_program_with_several_pids_is_grouped() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40010).map(|p| conn(State::Established, p, 443, 10)).collect();
+        s.sockets.extend((40010..40030).map(|p| conn(State::Established, p, 443, 11)));
+        s.sockets.push(conn(State::Established, 40030, 443, 12));
+        s.processes =
+            vec![client(10, "chrome.exe"), client(11, "chrome.exe"), client(12, "svchost.exe")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.programs.len(), 2);
+        assert_eq!(
+            (
+                r.programs[0].name.as_str(),
+                r.programs[0].pids.clone(),
+                r.programs[0].ephemeral_ports
+            ),
+            ("chrome.exe", vec![10, 11], 30)
+        );
+        s.processes = vec![client(10, "a"), client(11, "b"), client(12, "c")];
+        assert!(analyze(&s, &AnalyzeOptions::default()).programs.is_empty());
     }
 
     #[test]

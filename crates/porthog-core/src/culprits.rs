@@ -1,12 +1,14 @@
 //! Who holds the ports: per-process totals, states, ephemeral ports and destinations.
 //! One pass over the sockets plus a sort of compact (pid, protocol, port) keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::model::{Protocol, Snapshot, State};
 use crate::pool::Allocation;
-use crate::report::{ProcessReport, RemoteCount};
+use crate::report::{ProcessReport, ProgramReport, RemoteCount};
 
 /// How many destinations a process lists.
 const TOP_REMOTES: usize = 3;
@@ -24,7 +26,7 @@ pub(crate) fn processes(
     tcp: &Allocation,
     udp: &Allocation,
 ) -> Vec<ProcessReport> {
-    let mut tallies: HashMap<u32, Tally> = HashMap::new();
+    let mut tallies: HashMap<u32, Tally> = HashMap::default();
     let mut ports: Vec<(u32, Protocol, u16)> = Vec::new();
     for s in &snapshot.sockets {
         let Some(pid) = s.pid.map(|p| p.get()) else { continue };
@@ -41,7 +43,7 @@ pub(crate) fn processes(
     }
     ports.sort_unstable();
     ports.dedup();
-    let mut ephemeral: HashMap<u32, u32> = HashMap::new();
+    let mut ephemeral: HashMap<u32, u32> = HashMap::default();
     for (pid, _, _) in ports {
         *ephemeral.entry(pid).or_default() += 1;
     }
@@ -83,6 +85,37 @@ pub(crate) fn processes(
             .cmp(&a.ephemeral_ports)
             .then(b.sockets.cmp(&a.sockets))
             .then(a.pid.cmp(&b.pid))
+    });
+    out
+}
+
+/// Groups processes by name when some program runs as several PIDs; unknown names ("?") are
+/// not grouped.
+pub(crate) fn programs(procs: &[ProcessReport]) -> Vec<ProgramReport> {
+    let mut by_name: HashMap<&str, ProgramReport> = HashMap::default();
+    for p in procs.iter().filter(|p| p.name != "?" && !p.name.is_empty()) {
+        let g = by_name.entry(&p.name).or_insert_with(|| ProgramReport {
+            name: p.name.clone(),
+            pids: Vec::new(),
+            sockets: 0,
+            ephemeral_ports: 0,
+        });
+        g.pids.push(p.pid);
+        g.sockets += p.sockets;
+        g.ephemeral_ports += p.ephemeral_ports;
+    }
+    if by_name.values().all(|g| g.pids.len() < 2) {
+        return Vec::new();
+    }
+    let mut out: Vec<ProgramReport> = by_name.into_values().collect();
+    for g in &mut out {
+        g.pids.sort_unstable();
+    }
+    out.sort_by(|a, b| {
+        b.ephemeral_ports
+            .cmp(&a.ephemeral_ports)
+            .then(b.sockets.cmp(&a.sockets))
+            .then(a.name.cmp(&b.name))
     });
     out
 }

@@ -2,13 +2,13 @@
 //! the pools and processes already computed and at the settings; none rescans the sockets
 //! except `ownerless_time_wait`, which needs the TIME_WAIT sockets' destinations.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
-use crate::report::{Finding, FindingKind, ProcessReport, grouped};
+use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped};
 
 /// Most findings of one kind that are listed one by one.
 const MAX_PER_KIND: usize = 5;
@@ -26,6 +26,7 @@ pub(crate) fn findings(
     shrunk_range(snapshot, set, &mut out);
     ownerless_time_wait(snapshot, procs, &mut out);
     bind_before_connect(set, &mut out);
+    latent_bind_pool(set, &mut out);
     out.sort_by_key(|f| std::cmp::Reverse(f.level));
     out
 }
@@ -50,12 +51,10 @@ fn culprit(pool: &Pool, procs: &[ProcessReport]) -> (Option<u32>, String) {
 /// Churn or fan-out for every pool at warn or above, depending on what fills it.
 fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
     let windows = snapshot.os == Os::Windows;
-    for pool in set
-        .pools
-        .iter()
-        .filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp)
-        .take(MAX_PER_KIND)
-    {
+    // A latent bind() pool has its own finding; UDP has no destination to blame.
+    let candidates =
+        set.pools.iter().filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp && !p.latent);
+    for pool in candidates.take(MAX_PER_KIND) {
         let what = pool_phrase(pool);
         let blocking_tw = pool.time_wait - pool.time_wait_reusable;
         if blocking_tw * 2 >= pool.used && blocking_tw > 0 {
@@ -308,7 +307,7 @@ fn shrunk_range(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
 }
 
 fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut Vec<Finding>) {
-    let mut by_remote: HashMap<SocketAddr, u64> = HashMap::new();
+    let mut by_remote: HashMap<SocketAddr, u64> = HashMap::default();
     for s in snapshot.sockets.iter().filter(|s| s.state == State::TimeWait && s.pid.is_none()) {
         *by_remote.entry(SocketAddr::new(s.remote_ip, s.remote_port)).or_default() += 1;
     }
@@ -340,12 +339,38 @@ fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut V
         level: Level::Info,
         pid: None,
         message: format!(
-            "{} TIME_WAIT sockets have no owning process (the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it): {}",
+            "{} TIME_WAIT sockets have no owning process ({}): {}",
             grouped(total),
+            match snapshot.os {
+                Os::Linux => "the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it",
+                Os::Windows => "Windows lists them under PID 0",
+            },
             shown.join("; ")
         ),
         advice: "Their owner is the process that opened them: the one with live connections to the same destination \
                  is the likeliest; to be sure, catch the connections while they are open (a snapshot every few seconds, or kernel tracing)."
+            .to_owned(),
+    });
+}
+
+fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
+    let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind && p.latent) else {
+        return;
+    };
+    out.push(Finding {
+        kind: FindingKind::LatentBindPool,
+        level: Level::Warn,
+        pid: None,
+        message: format!(
+            "bind() to port 0 would fail now: {} of {} TCP ports are held ({} of them by TIME_WAIT, which connect() may reuse but \
+             bind() may not). Nothing seen here allocates that way (no bound sockets; connections share ports), so connect() is \
+             unaffected, but an ephemeral listener, a bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
+            grouped(bind.used),
+            grouped(bind.capacity),
+            grouped(bind.time_wait)
+        ),
+        advice: "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
+                 give fixed ports to listeners."
             .to_owned(),
     });
 }
@@ -379,4 +404,41 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
                  connect() and shared across destinations; or do not bind() outgoing sockets at all."
             .to_owned(),
     });
+}
+
+/// Findings from logged events: what failed before, even if the snapshot looks healthy now.
+pub(crate) fn from_evidence(evidence: &[Evidence]) -> Vec<Finding> {
+    let when = |e: &Evidence| match (&e.first, &e.last) {
+        (Some(a), Some(z)) if a != z => format!(" between {a} and {z}"),
+        (Some(a), _) => format!(" at {a}"),
+        _ => String::new(),
+    };
+    evidence
+        .iter()
+        .filter_map(|e| {
+            let times = if e.count == 1 { "once".to_owned() } else { format!("{} times", grouped(e.count)) };
+            let (kind, level, advice) = match e.id {
+                4231 | 4266 => (
+                    FindingKind::PastExhaustion,
+                    Level::Critical,
+                    "The pool ran out then even if this snapshot looks healthy: capture netstat -anoq while it happens again \
+                     to name the process, and see the pools and processes above for who holds ports now.",
+                ),
+                4227 => (
+                    FindingKind::TimeWaitCollision,
+                    Level::Warn,
+                    "Connections to the same remote endpoint are opened and closed faster than TIME_WAIT frees them: \
+                     reuse connections (keep-alive, pooling).",
+                ),
+                _ => return None,
+            };
+            Some(Finding {
+                kind,
+                level,
+                pid: None,
+                message: format!("Tcpip event {} was logged {times}{}: {}", e.id, when(e), e.meaning),
+                advice: advice.to_owned(),
+            })
+        })
+        .collect()
 }

@@ -3,16 +3,19 @@
 //! offline importers. Nothing here opens a file, a socket or a clock, so it compiles on any OS.
 
 pub mod analyze;
+pub mod cgroup;
 mod culprits;
 mod findings;
+pub mod import;
 pub mod level;
 pub mod model;
 pub mod pool;
 pub mod ports;
+pub mod proc_net;
 pub mod report;
 pub mod sysctl;
 
-pub use analyze::{AnalyzeOptions, analyze};
+pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};
 pub use model::{
     Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket, State, TwReuse,

@@ -3,7 +3,7 @@
 //! one UDP pool per namespace. Windows: one global pool per protocol. Linear in the sockets:
 //! one pass to mark ports, one sort of compact (pool, port) entries to count distinct ports.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,10 @@ pub struct Pool {
     /// `effective` as a percentage of `capacity`.
     pub percent: f64,
     pub level: Level,
+    /// The bind() pool is fuller than its level says: capped at warn because nothing seen
+    /// allocates ports with bind(port 0) now (see the `latent_bind_pool` finding).
+    #[serde(default)]
+    pub latent: bool,
     /// Processes holding the most ports of this pool (live sockets only: TIME_WAIT has no owner).
     pub owners: Vec<PoolOwner>,
 }
@@ -78,6 +82,7 @@ impl Pool {
             effective: 0,
             percent: 0.0,
             level: Level::Ok,
+            latent: false,
             owners: Vec::new(),
         }
     }
@@ -107,7 +112,8 @@ impl Pool {
 
     fn finish(&mut self, thresholds: &Thresholds) {
         self.effective = self.used - self.time_wait_reusable;
-        self.percent = percent(self.effective, self.capacity);
+        // One decimal is all a reader needs, and keeps the JSON tidy.
+        self.percent = (percent(self.effective, self.capacity) * 10.0).round() / 10.0;
         self.level =
             thresholds.classify(self.effective, self.capacity, self.kind == PoolKind::Connect);
     }
@@ -275,7 +281,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     let connect_capacity = tcp_usable - bind_type_in_range;
 
     // Pass 2: connected TCP sockets on pool ports, keyed by destination.
-    let mut keys: HashMap<(IpAddr, IpAddr, u16), u32> = HashMap::new();
+    let mut keys: HashMap<(IpAddr, IpAddr, u16), u32> = HashMap::default();
     let mut entries: Vec<Entry> = Vec::new();
     for s in &snapshot.sockets {
         if s.protocol != Protocol::Tcp
@@ -319,6 +325,20 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
     }
     bind.finish(thresholds);
+    // bind(port 0) cannot take TIME_WAIT ports (measured: with 95 of 100 ports in TIME_WAIT,
+    // bind() got 5 ports, then EADDRINUSE), but it only fails someone who calls it. Without a
+    // sign of such a caller, a full bind() pool is a risk, not an outage: cap it at warn and let
+    // the `latent_bind_pool` finding say what would fail.
+    let connect_used: u64 = pools.iter().map(|p| u64::from(p.used)).sum();
+    let binds_now =
+        snapshot.sockets.iter().any(|s| s.protocol == Protocol::Tcp && s.state == State::Bound)
+            || (pools.len() >= 2
+                && u64::from(connect_ports) == connect_used
+                && connect_ports > tcp_usable / 2);
+    if !binds_now && bind.level > Level::Warn {
+        bind.level = Level::Warn;
+        bind.latent = true;
+    }
     let mut udp_pool = Pool::new(
         PoolKind::Udp,
         Protocol::Udp,
@@ -344,7 +364,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
 fn count_entries(entries: &[Entry], pools: &mut [Pool]) {
     for group in entries.chunk_by(|a, b| a.pool == b.pool) {
         let pool = &mut pools[group[0].pool as usize];
-        let mut owners: HashMap<u32, u32> = HashMap::new();
+        let mut owners: HashMap<u32, u32> = HashMap::default();
         for port in group.chunk_by(|a, b| a.port == b.port) {
             // Sorted by `tw`: the first entry of a port says whether anything live holds it.
             pool.used += 1;
@@ -384,7 +404,7 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     ] {
         let alloc = Allocation::of(Os::Windows, range, reserved);
         let (mut live, mut tw) = (PortBits::new(), PortBits::new());
-        let mut owners: HashMap<u32, PortBits> = HashMap::new();
+        let mut owners: HashMap<u32, PortBits> = HashMap::default();
         for s in snapshot.sockets.iter().filter(|s| s.protocol == protocol) {
             if s.state == State::TimeWait {
                 tw.set(s.local_port)
@@ -553,6 +573,29 @@ mod tests {
         let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
         let p = connect_pool(&set, "127.0.0.1:7070");
         assert_eq!((p.used, p.time_wait), (1, 0));
+    }
+
+    #[test]
+    fn a_bind_pool_full_of_time_wait_is_latent_unless_something_binds() {
+        let mut snap = snapshot(
+            (40000, 40099),
+            (40000..40095)
+                .map(|p| Socket { timer_ms: 30_000, ..tcp(State::TimeWait, p, (LO, 7070)) })
+                .collect(),
+        );
+        snap.settings.tw_reuse = Some(TwReuse::Loopback);
+        let set = pools(&snap, &Thresholds::default());
+        let bind = set.pools.iter().find(|p| p.kind == PoolKind::Bind).unwrap();
+        assert_eq!(
+            (bind.used, bind.time_wait, bind.level, bind.latent),
+            (95, 95, Level::Warn, true)
+        );
+        assert_eq!(connect_pool(&set, "127.0.0.1:7070").level, Level::Ok);
+        // A bound socket shows that something here allocates with bind(): the pool is critical.
+        snap.sockets.push(tcp(State::Bound, 40096, ("0.0.0.0", 0)));
+        let set = pools(&snap, &Thresholds::default());
+        let bind = set.pools.iter().find(|p| p.kind == PoolKind::Bind).unwrap();
+        assert_eq!((bind.used, bind.level, bind.latent), (96, Level::Critical, false));
     }
 
     #[test]

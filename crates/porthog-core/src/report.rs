@@ -32,11 +32,46 @@ pub struct Report {
     pub pools: Vec<Pool>,
     /// Most ephemeral ports first.
     pub processes: Vec<ProcessReport>,
+    /// Processes grouped by name where one program runs as several PIDs (e.g. netstat -b's
+    /// executables), most ephemeral ports first; empty when every name is one PID.
+    #[serde(default)]
+    pub programs: Vec<ProgramReport>,
     pub totals: Totals,
     pub findings: Vec<Finding>,
     pub gaps: Vec<Gap>,
     /// What the model had to assume because it cannot be seen from outside the kernel.
     pub assumptions: Vec<String>,
+    /// Offline input: which format was read from which file (empty for a live check).
+    #[serde(default)]
+    pub sources: Vec<SourceInfo>,
+    /// Offline input: past failures the inputs prove, e.g. Windows Tcpip event 4231.
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
+}
+
+/// Which format was found in which file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub file: String,
+    pub format: String,
+    pub encoding: String,
+    /// Records (rows, settings, events) read from it.
+    pub records: u64,
+}
+
+/// A past failure the inputs prove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// "event" (a Windows event log entry).
+    pub kind: String,
+    /// Event id, e.g. 4231.
+    pub id: u32,
+    pub count: u64,
+    /// Times of the first and last occurrence, as ISO 8601 where the input's format allowed.
+    pub first: Option<String>,
+    pub last: Option<String>,
+    /// What the event means.
+    pub meaning: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +97,16 @@ pub struct ProcessReport {
     pub ephemeral_ports: u32,
     pub states: BTreeMap<String, u32>,
     pub top_remotes: Vec<RemoteCount>,
+}
+
+/// One program (process name) over all its PIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramReport {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub sockets: u32,
+    /// Sum of its processes' ephemeral ports.
+    pub ephemeral_ports: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +151,13 @@ pub enum FindingKind {
     OwnerlessTimeWait,
     /// Outgoing connections that took their ports with bind(): they do not share ports.
     BindBeforeConnect,
+    /// The bind() pool is nearly full (usually of TIME_WAIT) though connect() still works:
+    /// whatever calls bind(port 0) would fail.
+    LatentBindPool,
+    /// The inputs prove the pool ran out before (Windows Tcpip events 4231, 4266).
+    PastExhaustion,
+    /// The inputs prove TIME_WAIT collisions (Windows Tcpip event 4227).
+    TimeWaitCollision,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

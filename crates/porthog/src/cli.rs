@@ -4,8 +4,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use porthog_core::import::ImportOptions;
 use porthog_core::{AnalyzeOptions, Thresholds};
 
 use crate::collect::NetnsTarget;
@@ -32,17 +33,47 @@ pub struct Cli {
 pub enum Command {
     /// Judge this machine (or one network namespace) now: the default command.
     Check(CheckArgs),
+    /// Judge a machine from text captured on it: Windows netstat, PowerShell, netsh, event
+    /// logs; Linux ss, /proc/net, sysctl; or a saved porthog --json report.
+    Analyze(AnalyzeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Print the report as JSON (schema: docs/report.schema.json).
-    #[arg(long)]
-    pub json: bool,
     /// Inspect another network namespace: a name under /run/netns, a path to a namespace file,
     /// or the PID of a process inside it (a container's or a pod's). Needs root.
     #[arg(long, value_name = "NAME|PATH|PID")]
     pub netns: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnalyzeArgs {
+    /// Files captured on one machine (`-` reads standard input). Several files, or one file
+    /// with several captures pasted together, describe the same machine.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Read every file as this format instead of detecting it.
+    #[arg(long, value_name = "NAME")]
+    pub format: Option<String>,
+    /// Decode every file with this encoding instead of detecting it (utf-8, utf-16le, cp437,
+    /// cp850, cp932).
+    #[arg(long, value_name = "NAME")]
+    pub encoding: Option<String>,
+    /// Skip malformed rows (and say how many) instead of stopping at the first.
+    #[arg(long)]
+    pub lenient: bool,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// How a report is judged and shown: shared by every command that prints one.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Print the report as JSON (schema: docs/report.schema.json).
+    #[arg(long)]
+    pub json: bool,
     /// Warn when a pool is at least this full (percent).
     #[arg(long, value_name = "PCT", default_value_t = 70.0)]
     pub warn: f64,
@@ -71,17 +102,31 @@ pub enum Format {
     Json,
 }
 
-/// Validated options of `check`.
+/// Validated report options.
 #[derive(Debug, Clone)]
-pub struct CheckOptions {
-    pub netns: Option<NetnsTarget>,
+pub struct ReportOptions {
     pub analyze: AnalyzeOptions,
     pub top: usize,
     pub format: Format,
 }
 
-impl CheckArgs {
-    pub fn validate(self) -> Result<CheckOptions> {
+/// Validated options of `check`.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub netns: Option<NetnsTarget>,
+    pub report: ReportOptions,
+}
+
+/// Validated options of `analyze`.
+#[derive(Debug, Clone)]
+pub struct OfflineOptions {
+    pub files: Vec<PathBuf>,
+    pub import: ImportOptions,
+    pub report: ReportOptions,
+}
+
+impl ReportArgs {
+    pub fn validate(self) -> Result<ReportOptions> {
         for (name, v) in [("--warn", self.warn), ("--crit", self.crit)] {
             if !(0.0..=100.0).contains(&v) {
                 bail!("{name} {v}: a percentage from 0 to 100 is expected");
@@ -101,14 +146,44 @@ impl CheckArgs {
                 std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
             }
         };
-        Ok(CheckOptions {
-            netns: self.netns.as_deref().map(netns_target),
+        Ok(ReportOptions {
             analyze: AnalyzeOptions {
                 thresholds: Thresholds { warn_pct: self.warn, crit_pct: self.crit },
                 ok_pools: self.top,
             },
             top: self.top,
             format: if self.json { Format::Json } else { Format::Text { color } },
+        })
+    }
+}
+
+impl CheckArgs {
+    pub fn validate(self) -> Result<CheckOptions> {
+        Ok(CheckOptions {
+            netns: self.netns.as_deref().map(netns_target),
+            report: self.report.validate()?,
+        })
+    }
+}
+
+impl AnalyzeArgs {
+    pub fn validate(self) -> Result<OfflineOptions> {
+        let format = self
+            .format
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow!("--format: {e}"))?;
+        let encoding = self
+            .encoding
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| anyhow!("--encoding: {e}"))?;
+        Ok(OfflineOptions {
+            files: self.files,
+            import: ImportOptions { format, encoding, lenient: self.lenient },
+            report: self.report.validate()?,
         })
     }
 }
@@ -128,19 +203,26 @@ fn netns_target(s: &str) -> NetnsTarget {
 mod tests {
     use super::*;
 
+    fn cli(args: &[&str]) -> Result<Cli> {
+        Ok(Cli::try_parse_from(std::iter::once("porthog").chain(args.iter().copied()))?)
+    }
+
     fn parse(args: &[&str]) -> Result<CheckOptions> {
-        let cli = Cli::try_parse_from(std::iter::once("porthog").chain(args.iter().copied()))?;
-        cli.command.map_or(cli.check.clone(), |Command::Check(c)| c).validate()
+        match cli(args)? {
+            Cli { command: Some(Command::Check(c)), .. } => c.validate(),
+            Cli { command: None, check } => check.validate(),
+            _ => bail!("not check"),
+        }
     }
 
     #[test]
     fn check_is_the_default_command() {
         let o = parse(&["--json", "--top", "3"]).unwrap();
-        assert_eq!(o.format, Format::Json);
-        assert_eq!(o.top, 3);
+        assert_eq!(o.report.format, Format::Json);
+        assert_eq!(o.report.top, 3);
         let o = parse(&["check", "--netns", "1234", "--color", "never"]).unwrap();
         assert_eq!(o.netns, Some(NetnsTarget::Pid(1234)));
-        assert_eq!(o.format, Format::Text { color: false });
+        assert_eq!(o.report.format, Format::Text { color: false });
     }
 
     #[test]
@@ -159,6 +241,26 @@ mod tests {
         );
         assert!(parse(&["--crit", "120"]).is_err());
         let o = parse(&["--warn", "60", "--crit", "80"]).unwrap();
-        assert_eq!(o.analyze.thresholds, Thresholds { warn_pct: 60.0, crit_pct: 80.0 });
+        assert_eq!(o.report.analyze.thresholds, Thresholds { warn_pct: 60.0, crit_pct: 80.0 });
+    }
+
+    #[test]
+    fn analyze_takes_files_and_checks_names() {
+        let Cli { command: Some(Command::Analyze(a)), .. } =
+            cli(&["analyze", "a.txt", "-", "--lenient", "--json"]).unwrap()
+        else {
+            panic!("analyze expected")
+        };
+        let o = a.validate().unwrap();
+        assert_eq!(o.files, vec![PathBuf::from("a.txt"), PathBuf::from("-")]);
+        assert!(o.import.lenient);
+        assert_eq!(o.report.format, Format::Json);
+        let Cli { command: Some(Command::Analyze(a)), .. } =
+            cli(&["analyze", "a.txt", "--encoding", "ebcdic"]).unwrap()
+        else {
+            panic!("analyze expected")
+        };
+        assert!(a.validate().unwrap_err().to_string().starts_with("--encoding: unknown encoding"));
+        assert!(cli(&["analyze"]).is_err(), "a file is required");
     }
 }

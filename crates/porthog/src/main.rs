@@ -5,13 +5,15 @@ mod cli;
 mod collect;
 mod present;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{CheckOptions, Cli, Command, Format};
+use cli::{CheckOptions, Cli, Command, Format, OfflineOptions, ReportOptions};
+use porthog_core::Report;
+use porthog_core::import::{self, Imported, Input};
 
 /// Nagios "UNKNOWN": porthog could not decide.
 const EXIT_ERROR: u8 = 3;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
+        Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -33,12 +36,39 @@ fn main() -> ExitCode {
 
 fn check(opts: &CheckOptions) -> Result<u8> {
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
-    let report = porthog_core::analyze(&snapshot, &opts.analyze);
+    present(&porthog_core::analyze(&snapshot, &opts.report.analyze), &opts.report)
+}
+
+fn analyze(opts: &OfflineOptions) -> Result<u8> {
+    let mut contents = Vec::with_capacity(opts.files.len());
+    for path in &opts.files {
+        let bytes = if path.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
+            buf
+        } else {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
+        };
+        let name =
+            if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        contents.push((name, bytes));
+    }
+    let inputs: Vec<Input<'_>> =
+        contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
+    let report = match import::import(&inputs, &opts.import)? {
+        Imported::Snapshot { snapshot, sources, evidence } => {
+            porthog_core::analyze_imported(&snapshot, sources, evidence, &opts.report.analyze)
+        }
+        Imported::Report(report) => *report,
+    };
+    present(&report, &opts.report)
+}
+
+fn present(report: &Report, opts: &ReportOptions) -> Result<u8> {
     let text = match opts.format {
-        Format::Json => present::json::render(&report).context("encoding the JSON report")?,
+        Format::Json => present::json::render(report).context("encoding the JSON report")?,
         Format::Text { color } => {
-            let width = textwrap::termwidth();
-            present::text::render(&report, opts.top, color, width)
+            present::text::render(report, opts.top, color, textwrap::termwidth())
         }
     };
     write_stdout(text.as_bytes())?;

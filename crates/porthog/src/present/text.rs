@@ -72,6 +72,16 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
     if let Some(ts) = report.settings.timestamps {
         settings.push(if ts { "timestamps on" } else { "timestamps off" });
     }
+    if !report.sources.is_empty() {
+        let read: Vec<String> = report
+            .sources
+            .iter()
+            .map(|s| {
+                format!("{}: {} ({}, {} records)", s.file, s.format, s.encoding, grouped(s.records))
+            })
+            .collect();
+        let _ = writeln!(out, "{}  {}", p.dim("Read   "), read.join("; "));
+    }
     let _ = writeln!(out, "{}  {}", p.dim("Ranges "), ranges.join("; "));
     if !settings.is_empty() {
         let _ = writeln!(out, "{}  {}", p.dim("Reuse  "), settings.join("; "));
@@ -123,7 +133,11 @@ fn pools(report: &Report, top: usize, p: &Painter, out: &mut String) {
                         grouped(x.time_wait_reusable)
                     )
                 },
-                x.level.as_str().to_uppercase(),
+                if x.latent {
+                    format!("{} (latent)", x.level.as_str().to_uppercase())
+                } else {
+                    x.level.as_str().to_uppercase()
+                },
             ]
         })
         .collect();

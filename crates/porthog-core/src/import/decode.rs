@@ -1,0 +1,216 @@
+//! Bytes to text: the encodings Windows and Linux captures arrive in. A BOM decides; otherwise
+//! valid UTF-8 is UTF-8, and anything else is an OEM code page (what cmd.exe redirects write):
+//! Shift-JIS (932) when it decodes cleanly as such, else 850 (437 and 850 agree on the letters
+//! netstat's German output uses). `--encoding` overrides the guess.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A text encoding porthog reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "utf-8-bom")]
+    Utf8Bom,
+    #[serde(rename = "utf-16le")]
+    Utf16Le,
+    #[serde(rename = "utf-16be")]
+    Utf16Be,
+    #[serde(rename = "cp437")]
+    Cp437,
+    #[serde(rename = "cp850")]
+    Cp850,
+    #[serde(rename = "cp932")]
+    Cp932,
+}
+
+impl Encoding {
+    pub const ALL: [Encoding; 7] = [
+        Encoding::Utf8,
+        Encoding::Utf8Bom,
+        Encoding::Utf16Le,
+        Encoding::Utf16Be,
+        Encoding::Cp437,
+        Encoding::Cp850,
+        Encoding::Cp932,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Utf8 => "utf-8",
+            Encoding::Utf8Bom => "utf-8-bom",
+            Encoding::Utf16Le => "utf-16le",
+            Encoding::Utf16Be => "utf-16be",
+            Encoding::Cp437 => "cp437",
+            Encoding::Cp850 => "cp850",
+            Encoding::Cp932 => "cp932",
+        }
+    }
+}
+
+impl fmt::Display for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Encoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Encoding, String> {
+        let norm = s.to_ascii_lowercase().replace('_', "-");
+        let alias = match norm.as_str() {
+            "utf8" => "utf-8",
+            "utf16" | "utf-16" | "unicode" => "utf-16le",
+            "437" | "ibm437" => "cp437",
+            "850" | "ibm850" => "cp850",
+            "932" | "shift-jis" | "sjis" | "shift-jis2004" => "cp932",
+            other => other,
+        };
+        Encoding::ALL.into_iter().find(|e| e.as_str() == alias).ok_or_else(|| {
+            let names: Vec<&str> = Encoding::ALL.iter().map(|e| e.as_str()).collect();
+            format!("unknown encoding {s:?}; known: {}", names.join(", "))
+        })
+    }
+}
+
+/// Decodes `bytes` with `forced`, or with the encoding they look like. Never fails: bytes that
+/// do not fit become U+FFFD, which later shows up in the line that cannot be parsed.
+pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding) {
+    let enc = forced.unwrap_or_else(|| sniff(bytes));
+    let text = match enc {
+        Encoding::Utf8 | Encoding::Utf8Bom => {
+            let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+            // Valid UTF-8 (nearly always) borrows after one fast check; only bad bytes pay for lossy.
+            match std::str::from_utf8(body) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(body),
+            }
+        }
+        Encoding::Utf16Le => {
+            Cow::Owned(encoding_rs::UTF_16LE.decode_with_bom_removal(bytes).0.into_owned())
+        }
+        Encoding::Utf16Be => {
+            Cow::Owned(encoding_rs::UTF_16BE.decode_with_bom_removal(bytes).0.into_owned())
+        }
+        Encoding::Cp932 => {
+            Cow::Owned(encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes).0.into_owned())
+        }
+        Encoding::Cp437 => Cow::Owned(oem_cp::decode_string_complete_table(
+            bytes,
+            &oem_cp::code_table::DECODING_TABLE_CP437,
+        )),
+        Encoding::Cp850 => Cow::Owned(oem_cp::decode_string_complete_table(
+            bytes,
+            &oem_cp::code_table::DECODING_TABLE_CP850,
+        )),
+    };
+    (text, enc)
+}
+
+fn sniff(bytes: &[u8]) -> Encoding {
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        return Encoding::Utf8Bom;
+    }
+    if bytes.starts_with(b"\xFF\xFE") {
+        return Encoding::Utf16Le;
+    }
+    if bytes.starts_with(b"\xFE\xFF") {
+        return Encoding::Utf16Be;
+    }
+    // UTF-16 without a BOM: ASCII text has a NUL in every other byte.
+    let head = &bytes[..bytes.len().min(512)];
+    let odd_nuls = head.iter().skip(1).step_by(2).filter(|&&b| b == 0).count();
+    let even_nuls = head.iter().step_by(2).filter(|&&b| b == 0).count();
+    if head.len() >= 4 && odd_nuls * 10 >= head.len() * 4 {
+        return Encoding::Utf16Le;
+    }
+    if head.len() >= 4 && even_nuls * 10 >= head.len() * 4 {
+        return Encoding::Utf16Be;
+    }
+    if std::str::from_utf8(bytes).is_ok() {
+        return Encoding::Utf8;
+    }
+    // Invalid UTF-8 only in a cut last character (a truncated paste) is still UTF-8.
+    if let Err(e) = std::str::from_utf8(bytes)
+        && e.error_len().is_none()
+        && bytes.len() - e.valid_up_to() < 4
+        && bytes[..e.valid_up_to()].iter().any(|&b| b >= 0x80)
+    {
+        return Encoding::Utf8;
+    }
+    let (text, sjis_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
+    if !sjis_errors && is_japanese(&text) { Encoding::Cp932 } else { Encoding::Cp850 }
+}
+
+/// Shift-JIS-decoded text that reads as Japanese: kana make up a good share of its non-ASCII
+/// characters. OEM Latin text (cp850's Ö is 0x99, a valid Shift-JIS lead byte) decodes into
+/// scattered kanji, almost never into kana.
+fn is_japanese(text: &str) -> bool {
+    let (mut kana, mut other) = (0usize, 0usize);
+    for c in text.chars().filter(|c| !c.is_ascii()) {
+        if ('\u{3040}'..='\u{30FF}').contains(&c) { kana += 1 } else { other += 1 }
+    }
+    kana >= 3 && kana * 3 >= other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boms_decide() {
+        assert_eq!(decode(b"\xEF\xBB\xBFProto", None), (Cow::Borrowed("Proto"), Encoding::Utf8Bom));
+        let utf16: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain("Proto\r\n".encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let (text, enc) = decode(&utf16, None);
+        assert_eq!((text.as_ref(), enc), ("Proto\r\n", Encoding::Utf16Le));
+    }
+
+    #[test]
+    fn bomless_utf16_is_recognised() {
+        let utf16: Vec<u8> =
+            "  TCP    0.0.0.0:135".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert_eq!(decode(&utf16, None).1, Encoding::Utf16Le);
+    }
+
+    #[test]
+    fn german_oem_text() {
+        // "ABHÖREN" and "Lokale Adresse" as cmd.exe writes them in code page 850.
+        let bytes = b"  TCP    0.0.0.0:135    0.0.0.0:0    ABH\x99REN    1000\r\n";
+        let (text, enc) = decode(bytes, None);
+        assert_eq!(enc, Encoding::Cp850);
+        assert!(text.contains("ABHÖREN"), "{text}");
+        assert_eq!(decode(bytes, Some(Encoding::Cp437)).0, text, "437 and 850 agree on umlauts");
+    }
+
+    #[test]
+    fn german_cp850_is_not_mistaken_for_shift_jis() {
+        // "ABHÖREN" and "SCHLIESSEN_WARTEN" in cp850: 0x99 0x52 is also a Shift-JIS kanji.
+        let bytes = b"  TCP    0.0.0.0:135    0.0.0.0:0    ABH\x99REN    960\r\n  TCP    0.0.0.0:445    0.0.0.0:0    ABH\x99REN    4\r\n\
+                      \x20 TCP    0.0.0.0:446    0.0.0.0:0    ABH\x99REN    4\r\n  TCP    0.0.0.0:447    0.0.0.0:0    ABH\x99REN    4\r\n";
+        assert_eq!(decode(bytes, None).1, Encoding::Cp850);
+    }
+
+    #[test]
+    fn japanese_shift_jis() {
+        let (bytes, _, _) = encoding_rs::SHIFT_JIS
+            .encode("アクティブな接続\r\n  プロトコル  ローカル アドレス\r\n");
+        let (text, enc) = decode(&bytes, None);
+        assert_eq!(enc, Encoding::Cp932);
+        assert!(text.contains("アクティブな接続"));
+    }
+
+    #[test]
+    fn names_parse() {
+        assert_eq!("850".parse::<Encoding>(), Ok(Encoding::Cp850));
+        assert_eq!("Shift_JIS".parse::<Encoding>(), Ok(Encoding::Cp932));
+        assert_eq!("UTF-16".parse::<Encoding>(), Ok(Encoding::Utf16Le));
+        assert!("ebcdic".parse::<Encoding>().unwrap_err().contains("known: utf-8"));
+    }
+}

@@ -1,0 +1,96 @@
+//! `cat /proc/net/tcp tcp6 udp udp6` pasted as text, read with the same row parser as the live
+//! collector's fallback (`crate::proc_net`). The header tells UDP (it ends in `drops`) from TCP;
+//! rows without a header are taken as TCP.
+
+use super::{Builder, Cursor, Format, ImportError, Line};
+use crate::model::Protocol;
+use crate::proc_net;
+
+fn is_header(t: &str) -> bool {
+    let t = t.trim_start();
+    t.starts_with("sl") && t.contains("local_address")
+}
+
+fn is_row(t: &str) -> bool {
+    let mut f = t.split_ascii_whitespace();
+    f.next().is_some_and(|sl| {
+        sl.strip_suffix(':').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }) && f.next().is_some_and(|a| {
+        a.split_once(':').is_some_and(|(ip, port)| matches!(ip.len(), 8 | 32) && port.len() == 4)
+    })
+}
+
+pub fn starts(line: Line<'_>) -> bool {
+    is_header(line.text) || is_row(line.text)
+}
+
+pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
+    let mut protocol = Protocol::Tcp;
+    if let Some(head) = cur.peek().filter(|l| is_header(l.text)) {
+        protocol = if head.text.split_ascii_whitespace().any(|w| w == "drops") {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        cur.next();
+    }
+    while let Some(line) = cur.peek().filter(|l| is_row(l.text)) {
+        cur.next();
+        match proc_net::parse_row(line.text, line.no, protocol) {
+            Ok(Some(sock)) => b.socket(Format::ProcNet, sock, 0),
+            // A state porthog does not know: the row is counted, the socket cannot be modelled.
+            Ok(None) => b.record(Format::ProcNet),
+            Err(e) => b.malformed(
+                lenient,
+                ImportError::malformed(cur.name(), line, Format::ProcNet, e.expected),
+            )?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::model::{Protocol, State};
+
+    #[test]
+    fn tcp_and_udp_tables() {
+        let text = "\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:9C40 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2222 2 0000000000000000 0
+";
+        let Imported::Snapshot { snapshot: s, sources, .. } = import(
+            &[Input { name: "proc.txt", bytes: text.as_bytes() }],
+            &ImportOptions::default(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.sockets.len(), 3);
+        assert_eq!(
+            (s.sockets[0].state, s.sockets[0].local_port, s.sockets[0].inode),
+            (State::Listen, 8080, 12345)
+        );
+        assert_eq!(
+            (s.sockets[1].state, s.sockets[1].local_port, s.sockets[1].timer_ms),
+            (State::TimeWait, 40000, 60_000)
+        );
+        assert_eq!((s.sockets[2].protocol, s.sockets[2].local_port), (Protocol::Udp, 68));
+        assert_eq!(sources[0].format, "proc-net");
+    }
+
+    #[test]
+    fn a_bad_row_names_its_line() {
+        let text = "  sl  local_address rem_address   st\n   0: 0100007F:1F90 00000000:0000 ZZ 00000000:00000000 00:00000000 00000000 0 0 1\n";
+        let e = import(&[Input { name: "p", bytes: text.as_bytes() }], &ImportOptions::default())
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("p:2: proc-net row: expected a 2-digit hex state"),
+            "{e}"
+        );
+    }
+}

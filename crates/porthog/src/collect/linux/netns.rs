@@ -1,0 +1,113 @@
+//! Entering the network namespace to inspect, on the calling thread, and leaving it again.
+//! setns(CLONE_NEWNET) moves only the calling thread; threads it starts afterwards inherit the
+//! namespace, threads started before do not. So this must run before any thread or netlink
+//! socket of the snapshot is created. It opens no socket and reads no table itself.
+
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::sched::{CloneFlags, setns};
+
+use crate::collect::NetnsTarget;
+
+/// While alive, the calling thread is in the inspected namespace; dropping it moves the thread
+/// back to the namespace it came from.
+pub struct Entered {
+    original: File,
+}
+
+impl NetnsTarget {
+    /// The namespace file that `setns` needs.
+    fn path(&self) -> PathBuf {
+        match self {
+            NetnsTarget::Name(name) => PathBuf::from("/run/netns").join(name),
+            NetnsTarget::Path(path) => path.clone(),
+            NetnsTarget::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+        }
+    }
+
+    /// How the user named it, for messages and `Snapshot::netns`.
+    pub fn label(&self) -> String {
+        match self {
+            NetnsTarget::Name(name) => name.clone(),
+            NetnsTarget::Path(path) => path.display().to_string(),
+            NetnsTarget::Pid(pid) => format!("pid {pid}"),
+        }
+    }
+}
+
+/// The inode of the calling thread's network namespace, which identifies it.
+pub fn current_inode() -> anyhow::Result<u64> {
+    let st = rustix::fs::stat("/proc/thread-self/ns/net")
+        .context("cannot stat /proc/thread-self/ns/net")?;
+    Ok(st.st_ino)
+}
+
+/// Moves the calling thread into `target`'s network namespace.
+pub fn enter(target: &NetnsTarget) -> anyhow::Result<Entered> {
+    let label = target.label();
+    let path = target.path();
+    let original = File::open("/proc/thread-self/ns/net")
+        .context("cannot open /proc/thread-self/ns/net to return to it later")?;
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("network namespace {label} does not exist ({} not found)", path.display())
+        }
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            bail!("entering network namespace {label} needs root (CAP_SYS_ADMIN): {e}")
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    match setns(&file, CloneFlags::CLONE_NEWNET) {
+        Ok(()) => Ok(Entered { original }),
+        Err(Errno::EPERM) => bail!("entering network namespace {label} needs root (CAP_SYS_ADMIN)"),
+        Err(Errno::EINVAL) => bail!("{} is not a network namespace", path.display()),
+        Err(e) => Err(e).with_context(|| format!("cannot enter network namespace {label}")),
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // Returning to a namespace this thread was already in cannot fail for lack of privilege
+        // (we held CAP_SYS_ADMIN to leave it); if it failed anyway, the thread would stay in the
+        // inspected namespace, which only matters if the caller opens sockets on it later.
+        let _ = setns(&self.original, CloneFlags::CLONE_NEWNET);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_namespace_is_a_clear_error() {
+        let e = enter(&NetnsTarget::Name("porthog-no-such-ns".into())).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "network namespace porthog-no-such-ns does not exist (/run/netns/porthog-no-such-ns not found)"
+        );
+        let e = enter(&NetnsTarget::Path("/proc/self/status".into())).err().unwrap();
+        assert!(e.to_string().contains("not a network namespace"), "{e}");
+    }
+
+    /// Entering one's own namespace by pid and by path works as root and comes back on drop.
+    #[test]
+    fn enters_and_returns() {
+        let own = || std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let before = own();
+        let by_pid = NetnsTarget::Pid(std::process::id());
+        assert_eq!(by_pid.label(), format!("pid {}", std::process::id()));
+        match enter(&by_pid) {
+            Ok(entered) => drop(entered),
+            Err(e) => assert!(e.to_string().contains("needs root (CAP_SYS_ADMIN)"), "{e}"),
+        }
+        if let Ok(entered) = enter(&NetnsTarget::Path("/proc/1/ns/net".into())) {
+            drop(entered);
+        }
+        assert_eq!(own(), before);
+    }
+}

@@ -1,0 +1,265 @@
+//! Socket inode -> owning pid, from one pass over the `socket:[INODE]` links in /proc/*/fd,
+//! parallel over processes and, for processes with many fds, inside each process. Counts the
+//! processes it was not allowed to read and those that exited meanwhile; neither is fatal.
+//! Knows nothing about sockets beyond their inode, and reads nothing but fd tables.
+
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags, RawDir, openat, readlinkat_raw, statat};
+use rustix::io::Errno;
+
+/// Links read by one rayon task: large enough to amortise the task, small enough that one process
+/// with 50,000 sockets is spread over both cores.
+const CHUNK: usize = 2048;
+
+/// Who owns which socket inode, and how complete that is.
+#[derive(Debug, Default)]
+pub struct Owners {
+    /// (inode, pid), sorted by inode, one entry per inode. 8 bytes per socket.
+    by_inode: Vec<(u32, u32)>,
+    /// Processes whose fd table could not be read: permission denied.
+    pub denied: u64,
+    /// Processes that exited between being listed and having their fd table read.
+    pub gone: u64,
+}
+
+impl Owners {
+    pub fn pid(&self, inode: u32) -> Option<u32> {
+        let i = self.by_inode.binary_search_by_key(&inode, |&(ino, _)| ino).ok()?;
+        Some(self.by_inode[i].1)
+    }
+}
+
+/// One process's open fd directory and the fd numbers listed in it.
+struct FdTable {
+    pid: u32,
+    dir: OwnedFd,
+    fds: Vec<u32>,
+    /// A link could not be read for lack of permission (`proc_fd_access_allowed`).
+    denied: AtomicBool,
+}
+
+enum Skipped {
+    Denied,
+    Gone,
+}
+
+/// The processes of the host, split by whether they live in the inspected network namespace.
+pub struct ProcessList {
+    proc: OwnedFd,
+    /// In the namespace, or unknown (its ns link could not be read): read first.
+    inside: Vec<u32>,
+    /// In another namespace: read only when sockets are left without an owner, since a process
+    /// can hold sockets of a namespace it has left (setns after socket(), fds passed over unix
+    /// sockets), but rarely does. On a host full of containers this skips most fd tables.
+    outside: Vec<u32>,
+}
+
+impl ProcessList {
+    /// Lists /proc; `netns` is the inode of the inspected namespace (`netns::current_inode`).
+    pub fn read(netns: u64) -> anyhow::Result<ProcessList> {
+        let proc = openat(rustix::fs::CWD, "/proc", dir_flags(), Mode::empty())
+            .context("cannot open /proc")?;
+        let pids = list_numeric(&proc).context("cannot list /proc")?;
+        let elsewhere: Vec<bool> = pids
+            .par_iter()
+            .map(|pid| {
+                statat(&proc, format!("{pid}/ns/net"), AtFlags::empty())
+                    .is_ok_and(|st| st.st_ino != netns)
+            })
+            .collect();
+        let (mut inside, mut outside) = (Vec::new(), Vec::new());
+        for (pid, elsewhere) in pids.into_iter().zip(elsewhere) {
+            if elsewhere { outside.push(pid) } else { inside.push(pid) }
+        }
+        Ok(ProcessList { proc, inside, outside })
+    }
+
+    pub fn scan_inside(&self) -> Owners {
+        scan(&self.proc, &self.inside)
+    }
+
+    pub fn scan_outside(&self) -> Owners {
+        scan(&self.proc, &self.outside)
+    }
+}
+
+impl Owners {
+    /// Adds the owners found by another scan; the lowest pid still wins.
+    pub fn merge(&mut self, other: Owners) {
+        self.by_inode.extend(other.by_inode);
+        lowest_pid_per_inode(&mut self.by_inode);
+        self.denied += other.denied;
+        self.gone += other.gone;
+    }
+}
+
+/// Reads the fd tables of `pids`.
+///
+/// This loop runs once per fd (250,000 times on a busy host), so it uses rustix's getdents and
+/// readlinkat relative to the fd directory rather than the procfs crate, whose `Process::fd()`
+/// also stats every link and allocates a path per fd.
+fn scan(proc: &OwnedFd, pids: &[u32]) -> Owners {
+    let opened: Vec<Result<FdTable, Skipped>> =
+        pids.par_iter().map(|&pid| FdTable::open(proc, pid)).collect();
+    let mut owners = Owners::default();
+    let mut tables = Vec::with_capacity(opened.len());
+    for result in opened {
+        match result {
+            Ok(table) => tables.push(table),
+            Err(Skipped::Denied) => owners.denied += 1,
+            Err(Skipped::Gone) => owners.gone += 1,
+        }
+    }
+
+    let chunks: Vec<(&FdTable, &[u32])> =
+        tables.iter().flat_map(|t| t.fds.chunks(CHUNK).map(move |c| (t, c))).collect();
+    let mut pairs: Vec<(u32, u32)> = chunks
+        .par_iter()
+        .fold(Vec::new, |mut acc, &(table, fds)| {
+            table.socket_inodes(fds, &mut acc);
+            acc
+        })
+        .reduce(Vec::new, |mut a, mut b| {
+            if a.len() < b.len() {
+                std::mem::swap(&mut a, &mut b);
+            }
+            a.append(&mut b);
+            a
+        });
+    owners.denied += tables.iter().filter(|t| t.denied.load(Ordering::Relaxed)).count() as u64;
+
+    lowest_pid_per_inode(&mut pairs);
+    owners.by_inode = pairs;
+    owners
+}
+
+/// A socket shared by several processes (a pre-fork server's listener, a socket passed over a
+/// unix socket, fds inherited across fork) goes to the lowest pid: usually the parent that
+/// created it, and the same answer on every run, so snapshots can be compared.
+fn lowest_pid_per_inode(pairs: &mut Vec<(u32, u32)>) {
+    pairs.par_sort_unstable();
+    pairs.dedup_by_key(|&mut (inode, _)| inode);
+    pairs.shrink_to_fit();
+}
+
+impl FdTable {
+    fn open(proc: &OwnedFd, pid: u32) -> Result<FdTable, Skipped> {
+        let skipped = |e: Errno| match e {
+            Errno::ACCESS | Errno::PERM => Skipped::Denied,
+            _ => Skipped::Gone,
+        };
+        let dir = openat(proc, format!("{pid}/fd"), dir_flags(), Mode::empty()).map_err(skipped)?;
+        let fds = list_numeric(&dir).map_err(skipped)?;
+        Ok(FdTable { pid, dir, fds, denied: AtomicBool::new(false) })
+    }
+
+    /// Pushes (inode, pid) for every fd of `fds` that is a socket.
+    fn socket_inodes(&self, fds: &[u32], out: &mut Vec<(u32, u32)>) {
+        let mut name = [0u8; 12];
+        let mut target = [0u8; 64];
+        for &fd in fds {
+            match readlinkat_raw(&self.dir, decimal(fd, &mut name), &mut target[..]) {
+                Ok(len) => {
+                    if let Some(inode) = target.get(..len).and_then(socket_inode) {
+                        out.push((inode, self.pid));
+                    }
+                }
+                Err(Errno::ACCESS | Errno::PERM) => self.denied.store(true, Ordering::Relaxed),
+                // The fd was closed, or the process exited, since the listing.
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC
+}
+
+/// The entries of a directory whose names are numbers (pids in /proc, fds in /proc/PID/fd).
+fn list_numeric(dir: &OwnedFd) -> Result<Vec<u32>, Errno> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut entries = RawDir::new(dir, &mut buf);
+    let mut numbers = Vec::new();
+    while let Some(entry) = entries.next() {
+        if let Some(n) = parse_decimal(entry?.file_name().to_bytes()) {
+            numbers.push(n);
+        }
+    }
+    Ok(numbers)
+}
+
+/// `socket:[12345]` -> 12345; anything else (files, pipes, anon inodes) -> None.
+fn socket_inode(link: &[u8]) -> Option<u32> {
+    parse_decimal(link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?)
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 10 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |n, &d| {
+        let d = char::from(d).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(d)
+    })
+}
+
+/// `n` as a path name without a heap allocation: rustix would copy a `&str` to add the NUL.
+fn decimal(mut n: u32, buf: &mut [u8; 12]) -> &std::ffi::CStr {
+    let mut i = buf.len() - 1;
+    buf[i] = 0;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Digits then one NUL: always a valid C string.
+    std::ffi::CStr::from_bytes_with_nul(&buf[i..]).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links() {
+        assert_eq!(socket_inode(b"socket:[123456]"), Some(123456));
+        assert_eq!(socket_inode(b"socket:[4294967295]"), Some(u32::MAX));
+        assert_eq!(socket_inode(b"socket:[4294967296]"), None);
+        assert_eq!(socket_inode(b"socket:[]"), None);
+        assert_eq!(socket_inode(b"pipe:[123]"), None);
+        assert_eq!(socket_inode(b"/dev/null"), None);
+        assert_eq!(socket_inode(b"anon_inode:[eventpoll]"), None);
+    }
+
+    #[test]
+    fn names() {
+        let mut buf = [0; 12];
+        assert_eq!(decimal(0, &mut buf).to_bytes(), b"0");
+        assert_eq!(decimal(1234, &mut buf).to_bytes(), b"1234");
+        assert_eq!(decimal(u32::MAX, &mut buf).to_bytes(), b"4294967295");
+    }
+
+    #[test]
+    fn finds_its_own_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let me = std::process::id();
+        let here = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
+        let list = ProcessList::read(here).unwrap();
+        assert!(list.inside.contains(&me) && !list.outside.contains(&me));
+        let mut owners = list.scan_inside();
+        owners.merge(list.scan_outside());
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let inode = socket_inode(link.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(owners.pid(inode), Some(me));
+    }
+}

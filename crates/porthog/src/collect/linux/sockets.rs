@@ -1,0 +1,175 @@
+//! The socket list of the inspected namespace: the sock_diag dump, or per table the
+//! /proc/thread-self/net fallback (parsed by the core's `proc_net`) when sock_diag is unavailable.
+//! Decides the fallback and records what each source cannot show as gaps; speaks no netlink
+//! itself (`sock_diag.rs` does) and knows nothing of processes.
+
+use std::io;
+
+use anyhow::Context;
+use porthog_core::{Gap, GapKind, Socket, proc_net};
+use rustix::io::Errno;
+
+use super::sock_diag::{DUMP_TRIES, DumpOutcome, SockDiag, TABLES, Table};
+
+/// socket() or the first request failing like this means no sock_diag for this table: the module
+/// is missing (EPROTONOSUPPORT, ENOENT for the family or protocol) or forbidden (EPERM, e.g. by a
+/// seccomp or LSM policy).
+fn is_unavailable(e: &io::Error) -> bool {
+    matches!(Errno::from_io_error(e), Some(Errno::PROTONOSUPPORT | Errno::NOENT | Errno::PERM))
+}
+
+/// Every TCP and UDP socket of the namespace `diag` was opened in (the calling thread's for the
+/// fallback), appended to `out`; returns the source's name. Gaps say what may be missing.
+pub fn sockets(
+    diag: io::Result<SockDiag>,
+    out: &mut Vec<Socket>,
+    gaps: &mut Vec<Gap>,
+) -> anyhow::Result<&'static str> {
+    let (mut diag, mut unavailable) = match diag {
+        Ok(d) => (Some(d), None),
+        Err(e) if is_unavailable(&e) => (None, Some(e)),
+        Err(e) => return Err(e).context("cannot open a NETLINK_SOCK_DIAG socket"),
+    };
+    let mut fallback: Vec<&str> = Vec::new();
+    let mut interrupted: Vec<&str> = Vec::new();
+    let mut unknown_states = 0;
+    for table in TABLES {
+        let start = out.len();
+        let outcome = match diag.as_mut().map(|d| d.dump(table, out)) {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(e)) if !is_unavailable(&e) => {
+                return Err(e).with_context(|| format!("sock_diag dump of {} failed", table.name));
+            }
+            Some(Err(e)) => {
+                unavailable.get_or_insert(e);
+                out.truncate(start);
+                fallback.push(table.name);
+                read_table(table, out)?
+            }
+            None => {
+                fallback.push(table.name);
+                read_table(table, out)?
+            }
+        };
+        unknown_states += outcome.unknown_states;
+        if outcome.interrupted {
+            interrupted.push(table.name);
+        }
+    }
+    if !interrupted.is_empty() {
+        gaps.push(Gap {
+            kind: GapKind::Source,
+            count: None,
+            message: format!(
+                "the socket list of {} changed during the dump {DUMP_TRIES} times in a row \
+                 (NLM_F_DUMP_INTR): sockets may be missing or listed twice",
+                interrupted.join(", ")
+            ),
+            advice: Some("take the snapshot again".into()),
+        });
+    }
+    if unknown_states > 0 {
+        gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(unknown_states),
+            message: format!(
+                "{unknown_states} sockets in a state porthog does not know were left out"
+            ),
+            advice: None,
+        });
+    }
+    if fallback.is_empty() {
+        return Ok("sock_diag");
+    }
+    let reason = unavailable.map_or_else(String::new, |e| format!(" ({e})"));
+    gaps.push(Gap {
+        kind: GapKind::Source,
+        count: None,
+        message: format!(
+            "sock_diag unavailable{reason}; read /proc/net/{{{}}} instead, which shows no \
+             bound-but-unconnected TCP sockets and no socket cookies, and is read in pages, so \
+             sockets that change state meanwhile may be missed or listed twice",
+            fallback.join(",")
+        ),
+        advice: Some("load the inet_diag, tcp_diag and udp_diag kernel modules".into()),
+    });
+    Ok(if fallback.len() == TABLES.len() { "/proc/net" } else { "sock_diag + /proc/net" })
+}
+
+/// Appends the sockets of `table` to `out`. Reads `/proc/thread-self/net`, not `/proc/net`: the
+/// latter follows the thread-group leader's namespace, not the one this thread entered.
+fn read_table(table: Table, out: &mut Vec<Socket>) -> anyhow::Result<DumpOutcome> {
+    let path = format!("/proc/thread-self/net/{}", table.name);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        // A kernel without IPv6 has no tcp6/udp6: there are no such sockets to miss.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && table.name.ends_with('6') => {
+            return Ok(DumpOutcome::default());
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {path}")),
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let parsed = proc_net::parse(&text, table.protocol).with_context(|| format!("in {path}"))?;
+    out.extend(parsed.sockets);
+    Ok(DumpOutcome { interrupted: false, unknown_states: parsed.unknown_states as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use porthog_core::{Protocol, State};
+
+    use super::*;
+
+    #[test]
+    fn dumps_its_own_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (mut out, mut gaps) = (Vec::new(), Vec::new());
+        let source = sockets(SockDiag::open(), &mut out, &mut gaps).unwrap();
+        assert_eq!(source, "sock_diag");
+        assert!(gaps.is_empty(), "{gaps:?}");
+        let mine: Vec<_> = out.iter().filter(|s| s.local_port == port).collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!((mine[0].state, mine[0].protocol), (State::Listen, Protocol::Tcp));
+        assert_ne!(mine[0].inode, 0);
+    }
+
+    #[test]
+    fn fallback_reads_its_own_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut out = Vec::new();
+        let outcome = read_table(TABLES[0], &mut out).unwrap();
+        assert_eq!(outcome.unknown_states, 0);
+        let mine: Vec<_> = out.iter().filter(|s| s.local_port == port).collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0].state, State::Listen);
+        assert_ne!(mine[0].inode, 0);
+    }
+
+    #[test]
+    fn falls_back_to_proc_net_and_says_so() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let unavailable = io::Error::from_raw_os_error(Errno::PROTONOSUPPORT.raw_os_error());
+        let (mut out, mut gaps) = (Vec::new(), Vec::new());
+        assert_eq!(sockets(Err(unavailable), &mut out, &mut gaps).unwrap(), "/proc/net");
+        assert!(out.iter().any(|s| s.local_port == port && s.state == State::Listen));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].kind, GapKind::Source);
+        assert!(gaps[0].message.starts_with("sock_diag unavailable ("), "{}", gaps[0].message);
+        assert!(gaps[0].message.contains("/proc/net/{tcp,tcp6,udp,udp6}"), "{}", gaps[0].message);
+
+        let other = io::Error::from_raw_os_error(Errno::NOBUFS.raw_os_error());
+        assert!(sockets(Err(other), &mut out, &mut gaps).is_err());
+    }
+
+    #[test]
+    fn unavailable_means_these_errnos() {
+        assert!(is_unavailable(&io::Error::from_raw_os_error(
+            Errno::PROTONOSUPPORT.raw_os_error()
+        )));
+        assert!(is_unavailable(&io::Error::from_raw_os_error(Errno::NOENT.raw_os_error())));
+        assert!(!is_unavailable(&io::Error::from_raw_os_error(Errno::NOBUFS.raw_os_error())));
+    }
+}

@@ -1,0 +1,188 @@
+//! The `Netns` guard: a private network namespace per test, named `porthog-e2e-<pid>-<n>`, with
+//! loopback up and the test's sysctls set. Dropping it kills the processes it started (by PID,
+//! only those still inside the namespace) and deletes the namespace, also when the test panics.
+//! It also decides whether a privileged test runs, is skipped, or fails (under CI=true).
+
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::sync::Once;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+const PREFIX: &str = "porthog-e2e-";
+
+/// The ephemeral range every scenario uses unless it says otherwise: 100 ports.
+pub const RANGE: &str = "40000 40099";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// True when running under CI (CI=true), where a privileged test must never be skipped.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Whether a privileged test can run here. Outside CI a missing privilege skips the test (with
+/// a message); under CI=true it fails the test.
+fn privileged_or_skip(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    if in_ci() {
+        panic!("{test}: needs root (network namespaces), and CI=true forbids skipping");
+    }
+    eprintln!("{test}: skipped: needs root (network namespaces)");
+    false
+}
+
+pub struct Netns {
+    name: String,
+    /// PIDs of the processes started inside, for the Drop backstop.
+    spawned: Mutex<Vec<u32>>,
+}
+
+impl Netns {
+    /// A fresh namespace with the default 100-port range and `sysctls` set (`key`, `value`),
+    /// or None when the test must be skipped (not root, outside CI).
+    pub fn for_test(test: &str, sysctls: &[(&str, &str)]) -> Option<Netns> {
+        if !privileged_or_skip(test) {
+            return None;
+        }
+        match Netns::create(sysctls) {
+            Ok(ns) => Some(ns),
+            Err(e) if in_ci() => panic!("{test}: cannot set up a network namespace: {e}"),
+            Err(e) => {
+                eprintln!("{test}: skipped: cannot set up a network namespace: {e}");
+                None
+            }
+        }
+    }
+
+    fn create(sysctls: &[(&str, &str)]) -> Result<Netns, String> {
+        SWEEP.call_once(sweep_stale);
+        let name =
+            format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        run_ip(&["netns", "add", &name])?;
+        // From here on Drop deletes the namespace, also when a later step fails.
+        let ns = Netns { name, spawned: Mutex::new(Vec::new()) };
+        run_ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        ns.sysctl("net.ipv4.ip_local_port_range", RANGE)?;
+        for (key, value) in sysctls {
+            ns.sysctl(key, value)?;
+        }
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Sets a per-namespace sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
+        let out = self
+            .exec("sysctl")
+            .args(["-qw", &format!("{key}={value}")])
+            .output()
+            .map_err(|e| format!("cannot run sysctl (procps): {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "sysctl -w {key}={value:?} in {}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    /// `ip netns exec NAME program`: `ip` execs the program (no fork), so the child's PID is
+    /// the program's own; `Loadgen` checks that.
+    pub fn exec(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Remembers a PID started inside, so Drop can kill it if its own guard did not.
+    pub fn record(&self, pid: u32) {
+        self.spawned.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+    }
+
+    /// Counts TCP sockets in `state` (an `ss` state name) matching the `ss` filter `filter`.
+    pub fn ss_count(&self, state: &str, filter: &str) -> usize {
+        let mut cmd = self.exec("ss");
+        cmd.args(["-Htan", "state", state]);
+        if !filter.is_empty() {
+            cmd.arg(filter);
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run ss (iproute2): {e}"));
+        assert!(
+            out.status.success(),
+            "ss in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).count()
+    }
+
+    /// PIDs of the processes living in the namespace now.
+    fn pids_inside(&self) -> Vec<u32> {
+        let out = Command::new("ip").args(["netns", "pids", &self.name]).output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Backstop: the Loadgen guards normally killed and reaped their processes already. Only
+        // PIDs that we started AND that still live in our namespace are killed, so a recycled
+        // PID can never hit someone else's process.
+        let spawned = self.spawned.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for pid in self.pids_inside() {
+            if spawned.contains(&pid)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+        // Never panic in Drop (it may run while unwinding): report and go on.
+        if let Err(e) = run_ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: could not delete network namespace {}: {e}", self.name);
+        }
+    }
+}
+
+fn run_ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run `ip` (iproute2): {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Deletes namespaces that an earlier run of these tests left behind when it was killed before
+/// its guards ran: ours by name, and their creating test process is gone.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(rest) = name.strip_prefix(PREFIX) else { continue };
+        let Some((pid, n)) = rest.split_once('-') else { continue };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u32>()) else { continue };
+        // This runs once, before this process creates any namespace: one with our own PID in
+        // its name is a leftover of an earlier process that had the same PID.
+        if pid == std::process::id() || !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run_ip(&["netns", "del", name]);
+        }
+    }
+}
