@@ -42,7 +42,8 @@ static void push_inode(uint32_t ino) {
     inodes[n_inodes++] = ino;
 }
 
-/* One sock_diag dump: inet_diag_dump_icsk() in net/ipv4/inet_diag.c answers it. */
+/* One sock_diag dump, answered by a walk of the machine-wide TCP hash tables that skips other
+ * namespaces (inet_diag_dump_icsk(); tcp_diag_dump() in net/ipv4/tcp_diag.c on Linux 6.18). */
 static void dump(int family) {
     int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
     if (fd < 0) die("socket(NETLINK_SOCK_DIAG)");
