@@ -135,7 +135,7 @@ fn require_file(path: &Path, flag: &str, fix: &str) -> Result<()> {
     Ok(())
 }
 
-/// `ip netns exec` resolves relative paths after changing nothing, but be explicit anyway.
+/// The launcher and `ip netns exec` run these paths, so make them independent of the cwd.
 fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
