@@ -184,11 +184,20 @@ pub fn median<T: Copy + Ord>(values: impl IntoIterator<Item = T>) -> Option<T> {
 mod tests {
     use super::*;
 
-    fn launcher(name: &str) -> Launcher {
+    /// A launcher built in its own directory, removed when the test ends.
+    struct TestLauncher(Launcher, PathBuf);
+
+    impl Drop for TestLauncher {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+
+    fn launcher(name: &str) -> TestLauncher {
         let dir =
             std::env::temp_dir().join(format!("porthog-bench-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        Launcher::build(&dir).unwrap()
+        TestLauncher(Launcher::build(&dir).unwrap(), dir)
     }
 
     fn job(argv: &[&str]) -> Job {
@@ -223,7 +232,7 @@ mod tests {
         // Touch 64 MiB here first: a direct child's ru_maxrss would start at least that high.
         let ballast = vec![1u8; 64 << 20];
         let l = launcher("rss");
-        let s = l.run(job(&["sh", "-c", "exit 3"]), Duration::from_secs(10)).unwrap();
+        let s = l.0.run(job(&["sh", "-c", "exit 3"]), Duration::from_secs(10)).unwrap();
         assert_eq!(s.exit_code, Some(3));
         assert!(!s.timed_out);
         assert!(s.max_rss_kib > 0 && s.max_rss_kib < 16 << 10, "{} KiB", s.max_rss_kib);
@@ -233,7 +242,7 @@ mod tests {
     #[test]
     fn kills_a_run_past_its_timeout() {
         let l = launcher("timeout");
-        let s = l.run(job(&["sleep", "10"]), Duration::from_millis(200)).unwrap();
+        let s = l.0.run(job(&["sleep", "10"]), Duration::from_millis(200)).unwrap();
         assert!(s.timed_out);
         assert_eq!(s.exit_code, None);
         assert!(s.wall < Duration::from_secs(5));
