@@ -94,12 +94,13 @@ pub fn analyze_imported(
 fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
     let mut by_state = [0u64; State::ALL.len()];
     let (mut unattributed, mut ownerless) = (0, 0);
+    // Inode 0 means "no process owns it" only from a source that gives inodes at all (sock_diag,
+    // /proc/net, ss -e); `ss -tanp` or netstat give none, so there only TIME_WAIT is ownerless.
+    let inodes_known = snapshot.sockets.iter().any(|s| s.inode != 0);
     for s in &snapshot.sockets {
         by_state[s.state as usize] += 1;
         if s.pid.is_none() {
-            // Linux: inode 0 means no process owns it. Sources without inodes (netstat) mark
-            // ownerless sockets by state: TIME_WAIT has no owner on any OS.
-            if s.state == State::TimeWait || (snapshot.os == Os::Linux && s.inode == 0) {
+            if s.state == State::TimeWait || (inodes_known && s.inode == 0) {
                 ownerless += 1;
             } else {
                 unattributed += 1;

@@ -358,7 +358,7 @@ fn finish(
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
     if b.skipped > 0 {
         snapshot.gaps.push(Gap {
-            kind: GapKind::Source,
+            kind: GapKind::Incomplete,
             count: Some(b.skipped),
             message: format!(
                 "{} malformed rows were skipped (--lenient); the first: {}",

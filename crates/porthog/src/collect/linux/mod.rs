@@ -19,6 +19,7 @@ use owners::{Owners, ProcessList};
 use sock_diag::SockDiag;
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
+    raise_nofile_limit();
     // First, before any thread or socket exists: both inherit this thread's namespace.
     let _entered = opts.netns.as_ref().map(netns::enter).transpose()?;
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
@@ -69,6 +70,16 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
+/// The fd walk holds up to `TABLES_AT_ONCE` fd directories open; a soft limit of 1024 would be
+/// tight beside the netlink socket and rayon's threads. Best effort: the hard limit is the cap.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum });
+    }
+}
+
 /// Sets `Socket::pid` from the fd walk; returns the owning pids, sorted and distinct.
 fn attribute(sockets: &mut [Socket], owners: &Owners) -> Vec<u32> {
     let mut pids = Vec::new();
@@ -103,6 +114,17 @@ fn attribution_gaps(sockets: &[Socket], owners: &Owners, exited: u64, gaps: &mut
                  processes that closed them or exited during the scan"
             ),
             advice: None,
+        });
+    }
+    if owners.unread > 0 {
+        gaps.push(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(owners.unread),
+            message: format!(
+                "{} processes' fd tables were not read: porthog ran out of file descriptors (EMFILE/ENFILE)",
+                owners.unread
+            ),
+            advice: Some("raise porthog's open-file limit (ulimit -n) or the system's (fs.file-max)".into()),
         });
     }
     if owners.gone > 0 {
