@@ -199,7 +199,9 @@ fn processes(report: &Report, top: usize, p: &Painter, width: usize, out: &mut S
                 .as_ref()
                 .map(|pod| format!("pod {pod}"))
                 .or_else(|| {
-                    x.container.as_ref().map(|c| format!("container {}", &c[..c.len().min(12)]))
+                    x.container
+                        .as_ref()
+                        .map(|c| format!("container {}", c.chars().take(12).collect::<String>()))
                 })
                 .or_else(|| x.unit.clone())
                 .unwrap_or_else(|| "-".to_owned());
