@@ -49,10 +49,16 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     snapshot.sockets = sockets;
     snapshot.gaps.extend(gaps);
 
+    // Pass 2 only for sockets no process inside the namespace holds (a socket created before its
+    // process moved, or passed over a unix socket); an owner inside always wins, so the answer
+    // does not depend on unrelated sockets.
     let mut pids = attribute(&mut snapshot.sockets, &owners);
     if snapshot.sockets.iter().any(|s| s.inode != 0 && s.pid.is_none()) {
-        owners.merge(list.scan_outside());
-        pids = attribute(&mut snapshot.sockets, &owners);
+        let outside = list.scan_outside();
+        pids.extend(attribute(&mut snapshot.sockets, &outside));
+        pids.sort_unstable();
+        pids.dedup();
+        owners.merge_counts(&outside);
     }
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
@@ -80,10 +86,11 @@ fn raise_nofile_limit() {
     }
 }
 
-/// Sets `Socket::pid` from the fd walk; returns the owning pids, sorted and distinct.
+/// Sets `Socket::pid` of sockets that have none from the fd walk; returns the pids it used,
+/// sorted and distinct.
 fn attribute(sockets: &mut [Socket], owners: &Owners) -> Vec<u32> {
     let mut pids = Vec::new();
-    for s in sockets.iter_mut().filter(|s| s.inode != 0) {
+    for s in sockets.iter_mut().filter(|s| s.inode != 0 && s.pid.is_none()) {
         s.pid = owners.pid(s.inode).and_then(NonZeroU32::new);
         pids.extend(s.pid.map(NonZeroU32::get));
     }

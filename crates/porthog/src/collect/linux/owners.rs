@@ -98,10 +98,8 @@ impl ProcessList {
 }
 
 impl Owners {
-    /// Adds the owners found by another scan; the lowest pid still wins.
-    pub fn merge(&mut self, other: Owners) {
-        self.by_inode.extend(other.by_inode);
-        lowest_pid_per_inode(&mut self.by_inode);
+    /// Adds another scan's counts of unreadable processes (its owners are used separately).
+    pub fn merge_counts(&mut self, other: &Owners) {
         self.denied += other.denied;
         self.gone += other.gone;
         self.unread += other.unread;
@@ -275,8 +273,7 @@ mod tests {
         let here = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
         let list = ProcessList::read(here).unwrap();
         assert!(list.inside.contains(&me) && !list.outside.contains(&me));
-        let mut owners = list.scan_inside();
-        owners.merge(list.scan_outside());
+        let owners = list.scan_inside();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(link.as_os_str().as_encoded_bytes()).unwrap();
