@@ -36,7 +36,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
     let findings = findings::findings(snapshot, &set, &processes);
 
     let verdict = set.pools.first().map_or(Level::Ok, |p| p.level);
-    let summary = summary(set.pools.first(), snapshot.sockets.len());
+    let summary = summary(set.pools.first(), snapshot.sockets.len(), &opts.thresholds);
     let total_pools = set.pools.len() as u64;
     let mut pools = set.pools;
     let above_ok = pools.iter().take_while(|p| p.level > Level::Ok).count();
@@ -94,12 +94,13 @@ pub fn analyze_imported(
 fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
     let mut by_state = [0u64; State::ALL.len()];
     let (mut unattributed, mut ownerless) = (0, 0);
+    // Inode 0 means "no process owns it" only from a source that gives inodes at all (sock_diag,
+    // /proc/net, ss -e); `ss -tanp` or netstat give none, so there only TIME_WAIT is ownerless.
+    let inodes_known = snapshot.sockets.iter().any(|s| s.inode != 0);
     for s in &snapshot.sockets {
         by_state[s.state as usize] += 1;
         if s.pid.is_none() {
-            // Linux: inode 0 means no process owns it. Sources without inodes (netstat) mark
-            // ownerless sockets by state: TIME_WAIT has no owner on any OS.
-            if s.state == State::TimeWait || (snapshot.os == Os::Linux && s.inode == 0) {
+            if s.state == State::TimeWait || (inodes_known && s.inode == 0) {
                 ownerless += 1;
             } else {
                 unattributed += 1;
@@ -122,7 +123,7 @@ fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
 }
 
 /// The verdict line after its level word.
-fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
+fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> String {
     let Some(p) = tightest.filter(|p| p.used > 0 || p.level > Level::Ok) else {
         return format!("no ephemeral ports in use ({} sockets)", grouped(sockets as u64));
     };
@@ -133,19 +134,18 @@ fn summary(tightest: Option<&Pool>, sockets: usize) -> String {
     };
     let head =
         format!("{}  {} of {} ports in use{tw}", p.label(), grouped(p.used), grouped(p.capacity));
+    let left = grouped(p.capacity.saturating_sub(p.effective));
     match p.level {
+        _ if p.latent => format!(
+            "{head}: {left} left, so bind(port 0) would fail for a caller; none is seen here, and connect() still works"
+        ),
         Level::Exhausted => format!("{head}: {}", p.failure()),
         Level::Ok | Level::Info => format!("tightest pool: {head} ({:.0} %)", p.percent),
-        _ => {
-            let left = grouped(p.capacity - p.effective);
-            if p.kind == PoolKind::Connect && p.percent < 70.0 {
-                format!(
-                    "{head}: past half the range, each connect() to it scans thousands of ports; {left} left"
-                )
-            } else {
-                format!("{head}: {left} ports left before {}", p.failure())
-            }
-        }
+        // Warn below the warn threshold: only the half-range rule can have raised it.
+        _ if p.kind == PoolKind::Connect && p.percent < thresholds.warn_pct => format!(
+            "{head}: past half the range, each connect() to it scans thousands of ports; {left} left"
+        ),
+        _ => format!("{head}: {left} ports left before {}", p.failure()),
     }
 }
 
@@ -172,6 +172,23 @@ fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<
                     .to_owned(),
             );
         }
+        let tw = || snapshot.sockets.iter().filter(|s| s.state == State::TimeWait);
+        if pools.iter().any(|p| p.time_wait_reusable > 0) && tw().any(|s| s.timer_ms == 0) {
+            out.push(
+                "TIME_WAIT sockets without a timer in the input (ss without -o, netstat) were taken as older than the \
+                 reuse delay; a burst younger than that would still block connect()"
+                    .to_owned(),
+            );
+        }
+        if snapshot.settings.tcp_reserved.is_none() {
+            out.push("no reserved ports were given (net.ipv4.ip_local_reserved_ports): none were assumed".to_owned());
+        }
+        if snapshot.settings.timestamps.is_none() && tw().next().is_some() {
+            out.push(
+                "net.ipv4.tcp_timestamps was not given: on (the kernel default) was assumed"
+                    .to_owned(),
+            );
+        }
         if pools.iter().any(|p| p.time_wait_reusable > 0) {
             out.push(
                 "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps, which tcp_tw_reuse needs"
@@ -189,6 +206,7 @@ mod tests {
     use std::num::NonZeroU32;
 
     use super::*;
+    use crate::level::Thresholds;
     use crate::model::{Process, Protocol, Socket, TwReuse};
     use crate::ports::PortRange;
     use crate::report::FindingKind;
@@ -366,6 +384,74 @@ mod tests {
         );
         s.processes = vec![client(10, "a"), client(11, "b"), client(12, "c")];
         assert!(analyze(&s, &AnalyzeOptions::default()).programs.is_empty());
+    }
+
+    #[test]
+    fn an_exhausted_udp_pool_names_its_holder() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40100)
+            .map(|p| Socket {
+                pid: NonZeroU32::new(42),
+                inode: 1,
+                ..Socket::new(Protocol::Udp, State::Close, (ip("0.0.0.0"), p), (ip("0.0.0.0"), 0))
+            })
+            .collect();
+        s.processes = vec![client(42, "resolver")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!((r.verdict, r.pools[0].kind), (Level::Exhausted, PoolKind::Udp));
+        assert_eq!(r.pools[0].owners[0].pid, 42);
+        let f = r.findings.iter().find(|f| f.kind == FindingKind::FanOut).expect("udp finding");
+        assert!(f.message.contains("resolver (pid 42) holds 100"), "{}", f.message);
+    }
+
+    #[test]
+    fn windows_listeners_in_the_dynamic_range_are_squatting() {
+        let mut s = snap((49152, 65535));
+        s.os = Os::Windows;
+        s.sockets = vec![conn(State::Listen, 50000, 0, 7)];
+        s.processes = vec![client(7, "sqlservr.exe")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let f = r.findings.iter().find(|f| f.kind == FindingKind::Squatting).expect("squatting");
+        assert!(f.advice.contains("startport=50000 numberofports=1"), "{}", f.advice);
+    }
+
+    #[test]
+    fn the_verdict_line_follows_the_thresholds_and_says_latent() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40045).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        let low = AnalyzeOptions {
+            thresholds: Thresholds { warn_pct: 40.0, crit_pct: 90.0 },
+            ..Default::default()
+        };
+        let r = analyze(&s, &low);
+        assert_eq!(r.verdict, Level::Warn);
+        assert!(!r.summary.contains("past half"), "45 % is not past half: {}", r.summary);
+
+        s.settings.tw_reuse = Some(TwReuse::Loopback);
+        s.sockets = (40000..40095)
+            .map(|p| Socket { timer_ms: 30_000, ..conn(State::TimeWait, p, 7070, 0) })
+            .collect();
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Warn);
+        assert!(
+            r.summary.contains("bind(port 0) would fail for a caller; none is seen here"),
+            "{}",
+            r.summary
+        );
+    }
+
+    #[test]
+    fn exclusions_outside_the_range_are_not_listed() {
+        let mut s = snap((49152, 49251));
+        s.os = Os::Windows;
+        s.settings.tcp_reserved = Some(crate::ports::PortSet::from_ranges([
+            PortRange::new(5357, 5357).unwrap(),
+            PortRange::new(49200, 49209).unwrap(),
+        ]));
+        s.sockets = vec![conn(State::Established, 49152, 443, 42)];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let f = r.findings.iter().find(|f| f.kind == FindingKind::ShrunkRange).expect("shrunk");
+        assert!(f.message.contains("10 ports in it are excluded (49200-49209)"), "{}", f.message);
     }
 
     #[test]

@@ -50,33 +50,24 @@ fn culprit(pool: &Pool, procs: &[ProcessReport]) -> (Option<u32>, String) {
 
 /// Churn or fan-out for every pool at warn or above, depending on what fills it.
 fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
-    let windows = snapshot.os == Os::Windows;
-    // A latent bind() pool has its own finding; UDP has no destination to blame.
-    let candidates =
-        set.pools.iter().filter(|p| p.level >= Level::Warn && p.kind != PoolKind::Udp && !p.latent);
+    // A latent bind() pool has its own finding.
+    let candidates = set.pools.iter().filter(|p| p.level >= Level::Warn && !p.latent);
     for pool in candidates.take(MAX_PER_KIND) {
-        let what = pool_phrase(pool);
         let blocking_tw = pool.time_wait - pool.time_wait_reusable;
-        if blocking_tw * 2 >= pool.used && blocking_tw > 0 {
-            let per_s = u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS);
-            let (pid, who) = culprit(pool, procs);
-            let os_advice = if windows {
-                "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)".to_owned()
-            } else {
-                let mode = match snapshot.settings.tw_reuse {
-                    Some(TwReuse::On) => "on".to_owned(),
-                    Some(TwReuse::Loopback) => "2, loopback only".to_owned(),
-                    Some(TwReuse::Off) => "off".to_owned(),
-                    None => "unknown".to_owned(),
-                };
-                format!(
-                    ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT). \
-                     net.ipv4.tcp_tw_reuse=1 lets connect() reuse TIME_WAIT ports older than 1 s for any \
-                     destination when TCP timestamps are on (now: {mode})",
-                    grouped(per_s),
-                    grouped(pool.capacity)
-                )
-            };
+        let (pid, who) = culprit(pool, procs);
+        let what = pool_phrase(pool);
+        if pool.kind == PoolKind::Udp {
+            out.push(Finding {
+                kind: FindingKind::FanOut,
+                level: pool.level,
+                pid,
+                message: format!("{} UDP sockets hold ports of the {what}{who}", grouped(pool.used)),
+                advice: "Every UDP socket holds its port for every destination (the pool is global per namespace): \
+                         send to many peers from one socket with sendto(), close idle sockets, or widen \
+                         net.ipv4.ip_local_port_range."
+                    .to_owned(),
+            });
+        } else if blocking_tw * 2 >= pool.used && blocking_tw > 0 {
             out.push(Finding {
                 kind: FindingKind::Churn,
                 level: pool.level,
@@ -88,31 +79,71 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
                 ),
                 advice: format!(
                     "Reuse connections instead of opening one per request: HTTP keep-alive and a connection pool \
-                     (Go http.Transport MaxIdleConnsPerHost, .NET IHttpClientFactory / SocketsHttpHandler, a JDBC pool){os_advice}."
+                     (Go http.Transport MaxIdleConnsPerHost, .NET IHttpClientFactory / SocketsHttpHandler, a JDBC pool){}.",
+                    churn_stopgap(snapshot, pool)
                 ),
             });
         } else {
-            let (pid, who) = culprit(pool, procs);
-            let more = if pool.kind == PoolKind::Connect {
-                "each local IP has its own pool per destination, so a second source IP or more destination IPs/ports \
-                 multiply it; or widen net.ipv4.ip_local_port_range"
-            } else if windows {
-                "widen the dynamic range (netsh int ipv4 set dynamicport tcp start=10000 num=55535) or remove exclusions"
-            } else {
-                "use IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared per destination, or widen net.ipv4.ip_local_port_range"
+            let more = match (pool.kind, snapshot.os) {
+                (PoolKind::Connect, _) => {
+                    "each local IP has its own pool per destination, so a second source IP or more destination IPs/ports \
+                     multiply it; or widen net.ipv4.ip_local_port_range"
+                }
+                (_, Os::Windows) => {
+                    "widen the dynamic range (netsh int ipv4 set dynamicport tcp start=10000 num=55535) or remove exclusions"
+                }
+                _ => {
+                    "use IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared per destination, or widen net.ipv4.ip_local_port_range"
+                }
             };
             out.push(Finding {
                 kind: FindingKind::FanOut,
                 level: pool.level,
                 pid,
-                message: format!(
-                    "{} live sockets hold {what}{who}",
-                    grouped(pool.used - pool.time_wait)
-                ),
+                message: format!("{} live sockets hold {what}{who}", grouped(pool.used - pool.time_wait)),
                 advice: format!("Open fewer parallel connections (cap the client's pool size), or spread them: {more}."),
             });
         }
     }
+}
+
+/// The setting that relieves TIME_WAIT churn on this pool, if any, with its current value.
+fn churn_stopgap(snapshot: &Snapshot, pool: &Pool) -> String {
+    if snapshot.os == Os::Windows {
+        return "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)"
+            .to_owned();
+    }
+    let rate = format!(
+        ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT)",
+        grouped(u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS)),
+        grouped(pool.capacity)
+    );
+    if pool.kind != PoolKind::Connect {
+        // bind(port 0) never takes a TIME_WAIT port, whatever tcp_tw_reuse says.
+        return format!(
+            "{rate}. tcp_tw_reuse does not help bind(port 0): only fewer closes by this side do"
+        );
+    }
+    let settings = &snapshot.settings;
+    let delay = settings.tw_reuse_delay_ms.unwrap_or(crate::pool::LINUX_TW_REUSE_DELAY_MS);
+    let fix = match (settings.tw_reuse, settings.timestamps) {
+        (_, Some(false)) => "TCP timestamps are off (net.ipv4.tcp_timestamps=0), and tcp_tw_reuse needs them: turning them \
+                              on is what lets TIME_WAIT ports be reused"
+            .to_owned(),
+        (Some(TwReuse::On), _) => format!(
+            "tcp_tw_reuse is already 1: these TIME_WAIT sockets are younger than {delay} ms or did not negotiate timestamps"
+        ),
+        (mode, _) => format!(
+            "net.ipv4.tcp_tw_reuse=1 lets connect() reuse TIME_WAIT ports older than {delay} ms for any destination \
+             (now: {})",
+            match mode {
+                Some(TwReuse::Loopback) => "2, loopback only",
+                Some(TwReuse::Off) => "0, off",
+                _ => "unknown",
+            }
+        ),
+    };
+    format!("{rate}. {fix}")
 }
 
 fn pool_phrase(pool: &Pool) -> String {
@@ -250,8 +281,13 @@ fn squatting(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
             ports.join(",")
         ),
         Os::Windows => format!(
-            "Exclude the port{s}: netsh int ipv4 add excludedportrange protocol=tcp startport=PORT numberofports=1, \
-             or move the service{s} outside {range}."
+            "Exclude the port{s} from the dynamic range ({}), or move the service{s} outside {range}.",
+            listeners
+                .iter()
+                .take(3)
+                .map(|(p, _)| format!("netsh int ipv4 add excludedportrange protocol=tcp startport={p} numberofports=1"))
+                .collect::<Vec<_>>()
+                .join("; ")
         ),
     };
     out.push(Finding {
@@ -292,8 +328,13 @@ fn shrunk_range(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
     }
     if r.reserved > 0 {
         let what = if snapshot.os == Os::Windows { "excluded" } else { "reserved" };
-        let blocks =
-            snapshot.settings.tcp_reserved.as_ref().map(|s| s.to_string()).unwrap_or_default();
+        // Only the blocks inside the range matter: exclusions elsewhere take nothing from it.
+        let inside = crate::ports::PortRange::new(r.start, r.end).and_then(|range| {
+            Some(crate::ports::PortSet::from_ranges(
+                snapshot.settings.tcp_reserved.as_ref()?.within(range),
+            ))
+        });
+        let blocks = inside.map(|s| s.to_string()).unwrap_or_default();
         parts.push(format!("{} ports in it are {what} ({blocks})", grouped(r.reserved)));
     }
     let level = if r.usable * 4 < default { Level::Warn } else { Level::Info };
@@ -378,26 +419,21 @@ fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
 /// Connections to several destinations that share no port although they cannot all fit in one
 /// parity half of the range: connect() alone would have shared, so bind() chose their ports.
 fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
+    if !set.no_port_sharing {
+        return;
+    }
     let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind) else { return };
     let connect: Vec<&Pool> = set.pools.iter().filter(|p| p.kind == PoolKind::Connect).collect();
     let sockets: u64 = connect.iter().map(|p| u64::from(p.used)).sum();
-    if connect.len() < 2
-        || sockets <= u64::from(bind.capacity) / 2
-        || u64::from(set.connect_ports) < sockets
-    {
-        return;
-    }
     out.push(Finding {
         kind: FindingKind::BindBeforeConnect,
         level: bind.level.max(Level::Warn),
-        pid: None,
+        pid: bind.owners.first().map(|o| o.pid),
         message: format!(
-            "{} outgoing connections to {} destinations use {} distinct ports: no port is shared between destinations, \
-             which connect() alone would have done; they took their ports with bind() first, so they all draw from \
-             the bind() pool ({:.0} % full)",
+            "{} outgoing connections to {} destinations share no port, which connect() alone would have done: they took \
+             their ports with bind() first, so they all draw from the bind() pool ({:.0} % full)",
             grouped(sockets),
             connect.len(),
-            grouped(set.connect_ports),
             bind.percent
         ),
         advice: "Set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+): the port is then chosen at \

@@ -14,6 +14,7 @@ pub mod ports;
 pub mod proc_net;
 pub mod report;
 pub mod sysctl;
+pub mod timeline;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};

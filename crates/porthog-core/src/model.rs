@@ -274,8 +274,11 @@ pub enum GapKind {
     ProcessGone,
     /// A setting could not be read and a default was assumed.
     Setting,
-    /// The socket source was a fallback or incomplete.
+    /// The socket source was a fallback, or showed less than it could.
     Source,
+    /// The socket list itself may be short (a dump that kept changing, rows skipped with
+    /// --lenient): an `ok` verdict from it cannot be trusted, so porthog exits 3.
+    Incomplete,
     /// A kind of socket the source cannot show.
     Invisible,
 }

@@ -141,9 +141,10 @@ pub struct PoolSet {
     pub pools: Vec<Pool>,
     /// TCP ports in the range held by listeners or bound sockets (they shrink every connect() pool).
     pub bind_type_ports: Vec<u16>,
-    /// Distinct ports across all connect() pools: less than the sum of their `used` when
-    /// destinations share ports, as connect() alone makes them.
-    pub connect_ports: u32,
+    /// Connections to two or more destinations share no port although they cannot all fit in
+    /// one parity half of the range: connect() alone would have shared, so bind() chose their
+    /// ports (bind-before-connect).
+    pub no_port_sharing: bool,
 }
 
 /// A set of port numbers as a 64 Ki-bit map.
@@ -330,11 +331,12 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     // sign of such a caller, a full bind() pool is a risk, not an outage: cap it at warn and let
     // the `latent_bind_pool` finding say what would fail.
     let connect_used: u64 = pools.iter().map(|p| u64::from(p.used)).sum();
+    let no_port_sharing = pools.len() >= 2
+        && u64::from(connect_ports) == connect_used
+        && connect_ports > tcp_usable / 2;
     let binds_now =
         snapshot.sockets.iter().any(|s| s.protocol == Protocol::Tcp && s.state == State::Bound)
-            || (pools.len() >= 2
-                && u64::from(connect_ports) == connect_used
-                && connect_ports > tcp_usable / 2);
+            || no_port_sharing;
     if !binds_now && bind.level > Level::Warn {
         bind.level = Level::Warn;
         bind.latent = true;
@@ -346,6 +348,8 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     );
     udp_pool.used = udp_any.count_in(udp.range, &udp.reserved);
     udp_pool.finish(thresholds);
+    bind.owners = global_owners(snapshot, Protocol::Tcp, &tcp);
+    udp_pool.owners = global_owners(snapshot, Protocol::Udp, &udp);
     pools.push(bind);
     pools.push(udp_pool);
 
@@ -356,8 +360,26 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         ranges: vec![tcp.report(Protocol::Tcp), udp.report(Protocol::Udp)],
         pools,
         bind_type_ports,
-        connect_ports,
+        no_port_sharing,
     }
+}
+
+/// The processes holding the most distinct pool ports of one protocol: the owners of a global
+/// pool (Linux bind() and UDP, Windows).
+fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) -> Vec<PoolOwner> {
+    let mut held: Vec<(u32, u16)> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.protocol == protocol && alloc.is_pool_port(s.local_port))
+        .filter_map(|s| Some((s.pid?.get(), s.local_port)))
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    let mut counts: HashMap<u32, u32> = HashMap::default();
+    for (pid, _) in held {
+        *counts.entry(pid).or_default() += 1;
+    }
+    top_owners(counts)
 }
 
 /// Counts distinct ports, TIME_WAIT ports and owners per pool from sorted entries.
@@ -398,23 +420,25 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     let settings = &snapshot.settings;
     let mut ranges = Vec::new();
     let mut pools = Vec::new();
+    // Listeners inside the dynamic range: they squat a port a service may need (DOMAIN.md 3).
+    let mut listeners: Vec<u16> = Vec::new();
     for (protocol, range, reserved) in [
         (Protocol::Tcp, settings.tcp_range, settings.tcp_reserved.as_ref()),
         (Protocol::Udp, settings.udp_range, settings.udp_reserved.as_ref()),
     ] {
         let alloc = Allocation::of(Os::Windows, range, reserved);
         let (mut live, mut tw) = (PortBits::new(), PortBits::new());
-        let mut owners: HashMap<u32, PortBits> = HashMap::default();
         for s in snapshot.sockets.iter().filter(|s| s.protocol == protocol) {
             if s.state == State::TimeWait {
                 tw.set(s.local_port)
             } else {
                 live.set(s.local_port)
             }
-            if let Some(pid) = s.pid
+            if protocol == Protocol::Tcp
+                && s.state == State::Listen
                 && alloc.is_pool_port(s.local_port)
             {
-                owners.entry(pid.get()).or_insert_with(PortBits::new).set(s.local_port);
+                listeners.push(s.local_port);
             }
         }
         let report = alloc.report(protocol);
@@ -425,17 +449,14 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
                 pool.time_wait += u32::from(!live.get(port));
             }
         }
-        pool.owners = top_owners(
-            owners
-                .into_iter()
-                .map(|(pid, bits)| (pid, bits.count_in(alloc.range, &alloc.reserved)))
-                .collect(),
-        );
+        pool.owners = global_owners(snapshot, protocol, &alloc);
         pool.finish(thresholds);
         ranges.push(report);
         pools.push(pool);
     }
-    PoolSet { ranges, pools, bind_type_ports: Vec::new(), connect_ports: 0 }
+    listeners.sort_unstable();
+    listeners.dedup();
+    PoolSet { ranges, pools, bind_type_ports: listeners, no_port_sharing: false }
 }
 
 #[cfg(test)]

@@ -19,7 +19,14 @@ use porthog_core::import::{self, Imported, Input};
 const EXIT_ERROR: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors are UNKNOWN (3) to a monitoring system, not clap's 2, which reads as CRITICAL.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
+        }
+    };
     let result = match cli.command {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
         Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
@@ -57,9 +64,25 @@ fn analyze(opts: &OfflineOptions) -> Result<u8> {
         contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
     let report = match import::import(&inputs, &opts.import)? {
         Imported::Snapshot { snapshot, sources, evidence } => {
+            if snapshot.sockets.is_empty() && evidence.is_empty() {
+                let read: Vec<String> =
+                    sources.iter().map(|s| format!("{} ({})", s.file, s.format)).collect();
+                anyhow::bail!(
+                    "no sockets in the input, so nothing to judge (read: {}); add a socket listing such as \
+                     `netstat -anoq`, `Get-NetTCPConnection` or `ss -tanp` (see docs/CAPTURING.md)",
+                    read.join(", ")
+                );
+            }
             porthog_core::analyze_imported(&snapshot, sources, evidence, &opts.report.analyze)
         }
-        Imported::Report(report) => *report,
+        Imported::Report(report) => {
+            if opts.report.analyze != porthog_core::AnalyzeOptions::default() {
+                eprintln!(
+                    "porthog: note: a saved report is shown as it was judged; --warn, --crit and --top do not apply to it"
+                );
+            }
+            *report
+        }
     };
     present(&report, &opts.report)
 }
@@ -72,6 +95,13 @@ fn present(report: &Report, opts: &ReportOptions) -> Result<u8> {
         }
     };
     write_stdout(text.as_bytes())?;
+    // An `ok` from a socket list that may be short is no answer: UNKNOWN, and say why.
+    if report.verdict == porthog_core::Level::Ok
+        && let Some(g) = report.gaps.iter().find(|g| g.kind == porthog_core::GapKind::Incomplete)
+    {
+        eprintln!("porthog: could not decide: {}", g.message);
+        return Ok(EXIT_ERROR);
+    }
     Ok(report.verdict.exit_code() as u8)
 }
 

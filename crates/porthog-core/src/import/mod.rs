@@ -194,8 +194,10 @@ pub struct Builder {
     /// Records each (file, format) contributed.
     counts: HashMap<(usize, Format), u64>,
     file: usize,
-    /// Files that gave socket rows.
-    socket_files: std::collections::BTreeSet<usize>,
+    /// Sections (one parser's run over consecutive lines) that gave socket rows.
+    socket_sections: std::collections::BTreeSet<usize>,
+    /// Sections started so far, across all files.
+    section: usize,
 }
 
 impl Builder {
@@ -208,7 +210,7 @@ impl Builder {
     pub fn socket(&mut self, format: Format, mut s: Socket, pid: u32) {
         s.pid = NonZeroU32::new(pid);
         self.sockets.push(s);
-        self.socket_files.insert(self.file);
+        self.socket_sections.insert(self.section);
         self.record(format);
     }
 
@@ -284,6 +286,9 @@ fn read_text(
                 Format::ALL.into_iter().find(|f| starts(*f, line, &cur))
             }
         });
+        if fmt.is_some() {
+            b.section += 1;
+        }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient)?,
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
@@ -358,7 +363,7 @@ fn finish(
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
     if b.skipped > 0 {
         snapshot.gaps.push(Gap {
-            kind: GapKind::Source,
+            kind: GapKind::Incomplete,
             count: Some(b.skipped),
             message: format!(
                 "{} malformed rows were skipped (--lenient); the first: {}",
@@ -370,14 +375,16 @@ fn finish(
             ),
         });
     }
-    if b.socket_files.len() > 1 {
+    // The same socket twice means two listings of one moment (netstat -anoq then -anob, in two
+    // files or pasted one after the other); rows of one listing never repeat.
+    if b.socket_sections.len() > 1 {
         let merged = merge_duplicates(&mut b.sockets);
         if merged > 0 {
             snapshot.gaps.push(Gap {
                 kind: GapKind::Source,
                 count: Some(merged),
                 message: format!(
-                    "{merged} socket rows appeared in more than one file (e.g. netstat -anoq and netstat -anob of the same moment) \
+                    "{merged} socket rows appeared in more than one listing (e.g. netstat -anoq and netstat -anob of the same moment) \
                      and were counted once"
                 ),
                 advice: None,
@@ -413,15 +420,30 @@ fn finish(
     Ok(Imported::Snapshot { snapshot, sources, evidence })
 }
 
-/// Keeps one socket per (protocol, local, remote) across files, preferring one with an owner.
-/// Returns how many rows were dropped.
+/// Keeps one socket per (protocol, local, remote, state), preferring a row with an owner, in
+/// input order. Returns how many rows were dropped.
 fn merge_duplicates(sockets: &mut Vec<Socket>) -> u64 {
-    let before = sockets.len();
     let key =
         |s: &Socket| (s.protocol, s.local_ip, s.local_port, s.remote_ip, s.remote_port, s.state);
-    // Stable sort: among equal keys, rows with a pid first, then input order.
-    sockets.sort_by(|a, b| key(a).cmp(&key(b)).then(b.pid.is_some().cmp(&a.pid.is_some())));
-    sockets.dedup_by(|later, first| key(later) == key(first));
+    let mut order: Vec<usize> = (0..sockets.len()).collect();
+    order.sort_by(|&a, &b| {
+        key(&sockets[a])
+            .cmp(&key(&sockets[b]))
+            .then(sockets[b].pid.is_some().cmp(&sockets[a].pid.is_some()))
+            .then(a.cmp(&b))
+    });
+    let mut keep = vec![true; sockets.len()];
+    for w in order.windows(2) {
+        if key(&sockets[w[0]]) == key(&sockets[w[1]]) {
+            keep[w[1]] = false;
+        }
+    }
+    let before = sockets.len();
+    let mut i = 0;
+    sockets.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
     (before - sockets.len()) as u64
 }
 

@@ -68,9 +68,9 @@ pub fn parse_dynamicport(cur: &mut Cursor<'_>, b: &mut Builder) -> Result<(), Im
             "\"Start Port : N\" then \"Number of Ports : N\"",
         ));
     };
-    let end = start + count.saturating_sub(1);
-    let range = match (u16::try_from(start), u16::try_from(end)) {
-        (Ok(s), Ok(e)) if count > 0 => PortRange::new(s, e),
+    let end = start.checked_add(count.saturating_sub(1));
+    let range = match (u16::try_from(start), end.map(u16::try_from)) {
+        (Ok(s), Some(Ok(e))) if count > 0 => PortRange::new(s, e),
         _ => None,
     }
     .ok_or_else(|| {

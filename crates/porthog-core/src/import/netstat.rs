@@ -204,9 +204,22 @@ mod tests {
         assert_eq!(s.sockets.len(), 2);
         assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("chrome.exe"));
         assert!(
-            s.gaps.iter().any(|g| g.count == Some(1) && g.message.contains("more than one file"))
+            s.gaps
+                .iter()
+                .any(|g| g.count == Some(1) && g.message.contains("more than one listing"))
         );
         assert_eq!(sources.len(), 2);
+        // The same two listings pasted into one file, with a prompt between them.
+        let blob = format!("C:\\> netstat -anoq\n{anoq}C:\\> netstat -anob\n{anob}");
+        let Imported::Snapshot { snapshot: s, .. } = import(
+            &[Input { name: "blob.txt", bytes: blob.as_bytes() }],
+            &ImportOptions::default(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.sockets.len(), 2);
+        assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("chrome.exe"));
     }
 
     #[test]

@@ -78,7 +78,9 @@ fn looks_like_row(t: &str) -> bool {
 }
 
 fn row(t: &str) -> Option<Row<'_>> {
-    let mut f = t.split_ascii_whitespace().peekable();
+    // `users:((...))` is cut out first: a process name may hold spaces (`"Web Content"`).
+    let (head, users, tail) = split_users(t);
+    let mut f = head.split_ascii_whitespace().chain(tail.split_ascii_whitespace()).peekable();
     let netid = match f.peek() {
         Some(&"tcp") => Some(Protocol::Tcp),
         Some(&"udp") => Some(Protocol::Udp),
@@ -93,13 +95,12 @@ fn row(t: &str) -> Option<Row<'_>> {
     let local = endpoint(f.next()?)?;
     let remote = endpoint(f.next()?)?;
     let mut sock = Socket::new(netid.unwrap_or(Protocol::Tcp), st, local, remote);
-    let (mut pid, mut name) = (0, None);
+    let (pid, name) = match users.and_then(lowest_owner) {
+        Some((p, n)) => (p, Some(n)),
+        None => (0, None),
+    };
     for extra in f {
-        if let Some(users) = extra.strip_prefix("users:(") {
-            if let Some((p, n)) = lowest_owner(users) {
-                (pid, name) = (p, Some(n));
-            }
-        } else if let Some(ino) = extra.strip_prefix("ino:") {
+        if let Some(ino) = extra.strip_prefix("ino:") {
             sock.inode = ino.parse().unwrap_or(0);
         } else if let Some(uid) = extra.strip_prefix("uid:") {
             sock.uid = uid.parse().unwrap_or(Socket::UID_UNKNOWN);
@@ -108,6 +109,15 @@ fn row(t: &str) -> Option<Row<'_>> {
         }
     }
     Some(Row { netid, sock, pid, name })
+}
+
+/// Splits a row into what precedes `users:(`, the users list, and what follows its `))`.
+fn split_users(t: &str) -> (&str, Option<&str>, &str) {
+    const MARK: &str = "users:(";
+    let Some(i) = t.find(MARK) else { return (t, None, "") };
+    let rest = &t[i + MARK.len()..];
+    let end = rest.find("))").map_or(rest.len(), |e| e + 2);
+    (&t[..i], Some(&rest[..end]), &rest[end..])
 }
 
 /// `("nginx",pid=10,fd=6),("nginx",pid=11,fd=6))`: the lowest pid and its name; a socket shared
@@ -126,32 +136,22 @@ fn lowest_owner(users: &str) -> Option<(u32, &str)> {
 
 /// `55sec,0)` or `1min2sec,0)` or `500ms,0)`.
 fn timer_ms(t: &str) -> Option<u32> {
-    let v = t.split(',').next()?;
-    let mut total = 0u32;
-    let mut num = 0u32;
-    let mut unit = String::new();
-    let flush = |num: &mut u32, unit: &mut String, total: &mut u32| {
-        *total += *num
-            * match unit.as_str() {
-                "min" => 60_000,
-                "sec" => 1000,
-                "ms" => 1,
-                _ => 0,
-            };
-        *num = 0;
-        unit.clear();
-    };
-    for c in v.chars() {
-        if c.is_ascii_digit() {
-            if !unit.is_empty() {
-                flush(&mut num, &mut unit, &mut total);
-            }
-            num = num.checked_mul(10)?.checked_add(c.to_digit(10)?)?;
-        } else {
-            unit.push(c);
-        }
+    let mut rest = t.split(',').next()?;
+    let mut total: u32 = 0;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let num: u32 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "min" => 60_000,
+            "sec" => 1000,
+            "ms" => 1,
+            _ => return None,
+        };
+        total = total.checked_add(num.checked_mul(scale)?)?;
+        rest = &rest[unit..];
     }
-    flush(&mut num, &mut unit, &mut total);
     Some(total)
 }
 
@@ -245,6 +245,16 @@ mod tests {
     }
 
     #[test]
+    fn a_process_name_with_spaces_keeps_its_owner() {
+        let s = snapshot(
+            "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:443 users:((\"Web Content\",pid=4321,fd=55)) uid:1000 ino:77\n",
+        );
+        assert_eq!(s.sockets[0].pid.map(|p| p.get()), Some(4321));
+        assert_eq!(s.sockets[0].inode, 77);
+        assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("Web Content"));
+    }
+
+    #[test]
     fn netid_column() {
         let s = snapshot(
             "Netid State  Recv-Q Send-Q Local Address:Port Peer Address:Port\n\
@@ -260,6 +270,8 @@ mod tests {
         assert_eq!(timer_ms("55sec,0)"), Some(55_000));
         assert_eq!(timer_ms("1min2sec,0)"), Some(62_000));
         assert_eq!(timer_ms("500ms,0)"), Some(500));
+        assert_eq!(timer_ms("71583min,0)"), None, "overflow is no timer, not a panic");
+        assert_eq!(timer_ms("garbage"), None);
     }
 
     #[test]

@@ -91,13 +91,29 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
     let t = &report.totals;
     let _ = writeln!(
         out,
-        "{}  {} sockets from {}{netns}; {} owned by no process (TIME_WAIT), {} unattributed\n",
+        "{}  {} sockets from {}{netns}; {} owned by no process (TIME_WAIT, orphans), {} unattributed",
         p.dim("Seen   "),
         grouped(t.sockets),
         report.source,
         grouped(t.ownerless),
         grouped(t.unattributed)
     );
+    for e in &report.evidence {
+        let span = match (&e.first, &e.last) {
+            (Some(a), Some(z)) if a != z => format!(", {a} .. {z}"),
+            (Some(a), _) => format!(", {a}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{}  event {} ×{}{span}: {}",
+            p.dim("Logged "),
+            e.id,
+            grouped(e.count),
+            e.meaning
+        );
+    }
+    out.push('\n');
 }
 
 fn range_text(r: &RangeReport) -> String {
@@ -183,7 +199,9 @@ fn processes(report: &Report, top: usize, p: &Painter, width: usize, out: &mut S
                 .as_ref()
                 .map(|pod| format!("pod {pod}"))
                 .or_else(|| {
-                    x.container.as_ref().map(|c| format!("container {}", &c[..c.len().min(12)]))
+                    x.container
+                        .as_ref()
+                        .map(|c| format!("container {}", c.chars().take(12).collect::<String>()))
                 })
                 .or_else(|| x.unit.clone())
                 .unwrap_or_else(|| "-".to_owned());

@@ -19,6 +19,7 @@ use owners::{Owners, ProcessList};
 use sock_diag::SockDiag;
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
+    raise_nofile_limit();
     // First, before any thread or socket exists: both inherit this thread's namespace.
     let _entered = opts.netns.as_ref().map(netns::enter).transpose()?;
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
@@ -48,10 +49,16 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     snapshot.sockets = sockets;
     snapshot.gaps.extend(gaps);
 
+    // Pass 2 only for sockets no process inside the namespace holds (a socket created before its
+    // process moved, or passed over a unix socket); an owner inside always wins, so the answer
+    // does not depend on unrelated sockets.
     let mut pids = attribute(&mut snapshot.sockets, &owners);
     if snapshot.sockets.iter().any(|s| s.inode != 0 && s.pid.is_none()) {
-        owners.merge(list.scan_outside());
-        pids = attribute(&mut snapshot.sockets, &owners);
+        let outside = list.scan_outside();
+        pids.extend(attribute(&mut snapshot.sockets, &outside));
+        pids.sort_unstable();
+        pids.dedup();
+        owners.merge_counts(&outside);
     }
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
@@ -69,10 +76,21 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     Ok(snapshot)
 }
 
-/// Sets `Socket::pid` from the fd walk; returns the owning pids, sorted and distinct.
+/// The fd walk holds up to `TABLES_AT_ONCE` fd directories open; a soft limit of 1024 would be
+/// tight beside the netlink socket and rayon's threads. Best effort: the hard limit is the cap.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum });
+    }
+}
+
+/// Sets `Socket::pid` of sockets that have none from the fd walk; returns the pids it used,
+/// sorted and distinct.
 fn attribute(sockets: &mut [Socket], owners: &Owners) -> Vec<u32> {
     let mut pids = Vec::new();
-    for s in sockets.iter_mut().filter(|s| s.inode != 0) {
+    for s in sockets.iter_mut().filter(|s| s.inode != 0 && s.pid.is_none()) {
         s.pid = owners.pid(s.inode).and_then(NonZeroU32::new);
         pids.extend(s.pid.map(NonZeroU32::get));
     }
@@ -103,6 +121,17 @@ fn attribution_gaps(sockets: &[Socket], owners: &Owners, exited: u64, gaps: &mut
                  processes that closed them or exited during the scan"
             ),
             advice: None,
+        });
+    }
+    if owners.unread > 0 {
+        gaps.push(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(owners.unread),
+            message: format!(
+                "{} processes' fd tables were not read: porthog ran out of file descriptors (EMFILE/ENFILE)",
+                owners.unread
+            ),
+            advice: Some("raise porthog's open-file limit (ulimit -n) or the system's (fs.file-max)".into()),
         });
     }
     if owners.gone > 0 {

@@ -25,6 +25,9 @@ pub struct Owners {
     pub denied: u64,
     /// Processes that exited between being listed and having their fd table read.
     pub gone: u64,
+    /// Processes whose fd table could not be opened because porthog ran out of file
+    /// descriptors (EMFILE/ENFILE): not gone, not denied, just unread.
+    pub unread: u64,
 }
 
 impl Owners {
@@ -46,7 +49,13 @@ struct FdTable {
 enum Skipped {
     Denied,
     Gone,
+    /// EMFILE/ENFILE: porthog's own fd limit, not the process.
+    NoFds,
 }
+
+/// Fd tables held open at once: bounded so that porthog never needs more than this many file
+/// descriptors, whatever the number of processes (the soft RLIMIT_NOFILE is often 1024).
+const TABLES_AT_ONCE: usize = 512;
 
 /// The processes of the host, split by whether they live in the inspected network namespace.
 pub struct ProcessList {
@@ -89,12 +98,11 @@ impl ProcessList {
 }
 
 impl Owners {
-    /// Adds the owners found by another scan; the lowest pid still wins.
-    pub fn merge(&mut self, other: Owners) {
-        self.by_inode.extend(other.by_inode);
-        lowest_pid_per_inode(&mut self.by_inode);
+    /// Adds another scan's counts of unreadable processes (its owners are used separately).
+    pub fn merge_counts(&mut self, other: &Owners) {
         self.denied += other.denied;
         self.gone += other.gone;
+        self.unread += other.unread;
     }
 }
 
@@ -104,21 +112,33 @@ impl Owners {
 /// readlinkat relative to the fd directory rather than the procfs crate, whose `Process::fd()`
 /// also stats every link and allocates a path per fd.
 fn scan(proc: &OwnedFd, pids: &[u32]) -> Owners {
+    let mut owners = Owners::default();
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for batch in pids.chunks(TABLES_AT_ONCE) {
+        scan_batch(proc, batch, &mut owners, &mut pairs);
+    }
+    lowest_pid_per_inode(&mut pairs);
+    owners.by_inode = pairs;
+    owners
+}
+
+/// Opens the fd tables of `pids`, reads them in parallel chunks, and closes them again.
+fn scan_batch(proc: &OwnedFd, pids: &[u32], owners: &mut Owners, pairs: &mut Vec<(u32, u32)>) {
     let opened: Vec<Result<FdTable, Skipped>> =
         pids.par_iter().map(|&pid| FdTable::open(proc, pid)).collect();
-    let mut owners = Owners::default();
     let mut tables = Vec::with_capacity(opened.len());
     for result in opened {
         match result {
             Ok(table) => tables.push(table),
             Err(Skipped::Denied) => owners.denied += 1,
             Err(Skipped::Gone) => owners.gone += 1,
+            Err(Skipped::NoFds) => owners.unread += 1,
         }
     }
 
     let chunks: Vec<(&FdTable, &[u32])> =
         tables.iter().flat_map(|t| t.fds.chunks(CHUNK).map(move |c| (t, c))).collect();
-    let mut pairs: Vec<(u32, u32)> = chunks
+    let found: Vec<(u32, u32)> = chunks
         .par_iter()
         .fold(Vec::new, |mut acc, &(table, fds)| {
             table.socket_inodes(fds, &mut acc);
@@ -131,11 +151,8 @@ fn scan(proc: &OwnedFd, pids: &[u32]) -> Owners {
             a.append(&mut b);
             a
         });
+    pairs.extend(found);
     owners.denied += tables.iter().filter(|t| t.denied.load(Ordering::Relaxed)).count() as u64;
-
-    lowest_pid_per_inode(&mut pairs);
-    owners.by_inode = pairs;
-    owners
 }
 
 /// A socket shared by several processes (a pre-fork server's listener, a socket passed over a
@@ -151,6 +168,7 @@ impl FdTable {
     fn open(proc: &OwnedFd, pid: u32) -> Result<FdTable, Skipped> {
         let skipped = |e: Errno| match e {
             Errno::ACCESS | Errno::PERM => Skipped::Denied,
+            Errno::MFILE | Errno::NFILE => Skipped::NoFds,
             _ => Skipped::Gone,
         };
         let dir = openat(proc, format!("{pid}/fd"), dir_flags(), Mode::empty()).map_err(skipped)?;
@@ -255,8 +273,7 @@ mod tests {
         let here = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
         let list = ProcessList::read(here).unwrap();
         assert!(list.inside.contains(&me) && !list.outside.contains(&me));
-        let mut owners = list.scan_inside();
-        owners.merge(list.scan_outside());
+        let owners = list.scan_inside();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(link.as_os_str().as_encoded_bytes()).unwrap();

@@ -58,7 +58,7 @@ pub fn sockets(
     }
     if !interrupted.is_empty() {
         gaps.push(Gap {
-            kind: GapKind::Source,
+            kind: GapKind::Incomplete,
             count: None,
             message: format!(
                 "the socket list of {} changed during the dump {DUMP_TRIES} times in a row \

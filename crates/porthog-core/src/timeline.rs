@@ -1,0 +1,325 @@
+//! Over time: allocation failures the kernel reported, who opened each connection (so that its
+//! TIME_WAIT, which no process owns, can still be attributed), and the JSON Lines that
+//! `porthog record` writes and `analyze` / `watch --replay` read back. Pure data and
+//! bookkeeping: the tracer and the sampler feed it, nothing here reads the system.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Protocol, Snapshot, State};
+use crate::report::Report;
+
+/// Version of the JSON Lines contract (`docs/record.schema.json`).
+pub const RECORD_SCHEMA_VERSION: u32 = 1;
+
+/// An allocation failure as the kernel returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Errno {
+    /// connect() found no free port for its destination (-99).
+    #[serde(rename = "EADDRNOTAVAIL")]
+    AddrNotAvail,
+    /// bind() found no free port, or the port asked for is taken (-98).
+    #[serde(rename = "EADDRINUSE")]
+    AddrInUse,
+    /// UDP autobind found no free port (-11).
+    #[serde(rename = "EAGAIN")]
+    Again,
+}
+
+impl Errno {
+    /// From a syscall's negative return value.
+    pub fn from_ret(ret: i64) -> Option<Errno> {
+        match ret {
+            -99 => Some(Errno::AddrNotAvail),
+            -98 => Some(Errno::AddrInUse),
+            -11 => Some(Errno::Again),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Errno::AddrNotAvail => "EADDRNOTAVAIL",
+            Errno::AddrInUse => "EADDRINUSE",
+            Errno::Again => "EAGAIN",
+        }
+    }
+
+    /// What the failure means for the caller, in one line.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Errno::AddrNotAvail => {
+                "connect() found no free source port for this destination (Cannot assign requested address)"
+            }
+            Errno::AddrInUse => "bind() found no free port (Address already in use)",
+            Errno::Again => "no free UDP port to autobind (Resource temporarily unavailable)",
+        }
+    }
+}
+
+/// One failed allocation: who, where to, and how it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// Wall-clock time, RFC 3339 with milliseconds, UTC.
+    pub time: String,
+    pub pid: u32,
+    pub name: String,
+    pub container: Option<String>,
+    pub protocol: Protocol,
+    /// The destination the call tried to reach, when the call had one.
+    pub remote: Option<SocketAddr>,
+    pub errno: Errno,
+    /// "connect", "bind" or "sendto".
+    pub call: String,
+}
+
+/// A process and how many of something it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerCount {
+    pub pid: u32,
+    pub name: String,
+    pub count: u64,
+}
+
+/// A connection's identity: what sock_diag shows for its TIME_WAIT socket too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FourTuple {
+    pub protocol: Protocol,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl FourTuple {
+    pub fn of(s: &crate::model::Socket) -> FourTuple {
+        FourTuple {
+            protocol: s.protocol,
+            local: SocketAddr::new(s.local_ip, s.local_port),
+            remote: SocketAddr::new(s.remote_ip, s.remote_port),
+        }
+    }
+}
+
+/// Who opened a connection, remembered after the process exits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Opener {
+    pub pid: u32,
+    pub name: String,
+    /// Seconds (monotonic, the caller's clock) when it was last seen alive or opened.
+    pub seen: f64,
+}
+
+/// Remembers the opener of every connection seen, for as long as its TIME_WAIT can last, so a
+/// TIME_WAIT socket can be attributed after its process closed it or exited. Memory is bounded:
+/// entries expire `ttl` seconds after they were last seen (TIME_WAIT is 60 s on Linux; a
+/// connection still open is refreshed by every sample or event that shows it).
+#[derive(Debug, Clone)]
+pub struct OwnerBook {
+    ttl: f64,
+    by_tuple: HashMap<FourTuple, Opener>,
+    by_cookie: HashMap<u64, FourTuple>,
+}
+
+impl OwnerBook {
+    /// `ttl`: how long to keep an entry after it was last seen, in seconds.
+    pub fn new(ttl: f64) -> OwnerBook {
+        OwnerBook { ttl, by_tuple: HashMap::new(), by_cookie: HashMap::new() }
+    }
+
+    /// Records that `pid` (`name`) holds the connection `tuple` at time `now`.
+    pub fn remember(&mut self, tuple: FourTuple, cookie: u64, pid: u32, name: &str, now: f64) {
+        let e = self.by_tuple.entry(tuple).or_insert_with(|| Opener {
+            pid,
+            name: name.to_owned(),
+            seen: now,
+        });
+        if e.pid != pid {
+            *e = Opener { pid, name: name.to_owned(), seen: now };
+        }
+        e.seen = now;
+        if cookie != 0 {
+            self.by_cookie.insert(cookie, tuple);
+        }
+    }
+
+    /// Learns from a sample: every owned, connected TCP socket refreshes its opener.
+    pub fn learn(&mut self, snapshot: &Snapshot, now: f64) {
+        for s in snapshot.sockets.iter().filter(|s| s.protocol == Protocol::Tcp && s.is_connected())
+        {
+            if let Some(pid) = s.pid {
+                let name = snapshot.process(pid.get()).map_or("?", |p| p.name.as_str());
+                self.remember(FourTuple::of(s), s.cookie, pid.get(), name, now);
+            } else if s.state == State::TimeWait {
+                // Still in TIME_WAIT: keep the opener alive until the socket is gone.
+                if let Some(e) = self.by_tuple.get_mut(&FourTuple::of(s)) {
+                    e.seen = now;
+                }
+            }
+        }
+    }
+
+    /// The opener of a connection, by cookie first (exact), else by 4-tuple.
+    pub fn opener(&self, tuple: &FourTuple, cookie: u64) -> Option<&Opener> {
+        let t = if cookie != 0 { self.by_cookie.get(&cookie).unwrap_or(tuple) } else { tuple };
+        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple))
+    }
+
+    /// Drops entries not seen for `ttl` seconds. Call once per sample or every few seconds.
+    pub fn expire(&mut self, now: f64) {
+        let ttl = self.ttl;
+        self.by_tuple.retain(|_, e| now - e.seen <= ttl);
+        let by_tuple = &self.by_tuple;
+        self.by_cookie.retain(|_, t| by_tuple.contains_key(t));
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_tuple.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_tuple.is_empty()
+    }
+
+    /// Attributes the snapshot's ownerless TIME_WAIT sockets: sets their `pid` and adds the
+    /// openers that exited to `processes`. Returns TIME_WAIT counts per opener, most first.
+    pub fn attribute_time_wait(&self, snapshot: &mut Snapshot) -> Vec<OwnerCount> {
+        let mut counts: HashMap<(u32, String), u64> = HashMap::new();
+        for s in
+            snapshot.sockets.iter_mut().filter(|s| s.state == State::TimeWait && s.pid.is_none())
+        {
+            if let Some(o) = self.opener(&FourTuple::of(s), s.cookie) {
+                s.pid = std::num::NonZeroU32::new(o.pid);
+                *counts.entry((o.pid, o.name.clone())).or_default() += 1;
+            }
+        }
+        for (pid, name) in counts.keys() {
+            if snapshot.process(*pid).is_none() {
+                let at = snapshot.processes.partition_point(|p| p.pid < *pid);
+                snapshot.processes.insert(
+                    at,
+                    crate::model::Process {
+                        pid: *pid,
+                        name: name.clone(),
+                        cmdline: "(exited)".to_owned(),
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        let mut out: Vec<OwnerCount> = counts
+            .into_iter()
+            .map(|((pid, name), count)| OwnerCount { pid, name, count })
+            .collect();
+        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
+        out
+    }
+}
+
+/// One line of a `porthog record` file (JSON Lines), told apart by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RecordLine {
+    /// First line: what was recorded, where.
+    Header {
+        schema_version: u32,
+        porthog: String,
+        netns: Option<String>,
+        started: String,
+        interval_ms: u64,
+    },
+    /// A sample: the full check report at that time, and the connections that appeared since the
+    /// previous sample with their openers (so a reader can attribute TIME_WAIT later).
+    Sample {
+        time: String,
+        report: Box<Report>,
+        opened: Vec<OpenedConnection>,
+        time_wait_owners: Vec<OwnerCount>,
+    },
+    /// An allocation failure caught by the kernel tracer.
+    Failure(Failure),
+    /// Events the kernel dropped (ring buffer overrun) since the previous such line.
+    Lost { time: String, count: u64 },
+}
+
+/// A connection first seen in a sample or event, with its opener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenedConnection {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub pid: u32,
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::model::{Os, Process, Socket};
+
+    fn sock(state: State, lport: u16, pid: u32) -> Socket {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        Socket {
+            pid: NonZeroU32::new(pid),
+            cookie: u64::from(lport),
+            ..Socket::new(Protocol::Tcp, state, (ip, lport), (ip, 7070))
+        }
+    }
+
+    #[test]
+    fn time_wait_keeps_the_owner_it_had_while_established() {
+        let mut book = OwnerBook::new(65.0);
+        let mut t0 = Snapshot::new(Os::Linux, "t0");
+        t0.sockets = (40000..40010).map(|p| sock(State::Established, p, 42)).collect();
+        t0.processes = vec![Process { pid: 42, name: "client".into(), ..Default::default() }];
+        book.learn(&t0, 0.0);
+
+        // Later the client has closed and exited: its sockets are TIME_WAIT with no owner.
+        let mut t1 = Snapshot::new(Os::Linux, "t1");
+        t1.sockets = (40000..40010).map(|p| sock(State::TimeWait, p, 0)).collect();
+        t1.sockets.push(sock(State::TimeWait, 40099, 0)); // never seen open: stays unknown
+        book.learn(&t1, 30.0);
+        let owners = book.attribute_time_wait(&mut t1);
+        assert_eq!(owners, vec![OwnerCount { pid: 42, name: "client".into(), count: 10 }]);
+        assert_eq!(t1.sockets.iter().filter(|s| s.pid.is_some()).count(), 10);
+        assert_eq!(t1.process(42).map(|p| p.cmdline.as_str()), Some("(exited)"));
+    }
+
+    #[test]
+    fn memory_is_bounded_by_expiry() {
+        let mut book = OwnerBook::new(65.0);
+        let tuple = |p: u16| FourTuple {
+            protocol: Protocol::Tcp,
+            local: SocketAddr::new("10.0.0.1".parse().unwrap(), p),
+            remote: "10.0.0.2:80".parse().unwrap(),
+        };
+        for i in 0..1000u16 {
+            book.remember(tuple(i), u64::from(i) + 1, 7, "x", f64::from(i));
+        }
+        book.expire(1000.0);
+        // Only entries seen in the last 65 s survive: 935..=999.
+        assert_eq!(book.len(), 65);
+        assert!(book.opener(&tuple(10), 11).is_none());
+        assert_eq!(book.opener(&tuple(999), 1000).map(|o| o.pid), Some(7));
+    }
+
+    #[test]
+    fn errno_from_syscall_returns() {
+        assert_eq!(Errno::from_ret(-99), Some(Errno::AddrNotAvail));
+        assert_eq!(Errno::from_ret(-98), Some(Errno::AddrInUse));
+        assert_eq!(Errno::from_ret(-11), Some(Errno::Again));
+        assert_eq!(Errno::from_ret(-1), None);
+        assert_eq!(serde_json::to_string(&Errno::AddrNotAvail).unwrap(), "\"EADDRNOTAVAIL\"");
+    }
+
+    #[test]
+    fn record_lines_are_tagged() {
+        let line = RecordLine::Lost { time: "2026-11-24T02:00:00.000Z".into(), count: 3 };
+        let json = serde_json::to_string(&line).unwrap();
+        assert_eq!(json, r#"{"type":"lost","time":"2026-11-24T02:00:00.000Z","count":3}"#);
+        assert_eq!(serde_json::from_str::<RecordLine>(&json).unwrap(), line);
+    }
+}
