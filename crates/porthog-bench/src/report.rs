@@ -27,6 +27,8 @@ pub struct ToolRuns {
     pub samples: Vec<Sample>,
     /// sockstat's count right before each run.
     pub expected: Vec<u64>,
+    /// Cores busy with other work during each run (see cpuload.rs).
+    pub others: Vec<f64>,
     /// Why runs did not count (empty when all did).
     pub invalid: Vec<String>,
 }
@@ -40,6 +42,18 @@ impl ToolRuns {
     }
     pub fn cpu(&self) -> Duration {
         median(self.samples.iter().map(Sample::cpu)).unwrap_or_default()
+    }
+    /// Fastest and slowest run.
+    pub fn wall_range(&self) -> String {
+        let min = self.samples.iter().map(|s| s.wall).min().unwrap_or_default();
+        let max = self.samples.iter().map(|s| s.wall).max().unwrap_or_default();
+        format!("{}-{}", secs(min), secs(max)).replace(" s-", "-")
+    }
+    /// Median cores busy elsewhere while this tool ran.
+    pub fn others(&self) -> String {
+        let mut v = self.others.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len().saturating_sub(1) / 2).map(|o| format!("{o:.2}")).unwrap_or("–".into())
     }
     /// The highest peak over the runs (RSS is a budget: the worst run counts).
     pub fn rss(&self) -> u64 {
@@ -115,8 +129,8 @@ pub fn size_section(r: &SizeResult) -> String {
         r.load_processes,
         r.load_average,
     );
-    s.push_str("| tool | runs | wall (median) | CPU user+sys (median) | peak RSS (max) | wall vs porthog | wall vs floor | check |\n");
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("| tool | runs | wall (median) | wall (min-max) | CPU user+sys (median) | peak RSS (max) | wall vs porthog | wall vs floor | other cores busy | check |\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     let porthog = r.get(Tool::Porthog).filter(|t| t.valid());
     let floor = r.get(Tool::Floor).filter(|t| t.valid());
     for t in &r.tools {
@@ -131,14 +145,16 @@ pub fn size_section(r: &SizeResult) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.tool.label(),
             t.samples.len(),
             secs(t.wall()),
+            t.wall_range(),
             secs(t.cpu()),
             mib(t.rss()),
             vs(porthog),
             vs(floor),
+            t.others(),
             check.replace('|', "/"),
         );
     }
@@ -377,6 +393,10 @@ fn method(host_proc: bool) -> String {
   peak RSS. A tool started by `ip netns exec` or spawned straight from the benchmark would
   inherit ip's or the benchmark's peak RSS in `ru_maxrss` (exec records the old image's peak);
   the launcher's image is a few hundred KiB.
+- *other cores busy* is /proc/stat's machine-wide busy time during a run minus the tool's own
+  CPU time, per second of wall time: other users of this machine, plus the load's own churn
+  (a few hundredths). porthog uses both cores, so a run with a core busy elsewhere costs it
+  more than the single-threaded floor and peers.
 - Output goes to /dev/null (porthog's and the floor's to a file, to check them): a run counts
   only if the tool exited successfully and, for porthog and the floor, if the socket count it
   reports is within 2 % of the namespace's count (/proc/net/sockstat) read just before it ran.

@@ -13,7 +13,7 @@ use crate::measure::Launcher;
 use crate::netns::Netns;
 use crate::report::{self, SizeResult, ToolRuns};
 use crate::tools::{Setup, Tool};
-use crate::{floor, interrupt, machine};
+use crate::{cpuload, floor, interrupt, machine};
 
 /// Benchmarks every size; `id` names the network namespaces (porthog-bench-<id>).
 pub fn run(opts: &Options, id: u32) -> Result<()> {
@@ -166,7 +166,13 @@ fn measure_tools(
 ) -> Result<(Vec<ToolRuns>, Option<FloorCounts>)> {
     let mut runs: Vec<ToolRuns> = tools
         .iter()
-        .map(|&tool| ToolRuns { tool, samples: vec![], expected: vec![], invalid: vec![] })
+        .map(|&tool| ToolRuns {
+            tool,
+            samples: vec![],
+            expected: vec![],
+            others: vec![],
+            invalid: vec![],
+        })
         .collect();
     // Warm-up: page cache, binaries, dentries of /proc, for the two fast tools.
     for &tool in tools.iter().filter(|t| !t.is_peer()) {
@@ -184,22 +190,26 @@ fn measure_tools(
             interrupt::check()?;
             let expected = before()?;
             let (job, inv) = setup.invocation(r.tool)?;
+            let busy_before = cpuload::busy();
             let sample = launcher.run(job, opts.tool_timeout)?;
+            let others = cpuload::others(busy_before, cpuload::busy(), sample.wall, sample.cpu());
             let invalid = inv.invalid(r.tool, &sample, expected);
             if r.tool == Tool::Floor {
                 host = inv.floor_counts().or(host);
             }
             eprintln!(
-                "porthog-bench: {label}: {} run {}/{wanted}: {} wall, {} CPU, {} peak RSS, {expected} sockets before: {}",
+                "porthog-bench: {label}: {} run {}/{wanted}: {} wall, {} CPU, {} peak RSS, {:.2} other cores busy, {expected} sockets before: {}",
                 r.tool.label(),
                 round + 1,
                 report::secs(sample.wall),
                 report::secs(sample.cpu()),
                 report::mib(sample.max_rss_kib * 1024),
+                others.unwrap_or(f64::NAN),
                 invalid.as_deref().unwrap_or("ok")
             );
             r.samples.push(sample);
             r.expected.push(expected);
+            r.others.extend(others);
             r.invalid.extend(invalid);
         }
     }
