@@ -210,7 +210,10 @@ impl Builder {
     pub fn socket(&mut self, format: Format, mut s: Socket, pid: u32) {
         s.pid = NonZeroU32::new(pid);
         self.sockets.push(s);
-        self.socket_sections.insert(self.section);
+        // Hot path (a million rows): only the first socket of a section touches the set.
+        if self.socket_sections.last() != Some(&self.section) {
+            self.socket_sections.insert(self.section);
+        }
         self.record(format);
     }
 
