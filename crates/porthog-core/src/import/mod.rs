@@ -492,6 +492,26 @@ fn missing_settings(os: Os, s: &Snapshot, has_exclusions: bool) -> Vec<Gap> {
     gaps
 }
 
+/// What the importers' unit tests share: one text in, what it held out.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Evidence, ImportOptions, Imported, Input, Snapshot, import};
+
+    pub(crate) fn snapshot_of(name: &str, text: &str) -> Snapshot {
+        match import(&[Input { name, bytes: text.as_bytes() }], &ImportOptions::default()) {
+            Ok(Imported::Snapshot { snapshot, .. }) => snapshot,
+            other => panic!("{name}: expected sockets, got {other:?}"),
+        }
+    }
+
+    pub(crate) fn evidence_of(name: &str, text: &str) -> Vec<Evidence> {
+        match import(&[Input { name, bytes: text.as_bytes() }], &ImportOptions::default()) {
+            Ok(Imported::Snapshot { evidence, .. }) => evidence,
+            other => panic!("{name}: expected events, got {other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;

@@ -173,12 +173,7 @@ mod tests {
     use crate::import::{ImportOptions, Imported, Input, import};
 
     fn snapshot(text: &str) -> crate::model::Snapshot {
-        match import(&[Input { name: "t.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { snapshot, .. } => snapshot,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::snapshot_of("t.txt", text)
     }
 
     #[test]
