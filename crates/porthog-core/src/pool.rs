@@ -367,17 +367,18 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
 /// The processes holding the most distinct pool ports of one protocol: the owners of a global
 /// pool (Linux bind() and UDP, Windows).
 fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) -> Vec<PoolOwner> {
-    let mut held: Vec<(u32, u16)> = snapshot
+    // (pid, port) packed in one u64, sorted once.
+    let mut held: Vec<u64> = snapshot
         .sockets
         .iter()
         .filter(|s| s.protocol == protocol && alloc.is_pool_port(s.local_port))
-        .filter_map(|s| Some((s.pid?.get(), s.local_port)))
+        .filter_map(|s| Some(u64::from(s.pid?.get()) << 16 | u64::from(s.local_port)))
         .collect();
     held.sort_unstable();
     held.dedup();
     let mut counts: HashMap<u32, u32> = HashMap::default();
-    for (pid, _) in held {
-        *counts.entry(pid).or_default() += 1;
+    for key in held {
+        *counts.entry((key >> 16) as u32).or_default() += 1;
     }
     top_owners(counts)
 }

@@ -80,6 +80,14 @@ impl FromStr for Encoding {
 /// Decodes `bytes` with `forced`, or with the encoding they look like. Never fails: bytes that
 /// do not fit become U+FFFD, which later shows up in the line that cannot be parsed.
 pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding) {
+    // The common case, BOM-less UTF-8 (and ASCII), is validated once and borrowed.
+    if forced.is_none()
+        && !bytes.starts_with(b"\xEF\xBB\xBF")
+        && let Ok(text) = std::str::from_utf8(bytes)
+        && !looks_utf16(bytes)
+    {
+        return (Cow::Borrowed(text), Encoding::Utf8);
+    }
     let enc = forced.unwrap_or_else(|| sniff(bytes));
     let text = match enc {
         Encoding::Utf8 | Encoding::Utf8Bom => {
@@ -121,15 +129,8 @@ fn sniff(bytes: &[u8]) -> Encoding {
     if bytes.starts_with(b"\xFE\xFF") {
         return Encoding::Utf16Be;
     }
-    // UTF-16 without a BOM: ASCII text has a NUL in every other byte.
-    let head = &bytes[..bytes.len().min(512)];
-    let odd_nuls = head.iter().skip(1).step_by(2).filter(|&&b| b == 0).count();
-    let even_nuls = head.iter().step_by(2).filter(|&&b| b == 0).count();
-    if head.len() >= 4 && odd_nuls * 10 >= head.len() * 4 {
-        return Encoding::Utf16Le;
-    }
-    if head.len() >= 4 && even_nuls * 10 >= head.len() * 4 {
-        return Encoding::Utf16Be;
+    if let Some(enc) = utf16_without_bom(bytes) {
+        return enc;
     }
     if std::str::from_utf8(bytes).is_ok() {
         return Encoding::Utf8;
@@ -144,6 +145,24 @@ fn sniff(bytes: &[u8]) -> Encoding {
     }
     let (text, sjis_errors) = encoding_rs::SHIFT_JIS.decode_without_bom_handling(bytes);
     if !sjis_errors && is_japanese(&text) { Encoding::Cp932 } else { Encoding::Cp850 }
+}
+
+/// UTF-16 without a BOM: ASCII text has a NUL in every other byte.
+fn utf16_without_bom(bytes: &[u8]) -> Option<Encoding> {
+    let head = &bytes[..bytes.len().min(512)];
+    let odd_nuls = head.iter().skip(1).step_by(2).filter(|&&b| b == 0).count();
+    let even_nuls = head.iter().step_by(2).filter(|&&b| b == 0).count();
+    if head.len() >= 4 && odd_nuls * 10 >= head.len() * 4 {
+        Some(Encoding::Utf16Le)
+    } else if head.len() >= 4 && even_nuls * 10 >= head.len() * 4 {
+        Some(Encoding::Utf16Be)
+    } else {
+        None
+    }
+}
+
+fn looks_utf16(bytes: &[u8]) -> bool {
+    utf16_without_bom(bytes).is_some()
 }
 
 /// Shift-JIS-decoded text that reads as Japanese: kana make up a good share of its non-ASCII

@@ -230,15 +230,10 @@ pub fn skip_blanks_before(cur: &mut Cursor<'_>, next: impl Fn(Line<'_>) -> bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::import::{ImportOptions, Input, import};
 
     fn evidence_of(text: &str) -> Vec<Evidence> {
-        match import(&[Input { name: "ev.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { evidence, .. } => evidence,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::evidence_of("ev.txt", text)
     }
 
     #[test]

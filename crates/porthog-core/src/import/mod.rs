@@ -210,7 +210,10 @@ impl Builder {
     pub fn socket(&mut self, format: Format, mut s: Socket, pid: u32) {
         s.pid = NonZeroU32::new(pid);
         self.sockets.push(s);
-        self.socket_sections.insert(self.section);
+        // Hot path (a million rows): only the first socket of a section touches the set.
+        if self.socket_sections.last() != Some(&self.section) {
+            self.socket_sections.insert(self.section);
+        }
         self.record(format);
     }
 
@@ -487,6 +490,26 @@ fn missing_settings(os: Os, s: &Snapshot, has_exclusions: bool) -> Vec<Gap> {
         }
     }
     gaps
+}
+
+/// What the importers' unit tests share: one text in, what it held out.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Evidence, ImportOptions, Imported, Input, Snapshot, import};
+
+    pub(crate) fn snapshot_of(name: &str, text: &str) -> Snapshot {
+        match import(&[Input { name, bytes: text.as_bytes() }], &ImportOptions::default()) {
+            Ok(Imported::Snapshot { snapshot, .. }) => snapshot,
+            other => panic!("{name}: expected sockets, got {other:?}"),
+        }
+    }
+
+    pub(crate) fn evidence_of(name: &str, text: &str) -> Vec<Evidence> {
+        match import(&[Input { name, bytes: text.as_bytes() }], &ImportOptions::default()) {
+            Ok(Imported::Snapshot { evidence, .. }) => evidence,
+            other => panic!("{name}: expected events, got {other:?}"),
+        }
+    }
 }
 
 #[cfg(test)]

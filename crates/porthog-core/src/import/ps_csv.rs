@@ -147,12 +147,7 @@ mod tests {
     use crate::model::{Protocol, Snapshot, State};
 
     fn snapshot(text: &str) -> Snapshot {
-        match import(&[Input { name: "t.csv", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { snapshot, .. } => snapshot,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::snapshot_of("t.csv", text)
     }
 
     #[test]

@@ -307,12 +307,7 @@ mod tests {
     use crate::model::{Protocol, Snapshot, State};
 
     fn snapshot(text: &str) -> Snapshot {
-        match import(&[Input { name: "t.json", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { snapshot, .. } => snapshot,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::snapshot_of("t.json", text)
     }
 
     fn import_err(text: &str) -> String {

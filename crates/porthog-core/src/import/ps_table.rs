@@ -163,17 +163,12 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::import::{ImportOptions, Input, import};
     use crate::model::{Protocol, Snapshot, State};
     use std::net::IpAddr;
 
     fn snapshot(text: &str) -> Snapshot {
-        match import(&[Input { name: "t.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { snapshot, .. } => snapshot,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::snapshot_of("t.txt", text)
     }
 
     #[test]

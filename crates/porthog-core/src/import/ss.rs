@@ -192,16 +192,11 @@ fn state(s: &str) -> Option<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::import::{ImportOptions, Input, import};
     use crate::model::Snapshot;
 
     fn snapshot(text: &str) -> Snapshot {
-        match import(&[Input { name: "ss.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { snapshot, .. } => snapshot,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::snapshot_of("ss.txt", text)
     }
 
     #[test]

@@ -131,15 +131,10 @@ fn parse_list(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<()
 
 #[cfg(test)]
 mod tests {
-    use crate::import::{Evidence, ImportOptions, Imported, Input, import};
+    use crate::import::{Evidence, ImportOptions, Input, import};
 
     fn evidence_of(text: &str) -> Vec<Evidence> {
-        match import(&[Input { name: "ev.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap()
-        {
-            Imported::Snapshot { evidence, .. } => evidence,
-            Imported::Report(_) => panic!("not a report"),
-        }
+        crate::import::testing::evidence_of("ev.txt", text)
     }
 
     #[test]

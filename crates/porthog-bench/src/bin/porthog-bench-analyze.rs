@@ -1,0 +1,211 @@
+//! porthog-bench-analyze: how fast `porthog analyze` reads a large Windows `netstat -ano`
+//! capture, against a plain `awk` that counts rows per PID on the same file, in one run.
+//! It writes a deterministic capture (IPv4 and IPv6 rows, several states, PID 0 TIME_WAIT),
+//! times each tool with wait4() rusage (wall, CPU, peak RSS) and prints a markdown section.
+//! The file is read from the page cache after a warm-up run: this measures parsing, not the disk.
+//!
+//!   cargo build --release && target/release/porthog-bench-analyze --rows 1000000 --runs 5
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("porthog-bench-analyze: Linux only (it reads rusage with wait4)");
+    std::process::exit(1);
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> anyhow::Result<()> {
+    linux::main()
+}
+
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::io::{BufWriter, Write};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, Result, bail, ensure};
+    use clap::Parser;
+
+    /// Times `porthog analyze` on a generated netstat -ano capture against awk.
+    #[derive(Debug, Parser)]
+    #[command(name = "porthog-bench-analyze")]
+    struct Cli {
+        /// Rows of the generated capture.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Timed runs per tool (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The porthog binary. Default: `porthog` next to this program.
+        #[arg(long)]
+        porthog: Option<PathBuf>,
+    }
+
+    struct Run {
+        wall: Duration,
+        cpu: Duration,
+        rss_kib: u64,
+    }
+
+    pub fn main() -> Result<()> {
+        let cli = Cli::parse();
+        ensure!(cli.runs >= 1 && cli.rows >= 1, "--runs and --rows must be at least 1");
+        let porthog = match cli.porthog {
+            Some(p) => p,
+            None => std::env::current_exe()?.with_file_name("porthog"),
+        };
+        ensure!(
+            porthog.exists(),
+            "{} not found: build it with cargo build --release",
+            porthog.display()
+        );
+        let dir =
+            std::env::temp_dir().join(format!("porthog-bench-analyze-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("netstat-ano.txt");
+        let result = measure(&porthog, &file, cli.rows, cli.runs);
+        let _ = std::fs::remove_dir_all(&dir);
+        print!("{}", result?);
+        Ok(())
+    }
+
+    fn measure(porthog: &Path, file: &Path, rows: u64, runs: usize) -> Result<String> {
+        write_capture(file, rows)?;
+        let bytes = std::fs::metadata(file)?.len();
+        let f = file.to_str().context("temp path is not UTF-8")?;
+        let porthog_s = porthog.to_str().context("porthog path is not UTF-8")?;
+        let porthog_args = ["analyze", "--json", f];
+        // Rows per PID: the last field of every TCP/UDP row.
+        let awk_prog = "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}";
+
+        // The JSON must count every row, or the run measured something else.
+        let out = Command::new(porthog).args(porthog_args).output()?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("porthog printed no JSON")?;
+        let sockets = json["totals"]["sockets"].as_u64().unwrap_or(0);
+        ensure!(sockets == rows, "porthog counted {sockets} sockets in a {rows}-row capture");
+        let _ = Command::new("awk").args([awk_prog, f]).stdout(Stdio::null()).status()?;
+
+        let mut p = Vec::new();
+        let mut a = Vec::new();
+        for _ in 0..runs {
+            p.push(timed(porthog_s, &porthog_args)?);
+            a.push(timed("awk", &[awk_prog, f])?);
+        }
+        let awk_version = Command::new("awk")
+            .arg("-W")
+            .arg("version")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.lines().next().map(str::to_owned))
+            .unwrap_or_else(|| "awk".into());
+        let mb = bytes as f64 / 1e6;
+        let (pw, aw) = (median(&p, |r| r.wall), median(&a, |r| r.wall));
+        let row = |name: &str, r: &[Run], w: Duration| {
+            let rss = r.iter().map(|x| x.rss_kib).max().unwrap_or(0);
+            format!(
+                "| {name} | {} | {:.3} s | {:.3} s | {:.0} MB/s | {:.1} MiB | {:.0} B | {:.2}x |\n",
+                r.len(),
+                w.as_secs_f64(),
+                median(r, |x| x.cpu).as_secs_f64(),
+                mb / w.as_secs_f64(),
+                rss as f64 / 1024.0,
+                rss as f64 * 1024.0 / rows as f64,
+                w.as_secs_f64() / pw.as_secs_f64(),
+            )
+        };
+        let mut s = String::new();
+        s += &format!(
+            "### Offline: `porthog analyze` of a {rows}-row `netstat -ano` capture ({mb:.1} MB)\n\n\
+             Command: `cargo build --release && target/release/porthog-bench-analyze --rows {rows} --runs {runs}`; \
+             awk: {awk_version}. Warm page cache; porthog's JSON counted all {sockets} sockets.\n\n\
+             | tool | runs | wall (median) | CPU (median) | throughput | peak RSS | RSS per row | wall vs porthog |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n"
+        );
+        s += &row("porthog analyze --json", &p, pw);
+        s += &row("awk (rows per PID)", &a, aw);
+        let rss_per_row =
+            p.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 * 1024.0 / rows as f64;
+        s += &format!(
+            "\n- at least 150 MB/s: {} ({:.0} MB/s)\n- peak RSS under 200 B per row: {} ({:.0} B)\n",
+            if mb / pw.as_secs_f64() >= 150.0 { "met" } else { "**missed**" },
+            mb / pw.as_secs_f64(),
+            if rss_per_row < 200.0 { "met" } else { "**missed**" },
+            rss_per_row
+        );
+        if aw > pw {
+            bail!("unexpected: awk slower than porthog; check the machine");
+        }
+        Ok(s)
+    }
+
+    fn median(runs: &[Run], f: impl Fn(&Run) -> Duration) -> Duration {
+        let mut v: Vec<Duration> = runs.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    /// Runs a command with stdout to /dev/null and returns its wall time and wait4() rusage.
+    fn timed(program: &str, args: &[&str]) -> Result<Run> {
+        let start = Instant::now();
+        let child = Command::new(program).args(args).stdout(Stdio::null()).spawn()?;
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 on our own child's pid with valid out-pointers; std's Child is not
+        // waited on afterwards, so the pid is reaped exactly once.
+        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+        let wall = start.elapsed();
+        ensure!(pid > 0 && libc::WIFEXITED(status), "{program} did not exit normally");
+        let code = libc::WEXITSTATUS(status);
+        // porthog exits 0-2 with a verdict; 3 means it could not read the capture.
+        ensure!(code <= 2, "{program} exited {code}");
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Ok(Run {
+            wall,
+            cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+            rss_kib: usage.ru_maxrss as u64,
+        })
+    }
+
+    /// A capture like a busy Windows server's: 90 % IPv4 rows, 10 % IPv6, mostly ESTABLISHED,
+    /// a third TIME_WAIT (PID 0), some CLOSE_WAIT; CRLF line ends, as cmd.exe writes them.
+    fn write_capture(path: &Path, rows: u64) -> Result<()> {
+        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        write!(
+            w,
+            "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State           PID\r\n"
+        )?;
+        let pids = [4321, 5555, 812, 1044, 2020];
+        for i in 0..rows {
+            let state = match i % 10 {
+                0..=5 => "ESTABLISHED",
+                6..=8 => "TIME_WAIT",
+                _ => "CLOSE_WAIT",
+            };
+            let pid = if state == "TIME_WAIT" { 0 } else { pids[(i % 5) as usize] };
+            let lport = 49152 + i % 16384;
+            if i % 10 == 0 {
+                write!(
+                    w,
+                    "  TCP    [2001:db8::{:x}]:{lport}  [2001:db8::1]:443  {state:<15} {pid}\r\n",
+                    i % 9999
+                )?;
+            } else {
+                let dport = if i % 3 == 0 { 5432 } else { 443 };
+                write!(
+                    w,
+                    "  TCP    10.0.{}.{}:{lport}  10.1.{}.{}:{dport}  {state:<15} {pid}\r\n",
+                    (i >> 16) & 255,
+                    (i >> 8) & 255,
+                    i % 200,
+                    i % 250
+                )?;
+            }
+        }
+        w.flush()?;
+        Ok(())
+    }
+}
