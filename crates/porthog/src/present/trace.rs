@@ -159,19 +159,43 @@ mod tests {
         }
     }
 
+    const SCHEMA: &str = include_str!("../../../../docs/trace.schema.json");
+
+    /// Every line type follows docs/trace.schema.json, and the schema rejects what it should.
     #[test]
-    fn a_failure_line_says_who_where_and_what_it_means() {
-        assert_eq!(
-            failure_text(&failure(), false),
-            "2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a9c0d1e2b)  connect tcp -> 10.0.0.5:443  \
-             EADDRNOTAVAIL: connect() found no free source port for this destination (Cannot assign requested address)\n"
-        );
+    fn lines_follow_the_schema() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let check = |line: &TraceLine| {
+            let value: serde_json::Value = serde_json::from_str(&json_line(line)).unwrap();
+            if let Err(e) = v.validate(&value) {
+                panic!("{e}: {value}");
+            }
+            value
+        };
+        check(&TraceLine::Failure(failure()));
+        let udp = Failure {
+            protocol: Protocol::Udp,
+            remote: None,
+            errno: Errno::Again,
+            container: None,
+            ..failure()
+        };
+        check(&TraceLine::Failure(udp));
+        check(&TraceLine::Lost { time: "2026-11-24T02:30:00.123Z".into(), count: 5 });
+        check(&TraceLine::Summary(Box::new(summary())));
+        let mut bad: serde_json::Value =
+            serde_json::from_str(&json_line(&TraceLine::Failure(failure()))).unwrap();
+        bad["errno"] = "EPERM".into();
+        assert!(!v.is_valid(&bad), "only the three errnos of exhaustion are traced");
+        bad["errno"] = "EAGAIN".into();
+        bad["time"] = "02:30".into();
+        assert!(!v.is_valid(&bad), "times are RFC 3339");
     }
 
-    #[test]
-    fn the_summary_lists_each_part_and_ends_with_the_verdict() {
+    fn summary() -> TraceSummary {
         let report = analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
-        let s = TraceSummary {
+        TraceSummary {
             failures: vec![FailureCount {
                 pid: 4242,
                 name: "curl".into(),
@@ -193,7 +217,21 @@ mod tests {
             unresolved_events: 0,
             duration_s: 10.0,
             report,
-        };
+        }
+    }
+
+    #[test]
+    fn a_failure_line_says_who_where_and_what_it_means() {
+        assert_eq!(
+            failure_text(&failure(), false),
+            "2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a9c0d1e2b)  connect tcp -> 10.0.0.5:443  \
+             EADDRNOTAVAIL: connect() found no free source port for this destination (Cannot assign requested address)\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_lists_each_part_and_ends_with_the_verdict() {
+        let s = summary();
         let text = summary_text(&s, Some("blue"), 10, false);
         assert!(text.contains("porthog trace: 10.0 s in network namespace blue"), "{text}");
         assert!(

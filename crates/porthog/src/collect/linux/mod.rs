@@ -4,7 +4,7 @@
 
 pub(crate) mod netns;
 mod owners;
-pub(crate) mod process;
+mod process;
 mod settings;
 mod sock_diag;
 mod sockets;

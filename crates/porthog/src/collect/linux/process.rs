@@ -34,7 +34,7 @@ pub fn read(pids: &[u32]) -> (Vec<Process>, u64) {
 }
 
 /// One process; `true` when it vanished before everything could be read.
-pub(crate) fn read_one(pid: u32) -> (Process, bool) {
+fn read_one(pid: u32) -> (Process, bool) {
     let mut gone = false;
     let mut file = |name: &str| match std::fs::read(format!("/proc/{pid}/{name}")) {
         Ok(bytes) => Some(bytes),

@@ -5,8 +5,8 @@
 
 mod format;
 mod perf;
-mod procs;
 mod ring;
+mod tasks;
 mod tracefs;
 
 use std::io::{self, Write};
@@ -26,8 +26,8 @@ use crate::collect::{self, CollectOptions};
 use crate::present;
 use format::{Decoded, Decoder};
 use perf::{CpuRing, Tracepoint};
-use procs::Procs;
 use ring::Record;
+use tasks::{LiveProc, TaskRecord, Tasks};
 
 /// The longest a caught failure waits before it is printed (the reader also wakes at once when
 /// a failure is written, see `Tracepoint::wake_each`).
@@ -61,7 +61,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
     let first = collect::snapshot(&collect_opts)?;
     let mut tracer = Tracer {
         decoder,
-        procs: Procs::new(netns),
+        tasks: Tasks::new(netns, LiveProc),
         lifecycle: Lifecycle::default(),
         pending: Vec::new(),
         lost: 0,
@@ -106,7 +106,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         // round's newest time is complete (perf's "finished round").
         let upto = if stopping { u64::MAX } else { watermark };
         for caught in tracer.flush(upto) {
-            out.failure(&failure(&caught, &tracer.procs, &clock));
+            out.failure(&failure(&caught, &tracer.tasks, &clock));
         }
         watermark = watermark.max(round_max);
         if tracer.lost > lost_shown {
@@ -119,7 +119,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             let now = clock.secs(clock.mono_now());
             tracer.lifecycle.sweep(now);
-            tracer.procs.sweep(now);
+            tracer.tasks.sweep(now);
             last_sweep = Instant::now();
         }
     }
@@ -135,7 +135,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         new_connections: tracer.lifecycle.new_connections(duration_s),
         time_wait_produced: tracer.lifecycle.time_wait_produced(),
         lost_events: tracer.lost,
-        unresolved_events: tracer.procs.unresolved,
+        unresolved_events: tracer.tasks.unresolved,
         duration_s,
         report,
     };
@@ -171,10 +171,11 @@ fn open_tracepoints() -> Result<(Vec<CpuRing>, Decoder, Vec<String>)> {
         label: f.name.clone(),
         filter: filter.map(str::to_owned),
         wake_each,
+        side_band: false,
     };
     // The first is the one whose ring buffer the others write into: it sets the wakeup mark.
     let tracepoints = [
-        tp(&set_state, Some(SET_STATE_FILTER), false),
+        Tracepoint { side_band: true, ..tp(&set_state, Some(SET_STATE_FILTER), false) },
         tp(&destroy, None, false),
         tp(&exit_connect, Some(FAILURE_FILTER), true),
         tp(&exit_bind, Some(FAILURE_FILTER), true),
@@ -200,13 +201,19 @@ fn needs_root(error: &io::Error, what: &str) -> anyhow::Error {
     }
 }
 
-/// Reads the rings and keeps decoded events until their order is certain.
+/// A record read from a ring, kept until its order is certain.
+enum Pending {
+    Sample { pid: u32, tid: u32, decoded: Decoded },
+    Task(TaskRecord),
+}
+
+/// Reads the rings and keeps decoded records until their order is certain.
 struct Tracer {
     decoder: Decoder,
-    procs: Procs,
+    tasks: Tasks<LiveProc>,
     lifecycle: Lifecycle,
-    /// Events read but not yet applied, with their time in ns.
-    pending: Vec<(u64, Event)>,
+    /// Records read but not yet applied, with their time in ns.
+    pending: Vec<(u64, Pending)>,
     lost: u64,
     scratch: Vec<u8>,
     other_records: u64,
@@ -216,16 +223,18 @@ impl Tracer {
     /// Reads every ring; returns the newest time seen.
     fn drain(&mut self, rings: &mut [CpuRing]) -> u64 {
         let mut newest = 0;
-        let Tracer { decoder, procs, pending, lost, scratch, other_records, .. } = self;
+        let Tracer { decoder, pending, lost, scratch, other_records, .. } = self;
         for ring in rings.iter_mut() {
             ring.drain(scratch, |record| match record {
                 Record::Sample { pid, tid, time, raw } => {
                     newest = newest.max(time);
-                    if let Some(decoded) = decoder.decode(raw)
-                        && let Some(kind) = event_kind(decoded, pid, tid, time, procs)
-                    {
-                        pending.push((time, Event { time: time as f64 / 1e9, kind }));
+                    if let Some(decoded) = decoder.decode(raw) {
+                        pending.push((time, Pending::Sample { pid, tid, decoded }));
                     }
+                }
+                Record::Task { time, record } => {
+                    newest = newest.max(time);
+                    pending.push((time, Pending::Task(record)));
                 }
                 Record::Lost(n) => *lost += n,
                 Record::Other(_) => *other_records += 1,
@@ -234,36 +243,40 @@ impl Tracer {
         newest
     }
 
-    /// Applies the pending events up to `upto` (ns) in time order; returns the failures.
+    /// Applies the pending records up to `upto` (ns) in time order; returns the failures.
     fn flush(&mut self, upto: u64) -> Vec<Caught> {
-        // Stable: events of one thread with equal times keep their order.
+        // Stable: records of one thread with equal times keep their order.
         self.pending.sort_by_key(|(t, _)| *t);
         let n = self.pending.partition_point(|(t, _)| *t <= upto);
         let mut caught = Vec::new();
-        for (_, event) in self.pending.drain(..n) {
-            caught.extend(self.lifecycle.apply(event));
+        for (time, pending) in self.pending.drain(..n) {
+            let secs = time as f64 / 1e9;
+            match pending {
+                Pending::Task(record) => self.tasks.apply(record, secs),
+                Pending::Sample { pid, tid, decoded } => {
+                    if let Some(kind) = event_kind(decoded, pid, tid, secs, &mut self.tasks) {
+                        caught.extend(self.lifecycle.apply(Event { time: secs, kind }));
+                    }
+                }
+            }
         }
         caught
     }
 }
 
 /// Turns a decoded record into a lifecycle event; None for what porthog does not follow, and
-/// for events of processes outside the watched namespace. Transitions other than CLOSE->SYN_SENT
+/// for events of threads outside the watched namespace. Transitions other than CLOSE->SYN_SENT
 /// are kept whatever their pid: they run in softirq, and are joined by socket address to an
 /// opener that passed this filter.
 fn event_kind(
     decoded: Decoded,
     pid: u32,
     tid: u32,
-    time: u64,
-    procs: &mut Procs,
+    now: f64,
+    tasks: &mut Tasks<LiveProc>,
 ) -> Option<EventKind> {
-    let who = |procs: &mut Procs| {
-        procs.resolve(pid, time as f64 / 1e9).map(|info| Who {
-            pid,
-            tid,
-            name: Arc::clone(&info.name),
-        })
+    let who = |tasks: &mut Tasks<LiveProc>| {
+        tasks.resolve(pid, tid, now).map(|r| Who { pid, tid, name: r.name })
     };
     match decoded {
         Decoded::Exit { call, ret } => {
@@ -271,7 +284,7 @@ fn event_kind(
             if ![-99, -98, -11].contains(&ret) {
                 return None;
             }
-            Some(EventKind::CallFailed { who: who(procs)?, call, ret })
+            Some(EventKind::CallFailed { who: who(tasks)?, call, ret })
         }
         Decoded::SetState {
             skaddr,
@@ -279,7 +292,7 @@ fn event_kind(
             new: tcp_state::SYN_SENT,
             remote,
             ..
-        } => Some(EventKind::Connecting { skaddr, who: who(procs)?, remote }),
+        } => Some(EventKind::Connecting { skaddr, who: who(tasks)?, remote }),
         Decoded::SetState { skaddr, old, new: tcp_state::CLOSE, local, remote } => {
             Some(EventKind::Closed {
                 skaddr,
@@ -292,12 +305,12 @@ fn event_kind(
     }
 }
 
-fn failure(caught: &Caught, procs: &Procs, clock: &Clock) -> Failure {
+fn failure(caught: &Caught, tasks: &Tasks<LiveProc>, clock: &Clock) -> Failure {
     Failure {
         time: rfc3339_millis(clock.wall_ms(caught.time)),
         pid: caught.who.pid,
         name: caught.who.name.to_string(),
-        container: procs.get(caught.who.pid).and_then(|i| i.placement.container.clone()),
+        container: tasks.container(caught.who.pid),
         protocol: caught.protocol,
         remote: caught.remote,
         errno: caught.errno,

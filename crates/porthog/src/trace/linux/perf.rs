@@ -37,6 +37,9 @@ pub struct Tracepoint {
     /// Wake the reader at every record (rare events that should be shown at once), instead of
     /// when a quarter of the buffer is full.
     pub wake_each: bool,
+    /// Also report task fork, exec, namespace changes and exit (PERF_RECORD_FORK, _COMM,
+    /// _NAMESPACES, _EXIT): set on one event per CPU. _NAMESPACES needs CAP_SYS_ADMIN.
+    pub side_band: bool,
 }
 
 /// The events of one CPU and the ring buffer they share.
@@ -109,6 +112,14 @@ fn open_one(tp: &Tracepoint, cpu: u32, data_size: usize) -> io::Result<OwnedFd> 
     attr.__bindgen_anon_1.sample_period = 1;
     attr.set_disabled(1);
     attr.set_use_clockid(1);
+    // Side-band records carry the pid, tid and time too, to be put in order with the samples.
+    attr.set_sample_id_all(1);
+    if tp.side_band {
+        attr.set_comm(1);
+        attr.set_comm_exec(1);
+        attr.set_task(1);
+        attr.set_namespaces(1);
+    }
     if tp.wake_each {
         attr.__bindgen_anon_2.wakeup_events = 1;
     } else {

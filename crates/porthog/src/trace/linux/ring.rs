@@ -1,10 +1,21 @@
 //! The records of a perf ring buffer: `struct perf_event_header` then the body, 8-byte aligned,
 //! possibly wrapping around the end of the buffer. Pure: it reads the bytes between the tail and
 //! the head it is given; `perf.rs` owns the mmap, the barriers and publishing the new tail.
-//! Samples are laid out for `PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW`.
+//! Samples are laid out for `PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW`; side-band
+//! records (fork, exit, comm, namespaces) end with `sample_id` (`sample_id_all`: pid, tid, time).
+
+use super::tasks::TaskRecord;
 
 /// `PERF_RECORD_LOST`: `{ header; u64 id; u64 lost; }`.
 pub const RECORD_LOST: u32 = 2;
+/// `PERF_RECORD_COMM`: `{ header; u32 pid, tid; char comm[]; sample_id }`.
+pub const RECORD_COMM: u32 = 3;
+/// `PERF_RECORD_EXIT` and `_FORK`: `{ header; u32 pid, ppid, tid, ptid; u64 time; sample_id }`.
+pub const RECORD_EXIT: u32 = 4;
+pub const RECORD_FORK: u32 = 7;
+/// `PERF_RECORD_NAMESPACES`: `{ header; u32 pid, tid; u64 nr; { u64 dev, inode }[nr]; sample_id }`,
+/// the network namespace first (`NET_NS_INDEX` is 0).
+pub const RECORD_NAMESPACES: u32 = 16;
 /// `PERF_RECORD_SAMPLE`.
 pub const RECORD_SAMPLE: u32 = 9;
 /// `PERF_RECORD_LOST_SAMPLES`: `{ header; u64 lost; }`.
@@ -19,6 +30,8 @@ pub enum Record<'a> {
     Sample { pid: u32, tid: u32, time: u64, raw: &'a [u8] },
     /// The kernel dropped this many records: the buffer was full.
     Lost(u64),
+    /// A task was created, exec'd or renamed, changed namespace, or exited (at `time`).
+    Task { time: u64, record: TaskRecord },
     /// A record of a type porthog does not ask for, or a malformed one (counted by the caller).
     Other(u32),
 }
@@ -88,9 +101,40 @@ fn parse(ty: u32, rec: &[u8]) -> Record<'_> {
             sample().unwrap_or(Record::Other(ty))
         }
         RECORD_LOST => u64_at(16).map_or(Record::Other(ty), Record::Lost),
+        RECORD_COMM | RECORD_EXIT | RECORD_FORK | RECORD_NAMESPACES => {
+            task(ty, rec).map_or(Record::Other(ty), |(time, record)| Record::Task { time, record })
+        }
         RECORD_LOST_SAMPLES => u64_at(8).map_or(Record::Other(ty), Record::Lost),
         _ => Record::Other(ty),
     }
+}
+
+/// A side-band record and its time (the last 8 bytes: `sample_id`'s time).
+fn task(ty: u32, rec: &[u8]) -> Option<(u64, TaskRecord)> {
+    let u32_at = |o: usize| rec.get(o..o + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        rec.get(o..o + 8)
+            .map(|b| u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    };
+    let end = rec.len().checked_sub(16)?;
+    let time = u64_at(end + 8)?;
+    let (pid, second) = (u32_at(8)?, u32_at(12)?);
+    let record = match ty {
+        RECORD_COMM => {
+            let comm = rec.get(16..end)?;
+            let comm = &comm[..comm.iter().position(|&b| b == 0).unwrap_or(comm.len())];
+            TaskRecord::Comm { pid, tid: second, comm: String::from_utf8_lossy(comm).into_owned() }
+        }
+        RECORD_FORK => TaskRecord::Fork { pid, ppid: second, tid: u32_at(16)?, ptid: u32_at(20)? },
+        RECORD_EXIT => TaskRecord::Exit { pid, tid: u32_at(16)? },
+        _ => {
+            if u64_at(16)? == 0 || end < 40 {
+                return None;
+            }
+            TaskRecord::Netns { pid, tid: second, ino: u64_at(32)? }
+        }
+    };
+    Some((time, record))
 }
 
 #[cfg(test)]
@@ -143,6 +187,7 @@ mod tests {
             out.push(match r {
                 Record::Sample { pid, tid, time, raw } => format!("s{pid}/{tid}@{time}:{raw:?}"),
                 Record::Lost(n) => format!("lost{n}"),
+                Record::Task { time, record } => format!("{record:?}@{time}"),
                 Record::Other(t) => format!("other{t}"),
             })
         });
@@ -190,6 +235,57 @@ mod tests {
         let (out, next) = collect(&ring, next, head);
         assert_eq!(out, ["s20/21@200:[2, 2, 2, 2]"]);
         assert_eq!(next, head);
+    }
+
+    /// A side-band record: `body` then sample_id (pid, tid, time), padded to 8 bytes.
+    fn side_band(ty: u32, body: &[u8], time: u64) -> Vec<u8> {
+        let mut body = body.to_vec();
+        body.resize(body.len().next_multiple_of(8), 0);
+        let size = HEADER + body.len() + 16;
+        let mut r = Vec::new();
+        r.extend(ty.to_ne_bytes());
+        r.extend(0u16.to_ne_bytes());
+        r.extend((size as u16).to_ne_bytes());
+        r.extend(body);
+        r.extend(7u32.to_ne_bytes());
+        r.extend(7u32.to_ne_bytes());
+        r.extend(time.to_ne_bytes());
+        r
+    }
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_task_records() {
+        let mut comm = words(&[200, 201]);
+        comm.extend(b"porthog-loadgen\0");
+        let mut fork = words(&[200, 100, 201, 100]);
+        fork.extend(5u64.to_ne_bytes());
+        let mut ns = words(&[200, 201]);
+        ns.extend(7u64.to_ne_bytes());
+        for (dev, ino) in [(4u64, 4026532500u64), (4, 1), (4, 2), (4, 3), (4, 4), (4, 5), (4, 6)] {
+            ns.extend(dev.to_ne_bytes());
+            ns.extend(ino.to_ne_bytes());
+        }
+        let recs = [
+            side_band(RECORD_FORK, &fork, 10),
+            side_band(RECORD_COMM, &comm, 11),
+            side_band(RECORD_NAMESPACES, &ns, 12),
+            side_band(RECORD_EXIT, &fork, 13),
+        ];
+        let (ring, head) = ring_with(512, 480, &recs);
+        let (out, _) = collect(&ring, 480, head);
+        assert_eq!(
+            out,
+            [
+                "Fork { pid: 200, tid: 201, ppid: 100, ptid: 100 }@10",
+                "Comm { pid: 200, tid: 201, comm: \"porthog-loadgen\" }@11",
+                "Netns { pid: 200, tid: 201, ino: 4026532500 }@12",
+                "Exit { pid: 200, tid: 201 }@13",
+            ]
+        );
     }
 
     #[test]
