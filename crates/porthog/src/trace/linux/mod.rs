@@ -34,9 +34,10 @@ use tasks::{LiveProc, TaskRecord, Tasks};
 const POLL: Duration = Duration::from_millis(100);
 /// Only the three errnos of port exhaustion leave the kernel (DOMAIN.md).
 const FAILURE_FILTER: &str = "ret == -99 || ret == -98 || ret == -11";
-/// CLOSE -> SYN_SENT (the opener) and every move into CLOSE (TIME_WAIT, resets, failures).
-const SET_STATE_FILTER: &str =
-    "protocol == 6 && (newstate == 7 || (oldstate == 7 && newstate == 2))";
+/// CLOSE -> SYN_SENT (the opener) and FIN_WAIT1, FIN_WAIT2 or CLOSING -> CLOSE (entering
+/// TIME_WAIT). Other closes need no event: `tcp_destroy_sock` ends every socket's entry.
+const SET_STATE_FILTER: &str = "protocol == 6 && ((oldstate == 7 && newstate == 2) || \
+     (newstate == 7 && (oldstate == 4 || oldstate == 5 || oldstate == 11)))";
 
 pub fn run(opts: &TraceOptions) -> Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
