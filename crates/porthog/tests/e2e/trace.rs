@@ -217,6 +217,29 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
     assert!(finding.message.contains("the kernel drops the owner at close"), "{finding:?}");
 }
 
+/// bind() to port 0 past the range: EADDRINUSE from bind, without a destination.
+#[test]
+fn trace_catches_bind_failures() {
+    let Some(ns) = Netns::for_test("trace-bind", &[]) else { return };
+    let trace = Trace::start(&ns);
+    let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "105"]);
+    assert_eq!((bound.opened(), bound.failed()), (100, 5), "{:?}", bound.ready);
+    assert_eq!(bound.errno(), Some("EADDRINUSE"), "{:?}", bound.ready);
+
+    let t = trace.stop();
+    t.assert_code(EXIT_CRITICAL);
+    assert_eq!(t.failures.len(), 5, "\n{}", t.run.context());
+    for f in &t.failures {
+        assert_eq!(f["pid"].as_u64(), Some(u64::from(bound.pid())), "{f}");
+        assert_eq!(
+            (f["call"].as_str(), f["errno"].as_str()),
+            (Some("bind"), Some("EADDRINUSE")),
+            "{f}"
+        );
+        assert_eq!(f["remote"], Value::Null, "the kernel shows no destination for bind(): {f}");
+    }
+}
+
 /// --duration ends the trace by itself, with the text summary and the verdict line last.
 #[test]
 fn trace_ends_after_its_duration_with_a_text_summary() {
