@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::child::{self, Finished, Spawned};
 use crate::loadgen::Loadgen;
 use crate::netns::Netns;
-use crate::porthog::{self, EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, WorldExecutable};
+use crate::porthog::{self, EXIT_CRITICAL, EXIT_ERROR, EXIT_OK, EXIT_WARN, WorldExecutable};
 use crate::report::Report;
 
 const SERVER: &str = "127.0.0.1:7070";
@@ -187,7 +187,8 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
     assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 50);
 
     let t = trace.stop();
-    t.assert_code(EXIT_OK);
+    // 50 of 100 ports are in TIME_WAIT: ok, or warn while they are younger than tw_reuse's 1 s.
+    assert!(matches!(t.run.code, Some(EXIT_OK | EXIT_WARN)), "exit\n{}", t.run.context());
     let me = (u64::from(pid), "porthog-loadgen".to_owned(), 50);
     assert!(
         t.owners("time_wait_owners").contains(&me),
