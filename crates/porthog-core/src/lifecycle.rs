@@ -4,9 +4,10 @@
 //! per process and destination, and TIME_WAIT produced per process. Pure bookkeeping: the tracer
 //! decodes the events and feeds them here in time order; nothing here reads the system.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::Protocol;
 use crate::timeline::{Errno, FourTuple, OwnerBook, OwnerCount};
@@ -135,12 +136,12 @@ impl Lifecycle {
     /// Starts from `book` (which may already know openers, e.g. from a snapshot).
     pub fn new(book: OwnerBook) -> Lifecycle {
         Lifecycle {
-            connections: HashMap::new(),
-            last_connect: HashMap::new(),
+            connections: HashMap::default(),
+            last_connect: HashMap::default(),
             book,
-            failures: HashMap::new(),
-            opened: HashMap::new(),
-            time_wait: HashMap::new(),
+            failures: HashMap::default(),
+            opened: HashMap::default(),
+            time_wait: HashMap::default(),
             forgotten: 0,
         }
     }
