@@ -218,6 +218,32 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
     assert!(finding.message.contains("the kernel drops the owner at close"), "{finding:?}");
 }
 
+/// IPv6: the destination of a refused connect() and the owners of TIME_WAIT on ::1.
+#[test]
+fn trace_follows_ipv6_connections() {
+    // tw_reuse off: the 101st connect() meets 100 TIME_WAIT ports and is refused.
+    let Some(ns) = Netns::for_test("trace-ipv6", &[("net.ipv4.tcp_tw_reuse", "0")]) else { return };
+    let server6 = "[::1]:7070";
+    let _server = Loadgen::start(&ns, &["serve", "--listen", server6]);
+    let trace = Trace::start(&ns);
+    let client = Loadgen::start(&ns, &["connect", "--to", server6, "--count", "103", "--close"]);
+    assert_eq!((client.opened(), client.failed()), (100, 3), "{:?}", client.ready);
+    let pid = client.pid();
+    drop(client);
+
+    let t = trace.stop();
+    assert_eq!(t.failures.len(), 3, "\n{}", t.run.context());
+    for f in &t.failures {
+        assert_eq!(
+            (f["pid"].as_u64(), f["remote"].as_str()),
+            (Some(u64::from(pid)), Some(server6)),
+            "{f}"
+        );
+    }
+    let me = (u64::from(pid), "porthog-loadgen".to_owned(), 100);
+    assert!(t.owners("time_wait_owners").contains(&me), "{}", t.summary["time_wait_owners"]);
+}
+
 /// bind() to port 0 past the range: EADDRINUSE from bind, without a destination.
 #[test]
 fn trace_catches_bind_failures() {
