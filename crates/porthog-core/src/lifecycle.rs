@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::model::Protocol;
+use crate::model::{Protocol, Snapshot};
 use crate::timeline::{Errno, FourTuple, OwnerBook, OwnerCount};
 
 /// TCP states as `inet_sock_set_state` numbers them (`include/net/tcp_states.h`).
@@ -117,6 +117,9 @@ type FailureKey = (u32, Arc<str>, Option<SocketAddr>, Call, Errno);
 #[derive(Debug)]
 pub struct Lifecycle {
     connections: HashMap<u64, Connection>,
+    /// Connections already open when the trace began (from a snapshot): the socket address is
+    /// unknown, so they are matched by 4-tuple when they enter TIME_WAIT.
+    preexisting: HashMap<FourTuple, Who>,
     last_connect: HashMap<u32, LastConnect>,
     book: OwnerBook,
     failures: HashMap<FailureKey, u64>,
@@ -137,12 +140,26 @@ impl Lifecycle {
     pub fn new(book: OwnerBook) -> Lifecycle {
         Lifecycle {
             connections: HashMap::default(),
+            preexisting: HashMap::default(),
             last_connect: HashMap::default(),
             book,
             failures: HashMap::default(),
             opened: HashMap::default(),
             time_wait: HashMap::default(),
             forgotten: 0,
+        }
+    }
+
+    /// Learns the connections open in `snapshot` (taken as the trace begins) and who holds them,
+    /// so that those closing during the trace are attributed too, however long after.
+    pub fn learn_open(&mut self, snapshot: &Snapshot) {
+        for s in snapshot.sockets.iter().filter(|s| s.protocol == Protocol::Tcp && s.is_connected())
+        {
+            if let Some(pid) = s.pid {
+                let name = snapshot.process(pid.get()).map_or("?", |p| p.name.as_str());
+                let who = Who { pid: pid.get(), tid: pid.get(), name: Arc::from(name) };
+                self.preexisting.insert(FourTuple::of(s), who);
+            }
         }
     }
 
@@ -168,6 +185,9 @@ impl Lifecycle {
                     let who = &c.who;
                     self.book.remember(tuple, 0, who.pid, &who.name, now);
                     *self.time_wait.entry((who.pid, who.name.clone())).or_default() += 1;
+                } else if entering_time_wait && let Some(who) = self.preexisting.remove(&tuple) {
+                    self.book.remember(tuple, 0, who.pid, &who.name, now);
+                    *self.time_wait.entry((who.pid, who.name)).or_default() += 1;
                 } else {
                     // Reset, refused, or closed after the peer closed first: no TIME_WAIT here.
                     self.connections.remove(&skaddr);
@@ -235,10 +255,6 @@ impl Lifecycle {
     /// Who opened which connection, for attributing TIME_WAIT in a snapshot.
     pub fn book(&self) -> &OwnerBook {
         &self.book
-    }
-
-    pub fn book_mut(&mut self) -> &mut OwnerBook {
-        &mut self.book
     }
 
     /// Connections being followed now (for tests and memory checks).
@@ -464,6 +480,33 @@ mod tests {
         l.apply(ev(11.0, EventKind::Destroyed { skaddr: 0xe0, cookie: 1 }));
         assert_eq!(l.tracked(), 0);
         assert!(l.time_wait_produced().is_empty());
+    }
+
+    /// A connection open before the trace began, closed first an hour later: still attributed.
+    #[test]
+    fn connections_open_before_the_trace_are_matched_by_tuple() {
+        let mut snap = Snapshot::new(Os::Linux, "start");
+        let ip = "127.0.0.1".parse().unwrap();
+        snap.sockets.push(Socket {
+            pid: std::num::NonZeroU32::new(42),
+            ..Socket::new(Protocol::Tcp, State::Established, (ip, 40005), (ip, 7070))
+        });
+        snap.processes.push(crate::model::Process {
+            pid: 42,
+            name: "db-client".into(),
+            ..Default::default()
+        });
+        let mut l = Lifecycle::default();
+        l.learn_open(&snap);
+        l.sweep(3600.0);
+        l.apply(ev(
+            3600.0,
+            EventKind::Closed { skaddr: 0xf0, from: FIN_WAIT1, tuple: tuple(40005) },
+        ));
+        let o = l.book().opener(&tuple(40005), 0).unwrap();
+        assert_eq!((o.pid, o.name.as_str()), (42, "db-client"));
+        assert_eq!(l.time_wait_produced()[0].count, 1);
+        assert!(l.preexisting.is_empty(), "matched once, then forgotten");
     }
 
     /// Memory stays bounded over a long run: openers expire 65 s after their TIME_WAIT began.

@@ -57,6 +57,8 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
     for ring in &rings {
         ring.enable(true).context("enabling the tracepoints")?;
     }
+    // Rates count from here: the first snapshot below is part of the trace.
+    let started = Instant::now();
     // Who holds the connections open now: those that close during the trace are theirs.
     let collect_opts = CollectOptions { netns: opts.netns.clone() };
     let first = collect::snapshot(&collect_opts)?;
@@ -67,9 +69,8 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         pending: Vec::new(),
         lost: 0,
         scratch: Vec::new(),
-        other_records: 0,
     };
-    tracer.lifecycle.book_mut().learn(&first, clock.secs(clock.mono_now()));
+    tracer.lifecycle.learn_open(&first);
     for note in &notes {
         eprintln!("porthog: note: {note}");
     }
@@ -83,7 +84,6 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         opts.duration.map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
 
-    let started = Instant::now();
     let mut out = Output::new(opts.report.format);
     let mut watermark = 0u64;
     let mut last_sweep = started;
@@ -217,14 +217,13 @@ struct Tracer {
     pending: Vec<(u64, Pending)>,
     lost: u64,
     scratch: Vec<u8>,
-    other_records: u64,
 }
 
 impl Tracer {
     /// Reads every ring; returns the newest time seen.
     fn drain(&mut self, rings: &mut [CpuRing]) -> u64 {
         let mut newest = 0;
-        let Tracer { decoder, pending, lost, scratch, other_records, .. } = self;
+        let Tracer { decoder, pending, lost, scratch, .. } = self;
         for ring in rings.iter_mut() {
             ring.drain(scratch, |record| match record {
                 Record::Sample { pid, tid, time, raw } => {
@@ -238,7 +237,8 @@ impl Tracer {
                     pending.push((time, Pending::Task(record)));
                 }
                 Record::Lost(n) => *lost += n,
-                Record::Other(_) => *other_records += 1,
+                // Records porthog did not ask for, or malformed: nothing to learn from them.
+                Record::Other(_) => {}
             });
         }
         newest
