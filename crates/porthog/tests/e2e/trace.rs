@@ -218,6 +218,31 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
     assert!(finding.message.contains("the kernel drops the owner at close"), "{finding:?}");
 }
 
+/// Connections opened before the trace started, closed during it (the client is killed, so
+/// the kernel closes its sockets first): their TIME_WAIT is still attributed to the client.
+#[test]
+fn trace_attributes_connections_opened_before_it_started() {
+    let Some(ns) = Netns::for_test("trace-preexisting", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
+    assert_eq!(client.opened(), 10, "{:?}", client.ready);
+    let pid = client.pid();
+    let trace = Trace::start(&ns);
+    drop(client);
+    // The FIN handshake finishes in the kernel and the server after the client is gone:
+    // wait (with a deadline) until all 10 sockets are in TIME_WAIT.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ns.ss_count("time-wait", &format!("dst {SERVER}")) < 10 {
+        assert!(std::time::Instant::now() < deadline, "the 10 connections never reached TIME_WAIT");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let t = trace.stop();
+    let me = (u64::from(pid), "porthog-loadgen".to_owned(), 10);
+    assert!(t.owners("time_wait_owners").contains(&me), "{}", t.summary["time_wait_owners"]);
+    assert!(t.owners("time_wait_produced").contains(&me), "{}", t.summary["time_wait_produced"]);
+}
+
 /// IPv6: the destination of a refused connect() and the owners of TIME_WAIT on ::1.
 #[test]
 fn trace_follows_ipv6_connections() {
