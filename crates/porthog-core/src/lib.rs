@@ -8,6 +8,7 @@ mod culprits;
 mod findings;
 pub mod import;
 pub mod level;
+pub mod lifecycle;
 pub mod model;
 pub mod pool;
 pub mod ports;
@@ -15,6 +16,7 @@ pub mod proc_net;
 pub mod report;
 pub mod sysctl;
 pub mod timeline;
+pub mod trace_report;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};

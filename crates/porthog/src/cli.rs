@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -36,12 +37,31 @@ pub enum Command {
     /// Judge a machine from text captured on it: Windows netstat, PowerShell, netsh, event
     /// logs; Linux ss, /proc/net, sysctl; or a saved porthog --json report.
     Analyze(AnalyzeArgs),
+    /// Catch port-allocation failures as the kernel returns them (connect() EADDRNOTAVAIL,
+    /// bind() EADDRINUSE, UDP EAGAIN), with process, container and destination, and name the
+    /// opener of every TIME_WAIT socket; on exit, a summary and the final verdict. Needs root
+    /// (kernel tracepoints through perf_event_open). --json writes JSON Lines
+    /// (docs/trace.schema.json).
+    Trace(TraceArgs),
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     /// Inspect another network namespace: a name under /run/netns, a path to a namespace file,
     /// or the PID of a process inside it (a container's or a pod's). Needs root.
+    #[arg(long, value_name = "NAME|PATH|PID")]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Watch another network namespace: a name under /run/netns, a path to a namespace file,
+    /// or the PID of a process inside it. Only its processes' events are kept.
     #[arg(long, value_name = "NAME|PATH|PID")]
     pub netns: Option<String>,
     #[command(flatten)]
@@ -117,6 +137,14 @@ pub struct CheckOptions {
     pub report: ReportOptions,
 }
 
+/// Validated options of `trace`.
+#[derive(Debug, Clone)]
+pub struct TraceOptions {
+    pub duration: Option<Duration>,
+    pub netns: Option<NetnsTarget>,
+    pub report: ReportOptions,
+}
+
 /// Validated options of `analyze`.
 #[derive(Debug, Clone)]
 pub struct OfflineOptions {
@@ -160,6 +188,21 @@ impl ReportArgs {
 impl CheckArgs {
     pub fn validate(self) -> Result<CheckOptions> {
         Ok(CheckOptions {
+            netns: self.netns.as_deref().map(netns_target),
+            report: self.report.validate()?,
+        })
+    }
+}
+
+impl TraceArgs {
+    pub fn validate(self) -> Result<TraceOptions> {
+        let duration = match self.duration {
+            Some(d) if d.is_finite() && d > 0.0 && d < 1e9 => Some(Duration::from_secs_f64(d)),
+            Some(d) => bail!("--duration {d}: a positive number of seconds is expected"),
+            None => None,
+        };
+        Ok(TraceOptions {
+            duration,
             netns: self.netns.as_deref().map(netns_target),
             report: self.report.validate()?,
         })
@@ -242,6 +285,25 @@ mod tests {
         assert!(parse(&["--crit", "120"]).is_err());
         let o = parse(&["--warn", "60", "--crit", "80"]).unwrap();
         assert_eq!(o.report.analyze.thresholds, Thresholds { warn_pct: 60.0, crit_pct: 80.0 });
+    }
+
+    #[test]
+    fn trace_takes_a_duration_and_a_namespace() {
+        let Cli { command: Some(Command::Trace(t)), .. } =
+            cli(&["trace", "--duration", "2.5", "--netns", "blue", "--json"]).unwrap()
+        else {
+            panic!("trace expected")
+        };
+        let o = t.validate().unwrap();
+        assert_eq!(o.duration, Some(Duration::from_millis(2500)));
+        assert_eq!(o.netns, Some(NetnsTarget::Name("blue".into())));
+        assert_eq!(o.report.format, Format::Json);
+        let Cli { command: Some(Command::Trace(t)), .. } =
+            cli(&["trace", "--duration", "0"]).unwrap()
+        else {
+            panic!("trace expected")
+        };
+        assert!(t.validate().unwrap_err().to_string().contains("positive number of seconds"));
     }
 
     #[test]

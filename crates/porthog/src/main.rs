@@ -4,6 +4,7 @@
 mod cli;
 mod collect;
 mod present;
+mod trace;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
         Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
+        Some(Command::Trace(args)) => args.validate().and_then(|o| trace::run(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {

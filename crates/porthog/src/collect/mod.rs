@@ -2,7 +2,7 @@
 //! Everything OS-specific stays below this module; the rest of porthog sees a `Snapshot`.
 
 #[cfg(target_os = "linux")]
-mod linux;
+pub(crate) mod linux;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,6 @@
-//! Presenters: each turns a `&Report` into bytes. Adding a format touches one file.
+//! Presenters: each turns a `&Report` (or a trace line) into bytes. Adding a format touches one
+//! file.
 
 pub mod json;
 pub mod text;
+pub mod trace;

@@ -17,20 +17,25 @@ pub fn render(report: &Report, top: usize, color: bool, width: usize) -> String 
     let width = width.clamp(60, 160);
     let mut out = String::new();
 
-    let word = report.verdict.as_str().to_uppercase();
-    let _ = writeln!(
-        out,
-        "{}  {}",
-        p.paint(level_style(report.verdict).effects(Effects::BOLD), &word),
-        report.summary
-    );
-    out.push('\n');
+    out.push_str(&verdict_line(report, color));
+    out.push_str("\n\n");
     context(report, &p, &mut out);
     pools(report, top, &p, &mut out);
     processes(report, top, &p, width, &mut out);
     findings(report, &p, width, &mut out);
     gaps(report, &p, width, &mut out);
     out
+}
+
+/// The first line of the report: the verdict word and the tightest pool.
+pub fn verdict_line(report: &Report, color: bool) -> String {
+    let p = Painter { color };
+    let word = report.verdict.as_str().to_uppercase();
+    format!(
+        "{}  {}",
+        p.paint(level_style(report.verdict).effects(Effects::BOLD), &word),
+        report.summary
+    )
 }
 
 struct Painter {

@@ -118,6 +118,31 @@ impl Spawned {
         }
     }
 
+    /// Waits until stderr contains `needle` (the child says it is ready), at most `timeout`.
+    /// Err when the child exits first or the time runs out.
+    pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "exited ({status}) before saying {needle:?}; stderr: {}",
+                    self.stderr()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "did not say {needle:?} within {timeout:?}; stderr: {}",
+                    self.stderr()
+                ));
+            }
+            // Polling a deadline for the child's own signal, not ordering threads.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

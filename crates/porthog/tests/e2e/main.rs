@@ -12,3 +12,4 @@ mod loadgen;
 mod netns;
 mod porthog;
 mod report;
+mod trace;

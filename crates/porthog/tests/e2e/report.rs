@@ -70,6 +70,8 @@ pub struct Totals {
     pub sockets: u64,
     pub by_state: BTreeMap<String, u64>,
     pub unattributed: u64,
+    /// TIME_WAIT and orphaned sockets: no process owns them.
+    pub ownerless: u64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,7 @@
 //! /proc/*/fd for their owners, joins the two, reads the owners and the port settings, and
 //! records every gap. It orchestrates only: each step lives in its own file.
 
-mod netns;
+pub(crate) mod netns;
 mod owners;
 mod process;
 mod settings;

@@ -46,6 +46,22 @@ pub fn current_inode() -> anyhow::Result<u64> {
     Ok(st.st_ino)
 }
 
+/// The inode of `target`'s network namespace (what /proc/PID/ns/net of its processes shows).
+pub fn inode(target: &NetnsTarget) -> anyhow::Result<u64> {
+    let label = target.label();
+    let path = target.path();
+    match rustix::fs::stat(&path) {
+        Ok(st) => Ok(st.st_ino),
+        Err(rustix::io::Errno::NOENT) => {
+            bail!("network namespace {label} does not exist ({} not found)", path.display())
+        }
+        Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => {
+            bail!("reading network namespace {label} needs root")
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    }
+}
+
 /// Moves the calling thread into `target`'s network namespace.
 pub fn enter(target: &NetnsTarget) -> anyhow::Result<Entered> {
     let label = target.label();

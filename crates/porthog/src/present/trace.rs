@@ -1,0 +1,248 @@
+//! What `porthog trace` prints: a line per failure as it is caught, a warning when the kernel
+//! dropped events, and the summary at the end, as text or JSON Lines
+//! (`docs/trace.schema.json`). Lines in, text out; the tracer decides when to print.
+
+use std::fmt::Write as _;
+
+use porthog_core::report::grouped;
+use porthog_core::timeline::{Failure, OwnerCount};
+use porthog_core::trace_report::{TraceLine, TraceSummary};
+
+use super::text::verdict_line;
+
+/// One JSON Lines record.
+pub fn json_line(line: &TraceLine) -> String {
+    // The types serialize infallibly (string keys, finite floats from counts).
+    let mut s = serde_json::to_string(line)
+        .unwrap_or_else(|e| format!(r#"{{"type":"error","error":"{e}"}}"#));
+    s.push('\n');
+    s
+}
+
+/// `2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a…)  connect tcp -> 10.0.0.5:443  EADDRNOTAVAIL: ...`
+pub fn failure_text(f: &Failure, color: bool) -> String {
+    let mut s = format!("{}  pid {} {}", f.time, f.pid, f.name);
+    if let Some(c) = &f.container {
+        let short =
+            if c.len() > 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) { &c[..12] } else { c };
+        let _ = write!(s, " (container {short})");
+    }
+    let _ = write!(s, "  {} {}", f.call, f.protocol.as_str());
+    if let Some(r) = f.remote {
+        let _ = write!(s, " -> {r}");
+    }
+    let errno = if color {
+        format!("\x1b[1;31m{}\x1b[0m", f.errno.as_str())
+    } else {
+        f.errno.as_str().to_owned()
+    };
+    let _ = writeln!(s, "  {errno}: {}", f.errno.meaning());
+    s
+}
+
+pub fn lost_text(time: &str, count: u64) -> String {
+    format!(
+        "{time}  WARNING: the kernel dropped {} events (porthog read its buffers too slowly): counts from here on are lower bounds\n",
+        grouped(count)
+    )
+}
+
+/// The summary: failures, new connections, TIME_WAIT produced and owned, lost events, and the
+/// verdict line of the final check.
+pub fn summary_text(s: &TraceSummary, netns: Option<&str>, top: usize, color: bool) -> String {
+    let mut out = String::new();
+    let place = netns.map_or(String::new(), |n| format!(" in network namespace {n}"));
+    let _ = writeln!(out, "\nporthog trace: {:.1} s{place}", s.duration_s);
+
+    out.push_str("\nFailures per process and destination:\n");
+    if s.failures.is_empty() {
+        out.push_str("  none: the kernel refused no connect() or bind() for lack of a port\n");
+    }
+    for f in s.failures.iter().take(top) {
+        let remote = f
+            .remote
+            .map_or_else(|| "(destination not shown by the kernel)".to_owned(), |r| r.to_string());
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<16} {:<8} {:<24} {:<14} {:>8}",
+            f.pid,
+            f.name,
+            f.call,
+            remote,
+            f.errno.as_str(),
+            grouped(f.count)
+        );
+    }
+    more(&mut out, s.failures.len(), top);
+
+    out.push_str("\nNew connections per process and destination:\n");
+    if s.new_connections.is_empty() {
+        out.push_str("  none\n");
+    }
+    for c in s.new_connections.iter().take(top) {
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<16} {:<24} {:>8}  {:>9.1}/s",
+            c.pid,
+            c.name,
+            c.remote.to_string(),
+            grouped(c.count),
+            c.per_second
+        );
+    }
+    more(&mut out, s.new_connections.len(), top);
+
+    out.push_str("\nTIME_WAIT produced per process (connections it closed first):\n");
+    owners(&mut out, &s.time_wait_produced, top);
+    out.push_str(
+        "\nTIME_WAIT owners now (who opened the TIME_WAIT sockets that exist at the end):\n",
+    );
+    owners(&mut out, &s.time_wait_owners, top);
+
+    let _ = writeln!(
+        out,
+        "\nLost events: {}{}",
+        grouped(s.lost_events),
+        if s.lost_events > 0 {
+            " (the ring buffers overflowed: the counts above are lower bounds)"
+        } else {
+            ""
+        }
+    );
+    if s.unresolved_events > 0 {
+        let _ = writeln!(
+            out,
+            "Events of processes that exited before porthog could read them: {} (not counted above)",
+            grouped(s.unresolved_events)
+        );
+    }
+    out.push('\n');
+    out.push_str(&verdict_line(&s.report, color));
+    out.push('\n');
+    out
+}
+
+fn owners(out: &mut String, list: &[OwnerCount], top: usize) {
+    if list.is_empty() {
+        out.push_str("  none\n");
+    }
+    for o in list.iter().take(top) {
+        let _ = writeln!(out, "  {:>7}  {:<16} {:>8}", o.pid, o.name, grouped(o.count));
+    }
+    more(out, list.len(), top);
+}
+
+fn more(out: &mut String, len: usize, top: usize) {
+    if len > top {
+        let _ = writeln!(out, "  ... and {} more (--top)", len - top);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use porthog_core::lifecycle::{ConnectionRate, FailureCount};
+    use porthog_core::timeline::Errno;
+    use porthog_core::{AnalyzeOptions, Os, Protocol, Snapshot, analyze};
+
+    use super::*;
+
+    fn failure() -> Failure {
+        Failure {
+            time: "2026-11-24T02:30:00.123Z".into(),
+            pid: 4242,
+            name: "curl".into(),
+            container: Some("3f2a9c0d1e2b4a5f6789".into()),
+            protocol: Protocol::Tcp,
+            remote: Some("10.0.0.5:443".parse().unwrap()),
+            errno: Errno::AddrNotAvail,
+            call: "connect".into(),
+        }
+    }
+
+    const SCHEMA: &str = include_str!("../../../../docs/trace.schema.json");
+
+    /// Every line type follows docs/trace.schema.json, and the schema rejects what it should.
+    #[test]
+    fn lines_follow_the_schema() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let check = |line: &TraceLine| {
+            let value: serde_json::Value = serde_json::from_str(&json_line(line)).unwrap();
+            if let Err(e) = v.validate(&value) {
+                panic!("{e}: {value}");
+            }
+            value
+        };
+        check(&TraceLine::Failure(failure()));
+        let udp = Failure {
+            protocol: Protocol::Udp,
+            remote: None,
+            errno: Errno::Again,
+            container: None,
+            ..failure()
+        };
+        check(&TraceLine::Failure(udp));
+        check(&TraceLine::Lost { time: "2026-11-24T02:30:00.123Z".into(), count: 5 });
+        check(&TraceLine::Summary(Box::new(summary())));
+        let mut bad: serde_json::Value =
+            serde_json::from_str(&json_line(&TraceLine::Failure(failure()))).unwrap();
+        bad["errno"] = "EPERM".into();
+        assert!(!v.is_valid(&bad), "only the three errnos of exhaustion are traced");
+        bad["errno"] = "EAGAIN".into();
+        bad["time"] = "02:30".into();
+        assert!(!v.is_valid(&bad), "times are RFC 3339");
+    }
+
+    fn summary() -> TraceSummary {
+        let report = analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
+        TraceSummary {
+            failures: vec![FailureCount {
+                pid: 4242,
+                name: "curl".into(),
+                remote: Some("10.0.0.5:443".parse().unwrap()),
+                call: "connect".into(),
+                errno: Errno::AddrNotAvail,
+                count: 20,
+            }],
+            time_wait_owners: vec![OwnerCount { pid: 4242, name: "curl".into(), count: 50 }],
+            new_connections: vec![ConnectionRate {
+                pid: 4242,
+                name: "curl".into(),
+                remote: "10.0.0.5:443".parse().unwrap(),
+                count: 100,
+                per_second: 10.0,
+            }],
+            time_wait_produced: vec![],
+            lost_events: 3,
+            unresolved_events: 0,
+            duration_s: 10.0,
+            report,
+        }
+    }
+
+    #[test]
+    fn a_failure_line_says_who_where_and_what_it_means() {
+        assert_eq!(
+            failure_text(&failure(), false),
+            "2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a9c0d1e2b)  connect tcp -> 10.0.0.5:443  \
+             EADDRNOTAVAIL: connect() found no free source port for this destination (Cannot assign requested address)\n"
+        );
+    }
+
+    #[test]
+    fn the_summary_lists_each_part_and_ends_with_the_verdict() {
+        let s = summary();
+        let text = summary_text(&s, Some("blue"), 10, false);
+        assert!(text.contains("porthog trace: 10.0 s in network namespace blue"), "{text}");
+        assert!(
+            text.contains("connect  10.0.0.5:443             EADDRNOTAVAIL        20"),
+            "{text}"
+        );
+        assert!(text.contains("10.0/s"), "{text}");
+        assert!(text.contains("Lost events: 3 (the ring buffers overflowed"), "{text}");
+        assert!(text.trim_end().lines().last().unwrap().starts_with("OK"), "{text}");
+        let json = json_line(&TraceLine::Summary(Box::new(s)));
+        assert!(json.starts_with(r#"{"type":"summary","failures":[{"pid":4242"#), "{json}");
+        assert!(json.ends_with("}\n"));
+    }
+}
