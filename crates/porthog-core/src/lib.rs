@@ -15,6 +15,7 @@ pub mod proc_net;
 pub mod report;
 pub mod sysctl;
 pub mod timeline;
+pub mod timestamp;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};
