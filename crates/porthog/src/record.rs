@@ -77,3 +77,71 @@ fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Resul
     serde_json::to_writer(&mut *out, line).with_context(|| format!("encoding a line of {name}"))?;
     out.write_all(b"\n").and_then(|()| out.flush()).with_context(|| format!("writing {name}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use porthog_core::timeline::RecordLine;
+
+    use crate::sample;
+    use crate::watch::tests::{failure, samples};
+
+    const SCHEMA: &str = include_str!("../../../docs/record.schema.json");
+    const REPORT_SCHEMA: &str = include_str!("../../../docs/report.schema.json");
+
+    fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).expect("JSON")
+    }
+
+    /// Validates every line against docs/record.schema.json, which takes the report's schema
+    /// by its $id.
+    fn errors(lines: &[serde_json::Value]) -> Vec<String> {
+        let registry = jsonschema::Registry::new()
+            .add("https://porthog.invalid/schema/report/1", json(REPORT_SCHEMA))
+            .expect("report schema registers")
+            .prepare()
+            .expect("registry");
+        let v = jsonschema::options()
+            .with_registry(&registry)
+            .build(&json(SCHEMA))
+            .expect("record schema is valid");
+        lines
+            .iter()
+            .flat_map(|l| v.iter_errors(l).map(|e| format!("{e} at {}", e.instance_path())))
+            .collect()
+    }
+
+    fn lines() -> Vec<serde_json::Value> {
+        let mut lines = vec![sample::header(Some("blue".into()), 0.5)];
+        lines.extend(samples().into_iter().map(sample::Sample::into_record));
+        lines.push(RecordLine::Failure(failure()));
+        lines.push(RecordLine::Lost { time: "2026-11-24T02:00:05.000Z".into(), count: 3 });
+        lines.iter().map(|l| serde_json::to_value(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn what_record_writes_matches_the_schema() {
+        let lines = lines();
+        assert!(lines.iter().any(|l| !l["opened"].as_array().is_none_or(Vec::is_empty)));
+        assert!(lines.iter().any(|l| !l["time_wait_owners"].as_array().is_none_or(Vec::is_empty)));
+        let errors = errors(&lines);
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn the_schema_rejects_what_the_contract_forbids() {
+        let good = lines();
+        let mut bad = good[1].clone();
+        bad["report"]["verdict"] = "fine".into();
+        assert!(!errors(&[bad]).is_empty(), "the report inside a sample is checked");
+        let mut bad = good[0].clone();
+        bad["type"] = "headline".into();
+        assert!(!errors(&[bad]).is_empty());
+        let mut bad = good[1].clone();
+        bad["opened"] =
+            serde_json::json!([{"local": "here", "remote": "127.0.0.1:1", "pid": 1, "name": ""}]);
+        assert!(!errors(&[bad]).is_empty());
+        let mut bad = good[good.len() - 2].clone();
+        bad["errno"] = "ENOENT".into();
+        assert!(!errors(&[bad]).is_empty());
+    }
+}

@@ -61,3 +61,67 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
     }
     Some(Err("a porthog recording with no sample: it was stopped before the first one".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::model::{Os, Snapshot};
+    use crate::{AnalyzeOptions, analyze};
+
+    fn line(l: &RecordLine) -> String {
+        serde_json::to_string(l).unwrap() + "\n"
+    }
+
+    fn sample(source: &str) -> RecordLine {
+        let report = analyze(&Snapshot::new(Os::Linux, source), &AnalyzeOptions::default());
+        RecordLine::Sample {
+            time: "2026-11-24T02:00:00.000Z".into(),
+            report: Box::new(report),
+            opened: Vec::new(),
+            time_wait_owners: Vec::new(),
+        }
+    }
+
+    fn header() -> RecordLine {
+        RecordLine::Header {
+            schema_version: crate::timeline::RECORD_SCHEMA_VERSION,
+            porthog: "0.1.0".into(),
+            netns: None,
+            started: "2026-11-24T02:00:00.000Z".into(),
+            interval_ms: 1000,
+        }
+    }
+
+    fn read(text: &str) -> Result<Imported, crate::import::ImportError> {
+        import(&[Input { name: "rec.jsonl", bytes: text.as_bytes() }], &ImportOptions::default())
+    }
+
+    #[test]
+    fn a_recording_reads_as_its_last_sample() {
+        let lost = RecordLine::Lost { time: "2026-11-24T02:00:01.000Z".into(), count: 2 };
+        let text =
+            line(&header()) + &line(&sample("first")) + &line(&sample("last")) + &line(&lost);
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.source, "last");
+        assert_eq!(r.sources.len(), 1);
+        assert_eq!(r.sources[0].records, 2);
+        assert!(r.sources[0].format.starts_with("porthog-record (last of 2 samples"));
+        assert!(r.gaps.is_empty());
+    }
+
+    #[test]
+    fn a_cut_off_last_line_falls_back_to_the_sample_before() {
+        let last = line(&sample("last"));
+        let text = line(&header()) + &line(&sample("first")) + &last[..last.len() / 2];
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.source, "first");
+        assert_eq!(r.gaps.len(), 1, "{:?}", r.gaps);
+    }
+
+    #[test]
+    fn a_recording_without_samples_says_so() {
+        let e = read(&line(&header())).err().unwrap();
+        assert!(e.to_string().contains("no sample"), "{e}");
+    }
+}

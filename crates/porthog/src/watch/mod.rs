@@ -8,7 +8,7 @@ pub mod draw;
 pub mod plain;
 pub mod replay;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod trend;
 
 use std::io::{IsTerminal, Write};

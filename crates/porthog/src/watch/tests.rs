@@ -61,7 +61,7 @@ pub fn samples() -> Vec<Sample> {
         .collect()
 }
 
-fn failure() -> Failure {
+pub fn failure() -> Failure {
     Failure {
         time: "2026-11-24T02:00:03.500Z".into(),
         pid: 42,
