@@ -59,8 +59,7 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
         None => spawn_sampler(opts, tx.clone()),
     }
     if terminal {
-        spawn_keyboard(tx);
-        tui(&mut app, &rx, &paused)
+        tui(&mut app, &rx, tx, &paused)
     } else {
         drop(tx);
         plain_frames(&mut app, &rx)
@@ -138,9 +137,11 @@ impl Drop for Restore {
     }
 }
 
-fn tui(app: &mut App, rx: &Receiver<Event>, paused: &AtomicBool) -> Result<u8> {
+fn tui(app: &mut App, rx: &Receiver<Event>, tx: Sender<Event>, paused: &AtomicBool) -> Result<u8> {
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let _restore = Restore;
+    // Only now: crossterm's reader is shared, and the set-up above may query the terminal.
+    spawn_keyboard(tx);
     terminal.draw(|f| draw::draw(app, f)).context("drawing")?;
     while let Ok(event) = rx.recv() {
         update(app, event);

@@ -11,4 +11,6 @@ mod cli;
 mod loadgen;
 mod netns;
 mod porthog;
+mod record;
 mod report;
+mod watch;

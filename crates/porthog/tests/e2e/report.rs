@@ -70,6 +70,7 @@ pub struct Totals {
     pub sockets: u64,
     pub by_state: BTreeMap<String, u64>,
     pub unattributed: u64,
+    pub ownerless: u64,
 }
 
 #[derive(Debug, Deserialize)]
