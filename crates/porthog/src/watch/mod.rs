@@ -56,7 +56,14 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
             let (tx, paused, speed) = (tx.clone(), Arc::clone(&paused), opts.speed);
             std::thread::spawn(move || replay::play(r, speed, paused, tx, !terminal));
         }
-        None => spawn_sampler(opts, tx.clone()),
+        None => {
+            // The first sample here: a missing namespace or a refused setns is an error
+            // (exit 3) before the screen is taken over, not a note inside it.
+            let mut sampler = sampler(opts);
+            let first = sampler.sample()?;
+            let _ = tx.send(Event::Snapshot(Box::new(first)));
+            spawn_sampler(sampler, opts.interval_s, tx.clone());
+        }
     }
     if terminal {
         tui(&mut app, &rx, tx, &paused)
@@ -91,12 +98,13 @@ fn sampler(opts: &WatchOptions) -> Sampler {
 
 /// Samples every interval on its own thread (it enters the namespace on that thread for each
 /// sample and leaves it again).
-fn spawn_sampler(opts: &WatchOptions, tx: Sender<Event>) {
-    let mut sampler = sampler(opts);
-    let interval = Duration::from_secs_f64(opts.interval_s);
+fn spawn_sampler(mut sampler: Sampler, interval_s: f64, tx: Sender<Event>) {
+    let interval = Duration::from_secs_f64(interval_s);
+    let start = Instant::now();
     std::thread::spawn(move || {
-        let start = Instant::now();
         for n in 1u32.. {
+            // Samples are due on the interval grid, whatever each one took.
+            std::thread::sleep((start + interval * n).saturating_duration_since(Instant::now()));
             let event = match sampler.sample() {
                 Ok(s) => Event::Snapshot(Box::new(s)),
                 Err(e) => Event::Note(format!("sample failed: {e:#}")),
@@ -104,9 +112,6 @@ fn spawn_sampler(opts: &WatchOptions, tx: Sender<Event>) {
             if tx.send(event).is_err() {
                 return;
             }
-            // The next sample is due on the interval grid, whatever this one took.
-            let due = start + interval * n;
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
     });
 }
