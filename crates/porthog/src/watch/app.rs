@@ -321,6 +321,8 @@ impl App {
             .collect();
         self.processes = processes;
         self.dt = dt;
+        // A note (a sample that failed) is about the past once a sample is shown.
+        self.note = None;
         self.latest = Some(sample);
     }
 

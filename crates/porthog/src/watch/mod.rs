@@ -132,19 +132,36 @@ fn spawn_keyboard(tx: Sender<Event>) {
     });
 }
 
-/// Restores the terminal when dropped: on return, error and unwinding alike (ratatui's own
-/// panic hook restores it before the panic message too).
+/// Restores the terminal when dropped: on return, error and unwinding alike.
 struct Restore;
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        ratatui::restore();
+        restore();
     }
+}
+
+fn restore() {
+    ratatui::restore();
+    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
+}
+
+/// On top of ratatui's hook (which restores the terminal, then prints the panic): a panic on
+/// any thread, the sampler's too, ends the view instead of leaving it drawing on a restored
+/// terminal.
+fn exit_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        restore();
+        std::process::exit(101);
+    }));
 }
 
 fn tui(app: &mut App, rx: &Receiver<Event>, tx: Sender<Event>, paused: &AtomicBool) -> Result<u8> {
     let mut terminal = ratatui::try_init().context("cannot set up the terminal")?;
     let _restore = Restore;
+    exit_on_panic();
     // Only now: crossterm's reader is shared, and the set-up above may query the terminal.
     spawn_keyboard(tx);
     terminal.draw(|f| draw::draw(app, f)).context("drawing")?;
@@ -167,6 +184,9 @@ fn plain_frames(app: &mut App, rx: &Receiver<Event>) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     while let Ok(event) = rx.recv() {
         let frame = matches!(event, Event::Snapshot(_));
+        if let Event::Note(note) = &event {
+            eprintln!("porthog: {note}");
+        }
         update(app, event);
         if app.quit {
             break;
