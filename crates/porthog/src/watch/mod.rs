@@ -141,9 +141,15 @@ impl Drop for Restore {
     }
 }
 
+/// Each step on its own, so that one failing (ratatui's `restore` stops at the first) does not
+/// leave the terminal on the alternate screen.
 fn restore() {
-    ratatui::restore();
-    let _ = ratatui::crossterm::execute!(std::io::stdout(), ratatui::crossterm::cursor::Show);
+    use ratatui::crossterm::{cursor, execute, terminal};
+    let left = execute!(std::io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+    let cooked = terminal::disable_raw_mode();
+    if let Err(e) = left.and(cooked) {
+        eprintln!("porthog: could not fully restore the terminal ({e}): run `reset`");
+    }
 }
 
 /// On top of ratatui's hook (which restores the terminal, then prints the panic): a panic on

@@ -122,3 +122,32 @@ fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
     assert_eq!(now.totals.ownerless, CONNECTIONS as u64, "\n{}", now.summary());
     assert_eq!(now.findings_of("ownerless_time_wait").len(), 1, "\n{}", now.summary());
 }
+
+/// Stopped by SIGINT (Ctrl-C) or SIGTERM: the recording is flushed, complete, and the exit is 0.
+/// Needs no privilege: it records porthog's own namespace.
+#[test]
+fn record_stops_cleanly_on_sigint_and_sigterm() {
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        let dir = TempDir::new(&format!("record-signal-{}", signal.as_raw()));
+        let file = dir.0.join("rec.jsonl");
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["record", "--interval", "0.2", "-o"]).arg(&file).stdin(Stdio::null());
+        let recorder = child::spawn(&mut cmd);
+        wait_until("two samples", Duration::from_secs(20), || samples(&file).len() >= 2);
+        let pid = rustix::process::Pid::from_raw(recorder.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal the recorder");
+        let done = recorder.wait(Duration::from_secs(20));
+        assert_eq!(done.code, Some(EXIT_OK), "{signal:?}\n{}", done.context());
+        let text = std::fs::read_to_string(&file).expect("the recording");
+        assert!(text.ends_with('\n'), "the last line is complete");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+        assert_eq!(lines[0]["type"], "header");
+        assert!(lines[1..].iter().all(|l| l["type"] == "sample"));
+        assert!(
+            done.stderr.contains(&format!("recorded {} samples", lines.len() - 1)),
+            "{}",
+            done.context()
+        );
+    }
+}
