@@ -16,6 +16,7 @@ pub mod proc_net;
 pub mod report;
 pub mod sysctl;
 pub mod timeline;
+pub mod timestamp;
 pub mod trace_report;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};

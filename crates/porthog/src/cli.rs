@@ -43,6 +43,52 @@ pub enum Command {
     /// (kernel tracepoints through perf_event_open). --json writes JSON Lines
     /// (docs/trace.schema.json).
     Trace(TraceArgs),
+    /// Watch the pools live: the verdict, the tightest pools with their trend and the time
+    /// left before exhaustion, the rate of new ports per process and destination, TIME_WAIT
+    /// owners from history. Keys: s sort, / filter, space pause, ? help, q quit.
+    Watch(WatchArgs),
+    /// Record samples to a JSON Lines file (docs/record.md) until --duration is over or
+    /// Ctrl-C: read it back with `porthog analyze FILE` or `porthog watch --replay FILE`.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Seconds between samples.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Watch another network namespace (a name under /run/netns, a path, or a PID). Needs root.
+    #[arg(long, value_name = "NAME|PATH|PID", conflicts_with = "replay")]
+    pub netns: Option<String>,
+    /// Print one plain text frame and exit with the check's exit status.
+    #[arg(long)]
+    pub once: bool,
+    /// Play a `porthog record` file back instead of sampling.
+    #[arg(long, value_name = "FILE")]
+    pub replay: Option<PathBuf>,
+    /// Replay this many times faster than recorded.
+    #[arg(long, value_name = "X", default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// The file to write (JSON Lines; replaced if it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Seconds between samples.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Record another network namespace (a name under /run/netns, a path, or a PID). Needs root.
+    #[arg(long, value_name = "NAME|PATH|PID")]
+    pub netns: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -151,6 +197,75 @@ pub struct OfflineOptions {
     pub files: Vec<PathBuf>,
     pub import: ImportOptions,
     pub report: ReportOptions,
+}
+
+/// Validated options of `watch`.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub interval_s: f64,
+    pub netns: Option<NetnsTarget>,
+    pub once: bool,
+    pub replay: Option<PathBuf>,
+    pub speed: f64,
+    pub report: ReportOptions,
+}
+
+/// Validated options of `record`.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    pub output: PathBuf,
+    pub interval_s: f64,
+    pub duration: Option<std::time::Duration>,
+    pub netns: Option<NetnsTarget>,
+    pub analyze: AnalyzeOptions,
+}
+
+/// Shortest interval: a sample of a busy namespace takes tens of milliseconds.
+const MIN_INTERVAL_S: f64 = 0.1;
+
+fn interval(secs: f64) -> Result<f64> {
+    if !(MIN_INTERVAL_S..=86_400.0).contains(&secs) {
+        bail!("--interval {secs}: seconds from {MIN_INTERVAL_S} to 86400 are expected");
+    }
+    Ok(secs)
+}
+
+impl WatchArgs {
+    pub fn validate(self) -> Result<WatchOptions> {
+        if self.report.json {
+            bail!(
+                "watch shows a live view, not JSON: use `porthog check --json` or `porthog record`"
+            );
+        }
+        if !(self.speed.is_finite() && self.speed > 0.0) {
+            bail!("--speed {}: a positive factor is expected (2 plays twice as fast)", self.speed);
+        }
+        Ok(WatchOptions {
+            interval_s: interval(self.interval)?,
+            netns: self.netns.as_deref().map(netns_target),
+            once: self.once,
+            replay: self.replay,
+            speed: self.speed,
+            report: self.report.validate()?,
+        })
+    }
+}
+
+impl RecordArgs {
+    pub fn validate(self) -> Result<RecordOptions> {
+        let duration = match self.duration {
+            Some(d) if d.is_finite() && d >= 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+            Some(d) => bail!("--duration {d}: a number of seconds is expected"),
+            None => None,
+        };
+        Ok(RecordOptions {
+            output: self.output,
+            interval_s: interval(self.interval)?,
+            duration,
+            netns: self.netns.as_deref().map(netns_target),
+            analyze: self.report.validate()?.analyze,
+        })
+    }
 }
 
 impl ReportArgs {
@@ -304,6 +419,37 @@ mod tests {
             panic!("trace expected")
         };
         assert!(t.validate().unwrap_err().to_string().contains("positive number of seconds"));
+    }
+
+    #[test]
+    fn watch_and_record_options() {
+        let Cli { command: Some(Command::Watch(w)), .. } =
+            cli(&["watch", "--interval", "0.5", "--netns", "blue", "--once"]).unwrap()
+        else {
+            panic!("watch expected")
+        };
+        let o = w.validate().unwrap();
+        assert_eq!((o.interval_s, o.once), (0.5, true));
+        assert_eq!(o.netns, Some(NetnsTarget::Name("blue".into())));
+        assert!(cli(&["watch", "--speed", "2"]).is_err(), "--speed needs --replay");
+        assert!(cli(&["watch", "--replay", "r.jsonl", "--netns", "x"]).is_err());
+        let Cli { command: Some(Command::Watch(w)), .. } =
+            cli(&["watch", "--interval", "0"]).unwrap()
+        else {
+            panic!("watch expected")
+        };
+        assert!(w.validate().unwrap_err().to_string().starts_with("--interval 0"));
+
+        let Cli { command: Some(Command::Record(r)), .. } =
+            cli(&["record", "-o", "r.jsonl", "--duration", "3"]).unwrap()
+        else {
+            panic!("record expected")
+        };
+        let o = r.validate().unwrap();
+        assert_eq!(o.output, PathBuf::from("r.jsonl"));
+        assert_eq!(o.duration, Some(std::time::Duration::from_secs(3)));
+        assert_eq!(o.interval_s, 1.0);
+        assert!(cli(&["record"]).is_err(), "-o is required");
     }
 
     #[test]

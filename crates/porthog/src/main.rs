@@ -4,7 +4,11 @@
 mod cli;
 mod collect;
 mod present;
+mod record;
+mod sample;
+mod signals;
 mod trace;
+mod watch;
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -32,6 +36,8 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
         Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
         Some(Command::Trace(args)) => args.validate().and_then(|o| trace::run(&o)),
+        Some(Command::Watch(args)) => args.validate().and_then(|o| watch::run(&o)),
+        Some(Command::Record(args)) => args.validate().and_then(|o| record::run(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -108,7 +114,7 @@ fn present(report: &Report, opts: &ReportOptions) -> Result<u8> {
 }
 
 /// Writes the report; a closed pipe (`porthog | head`) is a normal end, not an error.
-fn write_stdout(bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(bytes).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

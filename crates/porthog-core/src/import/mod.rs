@@ -14,6 +14,7 @@ mod proc_net_text;
 mod ps_csv;
 mod ps_json;
 mod ps_table;
+mod recording;
 mod ss;
 mod sysctl_lines;
 mod winevent;
@@ -173,7 +174,8 @@ pub struct ImportOptions {
 pub enum Imported {
     /// Sockets and settings, to analyze.
     Snapshot { snapshot: Snapshot, sources: Vec<SourceInfo>, evidence: Vec<Evidence> },
-    /// A report porthog saved earlier with `--json`.
+    /// A report porthog saved earlier with `--json`, or the last sample of a `porthog record`
+    /// file.
     Report(Box<Report>),
 }
 
@@ -237,11 +239,13 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
     for (i, input) in inputs.iter().enumerate() {
         let (text, enc) = decode::decode(input.bytes, opts.encoding);
         encodings.push(enc);
-        if let Some(report) = own_report(&text) {
+        if let Some(report) =
+            recording::last_report(input.name, &text).or_else(|| own_report(&text))
+        {
             if inputs.len() > 1 {
                 return Err(ImportError::whole(
                     input.name,
-                    "a saved porthog report must be read on its own",
+                    "a saved porthog report or recording must be read on its own",
                 ));
             }
             return Ok(Imported::Report(Box::new(

@@ -11,5 +11,7 @@ mod cli;
 mod loadgen;
 mod netns;
 mod porthog;
+mod record;
 mod report;
 mod trace;
+mod watch;

@@ -1,0 +1,127 @@
+//! A `porthog record` file (JSON Lines, `docs/record.md`): recognised by its first line, a
+//! `header` record. Reading one gives the report of its last sample, whose TIME_WAIT sockets
+//! were already attributed from history when it was recorded. Only the first and the last
+//! lines are parsed: a recording can be long.
+
+use crate::report::{Report, SourceInfo};
+use crate::timeline::RecordLine;
+
+/// The report of the recording's last sample, if `text` is a recording.
+pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, String>> {
+    let first = text.trim_start_matches('\u{feff}').lines().next()?.trim();
+    if !(first.starts_with('{') && first.contains("\"header\"")) {
+        return None;
+    }
+    let Ok(RecordLine::Header { schema_version, .. }) = serde_json::from_str::<RecordLine>(first)
+    else {
+        return None;
+    };
+    if schema_version != crate::timeline::RECORD_SCHEMA_VERSION {
+        return Some(Err(format!(
+            "a porthog recording of schema_version {schema_version}; this porthog reads version {}",
+            crate::timeline::RECORD_SCHEMA_VERSION
+        )));
+    }
+    let samples = text.lines().filter(|l| l.contains("\"type\":\"sample\"")).count() as u64;
+    // Walk back from the end: a recording killed mid-write may end in a cut-off line.
+    let mut cut = false;
+    for (i, line) in text.lines().rev().filter(|l| !l.trim().is_empty()).enumerate() {
+        if !line.contains("\"type\":\"sample\"") {
+            continue;
+        }
+        match serde_json::from_str::<RecordLine>(line) {
+            Ok(RecordLine::Sample { time, mut report, .. }) => {
+                report.sources.push(SourceInfo {
+                    file: name.to_owned(),
+                    format: format!("porthog-record (last of {samples} samples, at {time})"),
+                    encoding: "utf-8".to_owned(),
+                    records: samples,
+                });
+                if cut {
+                    report.gaps.push(crate::model::Gap {
+                        kind: crate::model::GapKind::Source,
+                        count: Some(1),
+                        message: "the recording ends in a cut-off sample line (porthog record \
+                                  was killed while writing?): the last complete sample is shown"
+                            .to_owned(),
+                        advice: None,
+                    });
+                }
+                return Some(Ok(*report));
+            }
+            Ok(_) => {}
+            Err(_) if i == 0 => cut = true,
+            Err(e) => {
+                return Some(Err(format!(
+                    "sample line {} from the end cannot be read: {e}",
+                    i + 1
+                )));
+            }
+        }
+    }
+    Some(Err("a porthog recording with no sample: it was stopped before the first one".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::{ImportOptions, Imported, Input, import};
+    use crate::model::{Os, Snapshot};
+    use crate::{AnalyzeOptions, analyze};
+
+    fn line(l: &RecordLine) -> String {
+        serde_json::to_string(l).unwrap() + "\n"
+    }
+
+    fn sample(source: &str) -> RecordLine {
+        let report = analyze(&Snapshot::new(Os::Linux, source), &AnalyzeOptions::default());
+        RecordLine::Sample {
+            time: "2026-11-24T02:00:00.000Z".into(),
+            report: Box::new(report),
+            opened: Vec::new(),
+            time_wait_owners: Vec::new(),
+        }
+    }
+
+    fn header() -> RecordLine {
+        RecordLine::Header {
+            schema_version: crate::timeline::RECORD_SCHEMA_VERSION,
+            porthog: "0.1.0".into(),
+            netns: None,
+            started: "2026-11-24T02:00:00.000Z".into(),
+            interval_ms: 1000,
+        }
+    }
+
+    fn read(text: &str) -> Result<Imported, crate::import::ImportError> {
+        import(&[Input { name: "rec.jsonl", bytes: text.as_bytes() }], &ImportOptions::default())
+    }
+
+    #[test]
+    fn a_recording_reads_as_its_last_sample() {
+        let lost = RecordLine::Lost { time: "2026-11-24T02:00:01.000Z".into(), count: 2 };
+        let text =
+            line(&header()) + &line(&sample("first")) + &line(&sample("last")) + &line(&lost);
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.source, "last");
+        assert_eq!(r.sources.len(), 1);
+        assert_eq!(r.sources[0].records, 2);
+        assert!(r.sources[0].format.starts_with("porthog-record (last of 2 samples"));
+        assert!(r.gaps.is_empty());
+    }
+
+    #[test]
+    fn a_cut_off_last_line_falls_back_to_the_sample_before() {
+        let last = line(&sample("last"));
+        let text = line(&header()) + &line(&sample("first")) + &last[..last.len() / 2];
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.source, "first");
+        assert_eq!(r.gaps.len(), 1, "{:?}", r.gaps);
+    }
+
+    #[test]
+    fn a_recording_without_samples_says_so() {
+        let e = read(&line(&header())).err().unwrap();
+        assert!(e.to_string().contains("no sample"), "{e}");
+    }
+}

@@ -1,0 +1,147 @@
+//! `porthog record`: samples written as JSON Lines (`docs/record.md`): a header, then one
+//! sample per interval (the check's report with TIME_WAIT attributed from history, the
+//! connections opened since the previous sample with their openers, the TIME_WAIT owners),
+//! until `--duration` is over or SIGINT/SIGTERM/SIGHUP arrives; then it flushes and exits 0.
+//! Each line is flushed as it is written, so a killed recording is readable up to its end.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use porthog_core::timeline::RecordLine;
+
+use crate::cli::RecordOptions;
+use crate::collect::CollectOptions;
+use crate::sample::{self, Sampler};
+use crate::signals;
+
+pub fn run(opts: &RecordOptions) -> Result<u8> {
+    let stop = signals::block()?;
+    let (tx, stopped) = mpsc::channel::<()>();
+    stop.forward(move || {
+        let _ = tx.send(());
+    });
+    let name = opts.output.display().to_string();
+    let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
+    let mut out = BufWriter::new(file);
+    let netns = opts.netns.as_ref().map(|n| n.label());
+    let mut sampler =
+        Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.analyze, opts.interval_s);
+    let header = sample::header(netns, opts.interval_s);
+    // The first sample decides whether recording can work at all (namespace, permissions).
+    let first = match sampler.sample() {
+        Ok(s) => s,
+        Err(e) => {
+            drop(out);
+            let _ = std::fs::remove_file(&opts.output);
+            return Err(e);
+        }
+    };
+    write_line(&mut out, &header, &name)?;
+    write_line(&mut out, &first.into_record(), &name)?;
+
+    let interval = Duration::from_secs_f64(opts.interval_s);
+    let start = Instant::now();
+    let (mut written, mut failed) = (1u64, 0u64);
+    for n in 1u32.. {
+        let due = interval * n;
+        if opts.duration.is_some_and(|d| due > d) {
+            break;
+        }
+        match stopped.recv_timeout((start + due).saturating_duration_since(Instant::now())) {
+            Ok(()) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        match sampler.sample() {
+            Ok(s) => {
+                write_line(&mut out, &s.into_record(), &name)?;
+                written += 1;
+            }
+            // A namespace deleted or a scan that failed once: said, counted, and go on.
+            Err(e) => {
+                failed += 1;
+                eprintln!("porthog: warning: sample {} failed: {e:#}", n + 1);
+            }
+        }
+    }
+    out.flush().with_context(|| format!("writing {name}"))?;
+    let failed = if failed > 0 { format!(" ({failed} failed)") } else { String::new() };
+    eprintln!("porthog: recorded {written} samples to {name}{failed}");
+    Ok(0)
+}
+
+fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Result<()> {
+    serde_json::to_writer(&mut *out, line).with_context(|| format!("encoding a line of {name}"))?;
+    out.write_all(b"\n").and_then(|()| out.flush()).with_context(|| format!("writing {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use porthog_core::timeline::RecordLine;
+
+    use crate::sample;
+    use crate::watch::tests::{failure, samples};
+
+    const SCHEMA: &str = include_str!("../../../docs/record.schema.json");
+    const REPORT_SCHEMA: &str = include_str!("../../../docs/report.schema.json");
+
+    fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).expect("JSON")
+    }
+
+    /// Validates every line against docs/record.schema.json, which takes the report's schema
+    /// by its $id.
+    fn errors(lines: &[serde_json::Value]) -> Vec<String> {
+        let registry = jsonschema::Registry::new()
+            .add("https://porthog.invalid/schema/report/1", json(REPORT_SCHEMA))
+            .expect("report schema registers")
+            .prepare()
+            .expect("registry");
+        let v = jsonschema::options()
+            .with_registry(&registry)
+            .build(&json(SCHEMA))
+            .expect("record schema is valid");
+        lines
+            .iter()
+            .flat_map(|l| v.iter_errors(l).map(|e| format!("{e} at {}", e.instance_path())))
+            .collect()
+    }
+
+    fn lines() -> Vec<serde_json::Value> {
+        let mut lines = vec![sample::header(Some("blue".into()), 0.5)];
+        lines.extend(samples().into_iter().map(sample::Sample::into_record));
+        lines.push(RecordLine::Failure(failure()));
+        lines.push(RecordLine::Lost { time: "2026-11-24T02:00:05.000Z".into(), count: 3 });
+        lines.iter().map(|l| serde_json::to_value(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn what_record_writes_matches_the_schema() {
+        let lines = lines();
+        assert!(lines.iter().any(|l| !l["opened"].as_array().is_none_or(Vec::is_empty)));
+        assert!(lines.iter().any(|l| !l["time_wait_owners"].as_array().is_none_or(Vec::is_empty)));
+        let errors = errors(&lines);
+        assert!(errors.is_empty(), "{errors:#?}");
+    }
+
+    #[test]
+    fn the_schema_rejects_what_the_contract_forbids() {
+        let good = lines();
+        let mut bad = good[1].clone();
+        bad["report"]["verdict"] = "fine".into();
+        assert!(!errors(&[bad]).is_empty(), "the report inside a sample is checked");
+        let mut bad = good[0].clone();
+        bad["type"] = "headline".into();
+        assert!(!errors(&[bad]).is_empty());
+        let mut bad = good[1].clone();
+        bad["opened"] =
+            serde_json::json!([{"local": "here", "remote": "127.0.0.1:1", "pid": 1, "name": ""}]);
+        assert!(!errors(&[bad]).is_empty());
+        let mut bad = good[good.len() - 2].clone();
+        bad["errno"] = "ENOENT".into();
+        assert!(!errors(&[bad]).is_empty());
+    }
+}

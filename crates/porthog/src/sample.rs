@@ -1,0 +1,248 @@
+//! One sample for `watch` and `record`: a live snapshot, its TIME_WAIT attributed from history
+//! (the owner book: a socket seen ESTABLISHED under pid X keeps X when it turns TIME_WAIT), the
+//! check's report, and the connections that appeared since the previous sample with their
+//! openers. Reads the system only through `collect::snapshot`; `digest` is pure and tested.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::{Instant, SystemTime};
+
+use porthog_core::timeline::{
+    FourTuple, OpenedConnection, OwnerBook, OwnerCount, RECORD_SCHEMA_VERSION, RecordLine,
+};
+use porthog_core::{
+    AnalyzeOptions, PortRange, Protocol, Report, Snapshot, State, analyze, timestamp,
+};
+
+use crate::collect::{self, CollectOptions};
+
+/// Linux TIME_WAIT lasts 60 s; an opener is kept a little longer than that after it was last
+/// seen, so that a TIME_WAIT socket found near the end of its 60 s is still attributed.
+const OWNER_TTL_S: f64 = 65.0;
+
+/// What `watch` shows and `record` writes for one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Seconds since the first sample (monotonic live; from the recorded times in a replay).
+    pub at: f64,
+    /// Wall-clock time, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    pub report: Report,
+    /// Connections not in the previous sample (every connection, in the first one).
+    pub opened: Vec<OpenedConnection>,
+    /// TIME_WAIT sockets attributed from history, per opener.
+    pub time_wait_owners: Vec<OwnerCount>,
+}
+
+impl Sample {
+    pub fn into_record(self) -> RecordLine {
+        RecordLine::Sample {
+            time: self.time,
+            report: Box::new(self.report),
+            opened: self.opened,
+            time_wait_owners: self.time_wait_owners,
+        }
+    }
+}
+
+/// The first line of a recording.
+pub fn header(netns: Option<String>, interval_s: f64) -> RecordLine {
+    RecordLine::Header {
+        schema_version: RECORD_SCHEMA_VERSION,
+        porthog: env!("CARGO_PKG_VERSION").to_owned(),
+        netns,
+        started: now_text(),
+        interval_ms: (interval_s * 1000.0).round() as u64,
+    }
+}
+
+/// Now, as the contract writes times.
+pub fn now_text() -> String {
+    let ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    timestamp::format_unix_ms(ms)
+}
+
+/// A connection's identity across samples: its socket cookie, or its 4-tuple where the source
+/// gives no cookie. TIME_WAIT keeps the cookie of the socket it came from
+/// (`inet_twsk_alloc` copies `sk_cookie`), so a connection that closed is not new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ConnKey {
+    Cookie(u64),
+    Tuple(FourTuple),
+}
+
+/// Takes samples, remembering what the next one needs: the owner book and the previous
+/// sample's connections (only those: memory stays bounded).
+pub struct Sampler {
+    collect: CollectOptions,
+    analyze: AnalyzeOptions,
+    book: OwnerBook,
+    previous: Option<HashSet<ConnKey>>,
+    started: Instant,
+}
+
+impl Sampler {
+    pub fn new(collect: CollectOptions, analyze: AnalyzeOptions, interval_s: f64) -> Sampler {
+        Sampler {
+            collect,
+            analyze,
+            book: OwnerBook::new(OWNER_TTL_S.max(2.0 * interval_s + 5.0)),
+            previous: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// Collects and digests one sample.
+    pub fn sample(&mut self) -> anyhow::Result<Sample> {
+        let snapshot = collect::snapshot(&self.collect)?;
+        let at = self.started.elapsed().as_secs_f64();
+        Ok(self.digest(snapshot, at, now_text()))
+    }
+
+    /// Everything after collection: learn owners, attribute TIME_WAIT, find the new
+    /// connections, analyze.
+    pub fn digest(&mut self, mut snapshot: Snapshot, at: f64, time: String) -> Sample {
+        self.book.learn(&snapshot, at);
+        let time_wait_owners = self.book.attribute_time_wait(&mut snapshot);
+        self.book.expire(at);
+        let (opened, seen) = opened(&snapshot, self.previous.as_ref());
+        self.previous = Some(seen);
+        let report = analyze(&snapshot, &self.analyze);
+        Sample { at, time, report, opened, time_wait_owners }
+    }
+}
+
+/// The connections holding an ephemeral port (connected, local port in the range, not
+/// reserved, not an accepted socket on a listener's port) that `previous` lacks, with their
+/// openers (pid 0: opened and closed between two samples, so no process was ever seen holding
+/// it); and the set of all of them for the next call.
+fn opened(
+    snapshot: &Snapshot,
+    previous: Option<&HashSet<ConnKey>>,
+) -> (Vec<OpenedConnection>, HashSet<ConnKey>) {
+    let settings = &snapshot.settings;
+    let tcp = settings.tcp_range.unwrap_or(PortRange::LINUX_DEFAULT);
+    let udp = settings.udp_range.unwrap_or(tcp);
+    let listeners: HashSet<u16> = snapshot
+        .sockets
+        .iter()
+        .filter(|s| s.protocol == Protocol::Tcp && s.state == State::Listen)
+        .map(|s| s.local_port)
+        .collect();
+    let mut seen = HashSet::with_capacity(previous.map_or(0, HashSet::len));
+    let mut out = Vec::new();
+    for s in snapshot.sockets.iter().filter(|s| s.is_connected()) {
+        let (range, reserved) = match s.protocol {
+            Protocol::Tcp => (tcp, settings.tcp_reserved.as_ref()),
+            Protocol::Udp => (udp, settings.udp_reserved.as_ref()),
+        };
+        let ephemeral = range.contains(s.local_port)
+            && !reserved.is_some_and(|r| r.contains(s.local_port))
+            && !(s.protocol == Protocol::Tcp && listeners.contains(&s.local_port));
+        if !ephemeral {
+            continue;
+        }
+        let tuple = FourTuple::of(s);
+        let key = if s.cookie != 0 { ConnKey::Cookie(s.cookie) } else { ConnKey::Tuple(tuple) };
+        if seen.insert(key) && previous.is_none_or(|p| !p.contains(&key)) {
+            let pid = s.pid.map_or(0, NonZeroU32::get);
+            let name = snapshot.process(pid).map_or("", |p| p.name.as_str()).to_owned();
+            out.push(OpenedConnection { local: tuple.local, remote: tuple.remote, pid, name });
+        }
+    }
+    (out, seen)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::net::IpAddr;
+
+    use porthog_core::{Os, Process, Socket};
+
+    use super::*;
+
+    /// A loopback connection from `lport` to 127.0.0.1:7070, with the port as its cookie.
+    pub fn conn(state: State, lport: u16, pid: u32) -> Socket {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        Socket {
+            pid: NonZeroU32::new(pid),
+            cookie: u64::from(lport),
+            inode: if state == State::TimeWait { 0 } else { u32::from(lport) },
+            ..Socket::new(Protocol::Tcp, state, (ip, lport), (ip, 7070))
+        }
+    }
+
+    /// A namespace with a 100-port range, a listener on 7070 (pid 7, "server") and `sockets`.
+    pub fn snapshot(sockets: Vec<Socket>, processes: &[(u32, &str)]) -> Snapshot {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut s = Snapshot::new(Os::Linux, "test");
+        s.settings.tcp_range = PortRange::new(40000, 40099);
+        s.settings.tw_reuse = Some(porthog_core::TwReuse::Off);
+        s.sockets = sockets;
+        s.sockets.push(Socket {
+            pid: NonZeroU32::new(7),
+            inode: 1,
+            ..Socket::new(Protocol::Tcp, State::Listen, (ip, 7070), (IpAddr::from([0; 4]), 0))
+        });
+        s.processes = std::iter::once((7, "server"))
+            .chain(processes.iter().copied())
+            .map(|(pid, name)| Process { pid, name: name.to_owned(), ..Default::default() })
+            .collect();
+        s.processes.sort_by_key(|p| p.pid);
+        s
+    }
+
+    #[test]
+    fn new_connections_are_those_not_in_the_previous_sample() {
+        let mut sampler = Sampler::new(CollectOptions::default(), AnalyzeOptions::default(), 1.0);
+        let first = snapshot(
+            (40000..40010).map(|p| conn(State::Established, p, 42)).collect(),
+            &[(42, "client")],
+        );
+        let s0 = sampler.digest(first, 0.0, "t0".into());
+        assert_eq!(s0.opened.len(), 10, "the first sample lists every connection");
+
+        // 10 stay open, 5 more open, and the first 10 close: TIME_WAIT, same cookies.
+        let mut sockets: Vec<Socket> =
+            (40000..40010).map(|p| conn(State::TimeWait, p, 0)).collect();
+        sockets.extend((40010..40015).map(|p| conn(State::Established, p, 42)));
+        // Opened and closed between the samples: never seen with an owner.
+        sockets.extend((40015..40018).map(|p| conn(State::TimeWait, p, 0)));
+        // The server's side of each connection is on the listener's port: not ephemeral.
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        sockets.push(Socket {
+            pid: NonZeroU32::new(7),
+            cookie: 999,
+            ..Socket::new(Protocol::Tcp, State::Established, (ip, 7070), (ip, 40011))
+        });
+        let s1 = sampler.digest(snapshot(sockets, &[(42, "client")]), 1.0, "t1".into());
+        let mut got: Vec<(u16, u32, &str)> =
+            s1.opened.iter().map(|o| (o.local.port(), o.pid, o.name.as_str())).collect();
+        got.sort();
+        let mut want: Vec<(u16, u32, &str)> = (40010..40015).map(|p| (p, 42, "client")).collect();
+        want.extend((40015..40018).map(|p| (p, 0, "")));
+        assert_eq!(got, want);
+        // The 10 TIME_WAIT sockets seen ESTABLISHED under 42 are 42's.
+        assert_eq!(
+            s1.time_wait_owners,
+            vec![OwnerCount { pid: 42, name: "client".into(), count: 10 }]
+        );
+        let client = s1.report.processes.iter().find(|p| p.pid == 42).unwrap();
+        assert_eq!(client.states.get("TIME_WAIT"), Some(&10));
+    }
+
+    #[test]
+    fn without_cookies_the_four_tuple_identifies_a_connection() {
+        let mut sampler = Sampler::new(CollectOptions::default(), AnalyzeOptions::default(), 1.0);
+        let plain = |p| Socket { cookie: 0, ..conn(State::Established, p, 42) };
+        sampler.digest(snapshot(vec![plain(40000)], &[(42, "c")]), 0.0, "t0".into());
+        let s1 = sampler.digest(
+            snapshot(vec![plain(40000), plain(40001)], &[(42, "c")]),
+            1.0,
+            "t1".into(),
+        );
+        assert_eq!(s1.opened.iter().map(|o| o.local.port()).collect::<Vec<_>>(), vec![40001]);
+    }
+}

@@ -1,0 +1,117 @@
+//! The live view as plain text, for a non-terminal stdout and `--once`: one frame per sample,
+//! the same content as the screen (pools with trend, processes, destinations, TIME_WAIT
+//! owners, failures). `&App` in, text out.
+
+use std::fmt::Write as _;
+
+use porthog_core::report::grouped;
+
+use super::app::App;
+use super::draw::clock;
+use super::trend::{rate_text, sparkline};
+
+/// Rows per list.
+const ROWS: usize = 10;
+
+pub fn frame(app: &App) -> String {
+    let mut out = String::new();
+    let Some(sample) = &app.latest else {
+        return "no sample yet\n".to_owned();
+    };
+    let _ = writeln!(
+        out,
+        "porthog watch  {}  sample {} at {}",
+        app.source,
+        app.samples,
+        clock(&sample.time)
+    );
+    let _ = writeln!(
+        out,
+        "{}  {}",
+        sample.report.verdict.as_str().to_uppercase(),
+        sample.report.summary
+    );
+    let per = |r: Option<f64>| r.map_or("…".to_owned(), rate_text);
+
+    let pools = app.pools();
+    if !pools.is_empty() {
+        let _ = writeln!(out, "\nPools (tightest first)");
+        for r in pools.iter().take(ROWS) {
+            let spark = r.history.map_or(String::new(), |h| sparkline(h.percents(), 20));
+            let _ = writeln!(
+                out,
+                "  {}  {} / {} ({:.0} %) {}  TIME_WAIT {}  new {}  sustainable {}  time left {}  {}",
+                r.label,
+                grouped(r.pool.used),
+                grouped(r.pool.capacity),
+                r.pool.percent,
+                spark.trim_end(),
+                grouped(r.pool.time_wait),
+                r.rate.map_or("-".to_owned(), rate_text),
+                r.sustainable.map_or("-".to_owned(), rate_text),
+                r.time_left.text(),
+                r.pool.level.as_str().to_uppercase()
+            );
+        }
+    }
+    let procs = app.processes();
+    if !procs.is_empty() {
+        let _ = writeln!(out, "\nProcesses (sort: {})", app.sort.as_str());
+        for p in procs.iter().take(ROWS) {
+            let exited = if p.exited { " (exited)" } else { "" };
+            let pid = if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() };
+            let _ = writeln!(
+                out,
+                "  {pid:>7}  {}{exited}  ports {}  new {}  TIME_WAIT {}",
+                p.name,
+                grouped(p.ports),
+                per(p.rate),
+                grouped(p.time_wait)
+            );
+        }
+    }
+    let dests = app.destinations();
+    if !dests.is_empty() {
+        let _ = writeln!(out, "\nDestinations");
+        for d in dests.iter().take(ROWS) {
+            let _ = writeln!(
+                out,
+                "  {}  {} / {}  new {}",
+                d.remote,
+                grouped(d.used),
+                grouped(d.capacity),
+                per(d.rate)
+            );
+        }
+    }
+    let owners = app.time_wait_owners();
+    if !owners.is_empty() {
+        let _ = writeln!(out, "\nTIME_WAIT owners (from history)");
+        for o in owners.iter().take(ROWS) {
+            let _ = writeln!(out, "  {:>7}  {}  {}", o.pid, o.name, grouped(o.count));
+        }
+    }
+    let failures = app.recent_failures();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "\nRecent failures ({} in all)", grouped(app.failures_total));
+        for f in failures.iter().take(ROWS) {
+            let _ = writeln!(
+                out,
+                "  {}  {} {}  {}  {}",
+                f.time,
+                f.pid,
+                f.name,
+                f.remote.map_or("-".to_owned(), |r| r.to_string()),
+                f.errno.as_str()
+            );
+        }
+    }
+    if app.lost > 0 {
+        let _ = writeln!(out, "\n{} kernel events lost", grouped(app.lost));
+    }
+    if let Some(note) = &app.note {
+        let _ = writeln!(out, "\n{note}");
+    }
+    out.push('\n');
+    out
+}

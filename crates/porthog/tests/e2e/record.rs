@@ -1,0 +1,153 @@
+//! `porthog record` against real kernel state: a client seen holding its connections in one
+//! sample exits, its connections turn TIME_WAIT with no owner, and the recording read back with
+//! `porthog analyze` still names it, where a plain `porthog check` cannot.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::child;
+use crate::loadgen::Loadgen;
+use crate::netns::Netns;
+use crate::porthog::{self, EXIT_OK};
+use crate::report::Report;
+
+const SERVER: &str = "127.0.0.1:7070";
+const CONNECTIONS: usize = 20;
+
+/// A scratch directory removed on Drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("porthog-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The sample lines written so far, as JSON.
+fn samples(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "sample")
+        .collect()
+}
+
+/// Polls (with a deadline) until `done` holds; `what` names it in the failure message.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        // Polling the kernel's or a child's state against a deadline; nothing is ordered by it.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
+    let Some(ns) = Netns::for_test("record", &[("net.ipv4.tcp_tw_reuse", "0")]) else { return };
+    let dir = TempDir::new("record");
+    let file = dir.0.join("rec.jsonl");
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["record", "-o"])
+        .arg(&file)
+        .args(["--duration", "3", "--interval", "0.25", "--netns", ns.name()])
+        .stdin(Stdio::null());
+    let recorder = child::spawn(&mut cmd);
+    wait_until("the first sample", Duration::from_secs(10), || !samples(&file).is_empty());
+
+    // The client opens its connections while porthog records, is seen holding them, exits.
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "20"]);
+    let pid = client.pid();
+    assert_eq!((client.opened(), client.failed()), (CONNECTIONS as u64, 0), "{:?}", client.ready);
+    wait_until("a sample showing the client's connections", Duration::from_secs(3), || {
+        samples(&file).iter().any(|s| {
+            s["report"]["processes"].as_array().is_some_and(|ps| {
+                ps.iter().any(|p| {
+                    p["pid"] == pid && p["states"]["ESTABLISHED"] == serde_json::json!(CONNECTIONS)
+                })
+            })
+        })
+    });
+    drop(client);
+    // The client closed first (its exit closed its sockets): TIME_WAIT on its side, no owner.
+    wait_until("20 TIME_WAIT sockets", Duration::from_secs(5), || {
+        ns.ss_count("time-wait", &format!("dst {SERVER}")) == CONNECTIONS
+    });
+
+    let done = recorder.wait(Duration::from_secs(30));
+    assert_eq!(done.code, Some(EXIT_OK), "record should end with its duration\n{}", done.context());
+    assert!(done.stderr.contains("porthog: recorded"), "{}", done.context());
+    let last = samples(&file).pop().expect("samples");
+    assert!(
+        last["report"]["totals"]["by_state"]["TIME_WAIT"] == serde_json::json!(CONNECTIONS),
+        "the last sample should see the 20 TIME_WAIT sockets: {}",
+        last["report"]["totals"]
+    );
+
+    // Read back: the TIME_WAIT sockets are the exited client's.
+    let mut cmd = Command::new(porthog::binary());
+    cmd.arg("analyze").arg(&file).arg("--json");
+    let run = porthog::run(cmd);
+    let report: Report = run.report();
+    let p = report.process(pid);
+    assert_eq!(p.name, "porthog-loadgen", "{p:?}");
+    assert_eq!(
+        p.states.get("TIME_WAIT"),
+        Some(&(CONNECTIONS as u64)),
+        "{p:?}\n{}",
+        report.summary()
+    );
+    assert_eq!(report.totals.ownerless, 0, "\n{}", report.summary());
+    let owners = &last["time_wait_owners"];
+    assert_eq!(owners[0]["pid"], pid, "{owners}");
+    assert_eq!(owners[0]["count"], serde_json::json!(CONNECTIONS), "{owners}");
+
+    // A plain check of the same moment cannot name them, and says why.
+    let check = porthog::json_in(&ns, &[]);
+    let now = check.report();
+    assert!(now.processes.iter().all(|p| p.pid != pid), "\n{}", now.summary());
+    assert_eq!(now.totals.ownerless, CONNECTIONS as u64, "\n{}", now.summary());
+    assert_eq!(now.findings_of("ownerless_time_wait").len(), 1, "\n{}", now.summary());
+}
+
+/// Stopped by SIGINT (Ctrl-C) or SIGTERM: the recording is flushed, complete, and the exit is 0.
+/// Needs no privilege: it records porthog's own namespace.
+#[test]
+fn record_stops_cleanly_on_sigint_and_sigterm() {
+    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+        let dir = TempDir::new(&format!("record-signal-{}", signal.as_raw()));
+        let file = dir.0.join("rec.jsonl");
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["record", "--interval", "0.2", "-o"]).arg(&file).stdin(Stdio::null());
+        let recorder = child::spawn(&mut cmd);
+        wait_until("two samples", Duration::from_secs(20), || samples(&file).len() >= 2);
+        let pid = rustix::process::Pid::from_raw(recorder.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal the recorder");
+        let done = recorder.wait(Duration::from_secs(20));
+        assert_eq!(done.code, Some(EXIT_OK), "{signal:?}\n{}", done.context());
+        let text = std::fs::read_to_string(&file).expect("the recording");
+        assert!(text.ends_with('\n'), "the last line is complete");
+        let lines: Vec<serde_json::Value> =
+            text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+        assert_eq!(lines[0]["type"], "header");
+        assert!(lines[1..].iter().all(|l| l["type"] == "sample"));
+        assert!(
+            done.stderr.contains(&format!("recorded {} samples", lines.len() - 1)),
+            "{}",
+            done.context()
+        );
+    }
+}

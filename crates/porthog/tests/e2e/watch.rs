@@ -1,0 +1,174 @@
+//! `porthog watch` for real, in a terminal: tmux runs it against a namespace with a client, the
+//! test reads the screen with capture-pane, presses q, and checks that porthog exited cleanly,
+//! left the alternate screen, and that no tmux or porthog process is left behind.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::loadgen::Loadgen;
+use crate::netns::{Netns, in_ci};
+use crate::porthog;
+
+const SERVER: &str = "127.0.0.1:7070";
+
+/// A tmux server of the test's own (`-L`), killed on Drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new("tmux");
+        cmd.args(["-L", &self.socket]).stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self.cmd().args(args).output().map_err(|e| format!("cannot run tmux: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!("tmux {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    fn screen(&self) -> String {
+        // With the history (-S -): what the shell prints after porthog may scroll into it.
+        self.run(&["capture-pane", "-p", "-S", "-", "-t", "watch"]).unwrap_or_else(|e| e)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// Polls the screen until `done` holds (deadline 30 s); the failure shows the last screen.
+fn poll(tmux: &Tmux, what: &str, mut done: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let screen = tmux.screen();
+        if done(&screen) {
+            return screen;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; the screen:\n{screen}");
+        // Polling another process's screen against a deadline; nothing is ordered by it.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits (deadline 10 s) until `pid` is gone: reaping an exited process takes its parent a moment.
+fn gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid}) is still running\n{}", threads(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Where each thread of `pid` waits, for a failure message.
+fn threads(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return format!("(pid {pid} has exited)");
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+            format!(
+                "thread {:?} {} wchan {}\n{}",
+                t.file_name(),
+                read("comm").trim(),
+                read("wchan"),
+                read("stack")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q() {
+    let Some(ns) = Netns::for_test("watch-tmux", &[]) else { return };
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(!in_ci(), "tmux is missing, and CI=true forbids skipping (.ci/run installs it)");
+        eprintln!("watch-tmux: skipped: tmux is not installed");
+        return;
+    }
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "30"]);
+    assert_eq!(client.opened(), 30, "{:?}", client.ready);
+
+    let tmux = Tmux { socket: format!("porthog-e2e-{}", std::process::id()) };
+    // The shell prints porthog's exit status after it: on the normal screen, so seeing it also
+    // shows that porthog left the alternate screen. (tmux's own #{pane_dead_status} is not
+    // always filled in when the pane closes, so it is not relied on.)
+    let command = format!(
+        "{} watch --netns {} --interval 0.5; echo porthog exited with status $?",
+        porthog::binary(),
+        ns.name()
+    );
+    tmux.run(&["new-session", "-d", "-x", "160", "-y", "50", "-s", "watch", &command])
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Keep the pane after the shell exits, to read what was left on the terminal.
+    tmux.run(&["set-option", "-t", "watch", "remain-on-exit", "on"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let shell: u32 = tmux
+        .run(&["display-message", "-p", "-t", "watch", "#{pane_pid}"])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .trim()
+        .parse()
+        .expect("a pane pid");
+
+    let client_pid = client.pid().to_string();
+    let screen = poll(&tmux, "the client on porthog's screen", |screen| {
+        screen.contains("porthog-loadgen") && screen.contains(&client_pid)
+    });
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(lines[0].contains("porthog watch") && lines[0].contains(ns.name()), "{screen}");
+    assert!(lines[1].trim_start().starts_with("OK "), "the verdict line: {screen}");
+    assert!(lines[1].contains(SERVER), "{screen}");
+    assert!(screen.contains("Pools nearest exhaustion"), "{screen}");
+    let row = lines.iter().find(|l| l.contains(&client_pid)).unwrap();
+    assert!(row.contains("porthog-loadgen") && row.contains("30"), "the client's row: {row}");
+
+    let children = format!("/proc/{shell}/task/{shell}/children");
+    let pid: u32 = std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("porthog is not a child of the pane's shell ({children})"));
+
+    tmux.run(&["send-keys", "-t", "watch", "q"]).unwrap_or_else(|e| panic!("{e}"));
+    // Generous: exiting waits for every thread, and a sample in progress on a loaded machine
+    // (another namespace under heavy tracing) can hold one in the kernel for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let screen = tmux.screen();
+        if screen.contains("porthog exited with status") {
+            break screen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "porthog did not exit on q; the screen:\n{screen}\nporthog's threads:\n{}",
+            threads(pid)
+        );
+        // Polling another process's screen against a deadline; nothing is ordered by it.
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(after.contains("porthog exited with status 0"), "{after}");
+    assert!(
+        !after.contains("Pools nearest exhaustion"),
+        "the alternate screen was not left:\n{after}"
+    );
+    gone(pid, "porthog");
+
+    tmux.run(&["kill-server"]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(tmux.run(&["has-session", "-t", "watch"]).is_err(), "the tmux server is still up");
+    gone(shell, "the pane's shell");
+}
