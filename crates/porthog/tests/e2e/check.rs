@@ -118,7 +118,10 @@ fn time_wait_without_reuse_exhausts_the_pool() {
         "the kernel never refused: {:?}",
         client.ready
     );
-    assert_eq!(client.opened(), 100, "{:?}", client.ready);
+    // Usually exactly 100; rarely 101, when a TIME_WAIT socket is killed early (a late RST: RFC
+    // 1337 assassination with tcp_rfc1337=0) and its port serves one more connect(). Seen twice
+    // in ~15 runs; the pool is full again either way, which is what porthog must say.
+    assert!((100..=101).contains(&client.opened()), "{:?}", client.ready);
     assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 100);
 
     let run = porthog::json_in(&ns, &[]);
