@@ -2,6 +2,8 @@
 //! sample per interval (the check's report with TIME_WAIT attributed from history, the
 //! connections opened since the previous sample with their openers, the TIME_WAIT owners),
 //! until `--duration` is over or SIGINT/SIGTERM/SIGHUP arrives; then it flushes and exits 0.
+//! As root, the failures and lost counts of the kernel tracer (`porthog trace`'s loop, on its
+//! own thread) are written between the samples as they arrive; only this thread writes.
 //! Each line is flushed as it is written, so a killed recording is readable up to its end.
 
 use std::fs::File;
@@ -17,11 +19,18 @@ use crate::collect::CollectOptions;
 use crate::sample::{self, Sampler};
 use crate::signals;
 
+/// What the writing loop receives: a stop signal, or a line from the failure tracer.
+enum Message {
+    Stop,
+    Line(RecordLine),
+}
+
 pub fn run(opts: &RecordOptions) -> Result<u8> {
     let stop = signals::block()?;
-    let (tx, stopped) = mpsc::channel::<()>();
+    let (tx, inbox) = mpsc::channel::<Message>();
+    let stopper = tx.clone();
     stop.forward(move || {
-        let _ = tx.send(());
+        let _ = stopper.send(Message::Stop);
     });
     let name = opts.output.display().to_string();
     let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
@@ -41,6 +50,10 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     };
     write_line(&mut out, &header, &name)?;
     write_line(&mut out, &first.into_record(), &name)?;
+    // Failures and lost counts come from the tracer's thread; only this thread writes.
+    let feed = start_feed(opts, &tx);
+    drop(tx);
+    eprintln!("porthog: recording to {name}");
 
     let interval = Duration::from_secs_f64(opts.interval_s);
     let start = Instant::now();
@@ -50,10 +63,16 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         if opts.duration.is_some_and(|d| due > d) {
             break;
         }
-        match stopped.recv_timeout((start + due).saturating_duration_since(Instant::now())) {
-            Ok(()) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let stopped = loop {
+            match inbox.recv_timeout((start + due).saturating_duration_since(Instant::now())) {
+                Ok(Message::Stop) => break true,
+                Ok(Message::Line(line)) => write_line(&mut out, &line, &name)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => break false,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+            }
+        };
+        if stopped {
+            break;
         }
         match sampler.sample() {
             Ok(s) => {
@@ -67,10 +86,42 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             }
         }
     }
+    // Stops the tracer after it handed over what the kernel still buffered.
+    drop(feed);
+    while let Ok(message) = inbox.try_recv() {
+        if let Message::Line(line) = message {
+            write_line(&mut out, &line, &name)?;
+        }
+    }
     out.flush().with_context(|| format!("writing {name}"))?;
     let failed = if failed > 0 { format!(" ({failed} failed)") } else { String::new() };
     eprintln!("porthog: recorded {written} samples to {name}{failed}");
     Ok(0)
+}
+
+/// The kernel tracer of `porthog trace`, its failures and lost counts sent as lines. Without
+/// it (not root, no tracefs) the recording goes on with samples only, and says why once.
+fn start_feed(
+    opts: &RecordOptions,
+    tx: &mpsc::Sender<Message>,
+) -> Option<crate::trace::FeedHandle> {
+    let (failures, lost) = (tx.clone(), tx.clone());
+    let feed = crate::trace::spawn_feed(
+        opts.netns.clone(),
+        move |f| {
+            let _ = failures.send(Message::Line(RecordLine::Failure(f)));
+        },
+        move |count| {
+            let _ = lost.send(Message::Line(RecordLine::Lost { time: sample::now_text(), count }));
+        },
+    );
+    match feed {
+        Ok(feed) => Some(feed),
+        Err(e) => {
+            eprintln!("porthog: note: no failures in the recording: {e:#}");
+            None
+        }
+    }
 }
 
 fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Result<()> {

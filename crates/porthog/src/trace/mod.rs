@@ -17,3 +17,19 @@ pub fn run(_opts: &TraceOptions) -> anyhow::Result<u8> {
         "porthog trace needs Linux kernel tracepoints; on Windows, read the Tcpip events 4231/4227/4266 with `porthog analyze`"
     )
 }
+
+#[cfg(target_os = "linux")]
+pub use linux::{FeedHandle, spawn_feed};
+
+/// Only Linux has the tracepoints: elsewhere the feed never starts.
+#[cfg(not(target_os = "linux"))]
+pub struct FeedHandle;
+
+#[cfg(not(target_os = "linux"))]
+pub fn spawn_feed(
+    _netns: Option<crate::collect::NetnsTarget>,
+    _on_failure: impl Fn(porthog_core::timeline::Failure) + Send + 'static,
+    _on_lost: impl Fn(u64) + Send + 'static,
+) -> anyhow::Result<FeedHandle> {
+    anyhow::bail!("kernel tracepoints are Linux only")
+}

@@ -51,6 +51,8 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
     });
     let terminal = std::io::stdout().is_terminal();
     let paused = Arc::new(AtomicBool::new(false));
+    // Live only, dropped (stopped and joined) when the view ends.
+    let mut _feed = None;
     match replay {
         Some(r) => {
             let (tx, paused, speed) = (tx.clone(), Arc::clone(&paused), opts.speed);
@@ -62,6 +64,7 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
             let mut sampler = sampler(opts);
             let first = sampler.sample()?;
             let _ = tx.send(Event::Snapshot(Box::new(first)));
+            _feed = start_feed(opts, &tx);
             spawn_sampler(sampler, opts.interval_s, tx.clone());
         }
     }
@@ -94,6 +97,28 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
 
 fn sampler(opts: &WatchOptions) -> Sampler {
     Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.report.analyze, opts.interval_s)
+}
+
+/// The failures pane's source: the kernel tracer of `porthog trace`. Without it (not root, no
+/// tracefs) the view goes on, and says once why the pane stays empty.
+fn start_feed(opts: &WatchOptions, tx: &Sender<Event>) -> Option<crate::trace::FeedHandle> {
+    let (failures, lost) = (tx.clone(), tx.clone());
+    let feed = crate::trace::spawn_feed(
+        opts.netns.clone(),
+        move |f| {
+            let _ = failures.send(Event::Failure(f));
+        },
+        move |n| {
+            let _ = lost.send(Event::Lost(n));
+        },
+    );
+    match feed {
+        Ok(feed) => Some(feed),
+        Err(e) => {
+            let _ = tx.send(Event::Note(format!("failures pane needs root: {e:#}")));
+            None
+        }
+    }
 }
 
 /// Samples every interval on its own thread (it enters the namespace on that thread for each

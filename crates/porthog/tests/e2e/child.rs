@@ -143,6 +143,25 @@ impl Spawned {
         }
     }
 
+    /// Waits until stdout contains `needle`, at most `timeout`. Err when the child exits first
+    /// or the time runs out.
+    pub fn wait_stdout(&mut self, needle: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.stdout.lock().unwrap_or_else(|p| p.into_inner()).contains(needle) {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited ({status}) before printing {needle:?}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("did not print {needle:?} within {timeout:?}"));
+            }
+            // Polling a deadline for the child's own output, not ordering threads.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

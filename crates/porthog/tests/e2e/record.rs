@@ -151,3 +151,73 @@ fn record_stops_cleanly_on_sigint_and_sigterm() {
         );
     }
 }
+
+/// Issue 4: while porthog records, a client connects past exhaustion; the recording holds one
+/// failure line per refusal the client counted itself, with its pid and destination. The test
+/// waits for the ready line, which porthog prints once the tracepoints are on.
+#[test]
+fn a_recording_holds_every_refused_connect() {
+    let Some(ns) = Netns::for_test("record-failures", &[]) else { return };
+    let dir = TempDir::new("record-failures");
+    let file = dir.0.join("rec.jsonl");
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["record", "-o"])
+        .arg(&file)
+        .args(["--duration", "5", "--interval", "0.5", "--netns", ns.name()])
+        .stdin(Stdio::null());
+    let mut recorder = child::spawn(&mut cmd);
+    if let Err(e) = recorder.wait_stderr("porthog: recording to", Duration::from_secs(30)) {
+        let _ = recorder.child.kill();
+        let _ = recorder.child.wait();
+        panic!("`{}` never said it was recording: {e}", recorder.what);
+    }
+    // 100 ports: 100 connections, then 20 refusals.
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "120"]);
+    assert_eq!((client.opened(), client.failed()), (100, 20), "{:?}", client.ready);
+    assert_eq!(client.errno(), Some("EADDRNOTAVAIL"), "{:?}", client.ready);
+
+    let done = recorder.wait(Duration::from_secs(60));
+    assert_eq!(done.code, Some(EXIT_OK), "{}", done.context());
+    assert!(!done.stderr.contains("no failures in the recording"), "{}", done.context());
+    let text = std::fs::read_to_string(&file).expect("the recording");
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
+    assert!(lines.iter().all(|l| l["type"] != "lost"), "the kernel dropped events:\n{text}");
+    let failures: Vec<_> = lines.iter().filter(|l| l["type"] == "failure").collect();
+    assert_eq!(failures.len() as u64, client.failed(), "\n{}", done.context());
+    for f in failures {
+        assert_eq!(f["pid"].as_u64(), Some(u64::from(client.pid())), "{f}");
+        assert_eq!(f["remote"], SERVER, "{f}");
+        assert_eq!(f["errno"], "EADDRNOTAVAIL", "{f}");
+    }
+    assert!(lines.iter().filter(|l| l["type"] == "sample").count() >= 2, "\n{text}");
+}
+
+/// The same failures in `porthog watch`'s plain frames (stdout not a terminal).
+#[test]
+fn watch_frames_show_the_refused_connects() {
+    let Some(ns) = Netns::for_test("watch-failures", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["watch", "--interval", "0.3", "--netns", ns.name()]).stdin(Stdio::null());
+    let mut watcher = child::spawn(&mut cmd);
+    // The first frame is printed after the tracer is on (or after its note).
+    if let Err(e) = watcher.wait_stdout("porthog watch", Duration::from_secs(30)) {
+        let _ = watcher.child.kill();
+        let _ = watcher.child.wait();
+        panic!("`{}` printed no frame: {e}", watcher.what);
+    }
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "120"]);
+    assert_eq!(client.failed(), 20, "{:?}", client.ready);
+    let wanted = format!("Recent failures ({} in all)", client.failed());
+    let seen = watcher.wait_stdout(&wanted, Duration::from_secs(20));
+    let pid = rustix::process::Pid::from_raw(watcher.child.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT to watch");
+    let done = watcher.wait(Duration::from_secs(20));
+    assert!(seen.is_ok(), "no frame with {wanted:?}: {seen:?}\n{}", done.context());
+    assert!(!done.stderr.contains("failures pane needs root"), "{}", done.context());
+    let row = format!("{} porthog-loadgen  {SERVER}  EADDRNOTAVAIL", client.pid());
+    assert!(done.stdout.contains(&row), "no row {row:?}\n{}", done.context());
+}

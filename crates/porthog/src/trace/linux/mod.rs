@@ -22,7 +22,7 @@ use porthog_core::{Level, Protocol};
 
 use crate::cli::{Format, TraceOptions};
 use crate::collect::linux::netns;
-use crate::collect::{self, CollectOptions};
+use crate::collect::{self, CollectOptions, NetnsTarget};
 use crate::present;
 use format::{Decoded, Decoder};
 use perf::{CpuRing, Tracepoint};
@@ -48,30 +48,8 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing the signal handler")?;
     }
-    let netns = match &opts.netns {
-        Some(target) => netns::inode(target)?,
-        None => netns::current_inode()?,
-    };
-    let (mut rings, decoder, notes) = open_tracepoints()?;
-    let clock = Clock::now();
-    for ring in &rings {
-        ring.enable(true).context("enabling the tracepoints")?;
-    }
-    // Rates count from here: the first snapshot below is part of the trace.
-    let started = Instant::now();
-    // Who holds the connections open now: those that close during the trace are theirs.
-    let collect_opts = CollectOptions { netns: opts.netns.clone() };
-    let first = collect::snapshot(&collect_opts)?;
-    let mut tracer = Tracer {
-        decoder,
-        tasks: Tasks::new(netns, LiveProc),
-        lifecycle: Lifecycle::default(),
-        pending: Vec::new(),
-        lost: 0,
-        scratch: Vec::new(),
-    };
-    tracer.lifecycle.learn_open(&first);
-    for note in &notes {
+    let mut session = Session::open(opts.netns.as_ref())?;
+    for note in &session.notes {
         eprintln!("porthog: note: {note}");
     }
     let place = opts.netns.as_ref().map_or_else(
@@ -80,50 +58,20 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
     );
     eprintln!(
         "porthog: tracing connect() and bind() failures and TCP connections in {place} on {} CPUs{}; Ctrl-C to stop",
-        rings.len(),
+        session.rings.len(),
         opts.duration.map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
 
-    let mut out = Output::new(opts.report.format);
-    let mut watermark = 0u64;
-    let mut last_sweep = started;
-    let mut lost_shown = 0u64;
-    loop {
-        let stopping =
-            stop.load(Ordering::Relaxed) || opts.duration.is_some_and(|d| started.elapsed() >= d);
-        if stopping {
-            // Nothing new after this; what is in the rings is read below.
-            for ring in &rings {
-                let _ = ring.enable(false);
-            }
-        } else {
-            let left =
-                opts.duration.map_or(POLL, |d| d.saturating_sub(started.elapsed()).min(POLL));
-            perf::wait(&rings, left).context("waiting for kernel events")?;
-        }
-        let round_max = tracer.drain(&mut rings);
-        // Records of one CPU are in order; across CPUs, one written after the previous round
-        // started cannot be older than what that round saw. So everything up to the previous
-        // round's newest time is complete (perf's "finished round").
-        let upto = if stopping { u64::MAX } else { watermark };
-        for caught in tracer.flush(upto) {
-            out.failure(&failure(&caught, &tracer.tasks, &clock));
-        }
-        watermark = watermark.max(round_max);
-        if tracer.lost > lost_shown {
-            out.lost(tracer.lost - lost_shown, &clock);
-            lost_shown = tracer.lost;
-        }
-        if stopping {
-            break;
-        }
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            let now = clock.secs(clock.mono_now());
-            tracer.lifecycle.sweep(now);
-            tracer.tasks.sweep(now);
-            last_sweep = Instant::now();
-        }
-    }
+    let out = std::cell::RefCell::new(Output::new(opts.report.format));
+    let clock = session.clock;
+    session.pump(
+        &stop,
+        opts.duration,
+        |f| out.borrow_mut().failure(&f),
+        |n| out.borrow_mut().lost(n, &clock),
+    )?;
+    let mut out = out.into_inner();
+    let Session { rings, tracer, started, collect_opts, .. } = session;
     let duration_s = started.elapsed().as_secs_f64();
     drop(rings);
 
@@ -143,6 +91,151 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
     let code = exit_code(&summary);
     out.summary(summary, opts)?;
     Ok(code)
+}
+
+/// The tracer of `porthog trace` on a thread of its own, for `watch` and `record`: failures
+/// and lost counts go to the callbacks as they are caught, until the handle is dropped.
+pub struct FeedHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FeedHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Opens the tracepoints on a new thread (returning its error, if any, here) and runs the
+/// trace loop there until the handle is dropped; the last records are read and handed over
+/// before the drop returns.
+pub fn spawn_feed(
+    netns: Option<NetnsTarget>,
+    on_failure: impl Fn(Failure) + Send + 'static,
+    on_lost: impl Fn(u64) + Send + 'static,
+) -> Result<FeedHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<()>>(1);
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("porthog-trace".into())
+        .spawn(move || {
+            let mut session = match Session::open(netns.as_ref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            if let Err(e) = session.pump(&flag, None, on_failure, on_lost) {
+                eprintln!("porthog: warning: the failure tracer stopped: {e:#}");
+            }
+        })
+        .context("starting the tracer thread")?;
+    let mut handle = FeedHandle { stop, thread: Some(thread) };
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            handle.thread = None;
+            Err(anyhow!("the tracer thread ended before it was ready"))
+        }
+    }
+}
+
+/// Open, enabled tracepoints and the tracer that reads them.
+struct Session {
+    rings: Vec<CpuRing>,
+    tracer: Tracer,
+    clock: Clock,
+    notes: Vec<String>,
+    started: Instant,
+    collect_opts: CollectOptions,
+}
+
+impl Session {
+    fn open(target: Option<&NetnsTarget>) -> Result<Session> {
+        let netns = match target {
+            Some(target) => netns::inode(target)?,
+            None => netns::current_inode()?,
+        };
+        let (rings, decoder, notes) = open_tracepoints()?;
+        let clock = Clock::now();
+        for ring in &rings {
+            ring.enable(true).context("enabling the tracepoints")?;
+        }
+        // Rates count from here: the first snapshot below is part of the trace.
+        let started = Instant::now();
+        // Who holds the connections open now: those that close during the trace are theirs.
+        let collect_opts = CollectOptions { netns: target.cloned() };
+        let first = collect::snapshot(&collect_opts)?;
+        let mut tracer = Tracer {
+            decoder,
+            tasks: Tasks::new(netns, LiveProc),
+            lifecycle: Lifecycle::default(),
+            pending: Vec::new(),
+            lost: 0,
+            scratch: Vec::new(),
+        };
+        tracer.lifecycle.learn_open(&first);
+        Ok(Session { rings, tracer, clock, notes, started, collect_opts })
+    }
+
+    /// The trace loop: waits for kernel events, reads the rings, hands over each failure in
+    /// time order and each new lost count, until `stop` is set or `duration` is over; then
+    /// disables the events and hands over what was left in the rings.
+    fn pump(
+        &mut self,
+        stop: &AtomicBool,
+        duration: Option<Duration>,
+        mut on_failure: impl FnMut(Failure),
+        mut on_lost: impl FnMut(u64),
+    ) -> Result<()> {
+        let Session { rings, tracer, clock, started, .. } = self;
+        let started = *started;
+        let mut watermark = 0u64;
+        let mut last_sweep = started;
+        let mut lost_shown = 0u64;
+        loop {
+            let stopping =
+                stop.load(Ordering::Relaxed) || duration.is_some_and(|d| started.elapsed() >= d);
+            if stopping {
+                // Nothing new after this; what is in the rings is read below.
+                for ring in rings.iter() {
+                    let _ = ring.enable(false);
+                }
+            } else {
+                let left = duration.map_or(POLL, |d| d.saturating_sub(started.elapsed()).min(POLL));
+                perf::wait(rings, left).context("waiting for kernel events")?;
+            }
+            let round_max = tracer.drain(rings);
+            // Records of one CPU are in order; across CPUs, one written after the previous
+            // round started cannot be older than what that round saw. So everything up to the
+            // previous round's newest time is complete (perf's "finished round").
+            let upto = if stopping { u64::MAX } else { watermark };
+            for caught in tracer.flush(upto) {
+                on_failure(failure(&caught, &tracer.tasks, clock));
+            }
+            watermark = watermark.max(round_max);
+            if tracer.lost > lost_shown {
+                on_lost(tracer.lost - lost_shown);
+                lost_shown = tracer.lost;
+            }
+            if stopping {
+                return Ok(());
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                let now = clock.secs(clock.mono_now());
+                tracer.lifecycle.sweep(now);
+                tracer.tasks.sweep(now);
+                last_sweep = Instant::now();
+            }
+        }
+    }
 }
 
 /// The final check's exit status, but at least critical when the kernel refused allocations
@@ -320,6 +413,7 @@ fn failure(caught: &Caught, tasks: &Tasks<LiveProc>, clock: &Clock) -> Failure {
 }
 
 /// Sample times are CLOCK_MONOTONIC; this pairs one reading with the wall clock.
+#[derive(Clone, Copy)]
 struct Clock {
     mono0_ns: i64,
     wall0_ms: i64,
