@@ -143,9 +143,17 @@ fn record_stops_cleanly_on_sigint_and_sigterm() {
         let lines: Vec<serde_json::Value> =
             text.lines().map(|l| serde_json::from_str(l).expect("every line is JSON")).collect();
         assert_eq!(lines[0]["type"], "header");
-        assert!(lines[1..].iter().all(|l| l["type"] == "sample"));
+        // Run as root in the host namespace the recorder also traces: a port failure somewhere
+        // on this machine may add failure or lost lines, which are not this test's subject.
         assert!(
-            done.stderr.contains(&format!("recorded {} samples", lines.len() - 1)),
+            lines[1..]
+                .iter()
+                .all(|l| ["sample", "failure", "lost"].contains(&l["type"].as_str().unwrap_or("")))
+        );
+        let samples_written = lines.iter().filter(|l| l["type"] == "sample").count();
+        assert!(samples_written >= 2);
+        assert!(
+            done.stderr.contains(&format!("recorded {samples_written} samples")),
             "{}",
             done.context()
         );
