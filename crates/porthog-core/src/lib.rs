@@ -18,6 +18,7 @@ pub mod sysctl;
 pub mod timeline;
 pub mod timestamp;
 pub mod trace_report;
+pub mod tracepoint;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};

@@ -3,7 +3,6 @@
 //! join, prints each failure as it is caught, and at the end attributes the TIME_WAIT sockets
 //! of a final snapshot and prints the summary. It orchestrates only: each step has its file.
 
-mod format;
 mod perf;
 mod ring;
 mod tasks;
@@ -24,8 +23,8 @@ use crate::cli::{Format, TraceOptions};
 use crate::collect::linux::netns;
 use crate::collect::{self, CollectOptions, NetnsTarget};
 use crate::present;
-use format::{Decoded, Decoder};
 use perf::{CpuRing, Tracepoint};
+use porthog_core::tracepoint::{self as format, Decoded, Decoder};
 use ring::Record;
 use tasks::{LiveProc, TaskRecord, Tasks};
 

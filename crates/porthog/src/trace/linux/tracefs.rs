@@ -6,7 +6,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::format::{self, Format};
+use porthog_core::tracepoint::{self as format, Format};
 
 const MOUNT_POINT: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";

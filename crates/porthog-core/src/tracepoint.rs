@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use porthog_core::lifecycle::Call;
+use crate::lifecycle::Call;
 use thiserror::Error;
 
 /// One field of a tracepoint record.
