@@ -455,6 +455,27 @@ mod tests {
     }
 
     #[test]
+    fn an_ok_on_an_incomplete_socket_list_is_undecided() {
+        let mut s = snap((40000, 40099));
+        s.sockets = vec![conn(State::Established, 40000, 7070, 42)];
+        assert_eq!((analyze(&s, &AnalyzeOptions::default()).exit_code()), 0);
+        s.gaps.push(crate::model::Gap {
+            kind: crate::model::GapKind::Incomplete,
+            count: Some(3),
+            message: "3 malformed rows were skipped".into(),
+            advice: None,
+        });
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.undecided().map(|g| g.count), Some(Some(3)));
+        assert_eq!(r.exit_code(), 3);
+        // A pool that is full is an answer whatever else is missing.
+        s.sockets = (40000..40100).map(|p| conn(State::Established, p, 7070, 42)).collect();
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert!(r.undecided().is_none());
+        assert_eq!(r.exit_code(), 2);
+    }
+
+    #[test]
     fn report_round_trips_through_json() {
         let mut s = snap((40000, 40099));
         s.sockets = (40000..40060).map(|p| conn(State::Established, p, 7070, 42)).collect();

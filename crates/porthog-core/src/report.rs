@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::level::Level;
-use crate::model::{Gap, Os, TwReuse};
+use crate::model::{Gap, GapKind, Os, TwReuse};
 use crate::pool::{Pool, RangeReport};
 
 /// Version of the JSON contract; bumped on any incompatible change.
@@ -47,6 +47,22 @@ pub struct Report {
     /// Offline input: past failures the inputs prove, e.g. Windows Tcpip event 4231.
     #[serde(default)]
     pub evidence: Vec<Evidence>,
+}
+
+impl Report {
+    /// The reason an `ok` verdict cannot be trusted: the socket list itself may be short (a dump
+    /// that kept changing, rows skipped with --lenient). `None` when the verdict stands.
+    pub fn undecided(&self) -> Option<&Gap> {
+        (self.verdict == Level::Ok)
+            .then(|| self.gaps.iter().find(|g| g.kind == GapKind::Incomplete))
+            .flatten()
+    }
+
+    /// Exit status for monitoring systems: the verdict's (0 ok, 1 warn, 2 critical or exhausted),
+    /// or 3 (UNKNOWN) when an `ok` rests on an incomplete socket list.
+    pub fn exit_code(&self) -> u8 {
+        if self.undecided().is_some() { 3 } else { self.verdict.exit_code() as u8 }
+    }
 }
 
 /// Which format was found in which file.

@@ -104,13 +104,10 @@ fn present(report: &Report, opts: &ReportOptions) -> Result<u8> {
     };
     write_stdout(text.as_bytes())?;
     // An `ok` from a socket list that may be short is no answer: UNKNOWN, and say why.
-    if report.verdict == porthog_core::Level::Ok
-        && let Some(g) = report.gaps.iter().find(|g| g.kind == porthog_core::GapKind::Incomplete)
-    {
+    if let Some(g) = report.undecided() {
         eprintln!("porthog: could not decide: {}", g.message);
-        return Ok(EXIT_ERROR);
     }
-    Ok(report.verdict.exit_code() as u8)
+    Ok(report.exit_code())
 }
 
 /// Writes the report; a closed pipe (`porthog | head`) is a normal end, not an error.

@@ -90,7 +90,7 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
             update(app, Event::Snapshot(Box::new(sampler.sample()?)));
         }
     }
-    let code = app.latest.as_ref().map_or(0, |s| s.report.verdict.exit_code() as u8);
+    let code = app.latest.as_ref().map_or(0, |s| s.report.exit_code());
     crate::write_stdout(plain::frame(app).as_bytes())?;
     Ok(code)
 }

@@ -240,11 +240,11 @@ impl Session {
 /// The final check's exit status, but at least critical when the kernel refused allocations
 /// during the trace: they happened, whatever the pools look like now.
 fn exit_code(summary: &TraceSummary) -> u8 {
-    let verdict = summary.report.verdict.exit_code() as u8;
     if summary.failures.is_empty() {
-        verdict
+        summary.report.exit_code()
     } else {
-        verdict.max(Level::Critical.exit_code() as u8)
+        // Refusals seen are an answer even when the final socket list was incomplete.
+        summary.report.verdict.max(Level::Critical).exit_code() as u8
     }
 }
 
