@@ -57,14 +57,13 @@ pub struct WatchArgs {
     /// Seconds between samples.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
-    /// Watch another network namespace (a name under /run/netns, a path, or a PID). Needs root.
-    #[arg(long, value_name = "NAME|PATH|PID", conflicts_with = "replay")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub netns: NetnsArg,
     /// Print one plain text frame and exit with the check's exit status.
     #[arg(long)]
     pub once: bool,
     /// Play a `porthog record` file back instead of sampling.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "netns")]
     pub replay: Option<PathBuf>,
     /// Replay this many times faster than recorded.
     #[arg(long, value_name = "X", default_value_t = 1.0, requires = "replay")]
@@ -84,19 +83,16 @@ pub struct RecordArgs {
     /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Record another network namespace (a name under /run/netns, a path, or a PID). Needs root.
-    #[arg(long, value_name = "NAME|PATH|PID")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub netns: NetnsArg,
     #[command(flatten)]
     pub report: ReportArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
-    /// Inspect another network namespace: a name under /run/netns, a path to a namespace file,
-    /// or the PID of a process inside it (a container's or a pod's). Needs root.
-    #[arg(long, value_name = "NAME|PATH|PID")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub netns: NetnsArg,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -106,10 +102,8 @@ pub struct TraceArgs {
     /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Watch another network namespace: a name under /run/netns, a path to a namespace file,
-    /// or the PID of a process inside it. Only its processes' events are kept.
-    #[arg(long, value_name = "NAME|PATH|PID")]
-    pub netns: Option<String>,
+    #[command(flatten)]
+    pub netns: NetnsArg,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -242,7 +236,7 @@ impl WatchArgs {
         }
         Ok(WatchOptions {
             interval_s: interval(self.interval)?,
-            netns: self.netns.as_deref().map(netns_target),
+            netns: self.netns.target(),
             once: self.once,
             replay: self.replay,
             speed: self.speed,
@@ -262,7 +256,7 @@ impl RecordArgs {
             output: self.output,
             interval_s: interval(self.interval)?,
             duration,
-            netns: self.netns.as_deref().map(netns_target),
+            netns: self.netns.target(),
             analyze: self.report.validate()?.analyze,
         })
     }
@@ -302,10 +296,7 @@ impl ReportArgs {
 
 impl CheckArgs {
     pub fn validate(self) -> Result<CheckOptions> {
-        Ok(CheckOptions {
-            netns: self.netns.as_deref().map(netns_target),
-            report: self.report.validate()?,
-        })
+        Ok(CheckOptions { netns: self.netns.target(), report: self.report.validate()? })
     }
 }
 
@@ -316,11 +307,7 @@ impl TraceArgs {
             Some(d) => bail!("--duration {d}: a positive number of seconds is expected"),
             None => None,
         };
-        Ok(TraceOptions {
-            duration,
-            netns: self.netns.as_deref().map(netns_target),
-            report: self.report.validate()?,
-        })
+        Ok(TraceOptions { duration, netns: self.netns.target(), report: self.report.validate()? })
     }
 }
 
@@ -343,6 +330,21 @@ impl AnalyzeArgs {
             import: ImportOptions { format, encoding, lenient: self.lenient },
             report: self.report.validate()?,
         })
+    }
+}
+
+/// Which network namespace to inspect: one argument shared by every live command.
+#[derive(Debug, Clone, Args)]
+pub struct NetnsArg {
+    /// Another network namespace: a name under /run/netns, a path to a namespace file, or the
+    /// PID of a process inside it (a container's or a pod's). Needs root.
+    #[arg(long, value_name = "NAME|PATH|PID")]
+    netns: Option<String>,
+}
+
+impl NetnsArg {
+    pub fn target(&self) -> Option<NetnsTarget> {
+        self.netns.as_deref().map(netns_target)
     }
 }
 
