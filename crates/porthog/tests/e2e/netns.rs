@@ -4,9 +4,9 @@
 //! It also decides whether a privileged test runs, is skipped, or fails (under CI=true).
 
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 const PREFIX: &str = "porthog-e2e-";
 
@@ -38,7 +38,13 @@ pub struct Netns {
     name: String,
     /// PIDs of the processes started inside, for the Drop backstop.
     spawned: Mutex<Vec<u32>>,
+    /// This test's turn: released after Drop has ended the processes and deleted the namespace.
+    _turn: MutexGuard<'static, ()>,
 }
+
+/// Namespace tests take turns. In parallel on two cores, a test's server could be starved past
+/// its deadline, and the tracer tests see the other tests' load (both seen as rare flakes).
+static TURN: Mutex<()> = Mutex::new(());
 
 impl Netns {
     /// A fresh namespace with the default 100-port range and `sysctls` set (`key`, `value`),
@@ -58,12 +64,14 @@ impl Netns {
     }
 
     fn create(sysctls: &[(&str, &str)]) -> Result<Netns, String> {
+        // A test that panicked still released its turn; the lock's poison says nothing here.
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         SWEEP.call_once(sweep_stale);
         let name =
             format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run_ip(&["netns", "add", &name])?;
         // From here on Drop deletes the namespace, also when a later step fails.
-        let ns = Netns { name, spawned: Mutex::new(Vec::new()) };
+        let ns = Netns { name, spawned: Mutex::new(Vec::new()), _turn: turn };
         run_ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
         ns.sysctl("net.ipv4.ip_local_port_range", RANGE)?;
         for (key, value) in sysctls {
