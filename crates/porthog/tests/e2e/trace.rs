@@ -252,12 +252,16 @@ fn trace_follows_ipv6_connections() {
     let _server = Loadgen::start(&ns, &["serve", "--listen", server6]);
     let trace = Trace::start(&ns);
     let client = Loadgen::start(&ns, &["connect", "--to", server6, "--count", "103", "--close"]);
-    assert_eq!((client.opened(), client.failed()), (100, 3), "{:?}", client.ready);
+    // Usually 100 opened and 3 refused; rarely 101 and 2, when a TIME_WAIT socket ends early and
+    // frees its port (seen in check.rs's TIME_WAIT test too). What porthog must match is the
+    // client's own count of refusals.
+    let (opened, failed) = (client.opened(), client.failed());
+    assert!(opened + failed == 103 && (100..=101).contains(&opened), "{:?}", client.ready);
     let pid = client.pid();
     drop(client);
 
     let t = trace.stop();
-    assert_eq!(t.failures.len(), 3, "\n{}", t.run.context());
+    assert_eq!(t.failures.len() as u64, failed, "\n{}", t.run.context());
     for f in &t.failures {
         assert_eq!(
             (f["pid"].as_u64(), f["remote"].as_str()),
@@ -265,6 +269,7 @@ fn trace_follows_ipv6_connections() {
             "{f}"
         );
     }
+    // The 100 ports of the range are in TIME_WAIT at the end, all opened by the client.
     let me = (u64::from(pid), "porthog-loadgen".to_owned(), 100);
     assert!(t.owners("time_wait_owners").contains(&me), "{}", t.summary["time_wait_owners"]);
 }
