@@ -23,7 +23,8 @@ pub mod tracepoint;
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use level::{Level, Thresholds};
 pub use model::{
-    Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket, State, TwReuse,
+    BucketOrigin, Gap, GapKind, KernelFacts, Os, Placement, Process, Protocol, Settings, Snapshot,
+    Socket, State, TwReuse,
 };
 pub use pool::{Pool, PoolKind};
 pub use ports::{PortRange, PortSet};

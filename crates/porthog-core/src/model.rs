@@ -131,7 +131,79 @@ impl fmt::Display for State {
     }
 }
 
-/// One TCP or UDP socket. Kept at 64 bytes: a live snapshot holds hundreds of thousands.
+/// Where a port's bind bucket came from (`inet_bind_bucket.fastreuse`): `bind()` or a listener
+/// (>= 0), or `connect()` itself (-1). Only connect-made buckets can be shared by another
+/// connect() (`__inet_hash_connect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketOrigin {
+    Bind,
+    Connect,
+}
+
+/// What the kernel holds about a socket that sock_diag does not show, read where a source can
+/// (a BPF socket iterator, issue 7). Each fact is `None` when the source could not see it; the
+/// analysis then follows the documented assumption and says so. Two bits a fact: known, value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelFacts(u16);
+
+impl KernelFacts {
+    const BUCKET: u16 = 0;
+    const TW_TIMESTAMPS: u16 = 2;
+    const LOOPBACK_DEV: u16 = 4;
+    const V6ONLY: u16 = 6;
+    const FAMILY_V6: u16 = 8;
+
+    fn get(self, at: u16) -> Option<bool> {
+        (self.0 & (1 << at) != 0).then_some(self.0 & (1 << (at + 1)) != 0)
+    }
+
+    fn with(mut self, at: u16, value: bool) -> KernelFacts {
+        self.0 &= !(0b11 << at);
+        self.0 |= (1 << at) | (u16::from(value) << (at + 1));
+        self
+    }
+
+    /// Which call created the port's bind bucket.
+    pub fn bucket(self) -> Option<BucketOrigin> {
+        self.get(Self::BUCKET)
+            .map(|bind| if bind { BucketOrigin::Bind } else { BucketOrigin::Connect })
+    }
+    pub fn with_bucket(self, origin: BucketOrigin) -> KernelFacts {
+        self.with(Self::BUCKET, origin == BucketOrigin::Bind)
+    }
+    /// A TIME_WAIT socket recorded TCP timestamps from its peer (`tw_ts_recent_stamp != 0`),
+    /// which `tcp_twsk_unique` needs before tw_reuse may take the port.
+    pub fn tw_timestamps(self) -> Option<bool> {
+        self.get(Self::TW_TIMESTAMPS)
+    }
+    pub fn with_tw_timestamps(self, recorded: bool) -> KernelFacts {
+        self.with(Self::TW_TIMESTAMPS, recorded)
+    }
+    /// Bound to the loopback device (`skc_bound_dev_if` / `tw_bound_dev_if` is lo's ifindex).
+    pub fn loopback_dev(self) -> Option<bool> {
+        self.get(Self::LOOPBACK_DEV)
+    }
+    pub fn with_loopback_dev(self, bound: bool) -> KernelFacts {
+        self.with(Self::LOOPBACK_DEV, bound)
+    }
+    /// An AF_INET6 socket with `IPV6_V6ONLY` set.
+    pub fn v6only(self) -> Option<bool> {
+        self.get(Self::V6ONLY)
+    }
+    pub fn with_v6only(self, v6only: bool) -> KernelFacts {
+        self.with(Self::V6ONLY, v6only)
+    }
+    /// The socket's family is AF_INET6 (its addresses may still be v4-mapped, which
+    /// [`Socket::new`] turns into IPv4).
+    pub fn family_v6(self) -> Option<bool> {
+        self.get(Self::FAMILY_V6)
+    }
+    pub fn with_family_v6(self, v6: bool) -> KernelFacts {
+        self.with(Self::FAMILY_V6, v6)
+    }
+}
+
+/// One TCP or UDP socket. Kept at 72 bytes: a live snapshot holds hundreds of thousands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Socket {
     /// Kernel socket cookie (Linux sock_diag); 0 when the source has none.
@@ -151,6 +223,8 @@ pub struct Socket {
     pub remote_port: u16,
     pub protocol: Protocol,
     pub state: State,
+    /// Kernel state beyond sock_diag, where the source could read it.
+    pub facts: KernelFacts,
 }
 
 impl Socket {
@@ -176,6 +250,7 @@ impl Socket {
             remote_port: remote.1,
             protocol,
             state,
+            facts: KernelFacts::default(),
         }
     }
 
@@ -335,7 +410,21 @@ mod tests {
 
     #[test]
     fn socket_stays_small() {
-        assert!(std::mem::size_of::<Socket>() <= 64, "{}", std::mem::size_of::<Socket>());
+        assert!(std::mem::size_of::<Socket>() <= 72, "{}", std::mem::size_of::<Socket>());
+    }
+
+    #[test]
+    fn kernel_facts_are_unknown_until_set() {
+        let f = KernelFacts::default();
+        assert_eq!((f.bucket(), f.tw_timestamps(), f.loopback_dev()), (None, None, None));
+        let f = f.with_bucket(BucketOrigin::Bind).with_tw_timestamps(false).with_v6only(true);
+        assert_eq!(f.bucket(), Some(BucketOrigin::Bind));
+        assert_eq!(f.tw_timestamps(), Some(false));
+        assert_eq!(f.v6only(), Some(true));
+        assert_eq!(f.family_v6(), None);
+        let f = f.with_bucket(BucketOrigin::Connect);
+        assert_eq!(f.bucket(), Some(BucketOrigin::Connect));
+        assert_eq!(f.v6only(), Some(true));
     }
 
     #[test]
