@@ -244,3 +244,61 @@ fn proc_net_tcp_has_no_owners() {
     assert_eq!((pool.used, pool.capacity), (960, 1000));
     assert_eq!(r.report.verdict, Level::Critical);
 }
+
+/// Issue 8: a listing of zero sockets (a header and no rows, captured for real in an empty
+/// namespace by `fixtures/capture_empty_netns.sh`) is a capture, not an unknown format.
+mod empty_listings {
+    use super::*;
+    use porthog_core::import::has_socket_listing;
+
+    #[test]
+    fn proc_net_tcp_plus_an_empty_tcp6_plus_sysctl_gets_its_report() {
+        let r = read(&[
+            "proc-net-tcp_debian12.txt",
+            "proc-net-tcp6_empty_linux6.18.txt",
+            "sysctl_ports_debian12.txt",
+        ]);
+        let read_as: Vec<(&str, &str, u64)> =
+            r.sources.iter().map(|s| (s.file.as_str(), s.format.as_str(), s.records)).collect();
+        assert_eq!(
+            read_as,
+            [
+                ("proc-net-tcp_debian12.txt", "proc-net", 960),
+                ("proc-net-tcp6_empty_linux6.18.txt", "proc-net", 0),
+                ("sysctl_ports_debian12.txt", "sysctl", 4),
+            ]
+        );
+        assert_eq!(r.snapshot.sockets.len(), 960);
+        let pool = &r.report.pools[0];
+        assert_eq!((pool.used, pool.capacity), (960, 1000));
+        assert_eq!(r.report.verdict, Level::Critical);
+        assert!(!r.report.gaps.iter().any(|g| g.message.contains("held no sockets")));
+    }
+
+    #[test]
+    fn only_empty_listings_are_an_ok_machine_without_sockets_and_say_so() {
+        for name in ["proc-net-all_empty-netns_linux6.18.txt", "ss-tanp_empty-netns_linux6.18.txt"]
+        {
+            let r = read(&[name]);
+            assert_eq!(r.snapshot.sockets.len(), 0, "{name}");
+            assert!(has_socket_listing(&r.sources), "{name}");
+            assert_eq!(r.sources.len(), 1, "{name}: {:?}", r.sources);
+            assert_eq!(r.sources[0].records, 0);
+            assert_eq!(r.report.verdict, Level::Ok, "{name}");
+            assert!(
+                r.report.gaps.iter().any(|g| g.message.contains("held no sockets")),
+                "{name}: {:#?}",
+                r.report.gaps
+            );
+        }
+        let r = read(&["ss-tanp_empty-netns_linux6.18.txt", "ss-uanp_debian12.txt"]);
+        assert_eq!(r.snapshot.sockets.len(), 2);
+        assert!(!r.report.gaps.iter().any(|g| g.message.contains("held no sockets")));
+    }
+
+    #[test]
+    fn settings_alone_are_no_socket_listing() {
+        let r = read(&["sysctl_ports_debian12.txt"]);
+        assert!(!has_socket_listing(&r.sources));
+    }
+}

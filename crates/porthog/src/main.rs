@@ -72,11 +72,12 @@ fn analyze(opts: &OfflineOptions) -> Result<u8> {
         contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
     let report = match import::import(&inputs, &opts.import)? {
         Imported::Snapshot { snapshot, sources, evidence } => {
-            if snapshot.sockets.is_empty() && evidence.is_empty() {
+            // An empty listing is an answer (no sockets); no listing at all is not.
+            if !import::has_socket_listing(&sources) && evidence.is_empty() {
                 let read: Vec<String> =
                     sources.iter().map(|s| format!("{} ({})", s.file, s.format)).collect();
                 anyhow::bail!(
-                    "no sockets in the input, so nothing to judge (read: {}); add a socket listing such as \
+                    "no socket listing in the input, so nothing to judge (read: {}); add a socket listing such as \
                      `netstat -anoq`, `Get-NetTCPConnection` or `ss -tanp` (see docs/CAPTURING.md)",
                     read.join(", ")
                 );

@@ -118,6 +118,23 @@ impl Format {
         }
     }
 
+    /// Whether the format lists sockets (and so can show that there are none).
+    pub fn lists_sockets(self) -> bool {
+        match self {
+            Format::Netstat
+            | Format::Ss
+            | Format::ProcNet
+            | Format::PowershellTable
+            | Format::PowershellCsv
+            | Format::PowershellJson => true,
+            Format::NetshDynamicport
+            | Format::NetshExcluded
+            | Format::Sysctl
+            | Format::Wevtutil
+            | Format::GetWinevent => false,
+        }
+    }
+
     /// Whose machine the format comes from.
     pub fn os(self) -> Os {
         match self {
@@ -253,13 +270,22 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
             )));
         }
         b.file = i;
-        let before: u64 = b.counts.values().sum::<u64>() + b.skipped;
+        // A recognised section counts even when it holds no rows: a header-only `/proc/net/tcp6`
+        // or `ss -tanp` is a capture of zero sockets, not an unknown format (issue 8).
+        let before = b.section;
         read_text(input.name, &text, opts, &mut b)?;
-        if b.counts.values().sum::<u64>() + b.skipped == before {
+        if b.section == before {
             return Err(ImportError::unrecognized(input.name, &text, opts.format));
         }
     }
     finish(inputs, &encodings, b)
+}
+
+/// Whether any input was a socket listing, even one of zero sockets. Without one (only settings,
+/// say) there is nothing to judge; with only empty listings the machine had no sockets, which
+/// is an answer (verdict ok, and a gap says so).
+pub fn has_socket_listing(sources: &[SourceInfo]) -> bool {
+    sources.iter().any(|s| s.format.parse::<Format>().is_ok_and(Format::lists_sockets))
 }
 
 /// A porthog `--json` report, if that is what the text is.
@@ -293,8 +319,10 @@ fn read_text(
                 Format::ALL.into_iter().find(|f| starts(*f, line, &cur))
             }
         });
-        if fmt.is_some() {
+        if let Some(f) = fmt {
             b.section += 1;
+            // Listed in `sources` with 0 records if the section turns out empty.
+            b.counts.entry((b.file, f)).or_default();
         }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient)?,
@@ -397,6 +425,20 @@ fn finish(
                 advice: None,
             });
         }
+    }
+    let listings = formats.iter().filter(|(_, f)| f.lists_sockets()).count();
+    if listings > 0 && b.sockets.is_empty() {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(0),
+            message: format!(
+                "the socket listing{} held no sockets: the machine (or namespace) had none when it was captured",
+                if listings == 1 { "" } else { "s" }
+            ),
+            advice: Some(
+                "if it has sockets, capture again as an administrator (root) and inside the right network namespace".to_owned(),
+            ),
+        });
     }
     if b.truncated_addresses > 0 {
         snapshot.gaps.push(Gap {

@@ -10,7 +10,18 @@ use crate::model::{Protocol, Socket, State};
 
 const EXPECTED: &str = "[Netid] State Recv-Q Send-Q Local-Address:Port Peer-Address:Port [users:((...))] (run ss with -n)";
 
+/// `State  Recv-Q Send-Q Local Address:Port ...` (or `Netid State ...` with `-tu`).
+fn is_header(t: &str) -> bool {
+    let t = t.trim_start();
+    (t.starts_with("State") || t.starts_with("Netid")) && t.contains("Recv-Q")
+}
+
+/// A header (alone it is a listing of zero sockets), or a row.
 pub fn starts(line: Line<'_>) -> bool {
+    is_header(line.text) || is_row_start(line)
+}
+
+fn is_row_start(line: Line<'_>) -> bool {
     let mut f = line.text.split_ascii_whitespace();
     let Some(first) = f.next() else { return false };
     let state_tok = if matches!(first, "tcp" | "udp") { f.next() } else { Some(first) };
@@ -29,6 +40,9 @@ struct Row<'a> {
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
     let mut rows = Vec::new();
     let mut any_unconn = false;
+    if cur.peek().is_some_and(|l| is_header(l.text)) {
+        cur.next();
+    }
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
         if t.is_empty()
@@ -39,7 +53,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             break;
         }
         // A row of another format ends the section; anything else is a bad ss row.
-        if !starts(line) && !looks_like_row(t) {
+        if !is_row_start(line) && !looks_like_row(t) {
             break;
         }
         cur.next();
@@ -59,13 +73,6 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             b.names.entry(r.pid).or_insert_with(|| name.to_owned());
         }
         b.socket(Format::Ss, r.sock, r.pid);
-    }
-    // A header line starts the next section of the same format.
-    if let Some(line) = cur.peek()
-        && (line.text.trim_start().starts_with("State")
-            || line.text.trim_start().starts_with("Netid"))
-    {
-        cur.next();
     }
     Ok(())
 }
