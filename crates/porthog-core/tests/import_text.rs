@@ -302,3 +302,18 @@ mod empty_listings {
         assert!(!has_socket_listing(&r.sources));
     }
 }
+
+/// Issue 8: `porthog analyze /bin/ls` said "no known format" and echoed the binary.
+#[test]
+fn a_binary_file_is_named_as_such_and_nothing_of_it_is_shown() {
+    let exe = std::env::current_exe().unwrap();
+    for path in [exe.as_path(), std::path::Path::new("/bin/ls")] {
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        let e = import(&[Input { name: "prog", bytes: &bytes }], &ImportOptions::default())
+            .expect_err("a binary is no capture");
+        assert_eq!(
+            e.to_string(),
+            "prog: binary file, not a capture; give the text a command printed (see docs/CAPTURING.md)"
+        );
+    }
+}

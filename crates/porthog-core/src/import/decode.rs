@@ -119,6 +119,29 @@ pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding
     (text, enc)
 }
 
+/// Whether `text`, decoded from `bytes` as `enc`, is a binary file rather than captured text:
+/// a NUL outside UTF-16 (where every ASCII character carries one), or control characters that
+/// no capture prints (text keeps tab, line feed, carriage return, form feed and ESC of coloured
+/// output). Judged on the first 64 KiB; 1 % of control characters is already no text.
+pub fn is_binary(bytes: &[u8], text: &str, enc: Encoding) -> bool {
+    const HEAD: usize = 64 * 1024;
+    let utf16 = matches!(enc, Encoding::Utf16Le | Encoding::Utf16Be);
+    if !utf16 && memchr::memchr(0, &bytes[..bytes.len().min(HEAD)]).is_some() {
+        return true;
+    }
+    let (mut chars, mut controls) = (0usize, 0usize);
+    for c in text.chars().take(HEAD) {
+        chars += 1;
+        controls += usize::from(is_stray_control(c));
+    }
+    controls > 0 && controls * 100 >= chars
+}
+
+/// A control character no capture prints, NUL included (UTF-16 text decodes without it).
+pub(crate) fn is_stray_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r' | '\x0c' | '\x1b')
+}
+
 fn sniff(bytes: &[u8]) -> Encoding {
     if bytes.starts_with(b"\xEF\xBB\xBF") {
         return Encoding::Utf8Bom;
@@ -223,6 +246,26 @@ mod tests {
         let (text, enc) = decode(&bytes, None);
         assert_eq!(enc, Encoding::Cp932);
         assert!(text.contains("アクティブな接続"));
+    }
+
+    #[test]
+    fn binaries_are_not_text() {
+        let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x03\0>\0\x01\0\0\0";
+        let (text, enc) = decode(elf, None);
+        assert!(is_binary(elf, &text, enc));
+        // Control characters without a NUL (a compressed or encrypted blob).
+        let blob: Vec<u8> = (1u8..=255).cycle().take(2000).collect();
+        let (text, enc) = decode(&blob, None);
+        assert!(is_binary(&blob, &text, enc));
+        // UTF-16 has a NUL in every other byte and is text.
+        let utf16: Vec<u8> =
+            "  TCP    0.0.0.0:135\r\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let (text, enc) = decode(&utf16, None);
+        assert!(!is_binary(&utf16, &text, enc));
+        // Tabs, CRLF, a form feed and colour escapes are text.
+        let plain = b"State\tRecv-Q\r\n\x1b[32mESTAB\x1b[0m 0 0\x0c\n";
+        let (text, enc) = decode(plain, None);
+        assert!(!is_binary(plain, &text, enc));
     }
 
     #[test]

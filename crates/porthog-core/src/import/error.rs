@@ -1,5 +1,7 @@
 //! Import errors: what was wrong, where (file and line), what was expected, and what to do.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 use super::Format;
@@ -23,13 +25,21 @@ pub enum ImportError {
 }
 
 impl ImportError {
+    /// `file` is binary (an executable, an archive), not captured text: nothing of it is shown.
+    pub fn binary(file: &str) -> ImportError {
+        ImportError::whole(
+            file,
+            "binary file, not a capture; give the text a command printed (see docs/CAPTURING.md)",
+        )
+    }
+
     pub fn malformed(file: &str, line: Line<'_>, format: Format, expected: &str) -> ImportError {
         let mut found: String = line.text.trim().chars().take(120).collect();
         if line.text.trim().chars().count() > 120 {
             found.push('…');
         }
         ImportError::Malformed {
-            file: file.to_owned(),
+            file: printable(file).into_owned(),
             line: line.no,
             format,
             expected: expected.to_owned(),
@@ -46,13 +56,54 @@ impl ImportError {
             .lines()
             .filter(|l| !l.trim().is_empty())
             .take(5)
-            .map(|l| format!("  | {}", l.chars().take(100).collect::<String>()))
+            .map(|l| format!("  | {}", printable(&l.chars().take(100).collect::<String>())))
             .collect();
         let head = if head.is_empty() { "  | (no text)".to_owned() } else { head.join("\n") };
-        ImportError::Unrecognized { file: file.to_owned(), tried, head }
+        ImportError::Unrecognized { file: printable(file).into_owned(), tried, head }
     }
 
     pub fn whole(file: &str, message: &str) -> ImportError {
-        ImportError::Whole { file: file.to_owned(), message: message.to_owned() }
+        ImportError::Whole {
+            file: printable(file).into_owned(),
+            message: printable(message).into_owned(),
+        }
+    }
+}
+
+/// `s` with every control character but tab escaped (`\u{1b}`), so that no message prints a
+/// terminal escape or a NUL from its input (issue 8). The text is otherwise unchanged.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::cursor::Line;
+
+    #[test]
+    fn no_message_carries_a_control_character() {
+        let nasty = "a\x1b[2Jb\0c\u{9b}d\x07";
+        let errors = [
+            ImportError::malformed(nasty, Line { no: 1, text: nasty }, Format::Netstat, "x"),
+            ImportError::unrecognized(nasty, nasty, None),
+            ImportError::whole(nasty, nasty),
+        ];
+        for e in errors {
+            let msg = e.to_string();
+            assert!(!msg.chars().any(|c| c.is_control() && c != '\n'), "{msg:?}");
+            assert!(msg.contains("a\\u{1b}[2Jb"), "{msg}");
+        }
     }
 }

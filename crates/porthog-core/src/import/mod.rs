@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cursor::{Cursor, Line};
 pub use decode::Encoding;
-pub use error::ImportError;
+pub use error::{ImportError, printable};
 
 use crate::model::{Gap, GapKind, Os, Process, Snapshot, Socket};
 use crate::report::Report;
@@ -255,6 +255,9 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
     let mut encodings = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
         let (text, enc) = decode::decode(input.bytes, opts.encoding);
+        if decode::is_binary(input.bytes, &text, enc) {
+            return Err(ImportError::binary(input.name));
+        }
         encodings.push(enc);
         if let Some(report) =
             recording::last_report(input.name, &text).or_else(|| own_report(&text))
