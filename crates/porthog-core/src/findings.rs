@@ -262,6 +262,10 @@ fn squatting(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
     if listeners.is_empty() {
         return;
     }
+    if snapshot.os == Os::Windows {
+        windows_dynamic_listeners(snapshot, set, &listeners, out);
+        return;
+    }
     let shown: Vec<String> = listeners
         .iter()
         .take(10)
@@ -273,23 +277,12 @@ fn squatting(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
     let ports: Vec<String> = listeners.iter().map(|l| l.0.to_string()).collect();
     let range = set.ranges.first().map_or(String::new(), |r| format!("{}-{}", r.start, r.end));
     let (n, s) = (listeners.len(), if listeners.len() == 1 { "" } else { "s" });
-    let advice = match snapshot.os {
-        Os::Linux => format!(
-            "Reserve the port{s} so connect() never hands {} out: sysctl -w net.ipv4.ip_local_reserved_ports={} \
-             (and in /etc/sysctl.d/), or move the service{s} outside {range}.",
-            if n == 1 { "it" } else { "them" },
-            ports.join(",")
-        ),
-        Os::Windows => format!(
-            "Exclude the port{s} from the dynamic range ({}), or move the service{s} outside {range}.",
-            listeners
-                .iter()
-                .take(3)
-                .map(|(p, _)| format!("netsh int ipv4 add excludedportrange protocol=tcp startport={p} numberofports=1"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
-    };
+    let advice = format!(
+        "Reserve the port{s} so connect() never hands {} out: sysctl -w net.ipv4.ip_local_reserved_ports={} \
+         (and in /etc/sysctl.d/), or move the service{s} outside {range}.",
+        if n == 1 { "it" } else { "them" },
+        ports.join(",")
+    );
     out.push(Finding {
         kind: FindingKind::Squatting,
         level: Level::Warn,
@@ -301,6 +294,144 @@ fn squatting(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
         ),
         advice,
     });
+}
+
+/// Windows hosts RPC dynamic endpoints in these processes on every machine (DOMAIN.md 2): the
+/// endpoint mapper takes their ports from the dynamic range (typically 49664-49670). Normal, not
+/// squatting; excluding their ports would be wrong advice (issue 8).
+const RPC_ENDPOINT_HOSTS: [&str; 5] = ["lsass", "wininit", "services", "spoolsv", "svchost"];
+
+/// Listeners in the Windows dynamic range become a problem whoever they are once they hold this
+/// share of the pool, in percent. A host's usual RPC endpoints hold about 0.05 % (6-15 of
+/// 16,384 ports); the levels step at 70 % and 90 %, so below 1 % no listener count moves a
+/// verdict. In a narrowed range (255 ports minimum) 1 % is 3 listeners, which do matter there.
+const WINDOWS_LISTENER_SHARE_PCT: u32 = 1;
+
+fn is_rpc_endpoint_host(name: &str) -> bool {
+    let base = name.rsplit(['\\', '/']).next().unwrap_or(name);
+    let stem = match base.len().checked_sub(4) {
+        Some(i) if base.is_char_boundary(i) && base[i..].eq_ignore_ascii_case(".exe") => &base[..i],
+        _ => base,
+    };
+    RPC_ENDPOINT_HOSTS.iter().any(|h| h.eq_ignore_ascii_case(stem))
+}
+
+/// Windows: listeners in the dynamic range. Dynamic endpoints (RPC) are normal: one INFO line.
+/// A named listener of another program may be a fixed-port service that fails to start when an
+/// outgoing connection took its port: WARN, with the exclusion. Listeners holding
+/// `WINDOWS_LISTENER_SHARE_PCT` of the pool: WARN, whoever they are.
+fn windows_dynamic_listeners(
+    snapshot: &Snapshot,
+    set: &PoolSet,
+    listeners: &[(u16, Option<u32>)],
+    out: &mut Vec<Finding>,
+) {
+    let Some(r) = set.ranges.first() else { return };
+    let range = format!("{}-{}", r.start, r.end);
+    let name = |pid: Option<u32>| {
+        pid.and_then(|pid| snapshot.process(pid)).map(|p| p.name.as_str()).filter(|n| *n != "?")
+    };
+    let show = |l: &[(u16, Option<u32>)]| {
+        let mut v: Vec<String> = l
+            .iter()
+            .take(10)
+            .map(|&(port, pid)| match (name(pid), pid) {
+                (Some(n), Some(pid)) => format!("{port} ({n}, pid {pid})"),
+                (None, Some(pid)) => format!("{port} (pid {pid})"),
+                _ => port.to_string(),
+            })
+            .collect();
+        if l.len() > 10 {
+            v.push(format!("and {} more", l.len() - 10));
+        }
+        v.join(", ")
+    };
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let n = listeners.len();
+    let share = |k: usize| 100.0 * k as f64 / f64::from(r.usable.max(1));
+    let threshold = (r.usable * WINDOWS_LISTENER_SHARE_PCT).div_ceil(100).max(1);
+    if n as u64 >= u64::from(threshold) {
+        out.push(Finding {
+            kind: FindingKind::Squatting,
+            level: Level::Warn,
+            pid: listeners.first().and_then(|l| l.1),
+            message: format!(
+                "{n} listener{} inside the dynamic range {range} hold {:.1} % of the pool (the usual RPC endpoints hold \
+                 about 0.05 %): {}",
+                plural(n),
+                share(n),
+                show(listeners)
+            ),
+            advice: "Find the service that opens so many listeners (`netstat -anob` names them) and cap it, or widen \
+                     the dynamic range (`netsh int ipv4 set dynamicport tcp start=49152 num=16384`)."
+                .to_owned(),
+        });
+        return;
+    }
+    let (named, usual): (Vec<(u16, Option<u32>)>, Vec<_>) = listeners
+        .iter()
+        .copied()
+        .partition(|l| name(l.1).is_some_and(|n| !is_rpc_endpoint_host(n)));
+    if !named.is_empty() {
+        let k = named.len();
+        out.push(Finding {
+            kind: FindingKind::Squatting,
+            level: Level::Warn,
+            pid: named.first().and_then(|l| l.1),
+            message: format!(
+                "{k} listener{} inside the dynamic range {range} belong to programs that are not RPC endpoint hosts: {}. \
+                 A service configured for a fixed port there fails to start (WSAEADDRINUSE) when an outgoing \
+                 connection took its port first",
+                plural(k),
+                show(&named)
+            ),
+            advice: format!(
+                "If the service is configured for {} port{}, exclude it from the dynamic range ({}) or move it outside \
+                 {range}; if it takes any free port when it starts, nothing to do.",
+                if k == 1 { "this" } else { "these" },
+                plural(k),
+                named
+                    .iter()
+                    .take(3)
+                    .map(|(p, _)| format!("netsh int ipv4 add excludedportrange protocol=tcp startport={p} numberofports=1"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        });
+    }
+    if !usual.is_empty() {
+        let k = usual.len();
+        let unnamed = usual.iter().filter(|l| name(l.1).is_none()).count();
+        let (message_tail, advice) = if unnamed == 0 {
+            (
+                String::new(),
+                "Nothing to do: every Windows host has these dynamic endpoints.".to_owned(),
+            )
+        } else {
+            (
+                format!(
+                    "; {unnamed} of them have no process name in the input, and are taken for dynamic endpoints"
+                ),
+                "Nothing to do for dynamic endpoints. To tell a fixed-port service from them, capture the owners' \
+                 names: `netstat -anob` in cmd.exe as Administrator."
+                    .to_owned(),
+            )
+        };
+        out.push(Finding {
+            kind: FindingKind::Squatting,
+            level: Level::Info,
+            pid: None,
+            message: format!(
+                "{k} listener{} inside the dynamic range {range} ({:.2} % of the pool): {}. Windows RPC endpoints \
+                 (lsass, wininit, services, spoolsv, svchost) take their ports from the dynamic range on every host; \
+                 that is normal{message_tail}",
+                plural(k),
+                share(k),
+                show(&usual)
+            ),
+            advice,
+        });
+    }
 }
 
 fn shrunk_range(snapshot: &Snapshot, set: &PoolSet, out: &mut Vec<Finding>) {
@@ -477,4 +608,118 @@ pub(crate) fn from_evidence(evidence: &[Evidence]) -> Vec<Finding> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod windows_listener_tests {
+    use std::net::IpAddr;
+    use std::num::NonZeroU32;
+
+    use crate::model::{Os, Process, Protocol, Snapshot, Socket, State};
+    use crate::ports::PortRange;
+    use crate::report::{Finding, FindingKind};
+    use crate::{AnalyzeOptions, Level, analyze};
+
+    fn listener(port: u16, pid: u32) -> Socket {
+        let any: IpAddr = "0.0.0.0".parse().unwrap();
+        Socket {
+            pid: NonZeroU32::new(pid),
+            ..Socket::new(Protocol::Tcp, State::Listen, (any, port), (any, 0))
+        }
+    }
+
+    fn windows(listeners: &[(u16, u32)], names: &[(u32, &str)], range: (u16, u16)) -> Vec<Finding> {
+        let mut s = Snapshot::new(Os::Windows, "test");
+        s.settings.tcp_range = PortRange::new(range.0, range.1);
+        s.sockets = listeners.iter().map(|&(port, pid)| listener(port, pid)).collect();
+        s.processes = names
+            .iter()
+            .map(|&(pid, name)| Process { pid, name: name.into(), ..Default::default() })
+            .collect();
+        s.processes.sort_by_key(|p| p.pid);
+        s.processes.dedup_by_key(|p| p.pid);
+        analyze(&s, &AnalyzeOptions::default())
+            .findings
+            .into_iter()
+            .filter(|f| f.kind == FindingKind::Squatting)
+            .collect()
+    }
+
+    const RPC: [(u16, u32); 6] =
+        [(49664, 700), (49665, 560), (49666, 1200), (49667, 1300), (49668, 2400), (49670, 690)];
+    const RPC_NAMES: [(u32, &str); 6] = [
+        (700, "lsass.exe"),
+        (560, "wininit.exe"),
+        (1200, "svchost.exe"),
+        (1300, "svchost.exe"),
+        (2400, "spoolsv.exe"),
+        (690, "services.exe"),
+    ];
+
+    #[test]
+    fn rpc_endpoints_are_info_without_exclusion_advice() {
+        let f = windows(&RPC, &RPC_NAMES, (49152, 65535));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].level, Level::Info);
+        assert!(
+            f[0].message.starts_with("6 listeners inside the dynamic range 49152-65535"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].message.contains("49664 (lsass.exe, pid 700)"), "{}", f[0].message);
+        assert!(!f[0].advice.contains("excludedportrange"), "{}", f[0].advice);
+        assert!(f[0].advice.starts_with("Nothing to do"), "{}", f[0].advice);
+    }
+
+    #[test]
+    fn unnamed_listeners_are_taken_for_dynamic_endpoints_and_the_capture_is_named() {
+        let f = windows(&RPC, &[], (49152, 65535));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].level, Level::Info);
+        assert!(f[0].message.contains("6 of them have no process name"), "{}", f[0].message);
+        assert!(f[0].advice.contains("netstat -anob"), "{}", f[0].advice);
+        assert!(!f[0].advice.contains("excludedportrange"), "{}", f[0].advice);
+    }
+
+    #[test]
+    fn a_named_service_in_the_range_is_a_warning_beside_the_rpc_info() {
+        let mut l = RPC.to_vec();
+        l.push((50000, 7));
+        let mut names = RPC_NAMES.to_vec();
+        names.push((7, "sqlservr.exe"));
+        let f = windows(&l, &names, (49152, 65535));
+        assert_eq!(f.iter().map(|f| f.level).collect::<Vec<_>>(), [Level::Warn, Level::Info]);
+        assert!(f[0].message.contains("50000 (sqlservr.exe, pid 7)"), "{}", f[0].message);
+        assert!(!f[0].message.contains("lsass"), "{}", f[0].message);
+        assert!(f[0].advice.contains("startport=50000 numberofports=1"), "{}", f[0].advice);
+        assert!(!f[0].advice.contains("startport=49664"), "{}", f[0].advice);
+    }
+
+    #[test]
+    fn listeners_holding_one_percent_of_the_pool_warn_whoever_they_are() {
+        // 16,384 ports: 1 % is 164 listeners.
+        let many: Vec<(u16, u32)> = (0..164).map(|i| (49664 + i, 1200)).collect();
+        let f = windows(&many, &RPC_NAMES, (49152, 65535));
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert_eq!(f[0].level, Level::Warn);
+        assert!(f[0].message.contains("hold 1.0 % of the pool"), "{}", f[0].message);
+        assert!(f[0].message.contains("and 154 more"), "{}", f[0].message);
+        let f = windows(&many[..163], &RPC_NAMES, (49152, 65535));
+        assert_eq!(f[0].level, Level::Info);
+        // A 255-port range: the six usual endpoints are 2.4 % of it.
+        let f = windows(&RPC, &RPC_NAMES, (49500, 49754));
+        assert_eq!(f[0].level, Level::Warn);
+    }
+
+    #[test]
+    fn rpc_host_names_match_with_or_without_exe_and_path() {
+        use super::is_rpc_endpoint_host as rpc;
+        assert!(
+            rpc("svchost.exe")
+                && rpc("LSASS.EXE")
+                && rpc("wininit")
+                && rpc(r"C:\\Windows\\System32\\services.exe")
+        );
+        assert!(!rpc("sqlservr.exe") && !rpc("svchost.exe.bak") && !rpc(".exe") && !rpc("é"));
+    }
 }

@@ -134,6 +134,13 @@ fn anob_names_executables_and_groups_programs() {
     let svchost =
         r.report.programs.iter().find(|g| g.name == "svchost.exe").expect("svchost grouped");
     assert_eq!(svchost.pids, vec![960, 1300, 2900]);
+    // lsass.exe on 49664 is an RPC dynamic endpoint: INFO, and no advice to exclude it (issue 8).
+    let squat: Vec<_> =
+        r.report.findings.iter().filter(|f| f.kind == FindingKind::Squatting).collect();
+    assert_eq!(squat.len(), 1);
+    assert_eq!(squat[0].level, Level::Info);
+    assert!(squat[0].message.contains("49664 (lsass.exe, pid 700)"), "{}", squat[0].message);
+    assert!(!squat[0].advice.contains("exclude"), "{}", squat[0].advice);
 }
 
 #[test]
