@@ -73,6 +73,10 @@ pub struct SourceInfo {
     pub encoding: String,
     /// Records (rows, settings, events) read from it.
     pub records: u64,
+    /// How it was read where that is not plain (a variant, what it lacks, what was assumed),
+    /// e.g. "netstat -an: no PID column, owners unknown".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A past failure the inputs prove.

@@ -324,3 +324,34 @@ fn a_binary_file_is_named_as_such_and_nothing_of_it_is_shown() {
         );
     }
 }
+
+/// Issue 8: netsh read by its layout, so any language gives the English numbers (the en-US
+/// pair: 4,000 ports from 49152, 600 of them excluded inside the range; CRITICAL).
+#[test]
+fn netsh_in_german_french_and_japanese() {
+    // German dynamicport output is pure ASCII, which reads as UTF-8.
+    for (lang, enc, range_enc) in
+        [("de-DE", "cp850", "utf-8"), ("fr-FR", "cp850", "cp850"), ("ja-JP", "cp932", "cp932")]
+    {
+        let range = format!("netsh_dynamicport-tcp_{lang}_{enc}.txt");
+        let excluded = format!("netsh_excludedportrange-tcp_{lang}_{enc}.txt");
+        let r = read(&["netstat-ano_win2019_en-US_cp437.txt", &range, &excluded]);
+        let read_as: Vec<(&str, &str, u64)> = r.sources[1..]
+            .iter()
+            .map(|s| (s.format.as_str(), s.encoding.as_str(), s.records))
+            .collect();
+        assert_eq!(
+            read_as,
+            [("netsh-dynamicport", range_enc, 1), ("netsh-excluded", enc, 1)],
+            "{lang}"
+        );
+        let pool = tcp_pool(&r.report);
+        assert_eq!((pool.used, pool.capacity), (3153, 3400), "{lang}");
+        assert_eq!(r.report.ranges[0].reserved, 600, "{lang}");
+        assert_eq!(r.report.verdict, Level::Critical, "{lang}");
+        assert!(
+            r.report.gaps.iter().all(|g| !g.message.contains("was not in the input")),
+            "{lang}"
+        );
+    }
+}

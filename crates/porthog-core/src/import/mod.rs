@@ -212,6 +212,8 @@ pub struct Builder {
     pub first_skipped: Option<String>,
     /// Records each (file, format) contributed.
     counts: HashMap<(usize, Format), u64>,
+    /// How each (file, format) was read, where that is not plain (`SourceInfo::notes`).
+    notes: HashMap<(usize, Format), Vec<String>>,
     file: usize,
     /// Sections (one parser's run over consecutive lines) that gave socket rows.
     socket_sections: std::collections::BTreeSet<usize>,
@@ -223,6 +225,15 @@ impl Builder {
     /// Counts one record of `format` for the current file.
     pub fn record(&mut self, format: Format) {
         *self.counts.entry((self.file, format)).or_default() += 1;
+    }
+
+    /// Says how the current file's `format` section was read (a variant, an assumption); each
+    /// note once.
+    pub fn note(&mut self, format: Format, note: &str) {
+        let notes = self.notes.entry((self.file, format)).or_default();
+        if !notes.iter().any(|n| n == note) {
+            notes.push(note.to_owned());
+        }
     }
 
     /// Adds a socket owned by `pid` (0: no owner, as Windows reports TIME_WAIT).
@@ -391,6 +402,7 @@ fn finish(
             format: f.as_str().to_owned(),
             encoding: encodings[i].as_str().to_owned(),
             records: b.counts[&(i, f)],
+            notes: b.notes.remove(&(i, f)).unwrap_or_default(),
         })
         .collect();
     let has = |f: Format| formats.iter().any(|(_, x)| *x == f);

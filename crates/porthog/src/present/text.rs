@@ -82,7 +82,18 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
             .sources
             .iter()
             .map(|s| {
-                format!("{}: {} ({}, {} records)", s.file, s.format, s.encoding, grouped(s.records))
+                let notes = if s.notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.notes.join(", "))
+                };
+                format!(
+                    "{}: {} ({}, {} records{notes})",
+                    s.file,
+                    s.format,
+                    s.encoding,
+                    grouped(s.records)
+                )
             })
             .collect();
         let _ = writeln!(out, "{}  {}", p.dim("Read   "), read.join("; "));
