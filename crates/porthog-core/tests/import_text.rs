@@ -355,3 +355,50 @@ fn netsh_in_german_french_and_japanese() {
         );
     }
 }
+
+/// Issue 11: Windows netstat without `-o`, without `-n`, and a findstr fragment.
+mod windows_netstat_variants {
+    use super::*;
+
+    /// The pools as numbers: without PIDs the owners are unknown, everything else must agree.
+    fn pools(r: &Report) -> Vec<porthog_core::Pool> {
+        r.pools.iter().cloned().map(|p| porthog_core::Pool { owners: Vec::new(), ..p }).collect()
+    }
+
+    #[test]
+    fn an_without_pids_gives_the_same_pools_as_ano() {
+        let ano = read(&["netstat-ano_win2019_en-US_cp437.txt"]);
+        let an = read(&["netstat-an_win2019_en-US_cp437.txt"]);
+        assert_eq!(an.snapshot.sockets.len(), 3261);
+        assert_eq!(pools(&an.report), pools(&ano.report));
+        assert_eq!(an.report.verdict, ano.report.verdict);
+        assert_eq!((tcp_pool(&an.report).used, tcp_pool(&an.report).capacity), (3255, 16384));
+        assert!(an.report.processes.is_empty());
+        assert_eq!(an.sources[0].notes, ["no PID column (netstat without -o): owners unknown"]);
+        let gap = an.report.gaps.iter().find(|g| g.message.contains("without -o")).unwrap();
+        // 3,261 rows, 200 of them TIME_WAIT (never owned).
+        assert_eq!(gap.count, Some(3061));
+        assert_eq!(gap.advice.as_deref(), Some("capture `netstat -anoq` instead"));
+    }
+
+    #[test]
+    fn a_with_names_gives_the_same_pools_and_counts_the_row_it_cannot_place() {
+        let ano = read(&["netstat-ano_win2019_en-US_cp437.txt"]);
+        let a = read(&["netstat-a_win2019_en-US_cp437.txt"]);
+        assert_eq!(a.sources[0].records, 3262);
+        assert_eq!(a.snapshot.sockets.len(), 3261);
+        assert_eq!(pools(&a.report), pools(&ano.report));
+        let gap = a.report.gaps.iter().find(|g| g.message.contains("could not be placed")).unwrap();
+        assert_eq!(gap.count, Some(1));
+        assert!(gap.message.contains("0.0.0.0:wsd"), "{}", gap.message);
+    }
+
+    #[test]
+    fn a_findstr_fragment_is_read_and_said_to_be_one() {
+        let r = read(&["netstat-ano-findstr-TIME_WAIT_win2019_en-US_cp437.txt"]);
+        assert_eq!(r.snapshot.sockets.len(), 200);
+        assert_eq!(count(&r.snapshot, State::TimeWait), 200);
+        assert_eq!((tcp_pool(&r.report).used, tcp_pool(&r.report).time_wait), (200, 200));
+        assert!(r.sources[0].notes[0].starts_with("rows without the netstat header"));
+    }
+}

@@ -15,6 +15,7 @@ mod ps_csv;
 mod ps_json;
 mod ps_table;
 mod recording;
+mod services;
 mod ss;
 mod sysctl_lines;
 mod winevent;
@@ -196,6 +197,42 @@ pub enum Imported {
     Report(Box<Report>),
 }
 
+/// The Windows shell a capture came from, for advice that fits it: a prompt (`PS C:\>` or
+/// `C:\>`) or the encoding gives it away (PowerShell 5.1 `>` writes UTF-16, cmd.exe an OEM
+/// code page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    Cmd,
+    PowerShell,
+}
+
+impl Shell {
+    fn of_prompt(t: &str) -> Option<Shell> {
+        let t = t.trim_start();
+        if t.starts_with("PS ") && t.contains('>') {
+            Some(Shell::PowerShell)
+        } else {
+            ps_table::is_prompt(t).then_some(Shell::Cmd)
+        }
+    }
+
+    fn of_encoding(e: Encoding) -> Option<Shell> {
+        match e {
+            Encoding::Utf16Le | Encoding::Utf16Be => Some(Shell::PowerShell),
+            Encoding::Cp437 | Encoding::Cp850 | Encoding::Cp932 => Some(Shell::Cmd),
+            Encoding::Utf8 | Encoding::Utf8Bom => None,
+        }
+    }
+}
+
+/// The one command that captures sockets with their owners, in `shell`.
+fn owners_command(shell: Option<Shell>) -> &'static str {
+    match shell {
+        Some(Shell::PowerShell) => "Get-NetTCPConnection | Export-Csv tcp.csv -NoTypeInformation",
+        Some(Shell::Cmd) | None => "netstat -anoq",
+    }
+}
+
 /// Accumulates what the parsers find across all inputs.
 #[derive(Debug, Default)]
 pub struct Builder {
@@ -207,6 +244,13 @@ pub struct Builder {
     pub events: Vec<(u32, Option<String>)>,
     /// Addresses Format-Table cut with `...`/`…`, read as unspecified.
     pub truncated_addresses: u64,
+    /// netstat rows without a PID column (`-an`), TIME_WAIT aside: their owners are unknown.
+    pub no_pid_rows: u64,
+    /// netstat `-a` rows whose port is a service name porthog does not know, with the first.
+    pub unplaced_rows: u64,
+    pub first_unplaced: Option<String>,
+    /// The shell the first prompt or encoding named.
+    pub shell: Option<Shell>,
     /// Malformed rows skipped in lenient mode, with the first one's place.
     pub skipped: u64,
     pub first_skipped: Option<String>,
@@ -270,6 +314,7 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
             return Err(ImportError::binary(input.name));
         }
         encodings.push(enc);
+        b.shell = b.shell.or_else(|| Shell::of_encoding(enc));
         if let Some(report) =
             recording::last_report(input.name, &text).or_else(|| own_report(&text))
         {
@@ -325,6 +370,8 @@ fn read_text(
     b: &mut Builder,
 ) -> Result<(), ImportError> {
     let mut cur = Cursor::new(name, text);
+    // The last non-blank line no parser took: a netstat header, or the prompt of a fragment.
+    let mut skipped: Option<&str> = None;
     while let Some(line) = cur.peek() {
         let fmt = opts.format.filter(|f| starts(*f, line, &cur)).or_else(|| {
             if opts.format.is_some() {
@@ -339,7 +386,10 @@ fn read_text(
             b.counts.entry((b.file, f)).or_default();
         }
         match fmt {
-            Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::Netstat) => {
+                let headed = skipped.is_some_and(netstat::is_header);
+                netstat::parse(&mut cur, b, opts.lenient, headed)?
+            }
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
@@ -351,9 +401,15 @@ fn read_text(
             Some(Format::Wevtutil) => events::parse_wevtutil(&mut cur, b, opts.lenient)?,
             Some(Format::GetWinevent) => winevent::parse(&mut cur, b, opts.lenient)?,
             None => {
+                if !line.text.trim().is_empty() {
+                    skipped = Some(line.text);
+                    b.shell = b.shell.or_else(|| Shell::of_prompt(line.text));
+                }
                 cur.next();
+                continue;
             }
         }
+        skipped = None;
     }
     Ok(())
 }
@@ -453,6 +509,30 @@ fn finish(
             advice: Some(
                 "if it has sockets, capture again as an administrator (root) and inside the right network namespace".to_owned(),
             ),
+        });
+    }
+    if b.no_pid_rows > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(b.no_pid_rows),
+            message: format!(
+                "{} socket{} no owner in the input: netstat ran without -o, so it printed no PID column",
+                b.no_pid_rows,
+                if b.no_pid_rows == 1 { " has" } else { "s have" }
+            ),
+            advice: Some(format!("capture `{}` instead", owners_command(b.shell))),
+        });
+    }
+    if b.unplaced_rows > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(b.unplaced_rows),
+            message: format!(
+                "{} netstat rows name their local port by a service name porthog does not know, so they could not be placed in a pool (first: {})",
+                b.unplaced_rows,
+                b.first_unplaced.as_deref().unwrap_or("?")
+            ),
+            advice: Some("capture with `netstat -ano` (numbers, not names)".to_owned()),
         });
     }
     if b.truncated_addresses > 0 {

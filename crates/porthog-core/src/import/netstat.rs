@@ -2,28 +2,64 @@
 //! (long IPv6 endpoints overflow the columns), the protocol column stays TCP/UDP, UDP rows have
 //! `*:*` and no state, and German Windows translates the state names. With `-b` the owner
 //! follows a row on its own lines: a service name, then ` [exe]`, or a localized "cannot obtain
-//! ownership" line. The hot path of a 1,000,000-row capture: no allocation per row.
+//! ownership" line. Without `-o` (`netstat -an`, `-n`) there is no PID column: the sockets count
+//! in the pools, their owners are unknown and the report says so. Without `-n` (`netstat -a`)
+//! hosts and ports are names (`localhost:50051`, `HOST:https`): well-known service names become
+//! their ports, host names an unspecified address (Windows pools are per port, not per address),
+//! and a row whose port cannot be placed is counted, not guessed. The hot path of a
+//! 1,000,000-row capture: no allocation per row.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::model::{Protocol, Socket, State};
 
-const EXPECTED_TCP: &str = "TCP, local address:port, remote address:port, state, PID (run netstat with -n so addresses are numeric)";
-const EXPECTED_UDP: &str = "UDP, local address:port, *:*, PID";
+const EXPECTED_TCP: &str = "TCP, local address:port, remote address:port, state, [PID]";
+const EXPECTED_UDP: &str = "UDP, local address:port, *:*, [PID]";
+
+/// What `sources[]` says of a section without the PID column.
+pub const NOTE_NO_PID: &str = "no PID column (netstat without -o): owners unknown";
+/// What `sources[]` says of rows with host or service names.
+pub const NOTE_NAMES: &str = "names instead of numbers (netstat without -n): service names read as their ports, host names as unspecified addresses";
+/// What `sources[]` says of rows without the header above them.
+pub const NOTE_FRAGMENT: &str = "rows without the netstat header (a filtered fragment, e.g. `netstat -ano | findstr TIME_WAIT`), recognised by their shape";
 
 /// A netstat row starts with the protocol column.
 pub fn starts(line: Line<'_>) -> bool {
     let mut f = line.text.split_ascii_whitespace();
-    matches!(f.next(), Some("TCP" | "UDP")) && f.next().is_some_and(|a| parse_endpoint(a).is_some())
+    matches!(f.next(), Some("TCP" | "UDP")) && f.next().is_some_and(|a| endpoint(a).is_some())
 }
 
-pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
+/// A header line above the rows, in any language: words, no digits, no colon, not a row (`Proto
+/// Local Address ...`, `プロトコル  ローカル アドレス ...`). Used to tell a full listing from a
+/// fragment.
+pub fn is_header(t: &str) -> bool {
+    let t = t.trim();
+    t.split_whitespace().count() >= 3
+        && !t.contains(':')
+        && !t.chars().any(|c| c.is_ascii_digit())
+        && !t.starts_with("TCP")
+        && !t.starts_with("UDP")
+}
+
+/// Reads a section; `headed` says whether the netstat header came just before it.
+pub fn parse(
+    cur: &mut Cursor<'_>,
+    b: &mut Builder,
+    lenient: bool,
+    headed: bool,
+) -> Result<(), ImportError> {
+    if !headed {
+        b.note(Format::Netstat, NOTE_FRAGMENT);
+    }
     // A row is 60-80 bytes: reserving for the rest of the input saves the regrowth copies of a
     // million-row capture, and stays within its own size in memory.
     b.sockets.reserve(cur.remaining().0.len() / 72);
     // The pid of the last row, to which `-b` owner lines below it belong.
     let mut last_pid: Option<u32> = None;
+    // Whether the section's rows end in a PID: its first row decides, the others must agree
+    // (a row missing its PID in an `-ano` listing is a broken row, not `-an`).
+    let mut with_pid: Option<bool> = None;
     while let Some(line) = cur.peek() {
         let t = line.text.trim_start();
         let proto = if t.starts_with("TCP") {
@@ -43,10 +79,38 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             }
         };
         cur.consume(line);
-        match row(t, proto) {
-            Some((sock, pid)) => {
-                last_pid = Some(pid);
-                b.socket(Format::Netstat, sock, pid);
+        let parsed = row(t, proto).filter(|r| match r {
+            Row::Placed(_, pid, _) => *with_pid.get_or_insert(pid.is_some()) == pid.is_some(),
+            Row::Unplaced => true,
+        });
+        match parsed {
+            Some(Row::Placed(sock, pid, named)) => {
+                if named {
+                    b.note(Format::Netstat, NOTE_NAMES);
+                }
+                match pid {
+                    Some(pid) => {
+                        last_pid = Some(pid);
+                        b.socket(Format::Netstat, sock, pid);
+                    }
+                    None => {
+                        last_pid = None;
+                        b.note(Format::Netstat, NOTE_NO_PID);
+                        // TIME_WAIT has no owner anyway: only the others lack one.
+                        b.no_pid_rows += u64::from(sock.state != State::TimeWait);
+                        b.socket(Format::Netstat, sock, 0);
+                    }
+                }
+            }
+            Some(Row::Unplaced) => {
+                last_pid = None;
+                b.note(Format::Netstat, NOTE_NAMES);
+                b.unplaced_rows += 1;
+                if b.first_unplaced.is_none() {
+                    b.first_unplaced =
+                        Some(format!("{}:{}: {}", cur.name(), line.no, super::printable(t.trim())));
+                }
+                b.record(Format::Netstat);
             }
             None => {
                 last_pid = None;
@@ -78,33 +142,83 @@ fn owner_line(t: &str) -> Option<Owner<'_>> {
     looks_like_text.then_some(Owner::Other)
 }
 
-/// `TCP local remote state pid` or `UDP local *:* pid`.
-fn row(t: &str, proto: Protocol) -> Option<(Socket, u32)> {
+/// A row read: a socket with its owner (`None` without `-o`) and whether names were read, or a
+/// row whose port is a name porthog does not know (it cannot be placed in a pool).
+enum Row {
+    Placed(Socket, Option<u32>, bool),
+    Unplaced,
+}
+
+/// An endpoint as `-n` prints it, or as names.
+enum Endpoint {
+    Numeric((IpAddr, u16)),
+    Named((IpAddr, u16)),
+    UnknownPort,
+}
+
+/// `TCP local remote state [pid]` or `UDP local *:* [pid]`.
+fn row(t: &str, proto: Protocol) -> Option<Row> {
     let mut f = t.split_ascii_whitespace();
     f.next()?;
-    let local = parse_endpoint(f.next()?)?;
+    let local = endpoint(f.next()?)?;
     let remote_text = f.next()?;
     let (state, pid_text) = match proto {
-        Protocol::Tcp => {
-            let state = state(f.next()?)?;
-            (state, f.next()?)
-        }
+        Protocol::Tcp => (state(f.next()?)?, f.next()),
+        // "*:*" (unconnected); a connected UDP endpoint is rare but has an address.
         Protocol::Udp => {
-            // "*:*" (unconnected); a connected UDP endpoint is rare but has an address.
-            let pid = f.next()?;
-            (if remote_text == "*:*" { State::Close } else { State::Established }, pid)
+            (if remote_text == "*:*" { State::Close } else { State::Established }, f.next())
         }
     };
     if f.next().is_some() {
         return None;
     }
     let remote = if remote_text == "*:*" {
-        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+        Endpoint::Numeric((IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
     } else {
-        parse_endpoint(remote_text)?
+        endpoint(remote_text)?
     };
-    let pid: u32 = pid_text.parse().ok()?;
-    Some((Socket::new(proto, state, local, remote), pid))
+    let pid = match pid_text {
+        Some(p) => Some(p.parse::<u32>().ok()?),
+        None => None,
+    };
+    let named = matches!(local, Endpoint::Named(_)) || matches!(remote, Endpoint::Named(_));
+    match (local, remote) {
+        (Endpoint::Numeric(l) | Endpoint::Named(l), Endpoint::Numeric(r) | Endpoint::Named(r)) => {
+            Some(Row::Placed(Socket::new(proto, state, l, r), pid, named))
+        }
+        // Windows pools are per local port: an unknown remote port still places the row.
+        (Endpoint::Numeric(l) | Endpoint::Named(l), Endpoint::UnknownPort) => Some(Row::Placed(
+            Socket::new(proto, state, l, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+            pid,
+            true,
+        )),
+        (Endpoint::UnknownPort, _) => Some(Row::Unplaced),
+    }
+}
+
+/// A numeric endpoint (the hot path), else one with names: a host name (`localhost`, `DB01`,
+/// `db01.corp.example`) and a port number or service name.
+fn endpoint(s: &str) -> Option<Endpoint> {
+    if let Some(e) = parse_endpoint(s) {
+        return Some(Endpoint::Numeric(e));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ip = match parse_endpoint(&format!("{host}:0")) {
+        Some((ip, _)) => ip,
+        None if host.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        None if !host.is_empty() && host.chars().all(name_char) => {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+        None => return None,
+    };
+    if port.is_empty() || !port.chars().all(name_char) {
+        return None;
+    }
+    Some(match port.parse::<u16>().ok().or_else(|| super::services::port(port)) {
+        Some(p) => Endpoint::Named((ip, p)),
+        None => Endpoint::UnknownPort,
+    })
 }
 
 /// `10.0.0.7:49152`, `[::]:135`, `[fe80::1%12]:49153`, `0.0.0.0:0`.
@@ -311,11 +425,95 @@ mod tests {
     }
 
     #[test]
-    fn hostnames_are_refused_with_the_fix() {
-        let text = "  TCP    0.0.0.0:135   0.0.0.0:0   LISTENING   1000\n  TCP    10.0.0.7:49152   db01:https   ESTABLISHED  7\n";
-        let e =
-            import(&[Input { name: "cap.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-                .unwrap_err();
-        assert!(e.to_string().contains("run netstat with -n"), "{e}");
+    fn an_without_pids_gives_the_same_sockets_with_owners_unknown() {
+        let ano = "  Proto  Local Address          Foreign Address        State           PID\n\
+                   \x20 TCP    0.0.0.0:135            0.0.0.0:0              LISTENING       1000\n\
+                   \x20 TCP    10.0.0.7:49152         10.0.0.5:443           ESTABLISHED     4321\n\
+                   \x20 TCP    10.0.0.7:49153         10.0.0.5:443           TIME_WAIT       0\n\
+                   \x20 UDP    0.0.0.0:123            *:*                                    1234\n";
+        let an: String = ano
+            .lines()
+            .map(|l| {
+                if l.contains("PID") {
+                    l.to_owned()
+                } else {
+                    l.rsplit_once(' ').unwrap().0.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        let (with, without) = (snapshot(ano), snapshot(&an));
+        let key = |s: &crate::model::Snapshot| {
+            s.sockets
+                .iter()
+                .map(|x| (x.protocol, x.state, x.local_port, x.remote_port))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&with), key(&without));
+        assert!(without.sockets.iter().all(|x| x.pid.is_none()));
+        let gap =
+            without.gaps.iter().find(|g| g.kind == crate::model::GapKind::Unattributed).unwrap();
+        assert_eq!(gap.count, Some(3), "TIME_WAIT has no owner anyway");
+        assert!(
+            gap.message.starts_with("3 sockets have no owner in the input: netstat ran without -o"),
+            "{}",
+            gap.message
+        );
+        assert_eq!(gap.advice.as_deref(), Some("capture `netstat -anoq` instead"));
+        // The same listing with a PowerShell prompt: the advice is PowerShell's.
+        let ps = snapshot(&format!("PS C:\\Users\\admin> netstat -an\n{an}"));
+        let gap = ps.gaps.iter().find(|g| g.kind == crate::model::GapKind::Unattributed).unwrap();
+        assert!(
+            gap.advice.as_deref().unwrap().contains("Get-NetTCPConnection | Export-Csv"),
+            "{:?}",
+            gap.advice
+        );
+    }
+
+    #[test]
+    fn a_with_names_places_known_services_and_counts_the_rest() {
+        let text = "  Proto  Local Address          Foreign Address        State\n\
+                    \x20 TCP    0.0.0.0:epmap          APP02:0                LISTENING\n\
+                    \x20 TCP    [::]:microsoft-ds      APP02:0                LISTENING\n\
+                    \x20 TCP    127.0.0.1:50051        localhost:50052        ESTABLISHED\n\
+                    \x20 TCP    APP02:49702            db01:https             ESTABLISHED\n\
+                    \x20 TCP    APP02:49703            db01.corp.example:my-api  TIME_WAIT\n\
+                    \x20 TCP    0.0.0.0:my-app         APP02:0                LISTENING\n\
+                    \x20 UDP    0.0.0.0:ntp            *:*\n";
+        let Imported::Snapshot { snapshot: s, sources, .. } =
+            import(&[Input { name: "a.txt", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap()
+        else {
+            panic!()
+        };
+        let ports: Vec<(u16, u16)> =
+            s.sockets.iter().map(|x| (x.local_port, x.remote_port)).collect();
+        assert_eq!(ports, [(135, 0), (445, 0), (50051, 50052), (49702, 443), (49703, 0), (123, 0)]);
+        assert_eq!(s.sockets[2].remote_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(sources[0].records, 7);
+        assert_eq!(sources[0].notes, [NOTE_NAMES, NOTE_NO_PID]);
+        let gap = s.gaps.iter().find(|g| g.message.contains("could not be placed")).unwrap();
+        assert_eq!(gap.count, Some(1));
+        assert!(gap.message.contains("a.txt:7: TCP    0.0.0.0:my-app"), "{}", gap.message);
+    }
+
+    #[test]
+    fn a_findstr_fragment_says_it_had_no_header() {
+        let frag = "C:\\> netstat -ano | findstr TIME_WAIT\n  TCP    10.0.0.7:49153   10.0.0.5:443   TIME_WAIT   0\n";
+        let Imported::Snapshot { sources, .. } =
+            import(&[Input { name: "f.txt", bytes: frag.as_bytes() }], &ImportOptions::default())
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sources[0].notes, [NOTE_FRAGMENT]);
+        let full = "Active Connections\n\n  Proto  Local Address  Foreign Address  State  PID\n  TCP    10.0.0.7:49153   10.0.0.5:443   TIME_WAIT   0\n";
+        let Imported::Snapshot { sources, .. } =
+            import(&[Input { name: "f.txt", bytes: full.as_bytes() }], &ImportOptions::default())
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert!(sources[0].notes.is_empty(), "{:?}", sources[0].notes);
     }
 }
