@@ -60,6 +60,8 @@ pub fn parse(
     // Whether the section's rows end in a PID: its first row decides, the others must agree
     // (a row missing its PID in an `-ano` listing is a broken row, not `-an`).
     let mut with_pid: Option<bool> = None;
+    // Notes are taken once per section, not per row (the hot path).
+    let mut named_rows = false;
     while let Some(line) = cur.peek() {
         let t = line.text.trim_start();
         let proto = if t.starts_with("TCP") {
@@ -75,7 +77,7 @@ pub fn parse(
                     cur.consume(line);
                     continue;
                 }
-                _ => return Ok(()),
+                _ => break,
             }
         };
         cur.consume(line);
@@ -85,9 +87,7 @@ pub fn parse(
         });
         match parsed {
             Some(Row::Placed(sock, pid, named)) => {
-                if named {
-                    b.note(Format::Netstat, NOTE_NAMES);
-                }
+                named_rows |= named;
                 match pid {
                     Some(pid) => {
                         last_pid = Some(pid);
@@ -95,7 +95,6 @@ pub fn parse(
                     }
                     None => {
                         last_pid = None;
-                        b.note(Format::Netstat, NOTE_NO_PID);
                         // TIME_WAIT has no owner anyway: only the others lack one.
                         b.no_pid_rows += u64::from(sock.state != State::TimeWait);
                         b.socket(Format::Netstat, sock, 0);
@@ -104,7 +103,7 @@ pub fn parse(
             }
             Some(Row::Unplaced) => {
                 last_pid = None;
-                b.note(Format::Netstat, NOTE_NAMES);
+                named_rows = true;
                 b.unplaced_rows += 1;
                 if b.first_unplaced.is_none() {
                     b.first_unplaced =
@@ -121,6 +120,12 @@ pub fn parse(
                 )?;
             }
         }
+    }
+    if named_rows {
+        b.note(Format::Netstat, NOTE_NAMES);
+    }
+    if with_pid == Some(false) {
+        b.note(Format::Netstat, NOTE_NO_PID);
     }
     Ok(())
 }
