@@ -402,3 +402,47 @@ mod windows_netstat_variants {
         assert!(r.sources[0].notes[0].starts_with("rows without the netstat header"));
     }
 }
+
+/// Issue 11: what pasting adds around a capture is removed once, for every format, and counted.
+mod pasting_noise {
+    use super::*;
+    use porthog_core::GapKind;
+
+    #[test]
+    fn an_email_quoting_a_fenced_netstat_cut_with_dots() {
+        let r = read(&["pasted-email_netstat-an_quoted-fenced-truncated.txt"]);
+        assert_eq!(r.snapshot.sockets.len(), 50);
+        assert_eq!(count(&r.snapshot, State::Listen), 4);
+        assert_eq!(tcp_pool(&r.report).used, 47);
+        let noise = r.report.gaps.iter().find(|g| g.message.contains("pasting noise")).unwrap();
+        // 59 quoted lines, 2 of them fences.
+        assert!(
+            noise.message.ends_with(
+                "markdown code fence lines on 2 lines, quote markers (`> `) on 59 lines"
+            ),
+            "{}",
+            noise.message
+        );
+        let cut = r.report.gaps.iter().find(|g| g.kind == GapKind::Incomplete).unwrap();
+        assert_eq!(cut.count, Some(1));
+        assert!(
+            cut.message.contains("first at pasted-email_netstat-an_quoted-fenced-truncated.txt:58"),
+            "{}",
+            cut.message
+        );
+        // Rows are missing: an ok from them is no answer.
+        assert_eq!(r.report.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_chat_paste_with_timestamps_and_a_cut_last_row() {
+        let r = read(&["pasted-chat_netstat-ano-findstr_timestamps-cut.txt"]);
+        assert_eq!(r.snapshot.sockets.len(), 199);
+        assert_eq!(count(&r.snapshot, State::TimeWait), 199);
+        assert!(r.sources[0].notes[0].starts_with("rows without the netstat header"));
+        let noise = r.report.gaps.iter().find(|g| g.message.contains("pasting noise")).unwrap();
+        assert!(noise.message.ends_with("chat timestamps on 201 lines"), "{}", noise.message);
+        let cut = r.report.gaps.iter().find(|g| g.kind == GapKind::Incomplete).unwrap();
+        assert!(cut.message.contains(":201)"), "{}", cut.message);
+    }
+}

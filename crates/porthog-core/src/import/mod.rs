@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod netsh;
 mod netstat;
+mod paste;
 mod powershell;
 mod proc_net_text;
 mod ps_csv;
@@ -249,6 +250,9 @@ pub struct Builder {
     /// netstat `-a` rows whose port is a service name porthog does not know, with the first.
     pub unplaced_rows: u64,
     pub first_unplaced: Option<String>,
+    /// Pasting noise removed from the inputs (paste.rs), and the file of the first truncation.
+    pub paste: paste::Noise,
+    pub first_truncated_file: Option<String>,
     /// The shell the first prompt or encoding named.
     pub shell: Option<Shell>,
     /// Malformed rows skipped in lenient mode, with the first one's place.
@@ -369,7 +373,12 @@ fn read_text(
     opts: &ImportOptions,
     b: &mut Builder,
 ) -> Result<(), ImportError> {
-    let mut cur = Cursor::new(name, text);
+    let (text, noise) = paste::normalize(text);
+    if noise.first_truncated.is_some() && b.first_truncated_file.is_none() {
+        b.first_truncated_file = Some(printable(name).into_owned());
+    }
+    b.paste.add(&noise);
+    let mut cur = Cursor::new(name, &text);
     // The last non-blank line no parser took: a netstat header, or the prompt of a fragment.
     let mut skipped: Option<&str> = None;
     while let Some(line) = cur.peek() {
@@ -511,6 +520,7 @@ fn finish(
             ),
         });
     }
+    snapshot.gaps.extend(paste_gaps(&b));
     if b.no_pid_rows > 0 {
         snapshot.gaps.push(Gap {
             kind: GapKind::Unattributed,
@@ -562,6 +572,46 @@ fn finish(
         .collect();
     snapshot.sockets = b.sockets;
     Ok(Imported::Snapshot { snapshot, sources, evidence })
+}
+
+/// Gaps for the pasting noise `paste.rs` removed: what it was, how many lines. Truncation
+/// means rows are missing, so an `ok` from such a list is no answer (`Incomplete`).
+fn paste_gaps(b: &Builder) -> Vec<Gap> {
+    let n = &b.paste;
+    let mut gaps = Vec::new();
+    let removed: Vec<String> = [
+        (n.fences, "markdown code fence lines"),
+        (n.quoted, "quote markers (`> `)"),
+        (n.timestamped, "chat timestamps"),
+        (n.numbered, "line numbers"),
+    ]
+    .into_iter()
+    .filter(|(count, _)| *count > 0)
+    .map(|(count, what)| format!("{what} on {count} lines"))
+    .collect();
+    if !removed.is_empty() {
+        gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(n.fences + n.quoted + n.timestamped + n.numbered),
+            message: format!("pasting noise was removed before reading: {}", removed.join(", ")),
+            advice: None,
+        });
+    }
+    if n.truncated > 0 {
+        gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: Some(n.truncated),
+            message: format!(
+                "the paste was cut short in {} place{} (`...` or a row cut off; first at {}:{}): rows are missing",
+                n.truncated,
+                if n.truncated == 1 { "" } else { "s" },
+                b.first_truncated_file.as_deref().unwrap_or("?"),
+                n.first_truncated.unwrap_or(0)
+            ),
+            advice: Some("attach the whole capture as a file instead of pasting it".to_owned()),
+        });
+    }
+    gaps
 }
 
 /// Keeps one socket per (protocol, local, remote, state), preferring a row with an owner, in

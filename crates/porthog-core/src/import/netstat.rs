@@ -31,12 +31,13 @@ pub fn starts(line: Line<'_>) -> bool {
 }
 
 /// A header line above the rows, in any language: words, no digits, no colon, not a row (`Proto
-/// Local Address ...`, `プロトコル  ローカル アドレス ...`). Used to tell a full listing from a
-/// fragment.
+/// Local Address ...`, `プロトコル  ローカル アドレス ...`); not a command (`netstat -ano |
+/// findstr ...`). Used to tell a full listing from a fragment.
 pub fn is_header(t: &str) -> bool {
     let t = t.trim();
     t.split_whitespace().count() >= 3
-        && !t.contains(':')
+        && !t.contains([':', '|', '>'])
+        && !t.split_whitespace().any(|w| w.starts_with('-'))
         && !t.chars().any(|c| c.is_ascii_digit())
         && !t.starts_with("TCP")
         && !t.starts_with("UDP")
