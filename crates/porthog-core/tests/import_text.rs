@@ -446,3 +446,18 @@ mod pasting_noise {
         assert!(cut.message.contains(":201)"), "{}", cut.message);
     }
 }
+
+/// Issue 11: `Get-NetTCPConnection | Format-List` gives APP02's TCP sockets and pool.
+#[test]
+fn get_nettcpconnection_format_list_ps51_utf16le() {
+    let r = read(&["get-nettcpconnection_format-list_ps51_utf16le.txt"]);
+    assert_eq!(
+        (r.sources[0].format.as_str(), r.sources[0].encoding.as_str(), r.sources[0].records),
+        ("powershell-list", "utf-16le", 3258)
+    );
+    assert_eq!(count(&r.snapshot, State::TimeWait), 200);
+    assert_eq!(count(&r.snapshot, State::CloseWait), 50);
+    let pool = tcp_pool(&r.report);
+    assert_eq!((pool.used, pool.capacity, pool.time_wait), (3255, 16384, 200));
+    assert_eq!(r.report.processes[0].pid, 5120);
+}

@@ -14,6 +14,7 @@ mod powershell;
 mod proc_net_text;
 mod ps_csv;
 mod ps_json;
+mod ps_list;
 mod ps_table;
 mod recording;
 mod services;
@@ -54,6 +55,8 @@ pub enum Format {
     ProcNet,
     /// `Get-NetTCPConnection` / `Get-NetUDPEndpoint` as a table (default view or Format-Table).
     PowershellTable,
+    /// `Get-NetTCPConnection` / `Get-NetUDPEndpoint` as `Format-List`: one block per socket.
+    PowershellList,
     /// `Get-NetTCPConnection | Export-Csv` (or ConvertTo-Csv).
     PowershellCsv,
     /// `Get-NetTCPConnection | ConvertTo-Json`, PowerShell 5.1 or 7.
@@ -65,7 +68,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Netstat,
         Format::NetshDynamicport,
         Format::NetshExcluded,
@@ -73,6 +76,7 @@ impl Format {
         Format::Sysctl,
         Format::ProcNet,
         Format::PowershellTable,
+        Format::PowershellList,
         Format::PowershellCsv,
         Format::PowershellJson,
         Format::Wevtutil,
@@ -88,6 +92,7 @@ impl Format {
             Format::Sysctl => "sysctl",
             Format::ProcNet => "proc-net",
             Format::PowershellTable => "powershell-table",
+            Format::PowershellList => "powershell-list",
             Format::PowershellCsv => "powershell-csv",
             Format::PowershellJson => "powershell-json",
             Format::Wevtutil => "wevtutil",
@@ -109,6 +114,7 @@ impl Format {
             Format::PowershellTable => {
                 "Get-NetTCPConnection | Format-Table -AutoSize | Out-String -Width 4096 (or Get-NetUDPEndpoint)"
             }
+            Format::PowershellList => "Get-NetTCPConnection | Format-List (or Get-NetUDPEndpoint)",
             Format::PowershellCsv => "Get-NetTCPConnection | Export-Csv tcp.csv -NoTypeInformation",
             Format::PowershellJson => "Get-NetTCPConnection | ConvertTo-Json",
             Format::Wevtutil => {
@@ -127,6 +133,7 @@ impl Format {
             | Format::Ss
             | Format::ProcNet
             | Format::PowershellTable
+            | Format::PowershellList
             | Format::PowershellCsv
             | Format::PowershellJson => true,
             Format::NetshDynamicport
@@ -144,6 +151,7 @@ impl Format {
             | Format::NetshDynamicport
             | Format::NetshExcluded
             | Format::PowershellTable
+            | Format::PowershellList
             | Format::PowershellCsv
             | Format::PowershellJson
             | Format::Wevtutil
@@ -405,6 +413,7 @@ fn read_text(
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
             Some(Format::ProcNet) => proc_net_text::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::PowershellList) => ps_list::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellCsv) => ps_csv::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellJson) => ps_json::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Wevtutil) => events::parse_wevtutil(&mut cur, b, opts.lenient)?,
@@ -432,6 +441,7 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::Sysctl => sysctl_lines::starts(line),
         Format::ProcNet => proc_net_text::starts(line),
         Format::PowershellTable => ps_table::starts(line, cur),
+        Format::PowershellList => ps_list::starts(line, cur),
         Format::PowershellCsv => ps_csv::starts(line, cur),
         Format::PowershellJson => ps_json::starts(line, cur),
         Format::Wevtutil => events::starts_wevtutil(line, cur),
