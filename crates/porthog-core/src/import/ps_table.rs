@@ -124,21 +124,57 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     let [la, lp, ra, rp, st, op] = super::powershell::PROPERTIES.map(|p| layout.index(p));
     let protocol = protocol_of(st.is_some(), ra.is_some() || rp.is_some());
     let mut spans = Vec::with_capacity(layout.len());
+    // The cells of the line after a row, computed to see whether it continues the row
+    // (`Format-Table -Wrap`); kept for the next round when it does not.
+    let mut next_spans = Vec::with_capacity(layout.len());
+    let mut have_next = false;
+    let props = [la, lp, ra, rp, st, op];
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
         if t.is_empty() || is_prompt(t) {
             break;
         }
         cur.next();
-        layout.cells(line.text, &mut spans);
-        let cell = |i: Option<usize>| i.and_then(|i| spans[i]).map(|(s, e)| &line.text[s..e]);
+        if have_next {
+            std::mem::swap(&mut spans, &mut next_spans);
+        } else {
+            layout.cells(line.text, &mut spans);
+        }
+        have_next = false;
+        // `-Wrap` goes on with a value in the next lines, which leave LocalPort (a number that
+        // never wraps) empty.
+        let mut wrapped: Option<[Option<String>; 6]> = None;
+        while let Some(next) = cur.peek().filter(|l| {
+            let t = l.text.trim();
+            !t.is_empty() && !is_prompt(t)
+        }) {
+            layout.cells(next.text, &mut next_spans);
+            have_next = true;
+            if lp.is_none_or(|i| next_spans[i].is_some()) {
+                break;
+            }
+            let owned = wrapped.get_or_insert_with(|| {
+                props.map(|i| i.and_then(|i| spans[i]).map(|(s, e)| line.text[s..e].to_owned()))
+            });
+            for (slot, i) in owned.iter_mut().zip(props) {
+                if let Some((s, e)) = i.and_then(|i| next_spans[i]) {
+                    slot.get_or_insert_with(String::new).push_str(&next.text[s..e]);
+                }
+            }
+            cur.next();
+            have_next = false;
+        }
+        let cell = |k: usize| match &wrapped {
+            Some(owned) => owned[k].as_deref(),
+            None => props[k].and_then(|i| spans[i]).map(|(s, e)| &line.text[s..e]),
+        };
         let cells = Cells {
-            local_address: cell(la),
-            local_port: cell(lp),
-            remote_address: cell(ra),
-            remote_port: cell(rp),
-            state: cell(st),
-            owning_process: cell(op),
+            local_address: cell(0),
+            local_port: cell(1),
+            remote_address: cell(2),
+            remote_port: cell(3),
+            state: cell(4),
+            owning_process: cell(5),
         };
         // A TCP table always has the remote end; a missing one is a broken row, not a UDP one.
         let complete = ra.is_none_or(|_| cells.remote_address.is_some());
@@ -230,6 +266,35 @@ mod tests {
         let tcp = &s.sockets[2];
         assert_eq!((tcp.protocol, tcp.local_port, tcp.remote_port), (Protocol::Tcp, 49823, 443));
         assert_eq!(tcp.pid.map(|p| p.get()), Some(4321));
+    }
+
+    #[test]
+    fn wrap_continues_long_addresses_on_the_next_lines() {
+        let s = snapshot(
+            "LocalAddress         LocalPort RemoteAddress        RemotePort State       OwningProcess\n\
+             ------------         --------- -------------        ---------- -----       -------------\n\
+             fe80::1c2d:3e4f:5a6b     50325 2001:db8:4000:12:a1b       8080 Established          5996\n\
+             :7c8d%12                       2:c3d4:e5f6:7\n\
+             10.10.20.36              50326 10.100.2.141                443 TimeWait                0\n\
+             ::                       49677 ::                            0 Listen               724\n",
+        );
+        let got: Vec<(IpAddr, u16, IpAddr, State)> =
+            s.sockets.iter().map(|x| (x.local_ip, x.local_port, x.remote_ip, x.state)).collect();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            got,
+            [
+                (
+                    ip("fe80::1c2d:3e4f:5a6b:7c8d"),
+                    50325,
+                    ip("2001:db8:4000:12:a1b2:c3d4:e5f6:7"),
+                    State::Established
+                ),
+                (ip("10.10.20.36"), 50326, ip("10.100.2.141"), State::TimeWait),
+                (ip("::"), 49677, ip("::"), State::Listen),
+            ]
+        );
+        assert!(s.gaps.iter().all(|g| !g.message.contains("cut")));
     }
 
     #[test]
