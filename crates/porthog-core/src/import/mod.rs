@@ -403,10 +403,7 @@ fn read_text(
             b.counts.entry((b.file, f)).or_default();
         }
         match fmt {
-            Some(Format::Netstat) => {
-                let headed = skipped.is_some_and(netstat::is_header);
-                netstat::parse(&mut cur, b, opts.lenient, headed)?
-            }
+            Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient, skipped)?,
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,

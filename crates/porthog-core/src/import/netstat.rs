@@ -43,14 +43,26 @@ pub fn is_header(t: &str) -> bool {
         && !t.starts_with("UDP")
 }
 
-/// Reads a section; `headed` says whether the netstat header came just before it.
+/// Whether the line before the rows says they end in a PID: a header with a PID column, or
+/// the command (`netstat -ano`, `-aon`, `/o`); `None` when it says nothing.
+fn says_pid(before: &str) -> Option<bool> {
+    if is_header(before) {
+        return Some(before.split_whitespace().any(|w| w == "PID"));
+    }
+    let (_, args) = before.split_once("netstat")?;
+    let flags = args.split_whitespace().take_while(|w| !w.starts_with('|'));
+    let flags: Vec<&str> = flags.filter(|w| w.starts_with(['-', '/'])).collect();
+    (!flags.is_empty()).then(|| flags.iter().any(|w| w[1..].contains(['o', 'O'])))
+}
+
+/// Reads a section; `before` is the last line before it no parser took (a header, a prompt).
 pub fn parse(
     cur: &mut Cursor<'_>,
     b: &mut Builder,
     lenient: bool,
-    headed: bool,
+    before: Option<&str>,
 ) -> Result<(), ImportError> {
-    if !headed {
+    if !before.is_some_and(is_header) {
         b.note(Format::Netstat, NOTE_FRAGMENT);
     }
     // A row is 60-80 bytes: reserving for the rest of the input saves the regrowth copies of a
@@ -58,9 +70,10 @@ pub fn parse(
     b.sockets.reserve(cur.remaining().0.len() / 72);
     // The pid of the last row, to which `-b` owner lines below it belong.
     let mut last_pid: Option<u32> = None;
-    // Whether the section's rows end in a PID: its first row decides, the others must agree
-    // (a row missing its PID in an `-ano` listing is a broken row, not `-an`).
-    let mut with_pid: Option<bool> = None;
+    // Whether the section's rows end in a PID: the header or command above says, else its first
+    // row decides; the others must agree (a row missing its PID in an `-ano` listing is a broken
+    // row, not `-an`).
+    let mut with_pid: Option<bool> = before.and_then(says_pid);
     // Notes are taken once per section, not per row (the hot path).
     let mut named_rows = false;
     while let Some(line) = cur.peek() {
@@ -441,7 +454,7 @@ mod tests {
             .lines()
             .map(|l| {
                 if l.contains("PID") {
-                    l.to_owned()
+                    l.replace("PID", "")
                 } else {
                     l.rsplit_once(' ').unwrap().0.to_owned()
                 }
@@ -501,6 +514,23 @@ mod tests {
         let gap = s.gaps.iter().find(|g| g.message.contains("could not be placed")).unwrap();
         assert_eq!(gap.count, Some(1));
         assert!(gap.message.contains("a.txt:7: TCP    0.0.0.0:my-app"), "{}", gap.message);
+    }
+
+    #[test]
+    fn the_header_or_command_says_whether_rows_end_in_a_pid() {
+        assert_eq!(
+            says_pid("  Proto  Local Address          Foreign Address        State           PID"),
+            Some(true)
+        );
+        assert_eq!(
+            says_pid("  Proto  Local Address          Foreign Address        State"),
+            Some(false)
+        );
+        assert_eq!(says_pid("C:\\> netstat -ano | findstr TIME_WAIT"), Some(true));
+        assert_eq!(says_pid("PS C:\\> netstat -an"), Some(false));
+        assert_eq!(says_pid("C:\\> netstat /a /n /o"), Some(true));
+        assert_eq!(says_pid("C:\\> netstat"), None);
+        assert_eq!(says_pid("some text: here"), None);
     }
 
     #[test]
