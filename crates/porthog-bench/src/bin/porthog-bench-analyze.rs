@@ -1,10 +1,12 @@
-//! porthog-bench-analyze: how fast `porthog analyze` reads a large Windows `netstat -ano`
-//! capture, against a plain `awk` that counts rows per PID on the same file, in one run.
+//! porthog-bench-analyze: how fast `porthog analyze` reads a large Windows capture (`netstat
+//! -ano` by default; `--format` picks `-an`, `-a` with names, `Format-List` or `Format-Table
+//! -Wrap`), against a plain `awk` that counts rows per owner on the same file, in one run.
 //! It writes a deterministic capture (IPv4 and IPv6 rows, several states, PID 0 TIME_WAIT),
 //! times each tool with wait4() rusage (wall, CPU, peak RSS) and prints a markdown section.
 //! The file is read from the page cache after a warm-up run: this measures parsing, not the disk.
 //!
 //!   cargo build --release && target/release/porthog-bench-analyze --rows 1000000 --runs 5
+//!   target/release/porthog-bench-analyze --format netstat-an --rows 1000000 --runs 3
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -40,6 +42,49 @@ mod linux {
         /// The porthog binary. Default: `porthog` next to this program.
         #[arg(long)]
         porthog: Option<PathBuf>,
+        /// Which capture to generate.
+        #[arg(long, value_enum, default_value_t = Capture::NetstatAno)]
+        format: Capture,
+    }
+
+    /// The Windows captures the benchmark can generate.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    enum Capture {
+        /// `netstat -ano`
+        NetstatAno,
+        /// `netstat -an`: no PID column
+        NetstatAn,
+        /// `netstat -a`: host and service names
+        NetstatA,
+        /// `Get-NetTCPConnection | Format-List`
+        PowershellList,
+        /// `Get-NetTCPConnection | Format-Table -Wrap`, IPv6 addresses wrapped
+        PowershellTableWrap,
+    }
+
+    impl Capture {
+        fn title(self) -> &'static str {
+            match self {
+                Capture::NetstatAno => "`netstat -ano`",
+                Capture::NetstatAn => "`netstat -an` (no PID column)",
+                Capture::NetstatA => "`netstat -a` (host and service names)",
+                Capture::PowershellList => "`Get-NetTCPConnection | Format-List`",
+                Capture::PowershellTableWrap => "`Get-NetTCPConnection | Format-Table -Wrap`",
+            }
+        }
+
+        /// What awk counts: rows per owner (the last field), or objects per owner.
+        fn awk(self) -> &'static str {
+            match self {
+                Capture::PowershellList => {
+                    "/^OwningProcess/{c[$3]++} END{for(k in c) print k, c[k]}"
+                }
+                Capture::PowershellTableWrap => {
+                    "NR>2 && $2 ~ /^[0-9]+$/{c[$NF]++} END{for(k in c) print k, c[k]}"
+                }
+                _ => "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}",
+            }
+        }
     }
 
     struct Run {
@@ -63,21 +108,26 @@ mod linux {
         let dir =
             std::env::temp_dir().join(format!("porthog-bench-analyze-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let file = dir.join("netstat-ano.txt");
-        let result = measure(&porthog, &file, cli.rows, cli.runs);
+        let file = dir.join("capture.txt");
+        let result = measure(&porthog, &file, cli.rows, cli.runs, cli.format);
         let _ = std::fs::remove_dir_all(&dir);
         print!("{}", result?);
         Ok(())
     }
 
-    fn measure(porthog: &Path, file: &Path, rows: u64, runs: usize) -> Result<String> {
-        write_capture(file, rows)?;
+    fn measure(
+        porthog: &Path,
+        file: &Path,
+        rows: u64,
+        runs: usize,
+        format: Capture,
+    ) -> Result<String> {
+        write_capture(file, rows, format)?;
         let bytes = std::fs::metadata(file)?.len();
         let f = file.to_str().context("temp path is not UTF-8")?;
         let porthog_s = porthog.to_str().context("porthog path is not UTF-8")?;
         let porthog_args = ["analyze", "--json", f];
-        // Rows per PID: the last field of every TCP/UDP row.
-        let awk_prog = "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}";
+        let awk_prog = format.awk();
 
         // The JSON must count every row, or the run measured something else.
         let out = Command::new(porthog).args(porthog_args).output()?;
@@ -117,9 +167,14 @@ mod linux {
             )
         };
         let mut s = String::new();
+        let title = format.title();
+        let flag = match clap::ValueEnum::to_possible_value(&format) {
+            Some(v) if format != Capture::NetstatAno => format!(" --format {}", v.get_name()),
+            _ => String::new(),
+        };
         s += &format!(
-            "### Offline: `porthog analyze` of a {rows}-row `netstat -ano` capture ({mb:.1} MB)\n\n\
-             Command: `cargo build --release && target/release/porthog-bench-analyze --rows {rows} --runs {runs}`; \
+            "### Offline: `porthog analyze` of a {rows}-row {title} capture ({mb:.1} MB)\n\n\
+             Command: `cargo build --release && target/release/porthog-bench-analyze{flag} --rows {rows} --runs {runs}`; \
              awk: {awk_version}. Warm page cache; porthog's JSON counted all {sockets} sockets.\n\n\
              | tool | runs | wall (median) | CPU (median) | throughput | peak RSS | RSS per row | wall vs porthog |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n"
@@ -135,7 +190,7 @@ mod linux {
             if rss_per_row < 200.0 { "met" } else { "**missed**" },
             rss_per_row
         );
-        if aw > pw {
+        if aw > pw && format == Capture::NetstatAno {
             bail!("unexpected: awk slower than porthog; check the machine");
         }
         Ok(s)
@@ -172,12 +227,24 @@ mod linux {
 
     /// A capture like a busy Windows server's: 90 % IPv4 rows, 10 % IPv6, mostly ESTABLISHED,
     /// a third TIME_WAIT (PID 0), some CLOSE_WAIT; CRLF line ends, as cmd.exe writes them.
-    fn write_capture(path: &Path, rows: u64) -> Result<()> {
+    fn write_capture(path: &Path, rows: u64, format: Capture) -> Result<()> {
         let mut w = BufWriter::new(std::fs::File::create(path)?);
-        write!(
-            w,
-            "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State           PID\r\n"
-        )?;
+        match format {
+            Capture::NetstatAno => write!(
+                w,
+                "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State           PID\r\n"
+            )?,
+            Capture::NetstatAn | Capture::NetstatA => write!(
+                w,
+                "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State\r\n"
+            )?,
+            Capture::PowershellList => {}
+            Capture::PowershellTableWrap => write!(
+                w,
+                "\r\nLocalAddress         LocalPort RemoteAddress        RemotePort State       OwningProcess\r\n\
+                 ------------         --------- -------------        ---------- -----       -------------\r\n"
+            )?,
+        }
         let pids = [4321, 5555, 812, 1044, 2020];
         for i in 0..rows {
             let state = match i % 10 {
@@ -185,24 +252,57 @@ mod linux {
                 6..=8 => "TIME_WAIT",
                 _ => "CLOSE_WAIT",
             };
+            let ps_state = match state {
+                "ESTABLISHED" => "Established",
+                "TIME_WAIT" => "TimeWait",
+                _ => "CloseWait",
+            };
             let pid = if state == "TIME_WAIT" { 0 } else { pids[(i % 5) as usize] };
             let lport = 49152 + i % 16384;
-            if i % 10 == 0 {
-                write!(
-                    w,
-                    "  TCP    [2001:db8::{:x}]:{lport}  [2001:db8::1]:443  {state:<15} {pid}\r\n",
-                    i % 9999
-                )?;
+            let dport = if i % 3 == 0 { 5432 } else { 443 };
+            let v6 = i % 10 == 0;
+            let (local, remote) = if v6 {
+                (format!("2001:db8:4000:12::{:x}", i % 9999), "2001:db8:4000:12::1".to_owned())
             } else {
-                let dport = if i % 3 == 0 { 5432 } else { 443 };
-                write!(
+                (
+                    format!("10.0.{}.{}", (i >> 16) & 255, (i >> 8) & 255),
+                    format!("10.1.{}.{}", i % 200, i % 250),
+                )
+            };
+            let (bl, br) = if v6 {
+                (format!("[{local}]"), format!("[{remote}]"))
+            } else {
+                (local.clone(), remote.clone())
+            };
+            match format {
+                Capture::NetstatAno => {
+                    write!(w, "  TCP    {bl}:{lport}  {br}:{dport}  {state:<15} {pid}\r\n")?
+                }
+                Capture::NetstatAn => {
+                    write!(w, "  TCP    {bl}:{lport}  {br}:{dport}  {state}\r\n")?
+                }
+                Capture::NetstatA => {
+                    let service = if dport == 443 { "https" } else { "5432" };
+                    write!(w, "  TCP    APP02:{lport}  db{:02}:{service}  {state}\r\n", i % 50)?
+                }
+                Capture::PowershellList => write!(
                     w,
-                    "  TCP    10.0.{}.{}:{lport}  10.1.{}.{}:{dport}  {state:<15} {pid}\r\n",
-                    (i >> 16) & 255,
-                    (i >> 8) & 255,
-                    i % 200,
-                    i % 250
-                )?;
+                    "\r\nLocalAddress   : {local}\r\nLocalPort      : {lport}\r\nRemoteAddress  : {remote}\r\n\
+                     RemotePort     : {dport}\r\nState          : {ps_state}\r\nAppliedSetting : Internet\r\n\
+                     OwningProcess  : {pid}\r\nCreationTime   : 1/2/2024 10:42:13 AM\r\nOffloadState   : InHost\r\n"
+                )?,
+                Capture::PowershellTableWrap => {
+                    // Addresses longer than the 20-character column go on in the next line.
+                    let (l1, l2) = local.split_at(local.len().min(20));
+                    let (r1, r2) = remote.split_at(remote.len().min(20));
+                    write!(
+                        w,
+                        "{l1:<20} {lport:>9} {r1:<20} {dport:>10} {ps_state:<11} {pid:>13}\r\n"
+                    )?;
+                    if !l2.is_empty() || !r2.is_empty() {
+                        write!(w, "{l2:<20} {:>9} {r2:<20}\r\n", "")?;
+                    }
+                }
             }
         }
         w.flush()?;

@@ -30,12 +30,17 @@ fn is_continuation(t: &str) -> bool {
 
 /// Whether the block starting at lookahead `n` holds a socket (LocalAddress and LocalPort).
 fn block_at(cur: &Cursor<'_>, n: usize) -> bool {
-    if !cur.peek_nth(n).is_some_and(|l| property(l.text).is_some()) {
+    // A copy of the cursor walks the block once (peek_nth would rescan from the start).
+    let mut c = cur.clone();
+    for _ in 0..n {
+        c.next();
+    }
+    if !c.peek().is_some_and(|l| property(l.text).is_some()) {
         return false;
     }
     let (mut address, mut port) = (false, false);
-    for k in n..n + MAX_BLOCK {
-        let Some(l) = cur.peek_nth(k) else { break };
+    for _ in 0..MAX_BLOCK {
+        let Some(l) = c.next() else { break };
         match property(l.text) {
             Some(("LocalAddress", _)) => address = true,
             Some(("LocalPort", _)) => port = true,
