@@ -255,6 +255,8 @@ pub struct Builder {
     pub truncated_addresses: u64,
     /// netstat rows without a PID column (`-an`), TIME_WAIT aside: their owners are unknown.
     pub no_pid_rows: u64,
+    /// PowerShell table rows without an OwningProcess column (Get-NetUDPEndpoint's default view).
+    pub no_owner_column_rows: u64,
     /// netstat `-a` rows whose port is a service name porthog does not know, with the first.
     pub unplaced_rows: u64,
     pub first_unplaced: Option<String>,
@@ -538,6 +540,21 @@ fn finish(
                 if b.no_pid_rows == 1 { " has" } else { "s have" }
             ),
             advice: Some(format!("capture `{}` instead", owners_command(b.shell))),
+        });
+    }
+    if b.no_owner_column_rows > 0 {
+        let n = b.no_owner_column_rows;
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(n),
+            message: format!(
+                "{n} socket{} no owner in the input: the PowerShell table has no OwningProcess column (the default view of Get-NetUDPEndpoint)",
+                if n == 1 { " has" } else { "s have" }
+            ),
+            advice: Some(
+                "capture `Get-NetUDPEndpoint | Select-Object LocalAddress,LocalPort,OwningProcess | Format-Table -AutoSize` instead"
+                    .to_owned(),
+            ),
         });
     }
     if b.unplaced_rows > 0 {

@@ -181,6 +181,8 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         match cells.row(protocol).filter(|_| complete) {
             Some(r) => {
                 b.truncated_addresses += u64::from(r.cut);
+                // Get-NetUDPEndpoint's default view has no OwningProcess column.
+                b.no_owner_column_rows += u64::from(op.is_none());
                 b.socket(
                     Format::PowershellTable,
                     Socket::new(r.protocol, r.state, r.local, r.remote),
@@ -311,5 +313,23 @@ mod tests {
         let ok =
             "LocalAddress LocalPort\n------------ ---------\n::           61592\nPS C:\\> exit\n";
         assert_eq!(snapshot(ok).sockets.len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod owner_tests {
+    #[test]
+    fn a_table_without_owning_process_says_owners_are_missing() {
+        let s = crate::import::testing::snapshot_of(
+            "udp.txt",
+            "LocalAddress LocalPort\n------------ ---------\n::           61592\n0.0.0.0      5353\n",
+        );
+        let gap = s
+            .gaps
+            .iter()
+            .find(|g| g.kind == crate::model::GapKind::Unattributed)
+            .expect("a gap for owners");
+        assert_eq!(gap.count, Some(2));
+        assert!(gap.advice.as_deref().unwrap().contains("OwningProcess"), "{:?}", gap.advice);
     }
 }
