@@ -35,7 +35,7 @@ fn block_at(cur: &Cursor<'_>, n: usize) -> bool {
     for _ in 0..n {
         c.next();
     }
-    if !c.peek().is_some_and(|l| property(l.text).is_some()) {
+    if c.peek().is_none_or(|l| property(l.text).is_none()) {
         return false;
     }
     let (mut address, mut port) = (false, false);
