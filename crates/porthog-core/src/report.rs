@@ -73,6 +73,10 @@ pub struct SourceInfo {
     pub encoding: String,
     /// Records (rows, settings, events) read from it.
     pub records: u64,
+    /// How it was read when the text alone left a choice (a fragment without its header, a
+    /// state filter, a table whose name is lost): what was recognised and what was assumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A past failure the inputs prove.

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod netsh;
 mod netstat;
+mod netstat_linux;
 mod powershell;
 mod proc_net_text;
 mod ps_csv;
@@ -40,6 +41,8 @@ pub use crate::report::{Evidence, SourceInfo};
 pub enum Format {
     /// Windows `netstat -ano`, `-anob`, `-anoq`, localized.
     Netstat,
+    /// Linux `netstat -tanp` and its variants (net-tools or busybox).
+    NetstatLinux,
     /// `netsh int ipv4|ipv6 show dynamicport tcp|udp`.
     NetshDynamicport,
     /// `netsh int ipv4|ipv6 show excludedportrange protocol=tcp|udp`.
@@ -63,8 +66,9 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 11] = [
+    pub const ALL: [Format; 12] = [
         Format::Netstat,
+        Format::NetstatLinux,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
@@ -80,6 +84,7 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Netstat => "netstat",
+            Format::NetstatLinux => "netstat-linux",
             Format::NetshDynamicport => "netsh-dynamicport",
             Format::NetshExcluded => "netsh-excluded",
             Format::Ss => "ss",
@@ -97,6 +102,7 @@ impl Format {
     pub fn command(self) -> &'static str {
         match self {
             Format::Netstat => "netstat -ano (or -anob, -anoq)",
+            Format::NetstatLinux => "netstat -tanp (Linux, as root)",
             Format::NetshDynamicport => "netsh int ipv4 show dynamicport tcp",
             Format::NetshExcluded => "netsh int ipv4 show excludedportrange protocol=tcp",
             Format::Ss => "ss -tanp / ss -uanp",
@@ -129,7 +135,7 @@ impl Format {
             | Format::PowershellJson
             | Format::Wevtutil
             | Format::GetWinevent => Os::Windows,
-            Format::Ss | Format::Sysctl | Format::ProcNet => Os::Linux,
+            Format::Ss | Format::Sysctl | Format::ProcNet | Format::NetstatLinux => Os::Linux,
         }
     }
 }
@@ -200,6 +206,10 @@ pub struct Builder {
     socket_sections: std::collections::BTreeSet<usize>,
     /// Sections started so far, across all files.
     section: usize,
+    /// How each (file, format) was read where the text left a choice, for `sources[].note`.
+    notes: HashMap<(usize, Format), Vec<String>>,
+    /// What the captures cannot show (owners, states, TIME_WAIT, listeners), once each.
+    gaps: Vec<Gap>,
 }
 
 impl Builder {
@@ -217,6 +227,27 @@ impl Builder {
             self.socket_sections.insert(self.section);
         }
         self.record(format);
+    }
+
+    /// Says how the current file's `format` was read (once per distinct note).
+    pub fn note(&mut self, format: Format, note: &str) {
+        let notes = self.notes.entry((self.file, format)).or_default();
+        if !notes.iter().any(|n| n == note) {
+            notes.push(note.to_owned());
+        }
+    }
+
+    /// Something a capture cannot show, once per message; counts of the same message add up.
+    pub fn gap(&mut self, gap: Gap) {
+        match self.gaps.iter_mut().find(|g| g.message == gap.message) {
+            Some(g) => {
+                g.count = match (g.count, gap.count) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => self.gaps.push(gap),
+        }
     }
 
     /// A malformed row: an error, or in lenient mode a counted skip.
@@ -298,6 +329,7 @@ fn read_text(
         }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::NetstatLinux) => netstat_linux::parse(&mut cur, b, opts.lenient)?,
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
@@ -319,6 +351,7 @@ fn read_text(
 fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
     match format {
         Format::Netstat => netstat::starts(line),
+        Format::NetstatLinux => netstat_linux::starts(line),
         Format::NetshDynamicport => netsh::starts_dynamicport(line, cur),
         Format::NetshExcluded => netsh::starts_excluded(line, cur),
         Format::Ss => ss::starts(line),
@@ -360,6 +393,7 @@ fn finish(
             format: f.as_str().to_owned(),
             encoding: encodings[i].as_str().to_owned(),
             records: b.counts[&(i, f)],
+            note: b.notes.get(&(i, f)).map(|n| n.join("; ")),
         })
         .collect();
     let has = |f: Format| formats.iter().any(|(_, x)| *x == f);
@@ -368,6 +402,7 @@ fn finish(
         Snapshot::new(os, formats.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>().join(" + "));
     snapshot.settings = b.settings.clone();
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
+    snapshot.gaps.append(&mut b.gaps);
     if b.skipped > 0 {
         snapshot.gaps.push(Gap {
             kind: GapKind::Incomplete,

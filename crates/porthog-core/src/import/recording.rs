@@ -36,6 +36,7 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
                     format: format!("porthog-record (last of {samples} samples, at {time})"),
                     encoding: "utf-8".to_owned(),
                     records: samples,
+                    note: None,
                 });
                 if cut {
                     report.gaps.push(crate::model::Gap {
