@@ -7,6 +7,7 @@ mod cursor;
 pub mod decode;
 mod error;
 mod events;
+mod lsof;
 mod netsh;
 mod netstat;
 mod netstat_linux;
@@ -17,6 +18,7 @@ mod ps_json;
 mod ps_table;
 mod recording;
 mod ss;
+mod ss_summary;
 mod sysctl_lines;
 mod winevent;
 
@@ -47,8 +49,12 @@ pub enum Format {
     NetshDynamicport,
     /// `netsh int ipv4|ipv6 show excludedportrange protocol=tcp|udp`.
     NetshExcluded,
-    /// Linux `ss -tanp`, `-tanpe`, `-uanp`.
+    /// Linux `ss -tanp`, `-tanpe`, `-uanp`, `ss -tan state X`, and `-i`/`-m`/`-o` extras.
     Ss,
+    /// Linux `ss -s`: totals only.
+    SsSummary,
+    /// `lsof -nP -iTCP`, `lsof -i -n -P`.
+    Lsof,
     /// `sysctl` lines for the port settings.
     Sysctl,
     /// Linux `/proc/net/tcp`, `tcp6`, `udp`, `udp6`.
@@ -66,12 +72,14 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 12] = [
+    pub const ALL: [Format; 14] = [
         Format::Netstat,
         Format::NetstatLinux,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
+        Format::SsSummary,
+        Format::Lsof,
         Format::Sysctl,
         Format::ProcNet,
         Format::PowershellTable,
@@ -88,6 +96,8 @@ impl Format {
             Format::NetshDynamicport => "netsh-dynamicport",
             Format::NetshExcluded => "netsh-excluded",
             Format::Ss => "ss",
+            Format::SsSummary => "ss-summary",
+            Format::Lsof => "lsof",
             Format::Sysctl => "sysctl",
             Format::ProcNet => "proc-net",
             Format::PowershellTable => "powershell-table",
@@ -106,6 +116,8 @@ impl Format {
             Format::NetshDynamicport => "netsh int ipv4 show dynamicport tcp",
             Format::NetshExcluded => "netsh int ipv4 show excludedportrange protocol=tcp",
             Format::Ss => "ss -tanp / ss -uanp",
+            Format::SsSummary => "ss -s",
+            Format::Lsof => "lsof -nP -iTCP -iUDP",
             Format::Sysctl => {
                 "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
             }
@@ -135,7 +147,12 @@ impl Format {
             | Format::PowershellJson
             | Format::Wevtutil
             | Format::GetWinevent => Os::Windows,
-            Format::Ss | Format::Sysctl | Format::ProcNet | Format::NetstatLinux => Os::Linux,
+            Format::Ss
+            | Format::SsSummary
+            | Format::Lsof
+            | Format::Sysctl
+            | Format::ProcNet
+            | Format::NetstatLinux => Os::Linux,
         }
     }
 }
@@ -210,6 +227,8 @@ pub struct Builder {
     notes: HashMap<(usize, Format), Vec<String>>,
     /// What the captures cannot show (owners, states, TIME_WAIT, listeners), once each.
     gaps: Vec<Gap>,
+    /// `ss -s`: (TCP sockets, TIME_WAIT), judged against the range once it is known.
+    pub ss_summary: Option<(u64, u64)>,
 }
 
 impl Builder {
@@ -333,6 +352,8 @@ fn read_text(
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::SsSummary) => ss_summary::parse(&mut cur, b)?,
+            Some(Format::Lsof) => lsof::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
             Some(Format::ProcNet) => proc_net_text::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
@@ -355,6 +376,8 @@ fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
         Format::NetshDynamicport => netsh::starts_dynamicport(line, cur),
         Format::NetshExcluded => netsh::starts_excluded(line, cur),
         Format::Ss => ss::starts(line),
+        Format::SsSummary => ss_summary::starts(line, cur),
+        Format::Lsof => lsof::starts(line),
         Format::Sysctl => sysctl_lines::starts(line),
         Format::ProcNet => proc_net_text::starts(line),
         Format::PowershellTable => ps_table::starts(line, cur),
@@ -403,6 +426,23 @@ fn finish(
     snapshot.settings = b.settings.clone();
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
     snapshot.gaps.append(&mut b.gaps);
+    if let Some((total, time_wait)) = b.ss_summary
+        && b.sockets.is_empty()
+    {
+        let range = snapshot.settings.tcp_range.unwrap_or(crate::ports::PortRange::LINUX_DEFAULT);
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: None,
+            message: format!(
+                "`ss -s` gives totals only: {total} TCP sockets, {time_wait} in TIME_WAIT against the {}-port range {}-{}; \
+                 pools are per destination and cannot be judged from totals",
+                range.len(),
+                range.start,
+                range.end
+            ),
+            advice: Some("capture `ss -tanp` for the pools and their owners".to_owned()),
+        });
+    }
     if b.skipped > 0 {
         snapshot.gaps.push(Gap {
             kind: GapKind::Incomplete,
