@@ -72,7 +72,9 @@ fn analyze(opts: &OfflineOptions) -> Result<u8> {
         contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
     let report = match import::import(&inputs, &opts.import)? {
         Imported::Snapshot { snapshot, sources, evidence } => {
-            if snapshot.sockets.is_empty() && evidence.is_empty() {
+            // `ss -s` has totals and no rows: its report says so and exits 3 (issue 11).
+            let totals_only = sources.iter().any(|s| s.format == "ss-summary");
+            if snapshot.sockets.is_empty() && evidence.is_empty() && !totals_only {
                 let read: Vec<String> =
                     sources.iter().map(|s| format!("{} ({})", s.file, s.format)).collect();
                 anyhow::bail!(

@@ -109,7 +109,8 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         return Ok(());
     }
     let section = if any_unconn { Protocol::Udp } else { Protocol::Tcp };
-    let (mut assumed, mut listeners) = (0u64, 0u64);
+    let (mut assumed, mut listeners, mut owned, mut live) = (0u64, 0u64, 0u64, 0u64);
+    let total = rows.len() as u64;
     for mut r in rows {
         r.sock.protocol = r.netid.unwrap_or(section);
         if r.sock.protocol == Protocol::Udp && r.sock.state == State::Listen {
@@ -117,6 +118,8 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         }
         assumed += u64::from(r.assumed);
         listeners += u64::from(r.sock.state == State::Listen);
+        owned += u64::from(r.name.is_some());
+        live += u64::from(r.sock.state != State::TimeWait);
         if let Some(name) = r.name {
             b.names.entry(r.pid).or_insert_with(|| name.to_owned());
         }
@@ -127,6 +130,15 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             Format::Ss,
             "rows without their header (e.g. `ss -tan | grep 5432`), recognised by their shape: only the rows given are counted",
         );
+    }
+    // Without -p no row has `users:(...)`; with it, every live socket has one (TIME_WAIT never).
+    if owned == 0 && live > 0 {
+        b.gap(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(total),
+            message: "the ss capture has no users:((...)) owners (ss without -p): no socket has an owner".into(),
+            advice: Some("capture `ss -tanp` as root".into()),
+        });
     }
     if assumed > 0 {
         b.note(
