@@ -1,10 +1,12 @@
-//! porthog-bench-analyze: how fast `porthog analyze` reads a large Windows `netstat -ano`
-//! capture, against a plain `awk` that counts rows per PID on the same file, in one run.
-//! It writes a deterministic capture (IPv4 and IPv6 rows, several states, PID 0 TIME_WAIT),
+//! porthog-bench-analyze: how fast `porthog analyze` reads a large capture (Windows `netstat
+//! -ano` by default; `--format` picks Linux `netstat -tanpe`, `ss -tanpo state established`
+//! or `lsof -nP -iTCP`), against a plain `awk` that counts rows per owner on the same file.
+//! It writes a deterministic capture (IPv4 and IPv6 rows, several states, ownerless TIME_WAIT),
 //! times each tool with wait4() rusage (wall, CPU, peak RSS) and prints a markdown section.
 //! The file is read from the page cache after a warm-up run: this measures parsing, not the disk.
 //!
 //!   cargo build --release && target/release/porthog-bench-analyze --rows 1000000 --runs 5
+//!   target/release/porthog-bench-analyze --format netstat-linux --rows 1000000 --runs 3
 
 #[cfg(not(target_os = "linux"))]
 fn main() {
@@ -40,6 +42,41 @@ mod linux {
         /// The porthog binary. Default: `porthog` next to this program.
         #[arg(long)]
         porthog: Option<PathBuf>,
+        /// Which capture to generate.
+        #[arg(long, value_enum, default_value_t = CaptureFormat::NetstatAno)]
+        format: CaptureFormat,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+    enum CaptureFormat {
+        /// Windows `netstat -ano` (CRLF).
+        NetstatAno,
+        /// Linux net-tools `netstat -tanpe`.
+        NetstatLinux,
+        /// `ss -tanpo state established` (no State column).
+        SsState,
+        /// `lsof -nP -iTCP`.
+        Lsof,
+    }
+
+    impl CaptureFormat {
+        fn command(self) -> &'static str {
+            match self {
+                CaptureFormat::NetstatAno => "netstat -ano",
+                CaptureFormat::NetstatLinux => "netstat -tanpe",
+                CaptureFormat::SsState => "ss -tanpo state established",
+                CaptureFormat::Lsof => "lsof -nP -iTCP",
+            }
+        }
+
+        fn flag(self) -> &'static str {
+            match self {
+                CaptureFormat::NetstatAno => "",
+                CaptureFormat::NetstatLinux => " --format netstat-linux",
+                CaptureFormat::SsState => " --format ss-state",
+                CaptureFormat::Lsof => " --format lsof",
+            }
+        }
     }
 
     struct Run {
@@ -63,21 +100,34 @@ mod linux {
         let dir =
             std::env::temp_dir().join(format!("porthog-bench-analyze-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let file = dir.join("netstat-ano.txt");
-        let result = measure(&porthog, &file, cli.rows, cli.runs);
+        let file = dir.join("capture.txt");
+        let result = measure(&porthog, &file, cli.rows, cli.runs, cli.format);
         let _ = std::fs::remove_dir_all(&dir);
         print!("{}", result?);
         Ok(())
     }
 
-    fn measure(porthog: &Path, file: &Path, rows: u64, runs: usize) -> Result<String> {
-        write_capture(file, rows)?;
+    fn measure(
+        porthog: &Path,
+        file: &Path,
+        rows: u64,
+        runs: usize,
+        format: CaptureFormat,
+    ) -> Result<String> {
+        match format {
+            CaptureFormat::NetstatAno => write_capture(file, rows)?,
+            other => write_linux_capture(file, rows, other)?,
+        }
         let bytes = std::fs::metadata(file)?.len();
         let f = file.to_str().context("temp path is not UTF-8")?;
         let porthog_s = porthog.to_str().context("porthog path is not UTF-8")?;
         let porthog_args = ["analyze", "--json", f];
-        // Rows per PID: the last field of every TCP/UDP row.
-        let awk_prog = "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}";
+        // Rows per owner: the owner field of every row.
+        let awk_prog = match format {
+            CaptureFormat::NetstatAno => "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}",
+            CaptureFormat::Lsof => "NR>1{c[$2]++} END{for(k in c) print k, c[k]}",
+            _ => "NR>2{c[$NF]++} END{for(k in c) print k, c[k]}",
+        };
 
         // The JSON must count every row, or the run measured something else.
         let out = Command::new(porthog).args(porthog_args).output()?;
@@ -118,14 +168,16 @@ mod linux {
         };
         let mut s = String::new();
         s += &format!(
-            "### Offline: `porthog analyze` of a {rows}-row `netstat -ano` capture ({mb:.1} MB)\n\n\
-             Command: `cargo build --release && target/release/porthog-bench-analyze --rows {rows} --runs {runs}`; \
+            "### Offline: `porthog analyze` of a {rows}-row `{}` capture ({mb:.1} MB)\n\n\
+             Command: `cargo build --release && target/release/porthog-bench-analyze{} --rows {rows} --runs {runs}`; \
              awk: {awk_version}. Warm page cache; porthog's JSON counted all {sockets} sockets.\n\n\
              | tool | runs | wall (median) | CPU (median) | throughput | peak RSS | RSS per row | wall vs porthog |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|\n"
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+            format.command(),
+            format.flag()
         );
         s += &row("porthog analyze --json", &p, pw);
-        s += &row("awk (rows per PID)", &a, aw);
+        s += &row("awk (rows per owner)", &a, aw);
         let rss_per_row =
             p.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 * 1024.0 / rows as f64;
         s += &format!(
@@ -203,6 +255,87 @@ mod linux {
                     i % 200,
                     i % 250
                 )?;
+            }
+        }
+        w.flush()?;
+        Ok(())
+    }
+
+    /// A Linux capture of a busy client: 90 % IPv4, 10 % IPv6 (v4 rows to two databases), all
+    /// owned. `netstat -tanpe` puts a third in TIME_WAIT (no owner); the state-filtered `ss` and
+    /// lsof have only live sockets, so every row is ESTABLISHED.
+    fn write_linux_capture(path: &Path, rows: u64, format: CaptureFormat) -> Result<()> {
+        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        match format {
+            CaptureFormat::NetstatLinux => write!(
+                w,
+                "Active Internet connections (servers and established)\n\
+                 Proto Recv-Q Send-Q Local Address           Foreign Address         State       User       Inode      PID/Program name    \n"
+            )?,
+            CaptureFormat::SsState => {
+                writeln!(w, "Recv-Q Send-Q      Local Address:Port        Peer Address:Port Process")?
+            }
+            _ => writeln!(w, "COMMAND     PID USER   FD   TYPE   DEVICE SIZE/OFF NODE NAME")?,
+        }
+        let owners = [(4321, "java"), (5555, "nginx"), (812, "python3"), (1044, "Web Content")];
+        for i in 0..rows {
+            let (pid, name) = owners[(i % 4) as usize];
+            let lport = 32768 + i % 28232;
+            let inode = 100_000 + i;
+            let (local, remote, v6) = if i % 10 == 0 {
+                (format!("2001:db8::{:x}", i % 9999), "2001:db8::1".to_owned(), true)
+            } else {
+                let dport = if i % 3 == 0 { 5432 } else { 3306 };
+                (
+                    format!("10.0.{}.{}", (i >> 16) & 255, (i >> 8) & 255),
+                    format!("10.1.{}.{}:{dport}", i % 200, i % 250),
+                    false,
+                )
+            };
+            let remote = if v6 { format!("{remote}:443") } else { remote };
+            match format {
+                CaptureFormat::NetstatLinux => {
+                    let tw = i % 3 == 1;
+                    let (state, owner) = if tw {
+                        ("TIME_WAIT", "-".to_owned())
+                    } else {
+                        ("ESTABLISHED", format!("{pid}/{name}"))
+                    };
+                    let proto = if v6 { "tcp6" } else { "tcp" };
+                    writeln!(
+                        w,
+                        "{proto:<5}      0      0 {:<23} {remote:<23} {state:<11} 1000       {:<10} {owner:<20}",
+                        format!("{local}:{lport}"),
+                        if tw { 0 } else { inode }
+                    )?;
+                }
+                CaptureFormat::SsState => {
+                    let (l, r) = if v6 {
+                        (format!("[{local}]:{lport}"), format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443")
+                    } else {
+                        (format!("{local}:{lport}"), remote.clone())
+                    };
+                    writeln!(
+                        w,
+                        "0      0      {l:>26} {r:>24} users:((\"{name}\",pid={pid},fd={})) timer:(keepalive,{}sec,0) ino:{inode}",
+                        i % 1000 + 3,
+                        i % 7200
+                    )?;
+                }
+                _ => {
+                    let (l, r) = if v6 {
+                        (format!("[{local}]:{lport}"), format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443")
+                    } else {
+                        (format!("{local}:{lport}"), remote.clone())
+                    };
+                    let command: String = name.replace(' ', "\\x20").chars().take(9).collect();
+                    writeln!(
+                        w,
+                        "{command:<9} {pid:>5} user {:>4}u  {}  {inode:>7}      0t0  TCP {l}->{r} (ESTABLISHED)",
+                        i % 1000 + 3,
+                        if v6 { "IPv6" } else { "IPv4" }
+                    )?;
+                }
             }
         }
         w.flush()?;

@@ -8,9 +8,12 @@
 //!
 //! The state: a listener at 40050 (inside the range: every pool loses a port), a client holding
 //! every other port to 127.0.0.1:7070 until EADDRNOTAVAIL (99), 30 connections to
-//! 127.0.0.1:7071 closed at once (TIME_WAIT), 10 held connections to [::1]:7072 (IPv6).
+//! 127.0.0.1:7071 closed at once (TIME_WAIT), 10 held connections to [::1]:7072 (IPv6), and
+//! 5 connected UDP sockets (bash's `/dev/udp`: connect() autobinds a port from the range), whose
+//! UDP pool must agree too where the capture lists UDP.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -22,6 +25,8 @@ use crate::report::Report;
 const SERVER: &str = "127.0.0.1:7070";
 const CHURN: &str = "127.0.0.1:7071";
 const SERVER6: &str = "[::1]:7072";
+const UDP_PEER: &str = "127.0.0.1:5353";
+const UDP_SOCKETS: usize = 5;
 const SYSCTLS: [&str; 4] = [
     "net.ipv4.ip_local_port_range",
     "net.ipv4.ip_local_reserved_ports",
@@ -51,6 +56,64 @@ struct Capture {
     command: &'static [&'static str],
     format: &'static str,
     expect: Expect,
+}
+
+impl Capture {
+    /// Whether the command lists UDP sockets (then the UDP pool must agree as well).
+    fn lists_udp(&self) -> bool {
+        let c = self.command.join(" ");
+        self.expect != Expect::Summary
+            && (c.contains("/proc/net/udp")
+                || c.contains("lsof -i ")
+                || c.ends_with("-anp")
+                || c.contains("-antup")
+                || c.contains("-tuanp")
+                || c == "netstat -n"
+                || c.ends_with("netstat -an"))
+    }
+}
+
+/// UDP sockets held by bash processes (`exec 3<>/dev/udp/HOST/PORT`, one each; bash connects
+/// the socket and then waits on its stdin), killed on Drop.
+struct UdpHolders {
+    children: Vec<std::process::Child>,
+}
+
+impl UdpHolders {
+    /// Starts `n` holders and waits (with a deadline) until the kernel shows their sockets.
+    fn start(ns: &Netns, n: usize, to: &str) -> UdpHolders {
+        let (host, port) = to.rsplit_once(':').expect("HOST:PORT");
+        let mut holders = UdpHolders { children: Vec::new() };
+        for _ in 0..n {
+            let mut cmd = ns.exec("bash");
+            cmd.args(["-c", &format!("exec 3<>/dev/udp/{host}/{port} && read -r _")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null());
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start bash: {e}"));
+            ns.record(child.id());
+            holders.children.push(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = run_in(ns, &["ss", "-Hun", "dst", to]);
+            let seen = out.lines().filter(|l| !l.trim().is_empty()).count();
+            if seen == n {
+                return holders;
+            }
+            assert!(Instant::now() < deadline, "{seen} of {n} UDP sockets to {to} after 20 s");
+            // Polling the kernel's state, not ordering threads: bash gives no ready signal.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for UdpHolders {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 const CAPTURES: &[Capture] = &[
@@ -127,6 +190,7 @@ fn every_capture_command_agrees_with_check_on_the_same_state() {
     assert_eq!((churn.opened(), churn.failed()), (30, 0), "{:?}", churn.ready);
     let v6 = Loadgen::start(&ns, &["connect", "--to", SERVER6, "--count", "10"]);
     assert_eq!((v6.opened(), v6.failed()), (10, 0), "{:?}", v6.ready);
+    let _udp = UdpHolders::start(&ns, UDP_SOCKETS, UDP_PEER);
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--until-fail"]);
     assert_eq!(client.opened(), 99, "the listener at 40050 leaves 99 ports: {:?}", client.ready);
     assert_eq!(client.errno(), Some("EADDRNOTAVAIL"), "{:?}", client.ready);
@@ -145,6 +209,8 @@ fn every_capture_command_agrees_with_check_on_the_same_state() {
     );
     let top = truth.processes.first().unwrap_or_else(|| panic!("no process\n{}", truth.summary()));
     assert_eq!(top.pid, client.pid(), "\n{}", truth.summary());
+    let udp = udp_pool(&truth).unwrap_or_else(|| panic!("no UDP pool\n{}", truth.summary()));
+    assert_eq!((udp.used, udp.capacity), (UDP_SOCKETS as u64, 100), "\n{}", truth.summary());
 
     let sysctl = run_in(&ns, &[&["sysctl"][..], &SYSCTLS[..]].concat());
     let dir = std::env::temp_dir().join(format!("porthog-e2e-capture-{}", std::process::id()));
@@ -197,6 +263,21 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
     let gap = |kind: &str, words: &str| {
         report.gaps.iter().any(|g| g.kind == kind && g.message.contains(words))
     };
+    if capture.lists_udp()
+        && let Some(want) = udp_pool(truth)
+    {
+        match udp_pool(&report) {
+            Some(p) if (p.used, p.capacity) == (want.used, want.capacity) => {}
+            other => {
+                return Err(format!(
+                    "UDP pool {:?}, expected used {} capacity {}",
+                    other.map(|p| (p.used, p.capacity)),
+                    want.used,
+                    want.capacity
+                ));
+            }
+        }
+    }
     let want = truth.pools.first().ok_or("no pool in the truth")?;
     let tight = report.pools.first();
     let tight_of = |remote: &str| {
@@ -273,6 +354,10 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
         }
     }
     Ok(())
+}
+
+fn udp_pool(report: &Report) -> Option<&crate::report::Pool> {
+    report.pools.iter().find(|p| p.kind == "udp")
 }
 
 fn same(got: &str, want: &str, what: &str) -> Result<(), String> {
