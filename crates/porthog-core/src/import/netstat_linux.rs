@@ -34,13 +34,15 @@ fn protocol(token: &str) -> Option<(Protocol, bool)> {
     })
 }
 
-/// `tcp 0 0 ADDR:PORT ...`: a protocol, two numbers and an endpoint.
+/// `tcp 0 0 ADDR:PORT ADDR:PORT STATE ...`: a protocol, two numbers, an endpoint and, for TCP,
+/// a state after the peer (a header-less `ss -tuan state X` row has none: it is ss's).
 fn is_row(t: &str) -> bool {
     let mut f = t.split_ascii_whitespace();
-    f.next().and_then(protocol).is_some()
-        && f.next().is_some_and(is_number)
+    let Some((proto, _)) = f.next().and_then(protocol) else { return false };
+    f.next().is_some_and(is_number)
         && f.next().is_some_and(is_number)
         && f.next().is_some_and(|a| a.contains(':'))
+        && (proto == Protocol::Udp || f.nth(1).is_some_and(|s| state(s).is_some()))
 }
 
 fn is_number(s: &str) -> bool {
@@ -50,7 +52,8 @@ fn is_number(s: &str) -> bool {
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
     b.sockets.reserve(cur.remaining().0.len() / 96);
     let mut header = false;
-    let (mut rows, mut owned_rows, mut cut) = (0u64, 0u64, 0u64);
+    // Rows, rows with an owner column, rows not in TIME_WAIT (which -p would give an owner).
+    let (mut rows, mut owned_rows, mut live, mut cut) = (0u64, 0u64, 0u64, 0u64);
     let mut without_servers = false;
     while let Some(line) = cur.peek() {
         let t = line.text.trim_start();
@@ -86,6 +89,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         match row(t) {
             Some(r) => {
                 rows += 1;
+                live += u64::from(r.sock.state != State::TimeWait);
                 cut += u64::from(r.maybe_cut);
                 if let Some((pid, name)) = r.owner {
                     owned_rows += 1;
@@ -112,10 +116,10 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
              only the rows given are counted",
         );
     }
-    if owned_rows == 0 {
+    if owned_rows == 0 && live > 0 {
         b.gap(Gap {
             kind: GapKind::Unattributed,
-            count: Some(rows),
+            count: Some(live),
             message: "the netstat capture has no PID/Program name column (no -p): no socket has an owner".into(),
             advice: Some(OWNERS_COMMAND.into()),
         });
@@ -228,7 +232,7 @@ fn timer<'a>(rest: &'a str, sock: &mut Socket) -> &'a str {
         return rest;
     }
     let before = rest[..open].trim_end();
-    let kind_at = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+    let kind_at = before.rfind(|c: char| c.is_ascii_whitespace()).map_or(0, |i| i + 1);
     let kind = &before[kind_at..];
     if !matches!(kind, "off" | "on" | "keepalive" | "timewait" | "probe" | "unkn") {
         return rest;
@@ -340,7 +344,7 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
         );
         assert_eq!(s.sockets.len(), 2);
         let owners = s.gaps.iter().find(|g| g.kind == GapKind::Unattributed).expect("owner gap");
-        assert_eq!(owners.count, Some(2));
+        assert_eq!(owners.count, Some(1), "the live socket; -p names no TIME_WAIT owner anyway");
         assert!(owners.advice.as_deref().unwrap_or("").contains("netstat -tanp"), "{owners:?}");
         let listeners = s.gaps.iter().find(|g| g.kind == GapKind::Invisible).expect("-a gap");
         assert!(listeners.message.contains("without -a"), "{listeners:?}");
@@ -385,6 +389,15 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
         let msg = e.to_string();
         assert!(msg.starts_with("n.txt:2: netstat-linux row"), "{msg}");
         assert!(msg.contains("-n so addresses are numeric"), "{msg}");
+    }
+
+    #[test]
+    fn a_headerless_ss_row_with_a_netid_is_left_to_ss() {
+        let (s, sources) = read(
+            "tcp 0 0 127.0.0.1:40000 127.0.0.1:7070 users:((\"curl\",pid=9,fd=3))\n",
+        );
+        assert_eq!(sources[0].format, "ss");
+        assert_eq!(s.sockets[0].pid.map(|p| p.get()), Some(9));
     }
 
     #[test]
