@@ -4,7 +4,6 @@
 //! processes (or fds) is one row each: they are counted once, by inode (DEVICE), for the lowest
 //! pid, as the live collector does.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{Builder, Cursor, Format, ImportError, Line};
@@ -41,9 +40,8 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         header = true;
         cur.next();
     }
-    // inode -> index in b.sockets, for sockets this section added.
-    let mut seen: HashMap<u32, usize> = HashMap::new();
-    let (mut rows, mut shared) = (0u64, 0u64);
+    let start = b.sockets.len();
+    let mut rows = 0u64;
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
         if !is_row(t) {
@@ -59,24 +57,10 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             continue;
         };
         rows += 1;
-        if r.sock.inode != 0
-            && let Some(&i) = seen.get(&r.sock.inode)
-        {
-            shared += 1;
-            let held = b.sockets[i].pid.map_or(u32::MAX, |p| p.get());
-            if r.pid < held {
-                b.sockets[i].pid = std::num::NonZeroU32::new(r.pid);
-            }
-            b.names.entry(r.pid).or_insert_with(|| r.command.to_owned());
-            b.record(Format::Lsof);
-            continue;
-        }
-        if r.sock.inode != 0 {
-            seen.insert(r.sock.inode, b.sockets.len());
-        }
         b.names.entry(r.pid).or_insert_with(|| r.command.to_owned());
         b.socket(Format::Lsof, r.sock, r.pid);
     }
+    let shared = once_per_inode(&mut b.sockets, start);
     if rows == 0 {
         return Ok(());
     }
@@ -98,6 +82,40 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     Ok(())
 }
 
+/// Keeps one socket per inode among `sockets[start..]` (a socket open in several processes or
+/// fds is one row each), owned by the lowest pid, in input order. Returns how many rows went.
+/// Sorting 8-byte keys costs less memory than a hash map of a million inodes.
+fn once_per_inode(sockets: &mut Vec<Socket>, start: usize) -> u64 {
+    let mut keys: Vec<(u32, u32)> = sockets[start..]
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.inode != 0)
+        .map(|(i, s)| (s.inode, i as u32))
+        .collect();
+    keys.sort_unstable();
+    let mut gone = vec![false; sockets.len() - start];
+    let mut shared = 0;
+    for run in keys.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+        let first = run.iter().map(|&(_, i)| i as usize).min().unwrap_or(0);
+        let lowest = run.iter().filter_map(|&(_, i)| sockets[start + i as usize].pid).min();
+        sockets[start + first].pid = lowest;
+        for &(_, i) in run {
+            if i as usize != first {
+                gone[i as usize] = true;
+                shared += 1;
+            }
+        }
+    }
+    if shared > 0 {
+        let mut i = 0;
+        sockets.retain(|_| {
+            i += 1;
+            i <= start || !gone[i - 1 - start]
+        });
+    }
+    shared
+}
+
 struct Row<'a> {
     sock: Socket,
     pid: u32,
@@ -105,7 +123,13 @@ struct Row<'a> {
 }
 
 fn row(t: &str) -> Option<Row<'_>> {
-    let words: Vec<&str> = t.split_ascii_whitespace().collect();
+    let mut slots = [""; 16];
+    let mut n = 0;
+    for (slot, word) in slots.iter_mut().zip(t.split_ascii_whitespace()) {
+        *slot = word;
+        n += 1;
+    }
+    let words = &slots[..n];
     let ty = words.iter().position(|w| matches!(*w, "IPv4" | "IPv6"))?;
     let command = *words.first()?;
     // PID is the first number after COMMAND (a command name cut by lsof has no spaces, but

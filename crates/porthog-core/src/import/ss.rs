@@ -79,11 +79,14 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         };
         cur.next();
     }
-    let mut rows = Vec::new();
-    let mut any_unconn = false;
+    // Sockets go straight into the builder (a million-row capture holds no second copy); the
+    // section's protocol is fixed up at the end, once an UNCONN row may have shown it is UDP.
+    let start = b.sockets.len();
+    let (mut total, mut assumed, mut owned, mut live) = (0u64, 0u64, 0u64, 0u64);
+    let (mut any_unconn, mut netid) = (false, false);
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
-        if !rows.is_empty() && is_continuation(line.text) {
+        if total > 0 && is_continuation(line.text) {
             cur.next();
             continue;
         }
@@ -98,32 +101,37 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         cur.next();
         any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
         match row(t, stateless || stateless_row) {
-            Some(r) => rows.push(r),
+            Some(r) => {
+                total += 1;
+                netid |= r.netid.is_some();
+                assumed += u64::from(r.assumed);
+                owned += u64::from(r.name.is_some());
+                live += u64::from(r.sock.state != State::TimeWait);
+                if let Some(name) = r.name {
+                    b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+                }
+                b.socket(Format::Ss, r.sock, r.pid);
+            }
             None => b.malformed(
                 lenient,
                 ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
             )?,
         }
     }
-    if rows.is_empty() {
+    if total == 0 {
         return Ok(());
     }
-    let section = if any_unconn { Protocol::Udp } else { Protocol::Tcp };
-    let (mut assumed, mut listeners, mut owned, mut live) = (0u64, 0u64, 0u64, 0u64);
-    let total = rows.len() as u64;
-    for mut r in rows {
-        r.sock.protocol = r.netid.unwrap_or(section);
-        if r.sock.protocol == Protocol::Udp && r.sock.state == State::Listen {
-            r.sock.state = State::Close;
+    // Without a Netid column the protocol is the section's: UDP when any row is UNCONN.
+    let section = if any_unconn && !netid { Protocol::Udp } else { Protocol::Tcp };
+    let mut listeners = 0u64;
+    for sock in &mut b.sockets[start..] {
+        if section == Protocol::Udp {
+            sock.protocol = Protocol::Udp;
         }
-        assumed += u64::from(r.assumed);
-        listeners += u64::from(r.sock.state == State::Listen);
-        owned += u64::from(r.name.is_some());
-        live += u64::from(r.sock.state != State::TimeWait);
-        if let Some(name) = r.name {
-            b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+        if sock.protocol == Protocol::Udp && sock.state == State::Listen {
+            sock.state = State::Close;
         }
-        b.socket(Format::Ss, r.sock, r.pid);
+        listeners += u64::from(sock.state == State::Listen);
     }
     if !header {
         b.note(
