@@ -124,7 +124,9 @@ mod linux {
         let porthog_args = ["analyze", "--json", f];
         // Rows per owner: the owner field of every row.
         let awk_prog = match format {
-            CaptureFormat::NetstatAno => "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}",
+            CaptureFormat::NetstatAno => {
+                "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}"
+            }
             CaptureFormat::Lsof => "NR>1{c[$2]++} END{for(k in c) print k, c[k]}",
             _ => "NR>2{c[$NF]++} END{for(k in c) print k, c[k]}",
         };
@@ -272,9 +274,10 @@ mod linux {
                 "Active Internet connections (servers and established)\n\
                  Proto Recv-Q Send-Q Local Address           Foreign Address         State       User       Inode      PID/Program name    \n"
             )?,
-            CaptureFormat::SsState => {
-                writeln!(w, "Recv-Q Send-Q      Local Address:Port        Peer Address:Port Process")?
-            }
+            CaptureFormat::SsState => writeln!(
+                w,
+                "Recv-Q Send-Q      Local Address:Port        Peer Address:Port Process"
+            )?,
             _ => writeln!(w, "COMMAND     PID USER   FD   TYPE   DEVICE SIZE/OFF NODE NAME")?,
         }
         let owners = [(4321, "java"), (5555, "nginx"), (812, "python3"), (1044, "Web Content")];
@@ -311,7 +314,10 @@ mod linux {
                 }
                 CaptureFormat::SsState => {
                     let (l, r) = if v6 {
-                        (format!("[{local}]:{lport}"), format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443")
+                        (
+                            format!("[{local}]:{lport}"),
+                            format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443",
+                        )
                     } else {
                         (format!("{local}:{lport}"), remote.clone())
                     };
@@ -324,7 +330,10 @@ mod linux {
                 }
                 _ => {
                     let (l, r) = if v6 {
-                        (format!("[{local}]:{lport}"), format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443")
+                        (
+                            format!("[{local}]:{lport}"),
+                            format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443",
+                        )
                     } else {
                         (format!("{local}:{lport}"), remote.clone())
                     };

@@ -231,8 +231,9 @@ dhclient    500 root    7u  IPv4   2222      0t0  UDP *:68
     #[test]
     fn names_instead_of_numbers_are_an_error_with_the_fix() {
         let text = "COMMAND PID USER FD TYPE DEVICE SIZE/OFF NODE NAME\ncurl 9 root 3u IPv4 1 0t0 TCP host:40000->db01:https (ESTABLISHED)\n";
-        let e = import(&[Input { name: "l.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap_err();
+        let e =
+            import(&[Input { name: "l.txt", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap_err();
         assert!(e.to_string().contains("-n -P"), "{e}");
     }
 }

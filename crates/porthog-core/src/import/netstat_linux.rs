@@ -13,7 +13,8 @@ use crate::model::{Gap, GapKind, Protocol, Socket, State};
 const EXPECTED: &str = "tcp|tcp6|udp|udp6, Recv-Q, Send-Q, local address:port, foreign address:port, state, [user inode] [PID/name] (run netstat with -n so addresses are numeric, -W so IPv6 addresses are not cut)";
 
 /// The one command that adds owners to a netstat capture.
-const OWNERS_COMMAND: &str = "capture `netstat -tanp` as root (busybox builds without -p: `ss -tanp`)";
+const OWNERS_COMMAND: &str =
+    "capture `netstat -tanp` as root (busybox builds without -p: `ss -tanp`)";
 
 /// A header line of the section, or a row.
 pub fn starts(line: Line<'_>) -> bool {
@@ -120,7 +121,9 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         b.gap(Gap {
             kind: GapKind::Unattributed,
             count: Some(live),
-            message: "the netstat capture has no PID/Program name column (no -p): no socket has an owner".into(),
+            message:
+                "the netstat capture has no PID/Program name column (no -p): no socket has an owner"
+                    .into(),
             advice: Some(OWNERS_COMMAND.into()),
         });
     }
@@ -175,7 +178,8 @@ fn row(t: &str) -> Option<Row<'_>> {
     let remote_text = f.next()?;
     let local = endpoint(local_text)?;
     let remote = endpoint(remote_text)?;
-    let maybe_cut = [local_text, remote_text].iter().any(|e| e.len() >= 23 && e.matches(':').count() > 1);
+    let maybe_cut =
+        [local_text, remote_text].iter().any(|e| e.len() >= 23 && e.matches(':').count() > 1);
     // What follows the endpoints: [state] [user inode] [PID/name (may hold spaces)] [timer].
     let mut rest = after(t, remote_text).trim_start();
     let state = match rest.split_ascii_whitespace().next().and_then(state) {
@@ -325,10 +329,16 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
         assert_eq!(s.process(12200).map(|p| p.name.as_str()), Some("Web Content"));
         assert_eq!(s.process(12201).map(|p| p.name.as_str()), Some("java: worker"));
         let tw = &s.sockets[3];
-        assert_eq!((tw.state, tw.pid, tw.local_ip), (State::TimeWait, None, "::1".parse().unwrap()));
+        assert_eq!(
+            (tw.state, tw.pid, tw.local_ip),
+            (State::TimeWait, None, "::1".parse().unwrap())
+        );
         assert_eq!(s.sockets[4].local_ip, "127.0.0.1".parse::<IpAddr>().unwrap(), "v4-mapped");
         assert_eq!((s.sockets[5].protocol, s.sockets[5].state), (Protocol::Udp, State::Close));
-        assert_eq!((s.sockets[6].protocol, s.sockets[6].state), (Protocol::Udp, State::Established));
+        assert_eq!(
+            (s.sockets[6].protocol, s.sockets[6].state),
+            (Protocol::Udp, State::Established)
+        );
         assert!(!s.gaps.iter().any(|g| g.kind == GapKind::Unattributed), "{:?}", s.gaps);
     }
 
@@ -384,8 +394,9 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
     #[test]
     fn a_bad_row_names_its_line_and_the_fix() {
         let text = "Proto Recv-Q Send-Q Local Address Foreign Address State\ntcp 0 0 db01:https 10.0.0.5:5432 ESTABLISHED\n";
-        let e = import(&[Input { name: "n.txt", bytes: text.as_bytes() }], &ImportOptions::default())
-            .unwrap_err();
+        let e =
+            import(&[Input { name: "n.txt", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap_err();
         let msg = e.to_string();
         assert!(msg.starts_with("n.txt:2: netstat-linux row"), "{msg}");
         assert!(msg.contains("-n so addresses are numeric"), "{msg}");
@@ -393,9 +404,8 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
 
     #[test]
     fn a_headerless_ss_row_with_a_netid_is_left_to_ss() {
-        let (s, sources) = read(
-            "tcp 0 0 127.0.0.1:40000 127.0.0.1:7070 users:((\"curl\",pid=9,fd=3))\n",
-        );
+        let (s, sources) =
+            read("tcp 0 0 127.0.0.1:40000 127.0.0.1:7070 users:((\"curl\",pid=9,fd=3))\n");
         assert_eq!(sources[0].format, "ss");
         assert_eq!(s.sockets[0].pid.map(|p| p.get()), Some(9));
     }

@@ -144,7 +144,9 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         b.gap(Gap {
             kind: GapKind::Unattributed,
             count: Some(total),
-            message: "the ss capture has no users:((...)) owners (ss without -p): no socket has an owner".into(),
+            message:
+                "the ss capture has no users:((...)) owners (ss without -p): no socket has an owner"
+                    .into(),
             advice: Some("capture `ss -tanp` as root".into()),
         });
     }
@@ -390,7 +392,10 @@ mod tests {
         let gap = s.gaps.iter().find(|g| g.message.contains("no State column")).expect("gap");
         assert_eq!(gap.count, Some(1));
         assert!(gap.advice.as_deref().unwrap_or("").contains("without a state filter"));
-        assert!(sources[0].note.as_deref().unwrap_or("").contains("no State column"), "{sources:?}");
+        assert!(
+            sources[0].note.as_deref().unwrap_or("").contains("no State column"),
+            "{sources:?}"
+        );
     }
 
     #[test]
@@ -410,7 +415,8 @@ mod tests {
 
     #[test]
     fn a_grep_fragment_says_it_was_read_by_shape() {
-        let text = "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:5432\nESTAB 0 0 10.0.0.7:40001 10.0.0.5:5432\n";
+        let text =
+            "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:5432\nESTAB 0 0 10.0.0.7:40001 10.0.0.5:5432\n";
         let Imported::Snapshot { sources, .. } =
             import(&[Input { name: "g.txt", bytes: text.as_bytes() }], &ImportOptions::default())
                 .unwrap()

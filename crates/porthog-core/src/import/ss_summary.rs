@@ -59,7 +59,10 @@ mod tests {
         assert!(s.sockets.is_empty());
         assert_eq!(sources[0].format, "ss-summary");
         let gap = s.gaps.iter().find(|g| g.kind == GapKind::Incomplete).expect("summary gap");
-        assert!(gap.message.contains("2 in TIME_WAIT") && gap.message.contains("100-port"), "{gap:?}");
+        assert!(
+            gap.message.contains("2 in TIME_WAIT") && gap.message.contains("100-port"),
+            "{gap:?}"
+        );
         assert!(gap.advice.as_deref().unwrap_or("").contains("ss -tanp"), "{gap:?}");
     }
 }

@@ -118,10 +118,22 @@ impl Drop for UdpHolders {
 
 const CAPTURES: &[Capture] = &[
     Capture { command: &["netstat", "-tanp"], format: "netstat-linux", expect: Expect::Everything },
-    Capture { command: &["netstat", "-antup"], format: "netstat-linux", expect: Expect::Everything },
+    Capture {
+        command: &["netstat", "-antup"],
+        format: "netstat-linux",
+        expect: Expect::Everything,
+    },
     Capture { command: &["netstat", "-anp"], format: "netstat-linux", expect: Expect::Everything },
-    Capture { command: &["netstat", "-tanpe"], format: "netstat-linux", expect: Expect::Everything },
-    Capture { command: &["netstat", "-tanpo"], format: "netstat-linux", expect: Expect::Everything },
+    Capture {
+        command: &["netstat", "-tanpe"],
+        format: "netstat-linux",
+        expect: Expect::Everything,
+    },
+    Capture {
+        command: &["netstat", "-tanpo"],
+        format: "netstat-linux",
+        expect: Expect::Everything,
+    },
     Capture { command: &["netstat", "-tan"], format: "netstat-linux", expect: Expect::NoOwners },
     Capture { command: &["netstat", "-tane"], format: "netstat-linux", expect: Expect::NoOwners },
     Capture {
@@ -150,7 +162,11 @@ const CAPTURES: &[Capture] = &[
     Capture { command: &["ss", "-tanpm"], format: "ss", expect: Expect::Everything },
     Capture { command: &["ss", "-tuanp"], format: "ss", expect: Expect::Everything },
     Capture { command: &["ss", "-tan"], format: "ss", expect: Expect::NoOwners },
-    Capture { command: &["ss", "-tnp"], format: "ss", expect: Expect::NoListeners { owners: true } },
+    Capture {
+        command: &["ss", "-tnp"],
+        format: "ss",
+        expect: Expect::NoListeners { owners: true },
+    },
     Capture {
         command: &["ss", "-tanp", "exclude", "listening"],
         format: "ss",
@@ -182,10 +198,8 @@ fn every_capture_command_agrees_with_check_on_the_same_state() {
         return;
     };
     let _squatter = Loadgen::start(&ns, &["listen-at", "--addr", "127.0.0.1:40050"]);
-    let _server = Loadgen::start(
-        &ns,
-        &["serve", "--listen", SERVER, "--listen", CHURN, "--listen", SERVER6],
-    );
+    let _server =
+        Loadgen::start(&ns, &["serve", "--listen", SERVER, "--listen", CHURN, "--listen", SERVER6]);
     let churn = Loadgen::start(&ns, &["connect", "--to", CHURN, "--count", "30", "--close"]);
     assert_eq!((churn.opened(), churn.failed()), (30, 0), "{:?}", churn.ready);
     let v6 = Loadgen::start(&ns, &["connect", "--to", SERVER6, "--count", "10"]);
@@ -245,7 +259,12 @@ fn every_capture_command_agrees_with_check_on_the_same_state() {
         }
     }
     assert!(ran >= 20, "only {ran} capture commands ran");
-    assert!(failures.is_empty(), "{} captures disagree:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} captures disagree:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Compares one capture's report with the live truth, as `capture.expect` says it must.
@@ -255,8 +274,12 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
     }
     let json: Value = serde_json::from_str(run.stdout()).map_err(|e| format!("not JSON: {e}"))?;
     let report: Report = serde_json::from_value(json.clone()).map_err(|e| format!("{e}"))?;
-    let formats: Vec<&str> =
-        json["sources"].as_array().into_iter().flatten().filter_map(|s| s["format"].as_str()).collect();
+    let formats: Vec<&str> = json["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["format"].as_str())
+        .collect();
     if !formats.contains(&capture.format) || !formats.contains(&"sysctl") {
         return Err(format!("sources {formats:?}, expected {} and sysctl", capture.format));
     }
@@ -284,7 +307,12 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
         report.pools.iter().find(|p| p.kind == "connect" && p.remote.as_deref() == Some(remote))
     };
     let same_pool = |p: Option<&crate::report::Pool>, capacity: u64| match p {
-        Some(p) if (p.remote.as_deref(), p.used, p.capacity) == (want.remote.as_deref(), want.used, capacity) => Ok(()),
+        Some(p)
+            if (p.remote.as_deref(), p.used, p.capacity)
+                == (want.remote.as_deref(), want.used, capacity) =>
+        {
+            Ok(())
+        }
         other => Err(format!(
             "tightest pool {:?}, expected {:?} used {} capacity {capacity}",
             other.map(|p| (&p.remote, p.used, p.capacity)),
@@ -294,7 +322,9 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
     };
     let top_is_client = || match report.processes.first() {
         Some(p) if p.pid == client => Ok(()),
-        other => Err(format!("top process {:?}, expected pid {client}", other.map(|p| (p.pid, &p.name)))),
+        other => {
+            Err(format!("top process {:?}, expected pid {client}", other.map(|p| (p.pid, &p.name))))
+        }
     };
     match capture.expect {
         Expect::Everything => {
@@ -308,7 +338,9 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
             if !report.processes.is_empty() {
                 return Err("processes from a capture without owners".into());
             }
-            if !(gap("unattributed", "owner") || gap("unattributed", "PID")) && capture.format != "proc-net" {
+            if !(gap("unattributed", "owner") || gap("unattributed", "PID"))
+                && capture.format != "proc-net"
+            {
                 return Err("no gap says the owners are missing".into());
             }
         }
@@ -366,9 +398,8 @@ fn same(got: &str, want: &str, what: &str) -> Result<(), String> {
 
 fn exists(program: &str) -> bool {
     program == "cat"
-        || std::env::var_os("PATH").is_some_and(|path| {
-            std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-        })
+        || std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Runs `command` inside the namespace and returns its stdout (it must succeed).
