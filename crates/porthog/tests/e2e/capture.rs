@@ -56,21 +56,18 @@ struct Capture {
     command: &'static [&'static str],
     format: &'static str,
     expect: Expect,
+    udp: bool,
 }
 
-impl Capture {
-    /// Whether the command lists UDP sockets (then the UDP pool must agree as well).
-    fn lists_udp(&self) -> bool {
-        let c = self.command.join(" ");
-        self.expect != Expect::Summary
-            && (c.contains("/proc/net/udp")
-                || c.contains("lsof -i ")
-                || c.ends_with("-anp")
-                || c.contains("-antup")
-                || c.contains("-tuanp")
-                || c == "netstat -n"
-                || c.ends_with("netstat -an"))
-    }
+/// One row of the table: what to run, the format it must be read as, what must agree, and
+/// whether it lists UDP (then the UDP pool must agree too).
+const fn cap(
+    command: &'static [&'static str],
+    format: &'static str,
+    expect: Expect,
+    udp: bool,
+) -> Capture {
+    Capture { command, format, expect, udp }
 }
 
 /// UDP sockets held by bash processes (`exec 3<>/dev/udp/HOST/PORT`, one each; bash connects
@@ -117,79 +114,46 @@ impl Drop for UdpHolders {
 }
 
 const CAPTURES: &[Capture] = &[
-    Capture { command: &["netstat", "-tanp"], format: "netstat-linux", expect: Expect::Everything },
-    Capture {
-        command: &["netstat", "-antup"],
-        format: "netstat-linux",
-        expect: Expect::Everything,
-    },
-    Capture { command: &["netstat", "-anp"], format: "netstat-linux", expect: Expect::Everything },
-    Capture {
-        command: &["netstat", "-tanpe"],
-        format: "netstat-linux",
-        expect: Expect::Everything,
-    },
-    Capture {
-        command: &["netstat", "-tanpo"],
-        format: "netstat-linux",
-        expect: Expect::Everything,
-    },
-    Capture { command: &["netstat", "-tan"], format: "netstat-linux", expect: Expect::NoOwners },
-    Capture { command: &["netstat", "-tane"], format: "netstat-linux", expect: Expect::NoOwners },
-    Capture {
-        command: &["netstat", "-nt"],
-        format: "netstat-linux",
-        expect: Expect::NoListeners { owners: false },
-    },
-    Capture {
-        command: &["netstat", "-n"],
-        format: "netstat-linux",
-        expect: Expect::NoListeners { owners: false },
-    },
-    Capture {
-        command: &["busybox", "netstat", "-tan"],
-        format: "netstat-linux",
-        expect: Expect::NoOwners,
-    },
-    Capture {
-        command: &["busybox", "netstat", "-an"],
-        format: "netstat-linux",
-        expect: Expect::NoOwners,
-    },
-    Capture { command: &["ss", "-tanp"], format: "ss", expect: Expect::Everything },
-    Capture { command: &["ss", "-tanpeo"], format: "ss", expect: Expect::Everything },
-    Capture { command: &["ss", "-tanpi"], format: "ss", expect: Expect::Everything },
-    Capture { command: &["ss", "-tanpm"], format: "ss", expect: Expect::Everything },
-    Capture { command: &["ss", "-tuanp"], format: "ss", expect: Expect::Everything },
-    Capture { command: &["ss", "-tan"], format: "ss", expect: Expect::NoOwners },
-    Capture {
-        command: &["ss", "-tnp"],
-        format: "ss",
-        expect: Expect::NoListeners { owners: true },
-    },
-    Capture {
-        command: &["ss", "-tanp", "exclude", "listening"],
-        format: "ss",
-        expect: Expect::NoListeners { owners: true },
-    },
-    Capture {
-        command: &["ss", "-tanp", "state", "established"],
-        format: "ss",
-        expect: Expect::NoListeners { owners: true },
-    },
-    Capture {
-        command: &["ss", "-tan", "state", "time-wait"],
-        format: "ss",
-        expect: Expect::OnlyTimeWait,
-    },
-    Capture { command: &["ss", "-s"], format: "ss-summary", expect: Expect::Summary },
-    Capture { command: &["lsof", "-nP", "-iTCP"], format: "lsof", expect: Expect::NoTimeWait },
-    Capture { command: &["lsof", "-i", "-n", "-P"], format: "lsof", expect: Expect::NoTimeWait },
-    Capture {
-        command: &["cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"],
-        format: "proc-net",
-        expect: Expect::NoOwners,
-    },
+    cap(&["netstat", "-tanp"], "netstat-linux", Expect::Everything, false),
+    cap(&["netstat", "-antup"], "netstat-linux", Expect::Everything, true),
+    cap(&["netstat", "-anp"], "netstat-linux", Expect::Everything, true),
+    cap(&["netstat", "-tanpe"], "netstat-linux", Expect::Everything, false),
+    cap(&["netstat", "-tanpo"], "netstat-linux", Expect::Everything, false),
+    cap(&["netstat", "-tan"], "netstat-linux", Expect::NoOwners, false),
+    cap(&["netstat", "-tane"], "netstat-linux", Expect::NoOwners, false),
+    cap(&["netstat", "-nt"], "netstat-linux", Expect::NoListeners { owners: false }, false),
+    cap(&["netstat", "-n"], "netstat-linux", Expect::NoListeners { owners: false }, true),
+    cap(&["busybox", "netstat", "-tan"], "netstat-linux", Expect::NoOwners, false),
+    cap(&["busybox", "netstat", "-an"], "netstat-linux", Expect::NoOwners, true),
+    cap(&["ss", "-tanp"], "ss", Expect::Everything, false),
+    cap(&["ss", "-tanpeo"], "ss", Expect::Everything, false),
+    cap(&["ss", "-tanpi"], "ss", Expect::Everything, false),
+    cap(&["ss", "-tanpm"], "ss", Expect::Everything, false),
+    cap(&["ss", "-tuanp"], "ss", Expect::Everything, true),
+    cap(&["ss", "-tan"], "ss", Expect::NoOwners, false),
+    cap(&["ss", "-tnp"], "ss", Expect::NoListeners { owners: true }, false),
+    cap(
+        &["ss", "-tanp", "exclude", "listening"],
+        "ss",
+        Expect::NoListeners { owners: true },
+        false,
+    ),
+    cap(
+        &["ss", "-tanp", "state", "established"],
+        "ss",
+        Expect::NoListeners { owners: true },
+        false,
+    ),
+    cap(&["ss", "-tan", "state", "time-wait"], "ss", Expect::OnlyTimeWait, false),
+    cap(&["ss", "-s"], "ss-summary", Expect::Summary, false),
+    cap(&["lsof", "-nP", "-iTCP"], "lsof", Expect::NoTimeWait, false),
+    cap(&["lsof", "-i", "-n", "-P"], "lsof", Expect::NoTimeWait, true),
+    cap(
+        &["cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"],
+        "proc-net",
+        Expect::NoOwners,
+        true,
+    ),
 ];
 
 #[test]
@@ -286,7 +250,7 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
     let gap = |kind: &str, words: &str| {
         report.gaps.iter().any(|g| g.kind == kind && g.message.contains(words))
     };
-    if capture.lists_udp()
+    if capture.udp
         && let Some(want) = udp_pool(truth)
     {
         match udp_pool(&report) {
