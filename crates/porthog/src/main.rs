@@ -72,8 +72,10 @@ fn analyze(opts: &OfflineOptions) -> Result<u8> {
         contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
     let report = match import::import(&inputs, &opts.import)? {
         Imported::Snapshot { snapshot, sources, evidence } => {
-            // An empty listing is an answer (no sockets); no listing at all is not.
-            if !import::has_socket_listing(&sources) && evidence.is_empty() {
+            // An empty listing is an answer (no sockets); no listing at all is not. `ss -s`
+            // has totals and no rows: its report says so and exits 3 (issue 11).
+            let totals_only = sources.iter().any(|s| s.format == "ss-summary");
+            if !import::has_socket_listing(&sources) && evidence.is_empty() && !totals_only {
                 let read: Vec<String> =
                     sources.iter().map(|s| format!("{} ({})", s.file, s.format)).collect();
                 anyhow::bail!(

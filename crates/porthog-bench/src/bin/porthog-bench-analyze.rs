@@ -1,7 +1,8 @@
-//! porthog-bench-analyze: how fast `porthog analyze` reads a large Windows capture (`netstat
-//! -ano` by default; `--format` picks `-an`, `-a` with names, `Format-List` or `Format-Table
-//! -Wrap`), against a plain `awk` that counts rows per owner on the same file, in one run.
-//! It writes a deterministic capture (IPv4 and IPv6 rows, several states, PID 0 TIME_WAIT),
+//! porthog-bench-analyze: how fast `porthog analyze` reads a large capture (Windows `netstat
+//! -ano` by default; `--format` picks Windows `-an`, `-a` with names, `Format-List` or
+//! `Format-Table -Wrap`, or Linux `netstat -tanpe`, `ss -tanpo state established` or `lsof -nP
+//! -iTCP`), against a plain `awk` that counts rows per owner on the same file, in one run.
+//! It writes a deterministic capture (IPv4 and IPv6 rows, several states, ownerless TIME_WAIT),
 //! times each tool with wait4() rusage (wall, CPU, peak RSS) and prints a markdown section.
 //! The file is read from the page cache after a warm-up run: this measures parsing, not the disk.
 //!
@@ -47,19 +48,25 @@ mod linux {
         format: Capture,
     }
 
-    /// The Windows captures the benchmark can generate.
+    /// The captures the benchmark can generate.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
     enum Capture {
-        /// `netstat -ano`
+        /// Windows `netstat -ano`
         NetstatAno,
-        /// `netstat -an`: no PID column
+        /// Windows `netstat -an`: no PID column
         NetstatAn,
-        /// `netstat -a`: host and service names
+        /// Windows `netstat -a`: host and service names
         NetstatA,
         /// `Get-NetTCPConnection | Format-List`
         PowershellList,
         /// `Get-NetTCPConnection | Format-Table -Wrap`, IPv6 addresses wrapped
         PowershellTableWrap,
+        /// Linux net-tools `netstat -tanpe`
+        NetstatLinux,
+        /// `ss -tanpo state established` (no State column)
+        SsState,
+        /// `lsof -nP -iTCP`
+        Lsof,
     }
 
     impl Capture {
@@ -70,7 +77,14 @@ mod linux {
                 Capture::NetstatA => "`netstat -a` (host and service names)",
                 Capture::PowershellList => "`Get-NetTCPConnection | Format-List`",
                 Capture::PowershellTableWrap => "`Get-NetTCPConnection | Format-Table -Wrap`",
+                Capture::NetstatLinux => "`netstat -tanpe`",
+                Capture::SsState => "`ss -tanpo state established`",
+                Capture::Lsof => "`lsof -nP -iTCP`",
             }
+        }
+
+        fn is_linux(self) -> bool {
+            matches!(self, Capture::NetstatLinux | Capture::SsState | Capture::Lsof)
         }
 
         /// What awk counts: rows per owner (the last field), or objects per owner.
@@ -81,6 +95,10 @@ mod linux {
                 }
                 Capture::PowershellTableWrap => {
                     "NR>2 && $2 ~ /^[0-9]+$/{c[$NF]++} END{for(k in c) print k, c[k]}"
+                }
+                Capture::Lsof => "NR>1{c[$2]++} END{for(k in c) print k, c[k]}",
+                Capture::NetstatLinux | Capture::SsState => {
+                    "NR>2{c[$NF]++} END{for(k in c) print k, c[k]}"
                 }
                 _ => "$1==\"TCP\"||$1==\"UDP\"{c[$NF]++} END{for(k in c) print k, c[k]}",
             }
@@ -122,7 +140,11 @@ mod linux {
         runs: usize,
         format: Capture,
     ) -> Result<String> {
-        write_capture(file, rows, format)?;
+        if format.is_linux() {
+            write_linux_capture(file, rows, format)?;
+        } else {
+            write_capture(file, rows, format)?;
+        }
         let bytes = std::fs::metadata(file)?.len();
         let f = file.to_str().context("temp path is not UTF-8")?;
         let porthog_s = porthog.to_str().context("porthog path is not UTF-8")?;
@@ -180,7 +202,7 @@ mod linux {
              |---|---:|---:|---:|---:|---:|---:|---:|\n"
         );
         s += &row("porthog analyze --json", &p, pw);
-        s += &row("awk (rows per PID)", &a, aw);
+        s += &row("awk (rows per owner)", &a, aw);
         let rss_per_row =
             p.iter().map(|x| x.rss_kib).max().unwrap_or(0) as f64 * 1024.0 / rows as f64;
         s += &format!(
@@ -302,6 +324,94 @@ mod linux {
                     if !l2.is_empty() || !r2.is_empty() {
                         write!(w, "{l2:<20} {:>9} {r2:<20}\r\n", "")?;
                     }
+                }
+            }
+        }
+        w.flush()?;
+        Ok(())
+    }
+
+    /// A Linux capture of a busy client: 90 % IPv4, 10 % IPv6 (v4 rows to two databases), all
+    /// owned. `netstat -tanpe` puts a third in TIME_WAIT (no owner); the state-filtered `ss` and
+    /// lsof have only live sockets, so every row is ESTABLISHED.
+    fn write_linux_capture(path: &Path, rows: u64, format: Capture) -> Result<()> {
+        let mut w = BufWriter::new(std::fs::File::create(path)?);
+        match format {
+            Capture::NetstatLinux => write!(
+                w,
+                "Active Internet connections (servers and established)\n\
+                 Proto Recv-Q Send-Q Local Address           Foreign Address         State       User       Inode      PID/Program name    \n"
+            )?,
+            Capture::SsState => writeln!(
+                w,
+                "Recv-Q Send-Q      Local Address:Port        Peer Address:Port Process"
+            )?,
+            _ => writeln!(w, "COMMAND     PID USER   FD   TYPE   DEVICE SIZE/OFF NODE NAME")?,
+        }
+        let owners = [(4321, "java"), (5555, "nginx"), (812, "python3"), (1044, "Web Content")];
+        for i in 0..rows {
+            let (pid, name) = owners[(i % 4) as usize];
+            let lport = 32768 + i % 28232;
+            let inode = 100_000 + i;
+            let (local, remote, v6) = if i % 10 == 0 {
+                (format!("2001:db8::{:x}", i % 9999), "2001:db8::1".to_owned(), true)
+            } else {
+                let dport = if i % 3 == 0 { 5432 } else { 3306 };
+                (
+                    format!("10.0.{}.{}", (i >> 16) & 255, (i >> 8) & 255),
+                    format!("10.1.{}.{}:{dport}", i % 200, i % 250),
+                    false,
+                )
+            };
+            let remote = if v6 { format!("{remote}:443") } else { remote };
+            match format {
+                Capture::NetstatLinux => {
+                    let tw = i % 3 == 1;
+                    let (state, owner) = if tw {
+                        ("TIME_WAIT", "-".to_owned())
+                    } else {
+                        ("ESTABLISHED", format!("{pid}/{name}"))
+                    };
+                    let proto = if v6 { "tcp6" } else { "tcp" };
+                    writeln!(
+                        w,
+                        "{proto:<5}      0      0 {:<23} {remote:<23} {state:<11} 1000       {:<10} {owner:<20}",
+                        format!("{local}:{lport}"),
+                        if tw { 0 } else { inode }
+                    )?;
+                }
+                Capture::SsState => {
+                    let (l, r) = if v6 {
+                        (
+                            format!("[{local}]:{lport}"),
+                            format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443",
+                        )
+                    } else {
+                        (format!("{local}:{lport}"), remote.clone())
+                    };
+                    writeln!(
+                        w,
+                        "0      0      {l:>26} {r:>24} users:((\"{name}\",pid={pid},fd={})) timer:(keepalive,{}sec,0) ino:{inode}",
+                        i % 1000 + 3,
+                        i % 7200
+                    )?;
+                }
+                _ => {
+                    let (l, r) = if v6 {
+                        (
+                            format!("[{local}]:{lport}"),
+                            format!("[{}]", remote.rsplit_once(':').map_or("", |x| x.0)) + ":443",
+                        )
+                    } else {
+                        (format!("{local}:{lport}"), remote.clone())
+                    };
+                    let command: String = name.replace(' ', "\\x20").chars().take(9).collect();
+                    writeln!(
+                        w,
+                        "{command:<9} {pid:>5} user {:>4}u  {}  {inode:>7}      0t0  TCP {l}->{r} (ESTABLISHED)",
+                        i % 1000 + 3,
+                        if v6 { "IPv6" } else { "IPv4" }
+                    )?;
                 }
             }
         }

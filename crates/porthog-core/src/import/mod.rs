@@ -7,8 +7,10 @@ mod cursor;
 pub mod decode;
 mod error;
 mod events;
+mod lsof;
 mod netsh;
 mod netstat;
+mod netstat_linux;
 mod paste;
 mod powershell;
 mod proc_net_text;
@@ -19,6 +21,7 @@ mod ps_table;
 mod recording;
 mod services;
 mod ss;
+mod ss_summary;
 mod sysctl_lines;
 mod winevent;
 
@@ -43,12 +46,18 @@ pub use crate::report::{Evidence, SourceInfo};
 pub enum Format {
     /// Windows `netstat -ano`, `-anob`, `-anoq`, localized.
     Netstat,
+    /// Linux `netstat -tanp` and its variants (net-tools or busybox).
+    NetstatLinux,
     /// `netsh int ipv4|ipv6 show dynamicport tcp|udp`.
     NetshDynamicport,
     /// `netsh int ipv4|ipv6 show excludedportrange protocol=tcp|udp`.
     NetshExcluded,
-    /// Linux `ss -tanp`, `-tanpe`, `-uanp`.
+    /// Linux `ss -tanp`, `-tanpe`, `-uanp`, `ss -tan state X`, and `-i`/`-m`/`-o` extras.
     Ss,
+    /// Linux `ss -s`: totals only.
+    SsSummary,
+    /// `lsof -nP -iTCP`, `lsof -i -n -P`.
+    Lsof,
     /// `sysctl` lines for the port settings.
     Sysctl,
     /// Linux `/proc/net/tcp`, `tcp6`, `udp`, `udp6`.
@@ -68,11 +77,14 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 12] = [
+    pub const ALL: [Format; 15] = [
         Format::Netstat,
+        Format::NetstatLinux,
         Format::NetshDynamicport,
         Format::NetshExcluded,
         Format::Ss,
+        Format::SsSummary,
+        Format::Lsof,
         Format::Sysctl,
         Format::ProcNet,
         Format::PowershellTable,
@@ -86,9 +98,12 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Netstat => "netstat",
+            Format::NetstatLinux => "netstat-linux",
             Format::NetshDynamicport => "netsh-dynamicport",
             Format::NetshExcluded => "netsh-excluded",
             Format::Ss => "ss",
+            Format::SsSummary => "ss-summary",
+            Format::Lsof => "lsof",
             Format::Sysctl => "sysctl",
             Format::ProcNet => "proc-net",
             Format::PowershellTable => "powershell-table",
@@ -104,9 +119,12 @@ impl Format {
     pub fn command(self) -> &'static str {
         match self {
             Format::Netstat => "netstat -ano (or -anob, -anoq)",
+            Format::NetstatLinux => "netstat -tanp (Linux, as root)",
             Format::NetshDynamicport => "netsh int ipv4 show dynamicport tcp",
             Format::NetshExcluded => "netsh int ipv4 show excludedportrange protocol=tcp",
             Format::Ss => "ss -tanp / ss -uanp",
+            Format::SsSummary => "ss -s",
+            Format::Lsof => "lsof -nP -iTCP -iUDP",
             Format::Sysctl => {
                 "sysctl net.ipv4.ip_local_port_range net.ipv4.ip_local_reserved_ports net.ipv4.tcp_tw_reuse"
             }
@@ -130,7 +148,9 @@ impl Format {
     pub fn lists_sockets(self) -> bool {
         match self {
             Format::Netstat
+            | Format::NetstatLinux
             | Format::Ss
+            | Format::Lsof
             | Format::ProcNet
             | Format::PowershellTable
             | Format::PowershellList
@@ -138,6 +158,7 @@ impl Format {
             | Format::PowershellJson => true,
             Format::NetshDynamicport
             | Format::NetshExcluded
+            | Format::SsSummary
             | Format::Sysctl
             | Format::Wevtutil
             | Format::GetWinevent => false,
@@ -156,7 +177,12 @@ impl Format {
             | Format::PowershellJson
             | Format::Wevtutil
             | Format::GetWinevent => Os::Windows,
-            Format::Ss | Format::Sysctl | Format::ProcNet => Os::Linux,
+            Format::Ss
+            | Format::SsSummary
+            | Format::Lsof
+            | Format::Sysctl
+            | Format::ProcNet
+            | Format::NetstatLinux => Os::Linux,
         }
     }
 }
@@ -277,6 +303,10 @@ pub struct Builder {
     socket_sections: std::collections::BTreeSet<usize>,
     /// Sections started so far, across all files.
     section: usize,
+    /// What the captures cannot show (owners, states, TIME_WAIT, listeners), once each.
+    gaps: Vec<Gap>,
+    /// `ss -s`: (TCP sockets, TIME_WAIT), judged against the range once it is known.
+    pub ss_summary: Option<(u64, u64)>,
 }
 
 impl Builder {
@@ -303,6 +333,19 @@ impl Builder {
             self.socket_sections.insert(self.section);
         }
         self.record(format);
+    }
+
+    /// Something a capture cannot show, once per message; counts of the same message add up.
+    pub fn gap(&mut self, gap: Gap) {
+        match self.gaps.iter_mut().find(|g| g.message == gap.message) {
+            Some(g) => {
+                g.count = match (g.count, gap.count) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => self.gaps.push(gap),
+        }
     }
 
     /// A malformed row: an error, or in lenient mode a counted skip.
@@ -406,9 +449,12 @@ fn read_text(
         }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient, skipped)?,
+            Some(Format::NetstatLinux) => netstat_linux::parse(&mut cur, b, opts.lenient)?,
             Some(Format::NetshDynamicport) => netsh::parse_dynamicport(&mut cur, b)?,
             Some(Format::NetshExcluded) => netsh::parse_excluded(&mut cur, b)?,
             Some(Format::Ss) => ss::parse(&mut cur, b, opts.lenient)?,
+            Some(Format::SsSummary) => ss_summary::parse(&mut cur, b)?,
+            Some(Format::Lsof) => lsof::parse(&mut cur, b, opts.lenient)?,
             Some(Format::Sysctl) => sysctl_lines::parse(&mut cur, b)?,
             Some(Format::ProcNet) => proc_net_text::parse(&mut cur, b, opts.lenient)?,
             Some(Format::PowershellTable) => ps_table::parse(&mut cur, b, opts.lenient)?,
@@ -434,9 +480,12 @@ fn read_text(
 fn starts(format: Format, line: Line<'_>, cur: &Cursor<'_>) -> bool {
     match format {
         Format::Netstat => netstat::starts(line),
+        Format::NetstatLinux => netstat_linux::starts(line),
         Format::NetshDynamicport => netsh::starts_dynamicport(line, cur),
         Format::NetshExcluded => netsh::starts_excluded(line, cur),
         Format::Ss => ss::starts(line),
+        Format::SsSummary => ss_summary::starts(line, cur),
+        Format::Lsof => lsof::starts(line),
         Format::Sysctl => sysctl_lines::starts(line),
         Format::ProcNet => proc_net_text::starts(line),
         Format::PowershellTable => ps_table::starts(line, cur),
@@ -485,6 +534,24 @@ fn finish(
         Snapshot::new(os, formats.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>().join(" + "));
     snapshot.settings = b.settings.clone();
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
+    snapshot.gaps.append(&mut b.gaps);
+    if let Some((total, time_wait)) = b.ss_summary
+        && b.sockets.is_empty()
+    {
+        let range = snapshot.settings.tcp_range.unwrap_or(crate::ports::PortRange::LINUX_DEFAULT);
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: None,
+            message: format!(
+                "`ss -s` gives totals only: {total} TCP sockets, {time_wait} in TIME_WAIT against the {}-port range {}-{}; \
+                 pools are per destination and cannot be judged from totals",
+                range.len(),
+                range.start,
+                range.end
+            ),
+            advice: Some("capture `ss -tanp` for the pools and their owners".to_owned()),
+        });
+    }
     if b.skipped > 0 {
         snapshot.gaps.push(Gap {
             kind: GapKind::Incomplete,

@@ -254,7 +254,7 @@ pub(super) fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
 
 /// `10.0.0.7` without std's general parser, which is a tenth of a million-row import; anything
 /// unusual (leading zeros, too many digits) returns `None` and goes to std, which decides.
-fn dotted_quad(s: &str) -> Option<Ipv4Addr> {
+pub(super) fn dotted_quad(s: &str) -> Option<Ipv4Addr> {
     let mut octets = [0u8; 4];
     let (mut i, mut value, mut digits) = (0usize, 0u16, 0u8);
     for &b in s.as_bytes() {

@@ -33,6 +33,11 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             Protocol::Tcp
         };
         cur.next();
+    } else {
+        b.note(
+            Format::ProcNet,
+            "a /proc/net table without its header line: read as TCP (/proc/net/tcp, tcp6); a UDP table needs its header (it ends in `drops`)",
+        );
     }
     while let Some(line) = cur.peek().filter(|l| is_row(l.text)) {
         cur.next();

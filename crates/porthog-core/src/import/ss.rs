@@ -6,28 +6,56 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::{Builder, Cursor, Format, ImportError, Line};
-use crate::model::{Protocol, Socket, State};
+use crate::model::{Gap, GapKind, Protocol, Socket, State};
 
 const EXPECTED: &str = "[Netid] State Recv-Q Send-Q Local-Address:Port Peer-Address:Port [users:((...))] (run ss with -n)";
 
-/// `State  Recv-Q Send-Q Local Address:Port ...` (or `Netid State ...` with `-tu`).
-fn is_header(t: &str) -> bool {
-    let t = t.trim_start();
-    (t.starts_with("State") || t.starts_with("Netid")) && t.contains("Recv-Q")
-}
-
-/// A header (alone it is a listing of zero sockets), or a row.
 pub fn starts(line: Line<'_>) -> bool {
-    is_header(line.text) || is_row_start(line)
+    let t = line.text;
+    is_header(t) || is_stateless_row(t) || {
+        let mut f = t.split_ascii_whitespace();
+        let Some(first) = f.next() else { return false };
+        let state_tok = if matches!(first, "tcp" | "udp") { f.next() } else { Some(first) };
+        state_tok.and_then(state).is_some()
+            && f.next().is_some_and(|q| q.parse::<u64>().is_ok())
+            && f.next().is_some_and(|q| q.parse::<u64>().is_ok())
+    }
 }
 
-fn is_row_start(line: Line<'_>) -> bool {
-    let mut f = line.text.split_ascii_whitespace();
-    let Some(first) = f.next() else { return false };
-    let state_tok = if matches!(first, "tcp" | "udp") { f.next() } else { Some(first) };
-    state_tok.and_then(state).is_some()
+/// `State Recv-Q ...`, `Netid State Recv-Q ...`, or `Recv-Q Send-Q ...` (a state filter such
+/// as `state time-wait` drops the State column).
+fn is_header(t: &str) -> bool {
+    let mut f = t.split_ascii_whitespace();
+    let mut first = f.next();
+    if first == Some("Netid") {
+        first = f.next();
+    }
+    match first {
+        Some("State") => f.next() == Some("Recv-Q"),
+        Some("Recv-Q") => f.next() == Some("Send-Q"),
+        _ => false,
+    }
+}
+
+/// A row of `ss ... state FILTER`: `[netid] Recv-Q Send-Q local peer`, with no state word.
+fn is_stateless_row(t: &str) -> bool {
+    let mut f = t.split_ascii_whitespace();
+    let mut first = f.next();
+    if matches!(first, Some("tcp" | "udp")) {
+        first = f.next();
+    }
+    first.is_some_and(|q| q.parse::<u64>().is_ok())
         && f.next().is_some_and(|q| q.parse::<u64>().is_ok())
-        && f.next().is_some_and(|q| q.parse::<u64>().is_ok())
+        && f.next().and_then(endpoint).is_some()
+        && f.next().and_then(endpoint).is_some()
+}
+
+/// A line `-i` or `-m` prints under each socket: indented, not a row.
+fn is_continuation(t: &str) -> bool {
+    t.starts_with(['\t', ' ']) && {
+        let inner = t.trim_start();
+        !(starts(Line { no: 0, text: inner }) || looks_like_row(inner))
+    }
 }
 
 struct Row<'a> {
@@ -35,44 +63,114 @@ struct Row<'a> {
     sock: Socket,
     pid: u32,
     name: Option<&'a str>,
+    /// No State column (a state filter): the state was assumed.
+    assumed: bool,
 }
 
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
-    let mut rows = Vec::new();
-    let mut any_unconn = false;
-    if cur.peek().is_some_and(|l| is_header(l.text)) {
+    let mut header = false;
+    let mut stateless = false;
+    if let Some(line) = cur.peek().filter(|l| is_header(l.text)) {
+        header = true;
+        let mut f = line.text.split_ascii_whitespace();
+        stateless = match f.next() {
+            Some("Netid") => f.next() == Some("Recv-Q"),
+            first => first == Some("Recv-Q"),
+        };
         cur.next();
     }
+    // Sockets go straight into the builder (a million-row capture holds no second copy); the
+    // section's protocol is fixed up at the end, once an UNCONN row may have shown it is UDP.
+    let start = b.sockets.len();
+    let (mut total, mut assumed, mut owned, mut live) = (0u64, 0u64, 0u64, 0u64);
+    let (mut any_unconn, mut netid) = (false, false);
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
-        if t.is_empty()
-            || t.starts_with("State")
-            || t.starts_with("Netid")
-            || t.starts_with("Recv-Q")
-        {
+        if total > 0 && is_continuation(line.text) {
+            cur.next();
+            continue;
+        }
+        if t.is_empty() || is_header(t) {
             break;
         }
         // A row of another format ends the section; anything else is a bad ss row.
-        if !is_row_start(line) && !looks_like_row(t) {
+        let stateless_row = is_stateless_row(t);
+        if !starts(line) && !looks_like_row(t) && !stateless_row {
             break;
         }
         cur.next();
         any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
-        match row(t) {
-            Some(r) => rows.push(r),
+        match row(t, stateless || stateless_row) {
+            Some(r) => {
+                total += 1;
+                netid |= r.netid.is_some();
+                assumed += u64::from(r.assumed);
+                owned += u64::from(r.name.is_some());
+                live += u64::from(r.sock.state != State::TimeWait);
+                if let Some(name) = r.name {
+                    b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+                }
+                b.socket(Format::Ss, r.sock, r.pid);
+            }
             None => b.malformed(
                 lenient,
                 ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
             )?,
         }
     }
-    let section = if any_unconn { Protocol::Udp } else { Protocol::Tcp };
-    for mut r in rows {
-        r.sock.protocol = r.netid.unwrap_or(section);
-        if let Some(name) = r.name {
-            b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+    if total == 0 {
+        return Ok(());
+    }
+    // Without a Netid column the protocol is the section's: UDP when any row is UNCONN.
+    let section = if any_unconn && !netid { Protocol::Udp } else { Protocol::Tcp };
+    let mut listeners = 0u64;
+    for sock in &mut b.sockets[start..] {
+        if section == Protocol::Udp {
+            sock.protocol = Protocol::Udp;
         }
-        b.socket(Format::Ss, r.sock, r.pid);
+        if sock.protocol == Protocol::Udp && sock.state == State::Listen {
+            sock.state = State::Close;
+        }
+        listeners += u64::from(sock.state == State::Listen);
+    }
+    if !header {
+        b.note(
+            Format::Ss,
+            "rows without their header (e.g. `ss -tan | grep 5432`), recognised by their shape: only the rows given are counted",
+        );
+    }
+    // Without -p no row has `users:(...)`; with it, every live socket has one (TIME_WAIT never).
+    if owned == 0 && live > 0 {
+        b.gap(Gap {
+            kind: GapKind::Unattributed,
+            count: Some(total),
+            message:
+                "the ss capture has no users:((...)) owners (ss without -p): no socket has an owner"
+                    .into(),
+            advice: Some("capture `ss -tanp` as root".into()),
+        });
+    }
+    if assumed > 0 {
+        b.note(
+            Format::Ss,
+            "no State column (`ss ... state FILTER`): rows with a peer were read as ESTABLISHED, rows without as LISTEN",
+        );
+        b.gap(Gap {
+            kind: GapKind::Source,
+            count: Some(assumed),
+            message: "the ss capture has no State column (a state filter such as `state time-wait`): these sockets are in the filtered state or unknown; \
+                      pools count them as in use either way, but none is taken for a TIME_WAIT that tcp_tw_reuse could give back"
+                .into(),
+            advice: Some("capture `ss -tanpo` without a state filter".into()),
+        });
+    }
+    if section == Protocol::Tcp && listeners == 0 {
+        b.gap(Gap {
+            kind: GapKind::Invisible,
+            count: None,
+            message: "the ss capture shows no listening TCP socket (ss without -a, or a state filter): a listener inside the ephemeral range, which takes a port from every pool, would not be seen".into(),
+            advice: Some("capture `ss -tanp` (with -a)".into()),
+        });
     }
     Ok(())
 }
@@ -84,7 +182,7 @@ fn looks_like_row(t: &str) -> bool {
     state(first).is_some() || (matches!(first, "tcp" | "udp") && f.next().and_then(state).is_some())
 }
 
-fn row(t: &str) -> Option<Row<'_>> {
+fn row(t: &str, stateless: bool) -> Option<Row<'_>> {
     // `users:((...))` is cut out first: a process name may hold spaces (`"Web Content"`).
     let (head, users, tail) = split_users(t);
     let mut f = head.split_ascii_whitespace().chain(tail.split_ascii_whitespace()).peekable();
@@ -96,12 +194,17 @@ fn row(t: &str) -> Option<Row<'_>> {
     if netid.is_some() {
         f.next();
     }
-    let st = state(f.next()?)?;
+    let st = if stateless { None } else { Some(state(f.next()?)?) };
     f.next()?.parse::<u64>().ok()?;
     f.next()?.parse::<u64>().ok()?;
     let local = endpoint(f.next()?)?;
     let remote = endpoint(f.next()?)?;
-    let mut sock = Socket::new(netid.unwrap_or(Protocol::Tcp), st, local, remote);
+    let mut sock = Socket::new(
+        netid.unwrap_or(Protocol::Tcp),
+        st.unwrap_or(if remote.1 == 0 { State::Listen } else { State::Established }),
+        local,
+        remote,
+    );
     let (pid, name) = match users.and_then(lowest_owner) {
         Some((p, n)) => (p, Some(n)),
         None => (0, None),
@@ -113,9 +216,14 @@ fn row(t: &str) -> Option<Row<'_>> {
             sock.uid = uid.parse().unwrap_or(Socket::UID_UNKNOWN);
         } else if let Some(timer) = extra.strip_prefix("timer:(timewait,") {
             sock.timer_ms = timer_ms(timer).unwrap_or(0);
+            // Under a state filter the timer is the one proof of TIME_WAIT.
+            if st.is_none() {
+                sock.state = State::TimeWait;
+            }
         }
     }
-    Some(Row { netid, sock, pid, name })
+    let assumed = st.is_none() && sock.state != State::TimeWait;
+    Some(Row { netid, sock, pid, name, assumed })
 }
 
 /// Splits a row into what precedes `users:(`, the users list, and what follows its `))`.
@@ -199,7 +307,7 @@ fn state(s: &str) -> Option<State> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::{ImportOptions, Input, import};
+    use crate::import::{ImportOptions, Imported, Input, import};
     use crate::model::Snapshot;
 
     fn snapshot(text: &str) -> Snapshot {
@@ -265,6 +373,58 @@ mod tests {
         );
         assert_eq!(s.sockets[0].protocol, Protocol::Udp);
         assert_eq!(s.sockets[1].protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn a_state_filter_has_no_state_column_and_the_report_says_so() {
+        let text = "Recv-Q Send-Q Local Address:Port  Peer Address:PortProcess\n\
+                    0      0              [::1]:40000        [::1]:7071       \n\
+                    0      0              [::1]:40008        [::1]:7071        timer:(timewait,46sec,0) ino:0 sk:1\n";
+        let Imported::Snapshot { snapshot: s, sources, .. } =
+            import(&[Input { name: "tw.txt", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.sockets.len(), 2);
+        assert_eq!(s.sockets[0].state, State::Established, "assumed in use");
+        assert_eq!(s.sockets[1].state, State::TimeWait, "the timewait timer proves it");
+        let gap = s.gaps.iter().find(|g| g.message.contains("no State column")).expect("gap");
+        assert_eq!(gap.count, Some(1));
+        assert!(gap.advice.as_deref().unwrap_or("").contains("without a state filter"));
+        assert!(
+            sources[0].notes.join("; ").contains("no State column"),
+            "{sources:?}"
+        );
+    }
+
+    #[test]
+    fn info_and_memory_lines_belong_to_the_socket_above() {
+        let s = snapshot(
+            "State     Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n\
+             LISTEN    0      4096       127.0.0.1:7070       0.0.0.0:*    \n\
+             \t bbr cwnd:10\n\
+             ESTAB     0      0          127.0.0.1:7070     127.0.0.1:40000\n\
+             \t skmem:(r0,rb131072,t0,tb3939840,f0,w0,o0,bl0,d0) bbr wscale:10,10 rto:204 rtt:0.015/0.007\n\
+             TIME-WAIT 0      0              [::1]:40000        [::1]:7071 \n\
+             \t                                     \n",
+        );
+        assert_eq!(s.sockets.len(), 3);
+        assert_eq!(s.sockets[2].state, State::TimeWait);
+    }
+
+    #[test]
+    fn a_grep_fragment_says_it_was_read_by_shape() {
+        let text =
+            "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:5432\nESTAB 0 0 10.0.0.7:40001 10.0.0.5:5432\n";
+        let Imported::Snapshot { sources, .. } =
+            import(&[Input { name: "g.txt", bytes: text.as_bytes() }], &ImportOptions::default())
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(sources[0].records, 2);
+        assert!(sources[0].notes.join("; ").contains("without their header"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! message, under CI=true they fail. Namespaces and processes are cleaned up even on panic.
 #![cfg(target_os = "linux")]
 
+mod capture;
 mod check;
 mod child;
 mod cli;
