@@ -331,8 +331,8 @@ mod linux {
         Ok(())
     }
 
-    /// A Linux capture of a busy client: 90 % IPv4, 10 % IPv6 (v4 rows to two databases), all
-    /// owned. `netstat -tanpe` puts a third in TIME_WAIT (no owner); the state-filtered `ss` and
+    /// A Linux capture of a busy client: 90 % IPv4, 10 % IPv6, four local addresses, sixteen
+    /// destinations, all owned. `netstat -tanpe` puts a third in TIME_WAIT (no owner); the state-filtered `ss` and
     /// lsof have only live sockets, so every row is ESTABLISHED.
     fn write_linux_capture(path: &Path, rows: u64, format: Capture) -> Result<()> {
         let mut w = BufWriter::new(std::fs::File::create(path)?);
@@ -351,17 +351,15 @@ mod linux {
         let owners = [(4321, "java"), (5555, "nginx"), (812, "python3"), (1044, "Web Content")];
         for i in 0..rows {
             let (pid, name) = owners[(i % 4) as usize];
-            let lport = 32768 + i % 28232;
+            let lport = 32768 + (i / 32) % 28232;
             let inode = 100_000 + i;
+            // Four local addresses, sixteen destinations: a client host's few pools, each
+            // well filled (4-tuples unique for the first 903,424 rows).
             let (local, remote, v6) = if i % 10 == 0 {
-                (format!("2001:db8::{:x}", i % 9999), "2001:db8::1".to_owned(), true)
+                (format!("2001:db8::{}", 4 + i % 4), format!("2001:db8:1::{}", (i / 4) % 8), true)
             } else {
-                let dport = if i % 3 == 0 { 5432 } else { 3306 };
-                (
-                    format!("10.0.{}.{}", (i >> 16) & 255, (i >> 8) & 255),
-                    format!("10.1.{}.{}:{dport}", i % 200, i % 250),
-                    false,
-                )
+                let dport = if i % 2 == 0 { 5432 } else { 3306 };
+                (format!("10.0.0.{}", 4 + i % 4), format!("10.1.0.{}:{dport}", (i / 4) % 8), false)
             };
             let remote = if v6 { format!("{remote}:443") } else { remote };
             match format {

@@ -122,19 +122,22 @@ pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding
 /// Whether `text`, decoded from `bytes` as `enc`, is a binary file rather than captured text:
 /// a NUL outside UTF-16 (where every ASCII character carries one), or control characters that
 /// no capture prints (text keeps tab, line feed, carriage return, form feed and ESC of coloured
-/// output). Judged on the first 64 KiB; 1 % of control characters is already no text.
+/// output). Judged on the first 8 KiB, which a binary's header fills with both; 1 % of control
+/// characters is already no text.
 pub fn is_binary(bytes: &[u8], text: &str, enc: Encoding) -> bool {
-    const HEAD: usize = 64 * 1024;
-    let utf16 = matches!(enc, Encoding::Utf16Le | Encoding::Utf16Be);
-    if !utf16 && memchr::memchr(0, &bytes[..bytes.len().min(HEAD)]).is_some() {
-        return true;
-    }
-    let (mut chars, mut controls) = (0usize, 0usize);
-    for c in text.chars().take(HEAD) {
-        chars += 1;
-        controls += usize::from(is_stray_control(c));
-    }
-    controls > 0 && controls * 100 >= chars
+    const HEAD: usize = 8 * 1024;
+    let (sample, controls) = if matches!(enc, Encoding::Utf16Le | Encoding::Utf16Be) {
+        let head = &text[..text.floor_char_boundary(HEAD)];
+        (head.chars().count(), head.chars().filter(|&c| is_stray_control(c)).count())
+    } else {
+        // Every encoding read here keeps ASCII control bytes as they are: count bytes.
+        let head = &bytes[..bytes.len().min(HEAD)];
+        if memchr::memchr(0, head).is_some() {
+            return true;
+        }
+        (head.len(), head.iter().filter(|&&b| b < 0x80 && is_stray_control(char::from(b))).count())
+    };
+    controls > 0 && controls * 100 >= sample
 }
 
 /// A control character no capture prints, NUL included (UTF-16 text decodes without it).
@@ -262,6 +265,10 @@ mod tests {
             "  TCP    0.0.0.0:135\r\n".encode_utf16().flat_map(u16::to_le_bytes).collect();
         let (text, enc) = decode(&utf16, None);
         assert!(!is_binary(&utf16, &text, enc));
+        // OEM letters in 0x80-0x9F (cp850's ü is 0x81) are text, not C1 controls.
+        let german = b"Portausschlussbereiche f\x81r Protokoll tcp\r\n\x81\x81\x81\x81\r\n";
+        let (text, enc) = decode(german, None);
+        assert!(!is_binary(german, &text, enc));
         // Tabs, CRLF, a form feed and colour escapes are text.
         let plain = b"State\tRecv-Q\r\n\x1b[32mESTAB\x1b[0m 0 0\x0c\n";
         let (text, enc) = decode(plain, None);
