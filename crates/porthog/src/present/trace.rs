@@ -10,7 +10,10 @@ use porthog_core::report::grouped;
 use porthog_core::timeline::{Failure, OwnerCount};
 use porthog_core::trace_report::{TraceLine, TraceSummary};
 
-use super::text::verdict_line;
+use anstyle::Effects;
+use porthog_core::Level;
+
+use super::text::{Painter, level_style, verdict_line};
 use crate::cli::Format;
 
 /// Where the lines go (stdout in porthog): text or JSON Lines. A closed pipe ends the output
@@ -85,11 +88,9 @@ pub fn failure_text(f: &Failure, color: bool) -> String {
     if let Some(r) = f.remote {
         let _ = write!(s, " -> {r}");
     }
-    let errno = if color {
-        format!("\x1b[1;31m{}\x1b[0m", f.errno.as_str())
-    } else {
-        f.errno.as_str().to_owned()
-    };
+    // Every failure caught is a refusal: painted as the critical level is.
+    let style = level_style(Level::Critical).effects(Effects::BOLD);
+    let errno = Painter { color }.paint(style, f.errno.as_str());
     let _ = writeln!(s, "  {errno}: {}", f.errno.meaning());
     s
 }
@@ -326,6 +327,15 @@ mod tests {
             "2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a9c0d1e2b)  connect tcp -> 10.0.0.5:443  \
              EADDRNOTAVAIL: connect() found no free source port for this destination (Cannot assign requested address)\n"
         );
+    }
+
+    #[test]
+    fn a_coloured_failure_line_paints_the_errno_as_critical() {
+        let style = level_style(Level::Critical).effects(Effects::BOLD);
+        let line = failure_text(&failure(), true);
+        assert!(line.contains(&format!("  {style}EADDRNOTAVAIL{style:#}: connect()")), "{line:?}");
+        let plain = line.replace(&format!("{style}"), "").replace(&format!("{style:#}"), "");
+        assert_eq!(plain, failure_text(&failure(), false));
     }
 
     #[test]

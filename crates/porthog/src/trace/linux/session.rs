@@ -73,7 +73,7 @@ impl Session {
         let Session { rings, tracer, clock, started, .. } = self;
         let started = *started;
         let mut last_sweep = started;
-        let mut scratch = Vec::new();
+        let mut copy = Vec::new();
         loop {
             let stopping =
                 stop.load(Ordering::Relaxed) || duration.is_some_and(|d| started.elapsed() >= d);
@@ -87,7 +87,7 @@ impl Session {
                 perf::wait(rings, left).context("waiting for kernel events")?;
             }
             for ring in rings.iter_mut() {
-                ring.drain(&mut scratch, |record| tracer.take(record));
+                ring.drain(&mut copy, |record| tracer.take(record));
             }
             for caught in tracer.end_round(stopping) {
                 on_failure(failure(&caught, &tracer.tasks, clock));
