@@ -73,22 +73,12 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         unresolved_events: tracer.tasks.unresolved,
         duration_s,
         report,
-    };
-    let code = exit_code(&summary);
+    }
+    .judged();
+    let code = summary.exit_code();
     let netns = opts.netns.as_ref().map(|t| t.label());
     out.summary(summary, netns.as_deref(), opts.report.top);
     Ok(code)
-}
-
-/// The final check's exit status, but at least critical when the kernel refused allocations
-/// during the trace: they happened, whatever the pools look like now.
-fn exit_code(summary: &TraceSummary) -> u8 {
-    if summary.failures.is_empty() {
-        summary.report.exit_code()
-    } else {
-        // Refusals seen are an answer even when the final socket list was incomplete.
-        summary.report.verdict.max(porthog_core::Level::Critical).exit_code() as u8
-    }
 }
 
 /// The tracer of `porthog trace` on a thread of its own, for `watch` and `record`: failures
