@@ -80,9 +80,7 @@ pub fn json_line(line: &TraceLine) -> String {
 pub fn failure_text(f: &Failure, color: bool) -> String {
     let mut s = format!("{}  pid {} {}", f.time, f.pid, f.name);
     if let Some(c) = &f.container {
-        let short =
-            if c.len() > 12 && c.bytes().all(|b| b.is_ascii_hexdigit()) { &c[..12] } else { c };
-        let _ = write!(s, " (container {short})");
+        let _ = write!(s, " (container {})", porthog_core::model::short_container_id(c));
     }
     let _ = write!(s, "  {} {}", f.call, f.protocol.as_str());
     if let Some(r) = f.remote {

@@ -4,7 +4,7 @@
 
 pub(crate) mod netns;
 mod owners;
-mod process;
+pub(crate) mod process;
 mod settings;
 mod sock_diag;
 mod sockets;

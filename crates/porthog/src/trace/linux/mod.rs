@@ -5,6 +5,7 @@
 //! `session.rs`, the ordering and the join `tracer.rs`, the output `present/trace.rs`.
 
 mod clock;
+mod error;
 mod perf;
 mod ring;
 mod session;
@@ -17,7 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow};
 use porthog_core::timeline::Failure;
-use porthog_core::trace_report::{TraceSummary, rfc3339_millis};
+use porthog_core::timestamp::format_unix_ms;
+use porthog_core::trace_report::TraceSummary;
 
 use crate::cli::TraceOptions;
 use crate::collect::{self, NetnsTarget};
@@ -54,7 +56,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         &stop,
         opts.duration,
         |f| out.borrow_mut().failure(&f),
-        |n| out.borrow_mut().lost(&rfc3339_millis(clock.wall_ms(Clock::mono_now_s())), n),
+        |n| out.borrow_mut().lost(&format_unix_ms(clock.wall_ms(Clock::mono_now_s())), n),
     )?;
     let mut out = out.into_inner();
     let Session { rings, tracer, started, collect_opts, .. } = session;

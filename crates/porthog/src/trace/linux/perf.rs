@@ -16,6 +16,7 @@ use perf_event_open_sys::bindings::{
 use perf_event_open_sys::{ioctls, perf_event_open};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
+use super::error::SysError;
 use super::ring::{self, Record};
 
 /// `CLOCK_MONOTONIC` (1 on every Linux architecture): sample times comparable with
@@ -53,19 +54,12 @@ pub struct CpuRing {
     tail: u64,
 }
 
-/// What went wrong opening the events, with the errno that decides the message.
-#[derive(Debug)]
-pub struct OpenError {
-    pub what: String,
-    pub error: io::Error,
-}
-
 /// Opens every tracepoint on every CPU of `cpus`, disabled. Filters the kernel refuses are
 /// returned as notes: porthog filters the same in user space anyway.
 pub fn open(
     tracepoints: &[Tracepoint],
     cpus: &[u32],
-) -> Result<(Vec<CpuRing>, Vec<String>), OpenError> {
+) -> Result<(Vec<CpuRing>, Vec<String>), SysError> {
     let page = rustix::param::page_size();
     let per_cpu = (RING_TOTAL_BYTES / cpus.len().max(1)).min(RING_BYTES);
     // A power of two number of pages, at least 16.
@@ -77,7 +71,7 @@ pub fn open(
     for &cpu in cpus {
         let mut events = Vec::with_capacity(tracepoints.len());
         for tp in tracepoints {
-            let fd = open_one(tp, cpu, data_size).map_err(|error| OpenError {
+            let fd = open_one(tp, cpu, data_size).map_err(|error| SysError {
                 what: format!("perf_event_open of tracepoint {} on CPU {cpu}", tp.label),
                 error,
             })?;
@@ -92,7 +86,7 @@ pub fn open(
             }
             events.push(fd);
         }
-        rings.push(CpuRing::map(events, page, data_size).map_err(|error| OpenError {
+        rings.push(CpuRing::map(events, page, data_size).map_err(|error| SysError {
             what: format!("mapping the ring buffer of CPU {cpu}"),
             error,
         })?);

@@ -2,16 +2,16 @@
 //! the first snapshot, and runs the read loop (wait, drain every ring, hand over what is in
 //! order). What to do with the records is `tracer.rs`'s.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
-use porthog_core::lifecycle::{Caught, Lifecycle};
-use porthog_core::timeline::Failure;
+use anyhow::{Context, Result};
+use porthog_core::lifecycle::{Caught, Lifecycle, tcp_state};
+use porthog_core::timeline::{Errno, Failure};
 use porthog_core::tracepoint::{self as format, Decoder};
 
 use super::clock::Clock;
+use super::error::SysError;
 use super::perf::{self, CpuRing, Tracepoint};
 use super::tasks::{LiveProc, ProcSource, Tasks};
 use super::tracefs;
@@ -22,12 +22,24 @@ use crate::collect::{self, CollectOptions, NetnsTarget};
 /// The longest a caught failure waits before it is printed (the reader also wakes at once when
 /// a failure is written, see `Tracepoint::wake_each`).
 const POLL: Duration = Duration::from_millis(100);
-/// Only the three errnos of port exhaustion leave the kernel (DOMAIN.md).
-const FAILURE_FILTER: &str = "ret == -99 || ret == -98 || ret == -11";
+/// Only the errnos of port exhaustion leave the kernel: `ret == -99 || ret == -98 || ...`.
+fn failure_filter() -> String {
+    let each: Vec<String> = Errno::ALL.iter().map(|e| format!("ret == -{}", e.number())).collect();
+    each.join(" || ")
+}
+
 /// CLOSE -> SYN_SENT (the opener) and FIN_WAIT1, FIN_WAIT2 or CLOSING -> CLOSE (entering
 /// TIME_WAIT). Other closes need no event: `tcp_destroy_sock` ends every socket's entry.
-const SET_STATE_FILTER: &str = "protocol == 6 && ((oldstate == 7 && newstate == 2) || \
-     (newstate == 7 && (oldstate == 4 || oldstate == 5 || oldstate == 11)))";
+fn set_state_filter() -> String {
+    use tcp_state::{CLOSE, CLOSING, FIN_WAIT1, FIN_WAIT2, SYN_SENT};
+    format!(
+        "protocol == {IPPROTO_TCP} && ((oldstate == {CLOSE} && newstate == {SYN_SENT}) || \
+         (newstate == {CLOSE} && (oldstate == {FIN_WAIT1} || oldstate == {FIN_WAIT2} || oldstate == {CLOSING})))"
+    )
+}
+
+/// `IPPROTO_TCP`, as `inet_sock_set_state` records the protocol.
+const IPPROTO_TCP: u8 = 6;
 
 /// Open, enabled tracepoints and the tracer that reads them.
 pub struct Session {
@@ -109,7 +121,7 @@ impl Session {
 /// A caught failure as it is printed: wall-clock time, the process and its container.
 pub fn failure<P: ProcSource>(caught: &Caught, tasks: &Tasks<P>, clock: &Clock) -> Failure {
     Failure {
-        time: porthog_core::trace_report::rfc3339_millis(clock.wall_ms(caught.time)),
+        time: porthog_core::timestamp::format_unix_ms(clock.wall_ms(caught.time)),
         pid: caught.who.pid,
         name: caught.who.name.to_string(),
         container: tasks.container(caught.who.pid),
@@ -122,9 +134,8 @@ pub fn failure<P: ProcSource>(caught: &Caught, tasks: &Tasks<P>, clock: &Clock) 
 
 /// Finds tracefs, reads the four formats, opens the events on every CPU (disabled).
 fn open_tracepoints() -> Result<(Vec<CpuRing>, Decoder, Vec<String>)> {
-    let fs = tracefs::Tracefs::find_or_mount().map_err(|e| needs_root(&e.error, &e.what))?;
-    let format =
-        |group: &str, name: &str| fs.format(group, name).map_err(|e| needs_root(&e.error, &e.what));
+    let fs = tracefs::Tracefs::find_or_mount().map_err(SysError::into_anyhow)?;
+    let format = |group: &str, name: &str| fs.format(group, name).map_err(SysError::into_anyhow);
     let exit_connect = format("syscalls", "sys_exit_connect")?;
     let exit_bind = format("syscalls", "sys_exit_bind")?;
     let set_state = format("sock", "inet_sock_set_state")?;
@@ -140,46 +151,29 @@ fn open_tracepoints() -> Result<(Vec<CpuRing>, Decoder, Vec<String>)> {
     };
     // The first is the one whose ring buffer the others write into: it sets the wakeup mark.
     let tracepoints = [
-        Tracepoint { side_band: true, ..tp(&set_state, Some(SET_STATE_FILTER), false) },
+        Tracepoint { side_band: true, ..tp(&set_state, Some(&set_state_filter()), false) },
         tp(&destroy, None, false),
-        tp(&exit_connect, Some(FAILURE_FILTER), true),
-        tp(&exit_bind, Some(FAILURE_FILTER), true),
+        tp(&exit_connect, Some(&failure_filter()), true),
+        tp(&exit_bind, Some(&failure_filter()), true),
     ];
     let cpus = perf::online_cpus().context("reading /sys/devices/system/cpu/online")?;
-    let (rings, notes) =
-        perf::open(&tracepoints, &cpus).map_err(|e| needs_root(&e.error, &e.what))?;
+    let (rings, notes) = perf::open(&tracepoints, &cpus).map_err(SysError::into_anyhow)?;
     Ok((rings, decoder, notes))
-}
-
-/// A permission error becomes the message that says what porthog needs; others stay as they are.
-fn needs_root(error: &io::Error, what: &str) -> anyhow::Error {
-    let name = match rustix::io::Errno::from_io_error(error) {
-        Some(rustix::io::Errno::ACCESS) => Some("EACCES"),
-        Some(rustix::io::Errno::PERM) => Some("EPERM"),
-        _ => None,
-    };
-    match name {
-        Some(name) => anyhow!(
-            "porthog trace needs root (or CAP_PERFMON and CAP_SYS_ADMIN) to open kernel tracepoints: {name} ({error}) {what}"
-        ),
-        None => anyhow!("{what}: {error}"),
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The kernel filters are made from the core's errno and state tables; these are the
+    /// strings the kernel was given before they were.
     #[test]
-    fn a_permission_error_says_what_porthog_needs() {
-        let e = needs_root(&io::Error::from_raw_os_error(13), "opening perf events");
-        let text = e.to_string();
-        assert!(text.starts_with("porthog trace needs root (or CAP_PERFMON"), "{text}");
-        assert!(text.contains("EACCES") && text.ends_with("opening perf events"), "{text}");
-        let e = needs_root(&io::Error::from_raw_os_error(2), "reading the format");
+    fn kernel_filters_come_from_the_core_tables() {
+        assert_eq!(failure_filter(), "ret == -99 || ret == -98 || ret == -11");
         assert_eq!(
-            e.to_string(),
-            format!("reading the format: {}", io::Error::from_raw_os_error(2))
+            set_state_filter(),
+            "protocol == 6 && ((oldstate == 7 && newstate == 2) || \
+             (newstate == 7 && (oldstate == 4 || oldstate == 5 || oldstate == 11)))"
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use porthog_core::Protocol;
 use porthog_core::lifecycle::{Caught, Event, EventKind, Lifecycle, Who, tcp_state};
-use porthog_core::timeline::FourTuple;
+use porthog_core::timeline::{Errno, FourTuple};
 use porthog_core::tracepoint::{Decoded, Decoder};
 
 use super::ring::Record;
@@ -129,9 +129,7 @@ fn event_kind<P: ProcSource>(
     match decoded {
         Decoded::Exit { call, ret } => {
             // The kernel filter may be missing: check again.
-            if ![-99, -98, -11].contains(&ret) {
-                return None;
-            }
+            Errno::from_ret(ret)?;
             Some(EventKind::CallFailed { who: who(tasks)?, call, ret })
         }
         Decoded::SetState {
@@ -159,7 +157,6 @@ mod tests {
     use std::net::SocketAddr;
 
     use porthog_core::lifecycle::Call;
-    use porthog_core::timeline::Errno;
     use porthog_core::tracepoint::parse;
 
     use super::*;
