@@ -9,7 +9,7 @@ use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind};
 use crate::report::{
-    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
+    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped, plural,
 };
 
 /// How the report is cut down and judged.
@@ -122,7 +122,7 @@ fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
 /// The verdict line after its level word.
 fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> String {
     let Some(p) = tightest.filter(|p| p.used > 0 || p.level > Level::Ok) else {
-        return format!("no ephemeral ports in use ({} sockets)", grouped(sockets as u64));
+        return format!("no ephemeral ports in use ({})", plural(sockets as u64, "socket"));
     };
     let tw = match (p.time_wait, p.time_wait_reusable) {
         (0, _) => String::new(),
@@ -142,7 +142,11 @@ fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> 
         _ if p.kind == PoolKind::Connect && p.percent < thresholds.warn_pct => format!(
             "{head}: past half the range, each connect() to it scans thousands of ports; {left} left"
         ),
-        _ => format!("{head}: {left} ports left before {}", p.failure()),
+        _ => format!(
+            "{head}: {} left before {}",
+            plural(p.capacity.saturating_sub(p.effective), "port"),
+            p.failure()
+        ),
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
-use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped};
+use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped, plural};
 
 /// Most findings of one kind that are listed one by one.
 const MAX_PER_KIND: usize = 5;
@@ -214,10 +214,10 @@ fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
             let (message, advice) = if state == State::CloseWait {
                 (
                     format!(
-                        "{} (pid {}) has {} sockets in CLOSE_WAIT: the peer closed them and the application never did",
+                        "{} (pid {}) has {} in CLOSE_WAIT: the peer closed them and the application never did",
                         p.name,
                         p.pid,
-                        grouped(n)
+                        plural(n, "socket")
                     ),
                     "This is a bug in the application: it must close() a socket once a read returns end-of-stream \
                      (or dispose the response / stream). Restarting it frees the ports for now.",
@@ -225,10 +225,10 @@ fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
             } else {
                 (
                     format!(
-                        "{} (pid {}) has {} sockets bound to a port but never connected or closed",
+                        "{} (pid {}) has {} bound to a port but never connected or closed",
                         p.name,
                         p.pid,
-                        grouped(n)
+                        plural(n, "socket")
                     ),
                     "The application binds sockets and leaks them: close sockets whose connect() failed or was \
                      abandoned; set IP_BIND_ADDRESS_NO_PORT if it binds only to pick a source address.",
@@ -433,10 +433,10 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
         level: bind.level.max(Level::Warn),
         pid: bind.owners.first().map(|o| o.pid),
         message: format!(
-            "{} outgoing connections to {} destinations share no port, which connect() alone would have done: they took \
+            "{} to {} share no port, which connect() alone would have done: they took \
              their ports with bind() first, so they all draw from the bind() pool ({:.0} % full)",
-            grouped(sockets),
-            connect.len(),
+            plural(sockets, "outgoing connection"),
+            plural(connect.len() as u64, "destination"),
             bind.percent
         ),
         advice: "Set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+): the port is then chosen at \

@@ -95,7 +95,10 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     }
     out.flush().with_context(|| format!("writing {name}"))?;
     let failed = if failed > 0 { format!(" ({failed} failed)") } else { String::new() };
-    eprintln!("porthog: recorded {written} samples to {name}{failed}");
+    eprintln!(
+        "porthog: recorded {} to {name}{failed}",
+        porthog_core::report::plural(written as u64, "sample")
+    );
     Ok(0)
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anstyle::{AnsiColor, Effects, Style};
 use porthog_core::pool::RangeReport;
-use porthog_core::report::{ProcessReport, grouped};
+use porthog_core::report::{ProcessReport, grouped, plural};
 use porthog_core::{Level, Pool, Report, TwReuse};
 
 const BAR_WIDTH: usize = 20;
@@ -83,7 +83,13 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
             .sources
             .iter()
             .map(|s| {
-                format!("{}: {} ({}, {} records)", s.file, s.format, s.encoding, grouped(s.records))
+                format!(
+                    "{}: {} ({}, {})",
+                    s.file,
+                    s.format,
+                    s.encoding,
+                    plural(s.records, "record")
+                )
             })
             .collect();
         let _ = writeln!(out, "{}  {}", p.dim("Read   "), read.join("; "));
@@ -97,9 +103,9 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
     let t = &report.totals;
     let _ = writeln!(
         out,
-        "{}  {} sockets from {}{netns}; {} owned by no process (TIME_WAIT, orphans), {} unattributed",
+        "{}  {} from {}{netns}; {} owned by no process (TIME_WAIT, orphans), {} unattributed",
         p.dim("Seen   "),
-        grouped(t.sockets),
+        plural(t.sockets, "socket"),
         report.source,
         grouped(t.ownerless),
         grouped(t.unattributed)

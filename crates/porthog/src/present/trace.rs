@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::io;
 
-use porthog_core::report::grouped;
+use porthog_core::report::{grouped, plural};
 use porthog_core::timeline::{Failure, OwnerCount};
 use porthog_core::trace_report::{TraceLine, TraceSummary};
 
@@ -95,8 +95,8 @@ pub fn failure_text(f: &Failure, color: bool) -> String {
 
 pub fn lost_text(time: &str, count: u64) -> String {
     format!(
-        "{time}  WARNING: the kernel dropped {} events (porthog read its buffers too slowly): counts from here on are lower bounds\n",
-        grouped(count)
+        "{time}  WARNING: the kernel dropped {} (porthog read its buffers too slowly): counts from here on are lower bounds\n",
+        plural(count, "event")
     )
 }
 

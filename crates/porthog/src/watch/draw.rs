@@ -4,7 +4,7 @@
 //! overlay. Reads the App, changes nothing.
 
 use porthog_core::Level;
-use porthog_core::report::grouped;
+use porthog_core::report::{grouped, plural};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -74,7 +74,7 @@ fn title_line(app: &App) -> Line<'static> {
     }
     if app.paused {
         let skipped = if app.skipped > 0 {
-            format!(" ({} samples held)", app.skipped)
+            format!(" ({} held)", plural(app.skipped as u64, "sample"))
         } else {
             String::new()
         };
@@ -251,7 +251,7 @@ fn draw_owners(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
     let lost =
-        if app.lost > 0 { format!(", {} events lost", grouped(app.lost)) } else { String::new() };
+        if app.lost > 0 { format!(", {} lost", plural(app.lost, "event")) } else { String::new() };
     let block = Block::bordered()
         .title(format!(" Recent failures ({} in all{lost}) ", grouped(app.failures_total)));
     let failures = app.recent_failures();

@@ -246,4 +246,10 @@ fn unprivileged_run_reports_unattributed_sockets() {
         gap.advice.as_deref().is_some_and(|a| !a.is_empty()),
         "an unattributed gap should say how to fix it (run as root...): {gap:?}"
     );
+    // Issue 8: the errno that refused, and the advice that fits an unprivileged user.
+    assert!(
+        gap.message.contains("was refused (EACCES") || gap.message.contains("was refused (EPERM"),
+        "{gap:?}"
+    );
+    assert_eq!(gap.advice.as_deref(), Some("run as root (or with CAP_SYS_PTRACE)"), "{gap:?}");
 }

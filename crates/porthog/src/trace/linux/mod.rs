@@ -45,8 +45,8 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
         |t| format!("network namespace {}", t.label()),
     );
     eprintln!(
-        "porthog: tracing connect() and bind() failures and TCP connections in {place} on {} CPUs{}; Ctrl-C to stop",
-        session.rings.len(),
+        "porthog: tracing connect() and bind() failures and TCP connections in {place} on {}{}; Ctrl-C to stop",
+        porthog_core::report::plural(session.rings.len() as u64, "CPU"),
         opts.duration.map_or(String::new(), |d| format!(" for {:.1} s", d.as_secs_f64()))
     );
 
