@@ -97,7 +97,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     let failed = if failed > 0 { format!(" ({failed} failed)") } else { String::new() };
     eprintln!(
         "porthog: recorded {} to {name}{failed}",
-        porthog_core::report::plural(written as u64, "sample")
+        porthog_core::report::plural(written, "sample")
     );
     Ok(0)
 }

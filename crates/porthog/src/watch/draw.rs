@@ -74,7 +74,7 @@ fn title_line(app: &App) -> Line<'static> {
     }
     if app.paused {
         let skipped = if app.skipped > 0 {
-            format!(" ({} held)", plural(app.skipped as u64, "sample"))
+            format!(" ({} held)", plural(app.skipped, "sample"))
         } else {
             String::new()
         };

@@ -136,7 +136,7 @@ pub fn play(
     }
     let _ = tx.send(Event::Note(format!(
         "replay finished: {}",
-        porthog_core::report::plural(replay.samples() as u64, "sample")
+        porthog_core::report::plural(replay.samples(), "sample")
     )));
     if quit_at_end {
         let _ = tx.send(Event::Quit);

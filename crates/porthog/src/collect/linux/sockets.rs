@@ -74,7 +74,7 @@ pub fn sockets(
             count: Some(unknown_states),
             message: format!(
                 "{} in a state porthog does not know left out",
-                porthog_core::report::plural(unknown_states as u64, "socket")
+                porthog_core::report::plural(unknown_states, "socket")
             ),
             advice: None,
         });
