@@ -292,6 +292,46 @@ mod tests {
         assert!(r.summary.contains("(95 TIME_WAIT)"), "{}", r.summary);
     }
 
+    /// Issue 8: more destinations than shown are counted, not dropped.
+    #[test]
+    fn ownerless_time_wait_says_how_many_destinations_it_leaves_out() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (0..5u16).map(|i| conn(State::TimeWait, 40000 + i, 7070 + i, 0)).collect();
+        s.sockets.push(conn(State::TimeWait, 40010, 7070, 0));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let owner = r
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::OwnerlessTimeWait)
+            .expect("ownerless");
+        assert!(
+            owner.message.ends_with("; and 2 sockets to 2 more destinations"),
+            "{}",
+            owner.message
+        );
+    }
+
+    /// Issue 8: the latent bind() pool's advice follows what holds the ports.
+    #[test]
+    fn latent_bind_pool_advice_follows_the_numbers() {
+        let latent = |tw: u16| {
+            let mut s = snap((40000, 40099));
+            s.sockets = (40000..40000 + tw).map(|p| conn(State::TimeWait, p, 7070, 0)).collect();
+            s.sockets.extend((40000 + tw..40095).map(|p| conn(State::Established, p, 7070, 42)));
+            s.sockets.extend((40000 + tw..40095).map(|p| conn(State::Established, p, 7071, 42)));
+            s.processes = vec![client(42, "client")];
+            let r = analyze(&s, &AnalyzeOptions::default());
+            r.findings.into_iter().find(|f| f.kind == FindingKind::LatentBindPool)
+        };
+        let live = latent(0).expect("latent bind pool with live sockets only");
+        assert!(!live.message.contains("TIME_WAIT"), "{}", live.message);
+        assert!(!live.advice.contains("TIME_WAIT"), "{}", live.advice);
+        assert!(live.message.contains("are held (all by live sockets)"), "{}", live.message);
+        let churn = latent(80).expect("latent bind pool of TIME_WAIT");
+        assert!(churn.message.contains("(80 of them by TIME_WAIT"), "{}", churn.message);
+        assert!(churn.advice.starts_with("Cut the TIME_WAIT churn"), "{}", churn.advice);
+    }
+
     #[test]
     fn close_wait_leak_and_squatting() {
         let mut s = snap((40000, 40099));

@@ -378,12 +378,20 @@ fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut V
             }
         })
         .collect();
+    let rest: Vec<&(SocketAddr, u64)> = top.iter().skip(3).collect();
+    let more = if rest.is_empty() {
+        String::new()
+    } else {
+        let sockets: u64 = rest.iter().map(|(_, n)| n).sum();
+        let to = plural(rest.len() as u64, "more destination");
+        format!("; and {} to {to}", plural(sockets, "socket"))
+    };
     out.push(Finding {
         kind: FindingKind::OwnerlessTimeWait,
         level: Level::Info,
         pid: None,
         message: format!(
-            "{} TIME_WAIT sockets have no owning process ({}): {}",
+            "{} TIME_WAIT sockets have no owning process ({}): {}{more}",
             grouped(total),
             match snapshot.os {
                 Os::Linux => "the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it",
@@ -401,21 +409,44 @@ fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
     let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind && p.latent) else {
         return;
     };
+    // The advice follows the numbers: TIME_WAIT churn only when TIME_WAIT holds most of it.
+    let (held_by, advice) = if bind.time_wait * 2 >= bind.used && bind.time_wait > 0 {
+        (
+            format!(
+                " ({} of them by TIME_WAIT, which connect() may reuse but bind() may not)",
+                grouped(bind.time_wait)
+            ),
+            "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
+             give fixed ports to listeners.",
+        )
+    } else {
+        let held_by = if bind.time_wait > 0 {
+            format!(
+                " ({} by live sockets, {} by TIME_WAIT)",
+                grouped(bind.used - bind.time_wait),
+                grouped(bind.time_wait)
+            )
+        } else {
+            " (all by live sockets)".to_owned()
+        };
+        (
+            held_by,
+            "Find who holds the ports (the processes above) and open fewer connections at once, or widen the range; \
+             keep services that bind(port 0) out of this namespace and give fixed ports to listeners.",
+        )
+    };
     out.push(Finding {
         kind: FindingKind::LatentBindPool,
         level: Level::Warn,
         pid: None,
         message: format!(
-            "bind() to port 0 would fail now: {} of {} TCP ports are held ({} of them by TIME_WAIT, which connect() may reuse but \
-             bind() may not). Nothing seen here allocates that way (no bound sockets; connections share ports), so connect() is \
-             unaffected, but an ephemeral listener, a bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
+            "bind() to port 0 would fail now: {} of {} TCP ports are held{held_by}. Nothing seen here allocates that way \
+             (no bound sockets; connections share ports), so connect() is unaffected, but an ephemeral listener, a \
+             bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
             grouped(bind.used),
             grouped(bind.capacity),
-            grouped(bind.time_wait)
         ),
-        advice: "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
-                 give fixed ports to listeners."
-            .to_owned(),
+        advice: advice.to_owned(),
     });
 }
 

@@ -176,12 +176,13 @@ fn draw_processes(app: &App, frame: &mut Frame, area: Rect) {
         .into_iter()
         .map(|p| {
             let name = if p.exited { format!("{} (exited)", p.name) } else { p.name.clone() };
+            let (ports, time_wait) = p.held_text();
             Row::new(vec![
                 Cell::from(if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() }),
                 Cell::from(name),
-                Cell::from(grouped(p.ports)),
+                Cell::from(ports),
                 rate_cell(p.rate),
-                Cell::from(grouped(p.time_wait)),
+                Cell::from(time_wait),
             ])
         })
         .collect();

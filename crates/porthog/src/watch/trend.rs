@@ -65,7 +65,7 @@ impl TimeLeft {
         match self {
             TimeLeft::Measuring => "…".to_owned(),
             TimeLeft::Stable => "stable".to_owned(),
-            TimeLeft::Exhausted => "none left".to_owned(),
+            TimeLeft::Exhausted => "none".to_owned(),
             TimeLeft::Seconds(s) => duration_text(s),
         }
     }
