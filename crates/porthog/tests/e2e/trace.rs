@@ -146,8 +146,7 @@ fn validator(schema: &str) -> jsonschema::Validator {
 
 /// Issue 4: a client keeps connecting past exhaustion; porthog reports exactly as many failures
 /// as the client counted, each with the client's pid and the destination.
-#[test]
-fn trace_catches_every_refused_connect_with_pid_and_destination() {
+pub fn trace_catches_every_refused_connect_with_pid_and_destination() {
     let Some(ns) = Netns::for_test("trace-exhaustion", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let trace = Trace::start(&ns);
@@ -190,8 +189,7 @@ fn trace_catches_every_refused_connect_with_pid_and_destination() {
 
 /// Issue 4: a client opens and closes 50 connections (closing first) and exits while its
 /// TIME_WAIT sockets remain. The trace names it as their owner; a plain check cannot.
-#[test]
-fn trace_names_the_owner_of_time_wait_after_it_exited() {
+pub fn trace_names_the_owner_of_time_wait_after_it_exited() {
     let Some(ns) = Netns::for_test("trace-time-wait", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let trace = Trace::start(&ns);
@@ -236,8 +234,7 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
 
 /// Connections opened before the trace started, closed during it (the client is killed, so
 /// the kernel closes its sockets first): their TIME_WAIT is still attributed to the client.
-#[test]
-fn trace_attributes_connections_opened_before_it_started() {
+pub fn trace_attributes_connections_opened_before_it_started() {
     let Some(ns) = Netns::for_test("trace-preexisting", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
@@ -260,8 +257,7 @@ fn trace_attributes_connections_opened_before_it_started() {
 }
 
 /// IPv6: the destination of a refused connect() and the owners of TIME_WAIT on ::1.
-#[test]
-fn trace_follows_ipv6_connections() {
+pub fn trace_follows_ipv6_connections() {
     // tw_reuse off: the 101st connect() meets 100 TIME_WAIT ports and is refused.
     let Some(ns) = Netns::for_test("trace-ipv6", &[("net.ipv4.tcp_tw_reuse", "0")]) else { return };
     let server6 = "[::1]:7070";
@@ -291,8 +287,7 @@ fn trace_follows_ipv6_connections() {
 }
 
 /// bind() to port 0 past the range: EADDRINUSE from bind, without a destination.
-#[test]
-fn trace_catches_bind_failures() {
+pub fn trace_catches_bind_failures() {
     let Some(ns) = Netns::for_test("trace-bind", &[]) else { return };
     let trace = Trace::start(&ns);
     let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "105"]);
@@ -315,8 +310,7 @@ fn trace_catches_bind_failures() {
 
 /// Issue 8: bind() refusals caught during the trace, then the sockets closed before it ends:
 /// the final pools are empty, and the verdict is still critical, as the exit status is.
-#[test]
-fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again() {
+pub fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again() {
     let Some(ns) = Netns::for_test("trace-verdict", &[]) else { return };
     let trace = Trace::start(&ns);
     let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "103"]);
@@ -331,8 +325,7 @@ fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again() {
 }
 
 /// --duration ends the trace by itself, with the text summary and the verdict line last.
-#[test]
-fn trace_ends_after_its_duration_with_a_text_summary() {
+pub fn trace_ends_after_its_duration_with_a_text_summary() {
     let Some(ns) = Netns::for_test("trace-duration", &[]) else { return };
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["trace", "--netns", ns.name(), "--duration", "0.3", "--color", "never"]);
@@ -348,8 +341,7 @@ fn trace_ends_after_its_duration_with_a_text_summary() {
 }
 
 /// Without root, trace says exactly what it needs (exit 3).
-#[test]
-fn trace_without_root_says_what_it_needs() {
+pub fn trace_without_root_says_what_it_needs() {
     let exe = WorldExecutable::new("trace-unprivileged");
     let mut cmd;
     if rustix::process::geteuid().is_root() {
