@@ -1,4 +1,4 @@
-//! Reading the situation: causes and the fix that fits each (DOMAIN.md 3). Each rule looks at
+//! Reading the situation: causes and the fix that fits each (docs/DOMAIN.md §3). Each rule looks at
 //! the pools and processes already computed and at the settings; none rescans the sockets
 //! except `ownerless_time_wait`, which needs the TIME_WAIT sockets' destinations.
 

@@ -138,7 +138,7 @@ impl State {
     }
 
     /// Listening or bound sockets own their port through bind(): the kernel's connect() skips
-    /// such ports for every destination (`__inet_hash_connect`, DOMAIN.md 1).
+    /// such ports for every destination (`__inet_hash_connect`, docs/DOMAIN.md §1.2).
     pub fn is_bind_type(self) -> bool {
         matches!(self, State::Listen | State::Bound)
     }
@@ -284,7 +284,7 @@ impl Socket {
     }
 }
 
-/// The operating system whose allocation rules apply (DOMAIN.md 1 and 2).
+/// The operating system whose allocation rules apply (docs/DOMAIN.md §1 and §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Os {

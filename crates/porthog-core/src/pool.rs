@@ -1,4 +1,4 @@
-//! The port pools the kernel allocates from, and how full each one is (DOMAIN.md 1 and 2).
+//! The port pools the kernel allocates from, and how full each one is (docs/DOMAIN.md §1.2-1.4 and §2).
 //! Linux: one connect() pool per (local IP, remote IP, remote port), one global bind() pool and
 //! one UDP pool per namespace. Windows: one global pool per protocol. Linear in the sockets:
 //! one pass to mark ports, one sort of compact (pool, port) entries to count distinct ports.
@@ -434,12 +434,12 @@ fn top_owners(owners: HashMap<u32, u32>) -> Vec<PoolOwner> {
 }
 
 /// Windows: one global pool per protocol; every socket on a pool port holds it, whatever its
-/// state or address family (DOMAIN.md 2).
+/// state or address family (docs/DOMAIN.md §2).
 fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     let settings = &snapshot.settings;
     let mut ranges = Vec::new();
     let mut pools = Vec::new();
-    // Listeners inside the dynamic range: they squat a port a service may need (DOMAIN.md 3).
+    // Listeners inside the dynamic range: they squat a port a service may need (docs/DOMAIN.md §3).
     let mut listeners: Vec<u16> = Vec::new();
     for (protocol, range, reserved) in [
         (Protocol::Tcp, settings.tcp_range, settings.tcp_reserved.as_ref()),

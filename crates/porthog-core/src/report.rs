@@ -154,7 +154,7 @@ pub struct Totals {
     pub processes: u64,
 }
 
-/// What kind of situation a finding describes (DOMAIN.md 3).
+/// What kind of situation a finding describes (docs/DOMAIN.md §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
