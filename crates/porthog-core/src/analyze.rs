@@ -9,7 +9,7 @@ use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind};
 use crate::report::{
-    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
+    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped, plural,
 };
 
 /// How the report is cut down and judged.
@@ -77,11 +77,8 @@ pub fn analyze_imported(
 ) -> Report {
     let mut report = analyze(snapshot, opts);
     let mut past = findings::from_evidence(&evidence);
-    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical)
-        && report.verdict < Level::Critical
-    {
-        report.verdict = Level::Critical;
-        report.summary = format!("{}; the snapshot itself: {}", f.message, report.summary);
+    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical) {
+        report.raise(Level::Critical, &f.message);
     }
     past.append(&mut report.findings);
     report.findings = past;
@@ -125,7 +122,7 @@ fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {
 /// The verdict line after its level word.
 fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> String {
     let Some(p) = tightest.filter(|p| p.used > 0 || p.level > Level::Ok) else {
-        return format!("no ephemeral ports in use ({} sockets)", grouped(sockets as u64));
+        return format!("no ephemeral ports in use ({})", plural(sockets as u64, "socket"));
     };
     let tw = match (p.time_wait, p.time_wait_reusable) {
         (0, _) => String::new(),
@@ -145,7 +142,11 @@ fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> 
         _ if p.kind == PoolKind::Connect && p.percent < thresholds.warn_pct => format!(
             "{head}: past half the range, each connect() to it scans thousands of ports; {left} left"
         ),
-        _ => format!("{head}: {left} ports left before {}", p.failure()),
+        _ => format!(
+            "{head}: {} left before {}",
+            plural(p.capacity.saturating_sub(p.effective), "port"),
+            p.failure()
+        ),
     }
 }
 
@@ -289,6 +290,46 @@ mod tests {
             .expect("ownerless");
         assert!(owner.message.contains("client, pid 42"), "{}", owner.message);
         assert!(r.summary.contains("(95 TIME_WAIT)"), "{}", r.summary);
+    }
+
+    /// Issue 8: more destinations than shown are counted, not dropped.
+    #[test]
+    fn ownerless_time_wait_says_how_many_destinations_it_leaves_out() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (0..5u16).map(|i| conn(State::TimeWait, 40000 + i, 7070 + i, 0)).collect();
+        s.sockets.push(conn(State::TimeWait, 40010, 7070, 0));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let owner = r
+            .findings
+            .iter()
+            .find(|f| f.kind == FindingKind::OwnerlessTimeWait)
+            .expect("ownerless");
+        assert!(
+            owner.message.ends_with("; and 2 sockets to 2 more destinations"),
+            "{}",
+            owner.message
+        );
+    }
+
+    /// Issue 8: the latent bind() pool's advice follows what holds the ports.
+    #[test]
+    fn latent_bind_pool_advice_follows_the_numbers() {
+        let latent = |tw: u16| {
+            let mut s = snap((40000, 40099));
+            s.sockets = (40000..40000 + tw).map(|p| conn(State::TimeWait, p, 7070, 0)).collect();
+            s.sockets.extend((40000 + tw..40095).map(|p| conn(State::Established, p, 7070, 42)));
+            s.sockets.extend((40000 + tw..40095).map(|p| conn(State::Established, p, 7071, 42)));
+            s.processes = vec![client(42, "client")];
+            let r = analyze(&s, &AnalyzeOptions::default());
+            r.findings.into_iter().find(|f| f.kind == FindingKind::LatentBindPool)
+        };
+        let live = latent(0).expect("latent bind pool with live sockets only");
+        assert!(!live.message.contains("TIME_WAIT"), "{}", live.message);
+        assert!(!live.advice.contains("TIME_WAIT"), "{}", live.advice);
+        assert!(live.message.contains("are held (all by live sockets)"), "{}", live.message);
+        let churn = latent(80).expect("latent bind pool of TIME_WAIT");
+        assert!(churn.message.contains("(80 of them by TIME_WAIT"), "{}", churn.message);
+        assert!(churn.advice.starts_with("Cut the TIME_WAIT churn"), "{}", churn.advice);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Reading the situation: causes and the fix that fits each (DOMAIN.md 3). Each rule looks at
+//! Reading the situation: causes and the fix that fits each (docs/DOMAIN.md §3). Each rule looks at
 //! the pools and processes already computed and at the settings; none rescans the sockets
 //! except `ownerless_time_wait`, which needs the TIME_WAIT sockets' destinations.
 
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
-use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped};
+use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped, plural};
 
 /// Most findings of one kind that are listed one by one.
 const MAX_PER_KIND: usize = 5;
@@ -110,13 +110,16 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
 /// The setting that relieves TIME_WAIT churn on this pool, if any, with its current value.
 fn churn_stopgap(snapshot: &Snapshot, pool: &Pool) -> String {
     if snapshot.os == Os::Windows {
-        return "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)"
-            .to_owned();
+        return format!(
+            "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default {} s)",
+            crate::pool::WINDOWS_TIME_WAIT_MS / 1000
+        );
     }
     let rate = format!(
-        ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT)",
-        grouped(u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS)),
-        grouped(pool.capacity)
+        ". Sustainable rate: about {} new connections/s ({} ports / {} s of TIME_WAIT)",
+        grouped(pool.sustainable_rate().unwrap_or(0.0) as u64),
+        grouped(pool.capacity),
+        pool.time_wait_ms().unwrap_or(LINUX_TIME_WAIT_MS) / 1000
     );
     if pool.kind != PoolKind::Connect {
         // bind(port 0) never takes a TIME_WAIT port, whatever tcp_tw_reuse says.
@@ -211,10 +214,10 @@ fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
             let (message, advice) = if state == State::CloseWait {
                 (
                     format!(
-                        "{} (pid {}) has {} sockets in CLOSE_WAIT: the peer closed them and the application never did",
+                        "{} (pid {}) has {} in CLOSE_WAIT: the peer closed them and the application never did",
                         p.name,
                         p.pid,
-                        grouped(n)
+                        plural(n, "socket")
                     ),
                     "This is a bug in the application: it must close() a socket once a read returns end-of-stream \
                      (or dispose the response / stream). Restarting it frees the ports for now.",
@@ -222,10 +225,10 @@ fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
             } else {
                 (
                     format!(
-                        "{} (pid {}) has {} sockets bound to a port but never connected or closed",
+                        "{} (pid {}) has {} bound to a port but never connected or closed",
                         p.name,
                         p.pid,
-                        grouped(n)
+                        plural(n, "socket")
                     ),
                     "The application binds sockets and leaks them: close sockets whose connect() failed or was \
                      abandoned; set IP_BIND_ADDRESS_NO_PORT if it binds only to pick a source address.",
@@ -506,12 +509,20 @@ fn ownerless_time_wait(snapshot: &Snapshot, procs: &[ProcessReport], out: &mut V
             }
         })
         .collect();
+    let rest: Vec<&(SocketAddr, u64)> = top.iter().skip(3).collect();
+    let more = if rest.is_empty() {
+        String::new()
+    } else {
+        let sockets: u64 = rest.iter().map(|(_, n)| n).sum();
+        let to = plural(rest.len() as u64, "more destination");
+        format!("; and {} to {to}", plural(sockets, "socket"))
+    };
     out.push(Finding {
         kind: FindingKind::OwnerlessTimeWait,
         level: Level::Info,
         pid: None,
         message: format!(
-            "{} TIME_WAIT sockets have no owning process ({}): {}",
+            "{} TIME_WAIT sockets have no owning process ({}): {}{more}",
             grouped(total),
             match snapshot.os {
                 Os::Linux => "the kernel drops the owner at close, so ss -p, netstat -p and lsof cannot name it",
@@ -529,21 +540,44 @@ fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
     let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind && p.latent) else {
         return;
     };
+    // The advice follows the numbers: TIME_WAIT churn only when TIME_WAIT holds most of it.
+    let (held_by, advice) = if bind.time_wait * 2 >= bind.used && bind.time_wait > 0 {
+        (
+            format!(
+                " ({} of them by TIME_WAIT, which connect() may reuse but bind() may not)",
+                grouped(bind.time_wait)
+            ),
+            "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
+             give fixed ports to listeners.",
+        )
+    } else {
+        let held_by = if bind.time_wait > 0 {
+            format!(
+                " ({} by live sockets, {} by TIME_WAIT)",
+                grouped(bind.used - bind.time_wait),
+                grouped(bind.time_wait)
+            )
+        } else {
+            " (all by live sockets)".to_owned()
+        };
+        (
+            held_by,
+            "Find who holds the ports (the processes above) and open fewer connections at once, or widen the range; \
+             keep services that bind(port 0) out of this namespace and give fixed ports to listeners.",
+        )
+    };
     out.push(Finding {
         kind: FindingKind::LatentBindPool,
         level: Level::Warn,
         pid: None,
         message: format!(
-            "bind() to port 0 would fail now: {} of {} TCP ports are held ({} of them by TIME_WAIT, which connect() may reuse but \
-             bind() may not). Nothing seen here allocates that way (no bound sockets; connections share ports), so connect() is \
-             unaffected, but an ephemeral listener, a bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
+            "bind() to port 0 would fail now: {} of {} TCP ports are held{held_by}. Nothing seen here allocates that way \
+             (no bound sockets; connections share ports), so connect() is unaffected, but an ephemeral listener, a \
+             bind-before-connect client or an FTP/RPC data port would get EADDRINUSE",
             grouped(bind.used),
             grouped(bind.capacity),
-            grouped(bind.time_wait)
         ),
-        advice: "Cut the TIME_WAIT churn (reuse connections), or keep services that bind(port 0) out of this namespace; \
-                 give fixed ports to listeners."
-            .to_owned(),
+        advice: advice.to_owned(),
     });
 }
 
@@ -561,10 +595,10 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
         level: bind.level.max(Level::Warn),
         pid: bind.owners.first().map(|o| o.pid),
         message: format!(
-            "{} outgoing connections to {} destinations share no port, which connect() alone would have done: they took \
+            "{} to {} share no port, which connect() alone would have done: they took \
              their ports with bind() first, so they all draw from the bind() pool ({:.0} % full)",
-            grouped(sockets),
-            connect.len(),
+            plural(sockets, "outgoing connection"),
+            plural(connect.len() as u64, "destination"),
             bind.percent
         ),
         advice: "Set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+): the port is then chosen at \

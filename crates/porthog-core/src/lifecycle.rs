@@ -12,15 +12,8 @@ use rustc_hash::FxHashMap as HashMap;
 use crate::model::{Protocol, Snapshot};
 use crate::timeline::{Errno, FourTuple, OwnerBook, OwnerCount};
 
-/// TCP states as `inet_sock_set_state` numbers them (`include/net/tcp_states.h`).
-pub mod tcp_state {
-    pub const ESTABLISHED: u8 = 1;
-    pub const SYN_SENT: u8 = 2;
-    pub const FIN_WAIT1: u8 = 4;
-    pub const FIN_WAIT2: u8 = 5;
-    pub const CLOSE: u8 = 7;
-    pub const CLOSING: u8 = 11;
-}
+/// TCP states as `inet_sock_set_state` numbers them: the kernel's, as the model has them.
+pub use crate::model::linux_tcp as tcp_state;
 
 /// How long an opener is remembered after it was last seen: TIME_WAIT lasts 60 s on Linux.
 pub const OWNER_TTL_S: f64 = 65.0;

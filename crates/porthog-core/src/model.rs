@@ -34,6 +34,24 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// TCP states as the Linux kernel numbers them (`include/net/tcp_states.h`): the one table
+/// for sock_diag, /proc/net and the tracepoints (their filters and records).
+pub mod linux_tcp {
+    pub const ESTABLISHED: u8 = 1;
+    pub const SYN_SENT: u8 = 2;
+    pub const SYN_RECV: u8 = 3;
+    pub const FIN_WAIT1: u8 = 4;
+    pub const FIN_WAIT2: u8 = 5;
+    pub const TIME_WAIT: u8 = 6;
+    pub const CLOSE: u8 = 7;
+    pub const CLOSE_WAIT: u8 = 8;
+    pub const LAST_ACK: u8 = 9;
+    pub const LISTEN: u8 = 10;
+    pub const CLOSING: u8 = 11;
+    pub const NEW_SYN_RECV: u8 = 12;
+    pub const BOUND_INACTIVE: u8 = 13;
+}
+
 /// Socket state, with the names of the JSON contract. UDP sockets are `Close` (unconnected)
 /// or `Established` (connected), as the Linux kernel reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -76,22 +94,23 @@ impl State {
         State::Bound,
     ];
 
-    /// The kernel's numbering (`include/net/tcp_states.h`): 1 ESTABLISHED .. 11 CLOSING,
-    /// 12 NEW_SYN_RECV (a request socket, reported as SYN_RECV), 13 BOUND_INACTIVE (6.10+).
+    /// The kernel's numbering (`linux_tcp`): NEW_SYN_RECV (a request socket) reads as
+    /// SYN_RECV, BOUND_INACTIVE (6.10+) as BOUND.
     pub fn from_linux(code: u8) -> Option<State> {
+        use linux_tcp::*;
         Some(match code {
-            1 => State::Established,
-            2 => State::SynSent,
-            3 | 12 => State::SynRecv,
-            4 => State::FinWait1,
-            5 => State::FinWait2,
-            6 => State::TimeWait,
-            7 => State::Close,
-            8 => State::CloseWait,
-            9 => State::LastAck,
-            10 => State::Listen,
-            11 => State::Closing,
-            13 => State::Bound,
+            ESTABLISHED => State::Established,
+            SYN_SENT => State::SynSent,
+            SYN_RECV | NEW_SYN_RECV => State::SynRecv,
+            FIN_WAIT1 => State::FinWait1,
+            FIN_WAIT2 => State::FinWait2,
+            TIME_WAIT => State::TimeWait,
+            CLOSE => State::Close,
+            CLOSE_WAIT => State::CloseWait,
+            LAST_ACK => State::LastAck,
+            LISTEN => State::Listen,
+            CLOSING => State::Closing,
+            BOUND_INACTIVE => State::Bound,
             _ => return None,
         })
     }
@@ -119,7 +138,7 @@ impl State {
     }
 
     /// Listening or bound sockets own their port through bind(): the kernel's connect() skips
-    /// such ports for every destination (`__inet_hash_connect`, DOMAIN.md 1).
+    /// such ports for every destination (`__inet_hash_connect`, docs/DOMAIN.md §1.2).
     pub fn is_bind_type(self) -> bool {
         matches!(self, State::Listen | State::Bound)
     }
@@ -265,7 +284,7 @@ impl Socket {
     }
 }
 
-/// The operating system whose allocation rules apply (DOMAIN.md 1 and 2).
+/// The operating system whose allocation rules apply (docs/DOMAIN.md §1 and §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Os {
@@ -326,8 +345,8 @@ impl Placement {
     /// The most specific of container, pod and unit, for one-column display.
     pub fn label(&self) -> Option<String> {
         match (&self.container, &self.pod, &self.unit) {
-            (Some(c), Some(p), _) => Some(format!("pod {p} / {}", short_id(c))),
-            (Some(c), None, _) => Some(format!("container {}", short_id(c))),
+            (Some(c), Some(p), _) => Some(format!("pod {p} / {}", short_container_id(c))),
+            (Some(c), None, _) => Some(format!("container {}", short_container_id(c))),
             (None, Some(p), _) => Some(format!("pod {p}")),
             (None, None, Some(u)) => Some(u.clone()),
             (None, None, None) => None,
@@ -335,7 +354,9 @@ impl Placement {
     }
 }
 
-fn short_id(id: &str) -> &str {
+/// A container id as `docker ps` shows it: the first 12 hex digits of a long hex id; other
+/// ids (names, short ids) as they are.
+pub fn short_container_id(id: &str) -> &str {
     if id.len() > 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) { &id[..12] } else { id }
 }
 

@@ -29,14 +29,22 @@ pub enum Errno {
 }
 
 impl Errno {
-    /// From a syscall's negative return value.
-    pub fn from_ret(ret: i64) -> Option<Errno> {
-        match ret {
-            -99 => Some(Errno::AddrNotAvail),
-            -98 => Some(Errno::AddrInUse),
-            -11 => Some(Errno::Again),
-            _ => None,
+    /// The errnos of port exhaustion: the only failures porthog traces (the tracer's kernel
+    /// filter is made from this list).
+    pub const ALL: [Errno; 3] = [Errno::AddrNotAvail, Errno::AddrInUse, Errno::Again];
+
+    /// The Linux errno number (`include/uapi/asm-generic/errno*.h`).
+    pub fn number(self) -> i64 {
+        match self {
+            Errno::AddrNotAvail => 99,
+            Errno::AddrInUse => 98,
+            Errno::Again => 11,
         }
+    }
+
+    /// From a syscall's negative return value; None for every other return.
+    pub fn from_ret(ret: i64) -> Option<Errno> {
+        Errno::ALL.into_iter().find(|e| -e.number() == ret)
     }
 
     pub fn as_str(self) -> &'static str {

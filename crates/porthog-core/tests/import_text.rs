@@ -202,6 +202,7 @@ fn linux_ticket_sysctl_and_ss() {
     let r = read(&["linux-ticket_sysctl_ss.txt"]);
     let formats: Vec<&str> = r.sources.iter().map(|s| s.format.as_str()).collect();
     assert_eq!(formats, ["ss", "sysctl"]);
+    assert_eq!(r.report.source, "ss", "sysctl lists no sockets (issue 8)");
     assert_eq!(r.snapshot.sockets.len(), 964);
     assert_eq!(per_pid(&r.snapshot), BTreeMap::from([(0, 60), (500, 2), (880, 1), (2211, 901)]));
     let pool = &r.report.pools[0];

@@ -60,7 +60,7 @@ pub fn header(netns: Option<String>, interval_s: f64) -> RecordLine {
 pub fn now_text() -> String {
     let ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     timestamp::format_unix_ms(ms)
 }
 

@@ -37,8 +37,8 @@ pub use decode::Encoding;
 pub use error::{ImportError, printable};
 
 use crate::model::{Gap, GapKind, Os, Process, Snapshot, Socket};
-use crate::report::Report;
 pub use crate::report::{Evidence, SourceInfo};
+use crate::report::{Report, plural};
 
 /// A format porthog reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -166,6 +166,19 @@ impl Format {
     }
 
     /// Whose machine the format comes from.
+    /// Whether the format lists sockets (settings and event logs do not).
+    pub fn lists_sockets(self) -> bool {
+        matches!(
+            self,
+            Format::Netstat
+                | Format::Ss
+                | Format::ProcNet
+                | Format::PowershellTable
+                | Format::PowershellCsv
+                | Format::PowershellJson
+        )
+    }
+
     pub fn os(self) -> Os {
         match self {
             Format::Netstat
@@ -530,8 +543,11 @@ fn finish(
         .collect();
     let has = |f: Format| formats.iter().any(|(_, x)| *x == f);
 
-    let mut snapshot =
-        Snapshot::new(os, formats.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>().join(" + "));
+    // The source names where the sockets came from: settings and event logs are no socket
+    // listing (they show in `sources`).
+    let listings: Vec<&str> =
+        formats.iter().filter(|(_, f)| f.lists_sockets()).map(|(_, f)| f.as_str()).collect();
+    let mut snapshot = Snapshot::new(os, listings.join(" + "));
     snapshot.settings = b.settings.clone();
     snapshot.gaps.extend(missing_settings(os, &snapshot, has(Format::NetshExcluded)));
     snapshot.gaps.append(&mut b.gaps);
@@ -575,8 +591,12 @@ fn finish(
                 kind: GapKind::Source,
                 count: Some(merged),
                 message: format!(
-                    "{merged} socket rows appeared in more than one listing (e.g. netstat -anoq and netstat -anob of the same moment) \
-                     and were counted once"
+                    "{} seen in more than one listing (e.g. {} of the same moment), counted once",
+                    plural(merged, "socket row"),
+                    match os {
+                        Os::Windows => "netstat -anoq and netstat -anob",
+                        Os::Linux => "ss -tanp and /proc/net/tcp",
+                    }
                 ),
                 advice: None,
             });

@@ -33,7 +33,10 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
             Ok(RecordLine::Sample { time, mut report, .. }) => {
                 report.sources.push(SourceInfo {
                     file: name.to_owned(),
-                    format: format!("porthog-record (last of {samples} samples, at {time})"),
+                    format: format!(
+                        "porthog-record (last of {}, at {time})",
+                        crate::report::plural(samples, "sample")
+                    ),
                     encoding: "utf-8".to_owned(),
                     records: samples,
                     notes: Vec::new(),

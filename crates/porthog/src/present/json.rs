@@ -25,6 +25,36 @@ mod tests {
         jsonschema::validator_for(&schema).expect("schema is valid")
     }
 
+    /// Issue 8: the record and trace schemas carry the report schema in `$defs.report` (a
+    /// copy of docs/report.schema.json, bundled by scripts/bundle_schemas.py), so a standard
+    /// validator needs no network and no registry; before, a `$ref` to an URL that resolves
+    /// nowhere made building them fail.
+    #[test]
+    fn schemas_are_self_contained() {
+        let mut report: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        report.as_object_mut().unwrap().remove("$schema");
+        let line = serde_json::json!({
+            "type": "sample",
+            "time": "2026-11-24T02:00:00.000Z",
+            "report": { "verdict": "nope" },
+        });
+        for (name, text) in [
+            ("record", include_str!("../../../../docs/record.schema.json")),
+            ("trace", include_str!("../../../../docs/trace.schema.json")),
+        ] {
+            let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                schema["$defs"]["report"], report,
+                "docs/{name}.schema.json carries an old copy of the report schema: run scripts/bundle_schemas.py"
+            );
+            let v = jsonschema::validator_for(&schema)
+                .unwrap_or_else(|e| panic!("docs/{name}.schema.json is not self-contained: {e}"));
+            if name == "record" {
+                assert!(!v.is_valid(&line), "the bundled report schema is applied");
+            }
+        }
+    }
+
     fn sock(state: State, l: (&str, u16), r: (&str, u16), pid: u32) -> Socket {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         Socket {

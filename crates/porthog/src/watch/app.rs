@@ -6,11 +6,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
+use porthog_core::report::grouped;
 use porthog_core::timeline::Failure;
 use porthog_core::{Pool, PoolKind};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::trend::{History, TimeLeft, sustainable};
+use super::trend::{History, TimeLeft};
 use crate::sample::Sample;
 
 /// Failures kept for the pane.
@@ -59,6 +60,22 @@ impl SortBy {
             SortBy::Ports => "ports",
             SortBy::Rate => "rate",
             SortBy::Name => "name",
+        }
+    }
+}
+
+/// The row of connections whose opener no sample saw (opened and closed between two samples):
+/// only their rate is known; ports held and TIME_WAIT are not theirs to show.
+pub const UNSEEN_OPENER: &str = "(opener not seen: opened and closed between samples)";
+
+impl ProcessRow {
+    /// Ports held and TIME_WAIT as shown: "-" for the row of unseen openers, whose counts are
+    /// unknown rather than zero.
+    pub fn held_text(&self) -> (String, String) {
+        if self.pid == 0 {
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (grouped(u64::from(self.ports)), grouped(self.time_wait))
         }
     }
 }
@@ -153,7 +170,7 @@ impl App {
                     pool,
                     history,
                     rate: self.pool_rate(pool),
-                    sustainable: sustainable(pool),
+                    sustainable: pool.sustainable_rate(),
                     time_left: history.map_or(
                         super::trend::time_left(None, pool.capacity, pool.effective),
                         |h| h.time_left(pool),
@@ -288,7 +305,7 @@ impl App {
         by_pid.retain(|pid, _| !processes.iter().any(|p| p.pid == *pid));
         processes.extend(by_pid.into_iter().map(|(pid, (name, n))| ProcessRow {
             pid,
-            name: if pid == 0 { "(closed before seen)".to_owned() } else { name },
+            name: if pid == 0 { UNSEEN_OPENER.to_owned() } else { name },
             ports: 0,
             rate: rate(n),
             time_wait: 0,

@@ -4,7 +4,7 @@
 //! overlay. Reads the App, changes nothing.
 
 use porthog_core::Level;
-use porthog_core::report::grouped;
+use porthog_core::report::{grouped, plural};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -74,7 +74,7 @@ fn title_line(app: &App) -> Line<'static> {
     }
     if app.paused {
         let skipped = if app.skipped > 0 {
-            format!(" ({} samples held)", app.skipped)
+            format!(" ({} held)", plural(app.skipped, "sample"))
         } else {
             String::new()
         };
@@ -176,12 +176,13 @@ fn draw_processes(app: &App, frame: &mut Frame, area: Rect) {
         .into_iter()
         .map(|p| {
             let name = if p.exited { format!("{} (exited)", p.name) } else { p.name.clone() };
+            let (ports, time_wait) = p.held_text();
             Row::new(vec![
                 Cell::from(if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() }),
                 Cell::from(name),
-                Cell::from(grouped(p.ports)),
+                Cell::from(ports),
                 rate_cell(p.rate),
-                Cell::from(grouped(p.time_wait)),
+                Cell::from(time_wait),
             ])
         })
         .collect();
@@ -251,7 +252,7 @@ fn draw_owners(app: &App, frame: &mut Frame, area: Rect) {
 
 fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
     let lost =
-        if app.lost > 0 { format!(", {} events lost", grouped(app.lost)) } else { String::new() };
+        if app.lost > 0 { format!(", {} lost", plural(app.lost, "event")) } else { String::new() };
     let block = Block::bordered()
         .title(format!(" Recent failures ({} in all{lost}) ", grouped(app.failures_total)));
     let failures = app.recent_failures();

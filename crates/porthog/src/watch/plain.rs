@@ -60,13 +60,12 @@ pub fn frame(app: &App) -> String {
         for p in procs.iter().take(ROWS) {
             let exited = if p.exited { " (exited)" } else { "" };
             let pid = if p.pid == 0 { "-".to_owned() } else { p.pid.to_string() };
+            let (ports, time_wait) = p.held_text();
             let _ = writeln!(
                 out,
-                "  {pid:>7}  {}{exited}  ports {}  new {}  TIME_WAIT {}",
+                "  {pid:>7}  {}{exited}  ports {ports}  new {}  TIME_WAIT {time_wait}",
                 p.name,
-                grouped(p.ports),
                 per(p.rate),
-                grouped(p.time_wait)
             );
         }
     }

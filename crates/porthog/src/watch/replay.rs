@@ -134,7 +134,10 @@ pub fn play(
             return;
         }
     }
-    let _ = tx.send(Event::Note(format!("replay finished: {} samples", replay.samples())));
+    let _ = tx.send(Event::Note(format!(
+        "replay finished: {}",
+        porthog_core::report::plural(replay.samples(), "sample")
+    )));
     if quit_at_end {
         let _ = tx.send(Event::Quit);
     }

@@ -313,3 +313,27 @@ fn plain_frame_of_the_last_sample() {
             .replace(super::draw::clock(&app.latest.as_ref().unwrap().time), "[clock]")
     );
 }
+
+/// Issue 8: "time left none left" read twice; an exhausted pool has "time left none".
+#[test]
+fn an_exhausted_pool_has_no_time_left_said_once() {
+    assert_eq!(super::trend::TimeLeft::Exhausted.text(), "none");
+}
+
+/// Issue 8: the row of connections whose opener no sample saw shows its counts as unknown,
+/// not as zeros next to a failures pane that names the pid.
+#[test]
+fn the_unseen_opener_row_shows_unknown_counts_not_zeros() {
+    use super::app::{ProcessRow, UNSEEN_OPENER};
+    let row = ProcessRow {
+        pid: 0,
+        name: UNSEEN_OPENER.into(),
+        ports: 0,
+        rate: Some(12.0),
+        time_wait: 0,
+        exited: false,
+    };
+    assert_eq!(row.held_text(), ("-".to_owned(), "-".to_owned()));
+    let seen = ProcessRow { pid: 42, ports: 3, time_wait: 1_200, ..row };
+    assert_eq!(seen.held_text(), ("3".to_owned(), "1,200".to_owned()));
+}

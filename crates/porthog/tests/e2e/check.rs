@@ -12,8 +12,7 @@ const SERVER: &str = "127.0.0.1:7070";
 const SERVER2: &str = "127.0.0.1:7071";
 
 /// Scenario 1: one client takes every port to one destination until the kernel refuses.
-#[test]
-fn exhaustion_names_the_client_and_the_destination() {
+pub fn exhaustion_names_the_client_and_the_destination() {
     let Some(ns) = Netns::for_test("exhaustion", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--until-fail"]);
@@ -53,8 +52,7 @@ fn exhaustion_names_the_client_and_the_destination() {
 }
 
 /// Scenario 2: 10 connections out of 100 ports.
-#[test]
-fn a_light_load_is_ok() {
+pub fn a_light_load_is_ok() {
     let Some(ns) = Netns::for_test("healthy", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
@@ -81,8 +79,7 @@ fn a_light_load_is_ok() {
 
 /// Scenario 3: 120 connections in a 100-port range, 60 to each of two destinations. The pools
 /// are per destination, so nothing is exhausted, but each is past half (the half-range cliff).
-#[test]
-fn two_destinations_have_a_pool_each() {
+pub fn two_destinations_have_a_pool_each() {
     let Some(ns) = Netns::for_test("two-destinations", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER, "--listen", SERVER2]);
     let a = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "60"]);
@@ -105,8 +102,7 @@ fn two_destinations_have_a_pool_each() {
 
 /// Scenario 4a: every connection closed at once by the client, tcp_tw_reuse off: TIME_WAIT
 /// alone exhausts the pool, and no process owns those sockets.
-#[test]
-fn time_wait_without_reuse_exhausts_the_pool() {
+pub fn time_wait_without_reuse_exhausts_the_pool() {
     let Some(ns) = Netns::for_test("tw-no-reuse", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
         return;
     };
@@ -136,8 +132,7 @@ fn time_wait_without_reuse_exhausts_the_pool() {
 
 /// Scenario 4b: the same churn with tcp_tw_reuse=2 (loopback only, the default): once older
 /// than a second the TIME_WAIT ports can be reused, so the pool is fine.
-#[test]
-fn time_wait_reusable_on_loopback_is_not_a_problem() {
+pub fn time_wait_reusable_on_loopback_is_not_a_problem() {
     let Some(ns) = Netns::for_test("tw-reuse-loopback", &[("net.ipv4.tcp_tw_reuse", "2")]) else {
         return;
     };
@@ -170,8 +165,7 @@ fn time_wait_reusable_on_loopback_is_not_a_problem() {
 
 /// Scenario 5: a listener at 40050, inside the range: every connect() skips that port, so every
 /// destination's pool has 99 ports, and porthog calls it squatting.
-#[test]
-fn listener_inside_the_range_shrinks_every_pool() {
+pub fn listener_inside_the_range_shrinks_every_pool() {
     let Some(ns) = Netns::for_test("squatting", &[]) else { return };
     let _squatter = Loadgen::start(&ns, &["listen-at", "--addr", "127.0.0.1:40050"]);
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER, "--listen", SERVER2]);
@@ -199,8 +193,7 @@ fn listener_inside_the_range_shrinks_every_pool() {
 }
 
 /// Bound-but-unconnected sockets hold their ports against every connect(), like listeners.
-#[test]
-fn bound_sockets_shrink_every_pool() {
+pub fn bound_sockets_shrink_every_pool() {
     let Some(ns) = Netns::for_test("bound", &[]) else { return };
     let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "10"]);
     assert_eq!((bound.opened(), bound.failed()), (10, 0), "{:?}", bound.ready);
@@ -216,8 +209,7 @@ fn bound_sockets_shrink_every_pool() {
 
 /// Scenario 6: porthog as nobody inside the namespace cannot read root's /proc/PID/fd: it must
 /// still give a verdict, and say how many sockets it could not attribute.
-#[test]
-fn unprivileged_run_reports_unattributed_sockets() {
+pub fn unprivileged_run_reports_unattributed_sockets() {
     let Some(ns) = Netns::for_test("unprivileged", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let _client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
@@ -246,4 +238,10 @@ fn unprivileged_run_reports_unattributed_sockets() {
         gap.advice.as_deref().is_some_and(|a| !a.is_empty()),
         "an unattributed gap should say how to fix it (run as root...): {gap:?}"
     );
+    // Issue 8: the errno that refused, and the advice that fits an unprivileged user.
+    assert!(
+        gap.message.contains("was refused (EACCES") || gap.message.contains("was refused (EPERM"),
+        "{gap:?}"
+    );
+    assert_eq!(gap.advice.as_deref(), Some("run as root (or with CAP_SYS_PTRACE)"), "{gap:?}");
 }

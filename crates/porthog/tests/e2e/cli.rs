@@ -5,8 +5,7 @@ use std::process::Command;
 
 use crate::porthog::{self, EXIT_ERROR, EXIT_OK};
 
-#[test]
-fn help_lists_the_contract_options() {
+pub fn help_lists_the_contract_options() {
     let mut cmd = Command::new(porthog::binary());
     cmd.arg("--help");
     let run = porthog::run(cmd);
@@ -20,8 +19,7 @@ fn help_lists_the_contract_options() {
     }
 }
 
-#[test]
-fn missing_namespace_is_an_error_that_names_it() {
+pub fn missing_namespace_is_an_error_that_names_it() {
     let name = format!("porthog-e2e-missing-{}", std::process::id());
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["--netns", &name]);

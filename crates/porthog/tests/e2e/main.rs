@@ -1,18 +1,245 @@
 //! End-to-end tests of the porthog binary. Each scenario makes its own network namespace, starts
 //! real porthog-loadgen processes that put the kernel into a known state, checks that the kernel
 //! is really in that state (so a failure points at porthog, not at the setup), and asserts what
-//! porthog prints about it. Privileged scenarios need root: outside CI they are skipped with a
-//! message, under CI=true they fail. Namespaces and processes are cleaned up even on panic.
-#![cfg(target_os = "linux")]
+//! porthog prints about it. Privileged scenarios need root and `ip netns`: where they cannot run
+//! (not root, outside CI) they are listed as ignored, so the summary counts them as not run;
+//! under CI=true they run and fail. Namespaces and processes are cleaned up even on panic.
+//!
+//! The harness is libtest-mimic (`harness = false`): it can decide at run time which tests are
+//! ignored, and prints libtest's own summary line.
 
+#[cfg(target_os = "linux")]
 mod capture;
+#[cfg(target_os = "linux")]
 mod check;
+#[cfg(target_os = "linux")]
 mod child;
+#[cfg(target_os = "linux")]
 mod cli;
+#[cfg(target_os = "linux")]
 mod loadgen;
+#[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
 mod porthog;
+#[cfg(target_os = "linux")]
 mod record;
+#[cfg(target_os = "linux")]
 mod report;
+#[cfg(target_os = "linux")]
 mod trace;
+#[cfg(target_os = "linux")]
 mod watch;
+
+#[cfg(target_os = "linux")]
+use std::process::{Command, ExitCode};
+
+#[cfg(target_os = "linux")]
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Network namespaces are Linux's: elsewhere there is nothing to run.
+#[cfg(not(target_os = "linux"))]
+fn main() -> std::process::ExitCode {
+    libtest_mimic::run(&libtest_mimic::Arguments::from_args(), Vec::new()).exit_code()
+}
+
+#[cfg(target_os = "linux")]
+/// What a test needs from the machine; without it, it is ignored (outside CI).
+#[derive(Clone, Copy)]
+enum Needs {
+    Nothing,
+    /// Root and a working `ip netns` (its own network namespace).
+    Namespace,
+    /// A namespace, and tmux to give `watch` a terminal.
+    NamespaceAndTmux,
+}
+
+#[cfg(target_os = "linux")]
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let trials = vec![
+        trial(
+            "capture::every_capture_command_agrees_with_check_on_the_same_state",
+            Needs::Namespace,
+            capture::every_capture_command_agrees_with_check_on_the_same_state,
+        ),
+        trial(
+            "check::exhaustion_names_the_client_and_the_destination",
+            Needs::Namespace,
+            check::exhaustion_names_the_client_and_the_destination,
+        ),
+        trial("check::a_light_load_is_ok", Needs::Namespace, check::a_light_load_is_ok),
+        trial(
+            "check::two_destinations_have_a_pool_each",
+            Needs::Namespace,
+            check::two_destinations_have_a_pool_each,
+        ),
+        trial(
+            "check::time_wait_without_reuse_exhausts_the_pool",
+            Needs::Namespace,
+            check::time_wait_without_reuse_exhausts_the_pool,
+        ),
+        trial(
+            "check::time_wait_reusable_on_loopback_is_not_a_problem",
+            Needs::Namespace,
+            check::time_wait_reusable_on_loopback_is_not_a_problem,
+        ),
+        trial(
+            "check::listener_inside_the_range_shrinks_every_pool",
+            Needs::Namespace,
+            check::listener_inside_the_range_shrinks_every_pool,
+        ),
+        trial(
+            "check::bound_sockets_shrink_every_pool",
+            Needs::Namespace,
+            check::bound_sockets_shrink_every_pool,
+        ),
+        trial(
+            "check::unprivileged_run_reports_unattributed_sockets",
+            Needs::Namespace,
+            check::unprivileged_run_reports_unattributed_sockets,
+        ),
+        trial(
+            "cli::help_lists_the_contract_options",
+            Needs::Nothing,
+            cli::help_lists_the_contract_options,
+        ),
+        trial(
+            "cli::missing_namespace_is_an_error_that_names_it",
+            Needs::Nothing,
+            cli::missing_namespace_is_an_error_that_names_it,
+        ),
+        trial(
+            "record::a_recording_names_the_owner_of_time_wait_after_it_exited",
+            Needs::Namespace,
+            record::a_recording_names_the_owner_of_time_wait_after_it_exited,
+        ),
+        trial(
+            "record::record_stops_cleanly_on_sigint_and_sigterm",
+            Needs::Nothing,
+            record::record_stops_cleanly_on_sigint_and_sigterm,
+        ),
+        trial(
+            "record::a_recording_holds_every_refused_connect",
+            Needs::Namespace,
+            record::a_recording_holds_every_refused_connect,
+        ),
+        trial(
+            "record::watch_frames_show_the_refused_connects",
+            Needs::Namespace,
+            record::watch_frames_show_the_refused_connects,
+        ),
+        trial(
+            "trace::trace_catches_every_refused_connect_with_pid_and_destination",
+            Needs::Namespace,
+            trace::trace_catches_every_refused_connect_with_pid_and_destination,
+        ),
+        trial(
+            "trace::trace_names_the_owner_of_time_wait_after_it_exited",
+            Needs::Namespace,
+            trace::trace_names_the_owner_of_time_wait_after_it_exited,
+        ),
+        trial(
+            "trace::trace_attributes_connections_opened_before_it_started",
+            Needs::Namespace,
+            trace::trace_attributes_connections_opened_before_it_started,
+        ),
+        trial(
+            "trace::trace_follows_ipv6_connections",
+            Needs::Namespace,
+            trace::trace_follows_ipv6_connections,
+        ),
+        trial(
+            "trace::trace_catches_bind_failures",
+            Needs::Namespace,
+            trace::trace_catches_bind_failures,
+        ),
+        trial(
+            "trace::trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again",
+            Needs::Namespace,
+            trace::trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again,
+        ),
+        trial(
+            "trace::trace_ends_after_its_duration_with_a_text_summary",
+            Needs::Namespace,
+            trace::trace_ends_after_its_duration_with_a_text_summary,
+        ),
+        trial(
+            "trace::trace_without_root_says_what_it_needs",
+            Needs::Nothing,
+            trace::trace_without_root_says_what_it_needs,
+        ),
+        trial(
+            "watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q",
+            Needs::NamespaceAndTmux,
+            watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q,
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+#[cfg(target_os = "linux")]
+/// A test, ignored when what it needs is missing and CI=true does not forbid skipping it.
+/// A panic is the test's failure, with its message.
+fn trial(name: &str, needs: Needs, test: fn()) -> Trial {
+    let missing = missing(needs);
+    Trial::test(name, move || {
+        std::panic::catch_unwind(test).map_err(|panic| {
+            let text = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the test panicked".to_owned());
+            Failed::from(text)
+        })
+    })
+    .with_ignored_flag(missing.is_some() && !netns::in_ci())
+}
+
+#[cfg(target_os = "linux")]
+/// What is missing for `needs` on this machine, if anything; each reason is said once.
+fn missing(needs: Needs) -> Option<String> {
+    static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    static TMUX: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let said = |why: Option<String>| {
+        if let Some(why) = &why {
+            eprintln!("e2e: tests that need it are ignored: {why}");
+        }
+        why
+    };
+    let namespace = || NAMESPACE.get_or_init(|| said(namespace_missing())).clone();
+    match needs {
+        Needs::Nothing => None,
+        Needs::Namespace => namespace(),
+        Needs::NamespaceAndTmux => namespace().or_else(|| {
+            TMUX.get_or_init(|| {
+                said(
+                    Command::new("tmux")
+                        .arg("-V")
+                        .output()
+                        .err()
+                        .map(|e| format!("needs tmux: {e}")),
+                )
+            })
+            .clone()
+        }),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn namespace_missing() -> Option<String> {
+    {
+        if !rustix::process::geteuid().is_root() {
+            return Some("needs root (network namespaces)".to_owned());
+        }
+        let ip = Command::new("ip").args(["netns", "list"]).output();
+        match ip {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(format!(
+                "`ip netns list` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => Some(format!("cannot run `ip` (iproute2): {e}")),
+        }
+    }
+}

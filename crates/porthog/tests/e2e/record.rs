@@ -53,8 +53,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
-#[test]
-fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
+pub fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
     let Some(ns) = Netns::for_test("record", &[("net.ipv4.tcp_tw_reuse", "0")]) else { return };
     let dir = TempDir::new("record");
     let file = dir.0.join("rec.jsonl");
@@ -125,8 +124,7 @@ fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
 
 /// Stopped by SIGINT (Ctrl-C) or SIGTERM: the recording is flushed, complete, and the exit is 0.
 /// Needs no privilege: it records porthog's own namespace.
-#[test]
-fn record_stops_cleanly_on_sigint_and_sigterm() {
+pub fn record_stops_cleanly_on_sigint_and_sigterm() {
     for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
         let dir = TempDir::new(&format!("record-signal-{}", signal.as_raw()));
         let file = dir.0.join("rec.jsonl");
@@ -163,8 +161,7 @@ fn record_stops_cleanly_on_sigint_and_sigterm() {
 /// Issue 4: while porthog records, a client connects past exhaustion; the recording holds one
 /// failure line per refusal the client counted itself, with its pid and destination. The test
 /// waits for the ready line, which porthog prints once the tracepoints are on.
-#[test]
-fn a_recording_holds_every_refused_connect() {
+pub fn a_recording_holds_every_refused_connect() {
     let Some(ns) = Netns::for_test("record-failures", &[]) else { return };
     let dir = TempDir::new("record-failures");
     let file = dir.0.join("rec.jsonl");
@@ -204,8 +201,7 @@ fn a_recording_holds_every_refused_connect() {
 }
 
 /// The same failures in `porthog watch`'s plain frames (stdout not a terminal).
-#[test]
-fn watch_frames_show_the_refused_connects() {
+pub fn watch_frames_show_the_refused_connects() {
     let Some(ns) = Netns::for_test("watch-failures", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let mut cmd = Command::new(porthog::binary());

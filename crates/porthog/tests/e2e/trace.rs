@@ -102,8 +102,24 @@ impl Traced {
         Traced { run, failures, summary, report }
     }
 
+    /// The exit status, and the JSON verdict that must agree with it (issue 8).
     fn assert_code(&self, expected: i32) {
         assert_eq!(self.run.code, Some(expected), "unexpected exit\n{}", self.run.context());
+        let by_verdict = match self.report.verdict.as_str() {
+            "ok" => 0,
+            "warn" => 1,
+            "critical" | "exhausted" => 2,
+            other => panic!("unknown verdict {other:?}"),
+        };
+        if expected != 3 {
+            assert_eq!(
+                by_verdict,
+                expected,
+                "the summary's verdict {:?} disagrees with the exit status\n{}",
+                self.report.verdict,
+                self.run.context()
+            );
+        }
     }
 
     /// The summary's list `key` as (pid, name, count) rows.
@@ -130,8 +146,7 @@ fn validator(schema: &str) -> jsonschema::Validator {
 
 /// Issue 4: a client keeps connecting past exhaustion; porthog reports exactly as many failures
 /// as the client counted, each with the client's pid and the destination.
-#[test]
-fn trace_catches_every_refused_connect_with_pid_and_destination() {
+pub fn trace_catches_every_refused_connect_with_pid_and_destination() {
     let Some(ns) = Netns::for_test("trace-exhaustion", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let trace = Trace::start(&ns);
@@ -174,8 +189,7 @@ fn trace_catches_every_refused_connect_with_pid_and_destination() {
 
 /// Issue 4: a client opens and closes 50 connections (closing first) and exits while its
 /// TIME_WAIT sockets remain. The trace names it as their owner; a plain check cannot.
-#[test]
-fn trace_names_the_owner_of_time_wait_after_it_exited() {
+pub fn trace_names_the_owner_of_time_wait_after_it_exited() {
     let Some(ns) = Netns::for_test("trace-time-wait", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let trace = Trace::start(&ns);
@@ -220,8 +234,7 @@ fn trace_names_the_owner_of_time_wait_after_it_exited() {
 
 /// Connections opened before the trace started, closed during it (the client is killed, so
 /// the kernel closes its sockets first): their TIME_WAIT is still attributed to the client.
-#[test]
-fn trace_attributes_connections_opened_before_it_started() {
+pub fn trace_attributes_connections_opened_before_it_started() {
     let Some(ns) = Netns::for_test("trace-preexisting", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
@@ -244,8 +257,7 @@ fn trace_attributes_connections_opened_before_it_started() {
 }
 
 /// IPv6: the destination of a refused connect() and the owners of TIME_WAIT on ::1.
-#[test]
-fn trace_follows_ipv6_connections() {
+pub fn trace_follows_ipv6_connections() {
     // tw_reuse off: the 101st connect() meets 100 TIME_WAIT ports and is refused.
     let Some(ns) = Netns::for_test("trace-ipv6", &[("net.ipv4.tcp_tw_reuse", "0")]) else { return };
     let server6 = "[::1]:7070";
@@ -275,8 +287,7 @@ fn trace_follows_ipv6_connections() {
 }
 
 /// bind() to port 0 past the range: EADDRINUSE from bind, without a destination.
-#[test]
-fn trace_catches_bind_failures() {
+pub fn trace_catches_bind_failures() {
     let Some(ns) = Netns::for_test("trace-bind", &[]) else { return };
     let trace = Trace::start(&ns);
     let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "105"]);
@@ -297,9 +308,24 @@ fn trace_catches_bind_failures() {
     }
 }
 
+/// Issue 8: bind() refusals caught during the trace, then the sockets closed before it ends:
+/// the final pools are empty, and the verdict is still critical, as the exit status is.
+pub fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again() {
+    let Some(ns) = Netns::for_test("trace-verdict", &[]) else { return };
+    let trace = Trace::start(&ns);
+    let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "103"]);
+    assert_eq!((bound.opened(), bound.failed()), (100, 3), "{:?}", bound.ready);
+    drop(bound);
+
+    let t = trace.stop();
+    assert_eq!(t.failures.len(), 3, "\n{}", t.run.context());
+    assert!(t.report.pools.iter().all(|p| p.used == 0), "the bound sockets are closed");
+    t.assert_code(EXIT_CRITICAL);
+    assert_eq!(t.report.verdict, "critical", "\n{}", t.run.context());
+}
+
 /// --duration ends the trace by itself, with the text summary and the verdict line last.
-#[test]
-fn trace_ends_after_its_duration_with_a_text_summary() {
+pub fn trace_ends_after_its_duration_with_a_text_summary() {
     let Some(ns) = Netns::for_test("trace-duration", &[]) else { return };
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["trace", "--netns", ns.name(), "--duration", "0.3", "--color", "never"]);
@@ -315,8 +341,7 @@ fn trace_ends_after_its_duration_with_a_text_summary() {
 }
 
 /// Without root, trace says exactly what it needs (exit 3).
-#[test]
-fn trace_without_root_says_what_it_needs() {
+pub fn trace_without_root_says_what_it_needs() {
     let exe = WorldExecutable::new("trace-unprivileged");
     let mut cmd;
     if rustix::process::geteuid().is_root() {

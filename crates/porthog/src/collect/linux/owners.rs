@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Context;
 use rayon::prelude::*;
@@ -23,6 +23,9 @@ pub struct Owners {
     by_inode: Vec<(u32, u32)>,
     /// Processes whose fd table could not be read: permission denied.
     pub denied: u64,
+    /// The errno of the first denial (EACCES or EPERM), and the first few pids denied.
+    pub denied_errno: Option<Errno>,
+    pub denied_pids: Vec<u32>,
     /// Processes that exited between being listed and having their fd table read.
     pub gone: u64,
     /// Processes whose fd table could not be opened because porthog ran out of file
@@ -42,16 +45,20 @@ struct FdTable {
     pid: u32,
     dir: OwnedFd,
     fds: Vec<u32>,
-    /// A link could not be read for lack of permission (`proc_fd_access_allowed`).
-    denied: AtomicBool,
+    /// A link could not be read for lack of permission (`proc_fd_access_allowed`): the raw
+    /// errno, 0 while none was.
+    denied: AtomicI32,
 }
 
 enum Skipped {
-    Denied,
+    Denied(Errno),
     Gone,
     /// EMFILE/ENFILE: porthog's own fd limit, not the process.
     NoFds,
 }
+
+/// Pids of processes whose fd table was refused, kept to name them in the gap.
+const DENIED_EXAMPLES: usize = 3;
 
 /// Fd tables held open at once: bounded so that porthog never needs more than this many file
 /// descriptors, whatever the number of processes (the soft RLIMIT_NOFILE is often 1024).
@@ -98,9 +105,27 @@ impl ProcessList {
 }
 
 impl Owners {
+    /// Keeps the first denial's errno and the first few pids denied, lowest first.
+    fn note_denied(&mut self, pid: u32, errno: Option<Errno>) {
+        if self.denied_errno.is_none() {
+            self.denied_errno = errno;
+        }
+        if !self.denied_pids.contains(&pid) {
+            self.denied_pids.push(pid);
+            self.denied_pids.sort_unstable();
+            self.denied_pids.truncate(DENIED_EXAMPLES);
+        }
+    }
+
     /// Adds another scan's counts of unreadable processes (its owners are used separately).
     pub fn merge_counts(&mut self, other: &Owners) {
         self.denied += other.denied;
+        if self.denied_errno.is_none() {
+            self.denied_errno = other.denied_errno;
+        }
+        for &pid in &other.denied_pids {
+            self.note_denied(pid, None);
+        }
         self.gone += other.gone;
         self.unread += other.unread;
     }
@@ -127,10 +152,13 @@ fn scan_batch(proc: &OwnedFd, pids: &[u32], owners: &mut Owners, pairs: &mut Vec
     let opened: Vec<Result<FdTable, Skipped>> =
         pids.par_iter().map(|&pid| FdTable::open(proc, pid)).collect();
     let mut tables = Vec::with_capacity(opened.len());
-    for result in opened {
+    for (&pid, result) in pids.iter().zip(opened) {
         match result {
             Ok(table) => tables.push(table),
-            Err(Skipped::Denied) => owners.denied += 1,
+            Err(Skipped::Denied(e)) => {
+                owners.denied += 1;
+                owners.note_denied(pid, Some(e));
+            }
             Err(Skipped::Gone) => owners.gone += 1,
             Err(Skipped::NoFds) => owners.unread += 1,
         }
@@ -152,7 +180,13 @@ fn scan_batch(proc: &OwnedFd, pids: &[u32], owners: &mut Owners, pairs: &mut Vec
             a
         });
     pairs.extend(found);
-    owners.denied += tables.iter().filter(|t| t.denied.load(Ordering::Relaxed)).count() as u64;
+    for t in &tables {
+        let raw = t.denied.load(Ordering::Relaxed);
+        if raw != 0 {
+            owners.denied += 1;
+            owners.note_denied(t.pid, Some(Errno::from_raw_os_error(raw)));
+        }
+    }
 }
 
 /// A socket shared by several processes (a pre-fork server's listener, a socket passed over a
@@ -167,13 +201,13 @@ fn lowest_pid_per_inode(pairs: &mut Vec<(u32, u32)>) {
 impl FdTable {
     fn open(proc: &OwnedFd, pid: u32) -> Result<FdTable, Skipped> {
         let skipped = |e: Errno| match e {
-            Errno::ACCESS | Errno::PERM => Skipped::Denied,
+            Errno::ACCESS | Errno::PERM => Skipped::Denied(e),
             Errno::MFILE | Errno::NFILE => Skipped::NoFds,
             _ => Skipped::Gone,
         };
         let dir = openat(proc, format!("{pid}/fd"), dir_flags(), Mode::empty()).map_err(skipped)?;
         let fds = list_numeric(&dir).map_err(skipped)?;
-        Ok(FdTable { pid, dir, fds, denied: AtomicBool::new(false) })
+        Ok(FdTable { pid, dir, fds, denied: AtomicI32::new(0) })
     }
 
     /// Pushes (inode, pid) for every fd of `fds` that is a socket.
@@ -187,7 +221,9 @@ impl FdTable {
                         out.push((inode, self.pid));
                     }
                 }
-                Err(Errno::ACCESS | Errno::PERM) => self.denied.store(true, Ordering::Relaxed),
+                Err(e @ (Errno::ACCESS | Errno::PERM)) => {
+                    self.denied.store(e.raw_os_error(), Ordering::Relaxed);
+                }
                 // The fd was closed, or the process exited, since the listing.
                 Err(_) => {}
             }

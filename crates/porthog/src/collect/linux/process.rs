@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io;
 
 use nix::unistd::{Uid, User};
-use porthog_core::{Process, cgroup};
+use porthog_core::{Placement, Process, cgroup};
 use rayon::prelude::*;
 use rustix::io::Errno;
 
@@ -43,11 +43,10 @@ fn read_one(pid: u32) -> (Process, bool) {
             None
         }
     };
-    let name = file("comm").map(|b| String::from_utf8_lossy(&b).trim_end_matches('\n').to_string());
+    let name = file("comm").map(|b| comm_text(&b));
     let cmdline = file("cmdline").map(|b| command_line(&b)).unwrap_or_default();
     let uid = file("status").and_then(|b| real_uid(&String::from_utf8_lossy(&b)));
-    let placement =
-        file("cgroup").map(|b| cgroup::parse(&String::from_utf8_lossy(&b))).unwrap_or_default();
+    let placement = file("cgroup").map(|b| placement_text(&b)).unwrap_or_default();
     let process = Process {
         pid,
         name: name.unwrap_or_else(|| "?".into()),
@@ -57,6 +56,24 @@ fn read_one(pid: u32) -> (Process, bool) {
         placement,
     };
     (process, gone)
+}
+
+/// The process name (`/proc/PID/comm`); None if it is gone or unreadable.
+pub fn comm(pid: u32) -> Option<String> {
+    std::fs::read(format!("/proc/{pid}/comm")).ok().map(|b| comm_text(&b))
+}
+
+/// Where the process runs, from `/proc/PID/cgroup`; None if it is gone or unreadable.
+pub fn placement(pid: u32) -> Option<Placement> {
+    std::fs::read(format!("/proc/{pid}/cgroup")).ok().map(|b| placement_text(&b))
+}
+
+fn comm_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim_end_matches('\n').to_string()
+}
+
+fn placement_text(bytes: &[u8]) -> Placement {
+    cgroup::parse(&String::from_utf8_lossy(bytes))
 }
 
 /// ENOENT when /proc/PID is gone; ESRCH when it is still there but the task is dead.

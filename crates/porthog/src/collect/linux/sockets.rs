@@ -73,7 +73,8 @@ pub fn sockets(
             kind: GapKind::Source,
             count: Some(unknown_states),
             message: format!(
-                "{unknown_states} sockets in a state porthog does not know were left out"
+                "{} in a state porthog does not know left out",
+                porthog_core::report::plural(unknown_states, "socket")
             ),
             advice: None,
         });

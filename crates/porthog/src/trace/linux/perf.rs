@@ -16,6 +16,7 @@ use perf_event_open_sys::bindings::{
 use perf_event_open_sys::{ioctls, perf_event_open};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
+use super::error::SysError;
 use super::ring::{self, Record};
 
 /// `CLOCK_MONOTONIC` (1 on every Linux architecture): sample times comparable with
@@ -53,19 +54,12 @@ pub struct CpuRing {
     tail: u64,
 }
 
-/// What went wrong opening the events, with the errno that decides the message.
-#[derive(Debug)]
-pub struct OpenError {
-    pub what: String,
-    pub error: io::Error,
-}
-
 /// Opens every tracepoint on every CPU of `cpus`, disabled. Filters the kernel refuses are
 /// returned as notes: porthog filters the same in user space anyway.
 pub fn open(
     tracepoints: &[Tracepoint],
     cpus: &[u32],
-) -> Result<(Vec<CpuRing>, Vec<String>), OpenError> {
+) -> Result<(Vec<CpuRing>, Vec<String>), SysError> {
     let page = rustix::param::page_size();
     let per_cpu = (RING_TOTAL_BYTES / cpus.len().max(1)).min(RING_BYTES);
     // A power of two number of pages, at least 16.
@@ -77,7 +71,7 @@ pub fn open(
     for &cpu in cpus {
         let mut events = Vec::with_capacity(tracepoints.len());
         for tp in tracepoints {
-            let fd = open_one(tp, cpu, data_size).map_err(|error| OpenError {
+            let fd = open_one(tp, cpu, data_size).map_err(|error| SysError {
                 what: format!("perf_event_open of tracepoint {} on CPU {cpu}", tp.label),
                 error,
             })?;
@@ -92,7 +86,7 @@ pub fn open(
             }
             events.push(fd);
         }
-        rings.push(CpuRing::map(events, page, data_size).map_err(|error| OpenError {
+        rings.push(CpuRing::map(events, page, data_size).map_err(|error| SysError {
             what: format!("mapping the ring buffer of CPU {cpu}"),
             error,
         })?);
@@ -223,19 +217,32 @@ impl CpuRing {
     }
 
     /// Reads every complete record written so far and hands the space back to the kernel.
-    pub fn drain(&mut self, scratch: &mut Vec<u8>, each: impl FnMut(Record<'_>)) {
+    /// Only the bytes in tail..head are touched: they are copied out of the mapping into
+    /// `copy` (no reference to the ring is ever made, since the kernel writes the rest of it
+    /// while we read), and the records are read from the copy.
+    pub fn drain(&mut self, copy: &mut Vec<u8>, each: impl FnMut(Record<'_>)) {
         // Acquire: the records up to `head` are fully written before we read them (the
         // kernel's smp_wmb / smp_store_release pairs with this).
         let head = self.head_atomic().load(Ordering::Acquire);
         if head == self.tail {
             return;
         }
-        // SAFETY: the data area is inside our live mapping. The kernel writes only between
-        // head and tail + size (it never overwrites what we have not released), so the bytes
-        // in tail..head do not change while we read them.
-        let data =
-            unsafe { std::slice::from_raw_parts(self.map.add(self.data_offset), self.data_size) };
-        let next = ring::read(data, self.tail, head, scratch, each);
+        copy.clear();
+        for (offset, len) in ring::spans(self.data_size, self.tail, head) {
+            copy.reserve(len);
+            // SAFETY: `spans` keeps offset + len within data_size, so the source is inside
+            // the data area of our live mapping. The kernel writes only outside tail..head
+            // (it never overwrites what we have not released, and publishes head only after
+            // the records before it are written), so these bytes do not change while they
+            // are copied. The destination has `len` bytes reserved past its length, and the
+            // two cannot overlap (one is our mmap, the other a heap allocation).
+            unsafe {
+                let src = self.map.add(self.data_offset + offset);
+                std::ptr::copy_nonoverlapping(src, copy.as_mut_ptr().add(copy.len()), len);
+                copy.set_len(copy.len() + len);
+            }
+        }
+        let next = self.tail + ring::read(copy, each) as u64;
         self.tail = next;
         // Release: our reads of the records happen before the kernel may reuse the space.
         self.tail_atomic().store(next, Ordering::Release);

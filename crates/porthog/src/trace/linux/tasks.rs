@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::collect::linux::process;
+
 /// A side-band record of the kernel (PERF_RECORD_FORK, _EXIT, _COMM, _NAMESPACES).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskRecord {
@@ -187,13 +189,11 @@ impl ProcSource for LiveProc {
     }
 
     fn comm(&self, pid: u32) -> Option<String> {
-        let bytes = std::fs::read(format!("/proc/{pid}/comm")).ok()?;
-        Some(String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_owned())
+        process::comm(pid)
     }
 
     fn container(&self, pid: u32) -> Option<String> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        porthog_core::cgroup::parse(&text).container
+        process::placement(pid)?.container
     }
 
     fn alive(&self, pid: u32, tid: u32) -> bool {

@@ -8,15 +8,10 @@ use std::path::{Path, PathBuf};
 
 use porthog_core::tracepoint::{self as format, Format};
 
+use super::error::SysError;
+
 const MOUNT_POINT: &str = "/sys/kernel/tracing";
 const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
-
-/// A failure to use tracefs: what porthog was doing, and the system error.
-#[derive(Debug)]
-pub struct TracefsError {
-    pub what: String,
-    pub error: io::Error,
-}
 
 pub struct Tracefs {
     root: PathBuf,
@@ -25,14 +20,14 @@ pub struct Tracefs {
 impl Tracefs {
     /// Finds tracefs at /sys/kernel/tracing or /sys/kernel/debug/tracing, mounting it at the
     /// former when neither has it.
-    pub fn find_or_mount() -> Result<Tracefs, TracefsError> {
+    pub fn find_or_mount() -> Result<Tracefs, SysError> {
         for root in [MOUNT_POINT, DEBUGFS_TRACING] {
             match std::fs::metadata(Path::new(root).join("events")) {
                 Ok(_) => return Ok(Tracefs { root: root.into() }),
                 // Not mounted there (an empty directory or none at all).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(error) => {
-                    return Err(TracefsError { what: format!("reading {root}/events"), error });
+                    return Err(SysError { what: format!("reading {root}/events"), error });
                 }
             }
         }
@@ -43,7 +38,7 @@ impl Tracefs {
             rustix::mount::MountFlags::empty(),
             None,
         )
-        .map_err(|e| TracefsError {
+        .map_err(|e| SysError {
             what: format!("mounting tracefs at {MOUNT_POINT} (it is not mounted)"),
             error: e.into(),
         })?;
@@ -55,21 +50,19 @@ impl Tracefs {
     }
 
     /// The format of `group/name`, with the id from its `id` file.
-    pub fn format(&self, group: &str, name: &str) -> Result<Format, TracefsError> {
+    pub fn format(&self, group: &str, name: &str) -> Result<Format, SysError> {
         let dir = self.root.join("events").join(group).join(name);
         let read = |file: &str| {
             let path = dir.join(file);
-            std::fs::read_to_string(&path).map_err(|error| TracefsError {
-                what: format!("reading {}", path.display()),
-                error,
-            })
+            std::fs::read_to_string(&path)
+                .map_err(|error| SysError { what: format!("reading {}", path.display()), error })
         };
         let id = read("id")?;
-        let mut format = format::parse(&read("format")?).map_err(|e| TracefsError {
+        let mut format = format::parse(&read("format")?).map_err(|e| SysError {
             what: format!("parsing {}", dir.join("format").display()),
             error: io::Error::new(io::ErrorKind::InvalidData, e),
         })?;
-        format.id = id.trim().parse().map_err(|_| TracefsError {
+        format.id = id.trim().parse().map_err(|_| SysError {
             what: format!("reading {}", dir.join("id").display()),
             error: io::Error::new(
                 io::ErrorKind::InvalidData,
