@@ -7,7 +7,7 @@ use crate::culprits;
 use crate::findings;
 use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
-use crate::pool::{self, Allocation, Pool, PoolKind};
+use crate::pool::{self, Allocation, Pool, PoolKind, Unknowns};
 use crate::report::{
     Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
 };
@@ -49,7 +49,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         os: snapshot.os,
         source: snapshot.source.clone(),
         netns: snapshot.netns.clone(),
-        assumptions: assumptions(snapshot, &pools, tcp.assumed),
+        assumptions: assumptions(snapshot, &pools, &set.unknowns, tcp.assumed),
         ranges: set.ranges,
         settings: SettingsReport {
             tw_reuse: settings.tw_reuse,
@@ -149,7 +149,12 @@ fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> 
     }
 }
 
-fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<String> {
+fn assumptions(
+    snapshot: &Snapshot,
+    pools: &[Pool],
+    unknowns: &Unknowns,
+    range_assumed: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     // A source that could not give the range says so in its gaps, with the command that would.
     if range_assumed && !snapshot.gaps.iter().any(|g| g.kind == GapKind::Setting) {
@@ -165,12 +170,42 @@ fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<
         });
     }
     if snapshot.os == Os::Linux {
-        if pools.iter().any(|p| p.kind == PoolKind::Connect) {
+        if unknowns.probable_bind_before_connect {
             out.push(
-                "connected sockets are assumed to have taken their port from connect(), not from bind() first \
-                 (the kernel does not say which); bind-before-connect shows in the bind() pool"
+                "PROBABLE bind-before-connect: the source does not show which call made each port's bind bucket, and \
+                 connections to several destinations share no port, which connect() alone would have done; every \
+                 connected socket was taken as bind() + connect(), its port lost to every destination"
                     .to_owned(),
             );
+        } else if unknowns.bucket {
+            out.push(
+                "connected sockets were taken to have their port from connect(), not bind() first (the source does \
+                 not show the bind bucket: run as root for the BPF socket iterator); a bind-before-connect port is \
+                 lost to every destination, and its TIME_WAIT cannot be reused"
+                    .to_owned(),
+            );
+        }
+        if unknowns.tw_timestamps > 0 {
+            out.push(format!(
+                "{} TIME_WAIT sockets: whether they recorded TCP timestamps is not shown, so today's \
+                 net.ipv4.tcp_timestamps was taken as what each negotiated (a peer with timestamps off makes its \
+                 TIME_WAIT unreusable; turning the sysctl off later changes nothing for existing ones)",
+                crate::report::grouped(unknowns.tw_timestamps)
+            ));
+        }
+        if unknowns.tw_device > 0 {
+            out.push(format!(
+                "{} TIME_WAIT sockets with non-loopback addresses were taken as not bound to lo (tcp_tw_reuse=2 \
+                 also covers a socket bound to the loopback device; the source does not show it)",
+                crate::report::grouped(unknowns.tw_device)
+            ));
+        }
+        if unknowns.v6only > 0 {
+            out.push(format!(
+                "{} IPv6 sockets: IPV6_V6ONLY is not shown, so off (the default) was assumed: each also holds its \
+                 port against bind(0.0.0.0, 0)",
+                crate::report::grouped(unknowns.v6only)
+            ));
         }
         let tw = || snapshot.sockets.iter().filter(|s| s.state == State::TimeWait);
         if pools.iter().any(|p| p.time_wait_reusable > 0) && tw().any(|s| s.timer_ms == 0) {
@@ -186,12 +221,6 @@ fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<
         if snapshot.settings.timestamps.is_none() && tw().next().is_some() {
             out.push(
                 "net.ipv4.tcp_timestamps was not given: on (the kernel default) was assumed"
-                    .to_owned(),
-            );
-        }
-        if pools.iter().any(|p| p.time_wait_reusable > 0) {
-            out.push(
-                "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps, which tcp_tw_reuse needs"
                     .to_owned(),
             );
         }
