@@ -356,6 +356,73 @@ mod tests {
         assert!(!r.findings.iter().any(|f| f.kind == FindingKind::BindBeforeConnect));
     }
 
+    /// Issue 7, case 7: a server that never closes; its clients' ports are held by orphaned
+    /// FIN_WAIT2. The headline is the leak, naming the server, not fan-out.
+    #[test]
+    fn a_close_wait_leak_is_the_headline_not_fan_out() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40100).map(|p| conn(State::FinWait2, p, 7070, 0)).collect();
+        s.sockets.extend((40000..40100).map(|p| Socket {
+            pid: NonZeroU32::new(7),
+            inode: u32::from(p),
+            ..Socket::new(
+                Protocol::Tcp,
+                State::CloseWait,
+                (ip("127.0.0.1"), 7070),
+                (ip("127.0.0.1"), p),
+            )
+        }));
+        s.sockets.push(conn(State::Listen, 7070, 0, 7));
+        s.processes = vec![client(7, "server")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        let head = &r.findings[0];
+        assert_eq!(
+            (head.kind, head.pid),
+            (FindingKind::LeakCloseWait, Some(7)),
+            "{:#?}",
+            r.findings
+        );
+        assert!(head.message.contains("server (pid 7)"), "{}", head.message);
+        assert!(!r.findings.iter().any(|f| f.kind == FindingKind::FanOut), "{:#?}", r.findings);
+        assert_eq!(r.findings.iter().filter(|f| f.kind == FindingKind::LeakCloseWait).count(), 1);
+    }
+
+    /// Issue 7, case 7: loopback churn under tw_reuse=2 is not advised tw_reuse=1.
+    #[test]
+    fn loopback_churn_under_mode_2_is_not_advised_mode_1() {
+        let mut s = snap((40000, 40099));
+        s.settings.tw_reuse = Some(TwReuse::Loopback);
+        // Younger than the reuse delay: mode 2 covers them, but not yet.
+        s.sockets = (40000..40100)
+            .map(|p| Socket { timer_ms: 59_900, ..conn(State::TimeWait, p, 7070, 0) })
+            .collect();
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let churn = r.findings.iter().find(|f| f.kind == FindingKind::Churn).expect("churn");
+        assert!(!churn.advice.contains("tcp_tw_reuse=1 lets"), "{}", churn.advice);
+        assert!(churn.advice.contains("tcp_tw_reuse=2 (loopback) already"), "{}", churn.advice);
+    }
+
+    /// Issue 7, case 1 without facts: the exhausted pool's headline is bind-before-connect,
+    /// marked PROBABLE, and the assumption is declared.
+    #[test]
+    fn unshared_ports_headline_probable_bind_before_connect() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40050).map(|p| conn(State::Established, p, 5000, 42)).collect();
+        s.sockets.extend((40050..40100).map(|p| conn(State::Established, p, 6000, 43)));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        let head = &r.findings[0];
+        assert_eq!(head.kind, FindingKind::BindBeforeConnect, "{:#?}", r.findings);
+        assert!(head.message.starts_with("PROBABLE"), "{}", head.message);
+        assert!(head.advice.contains("IP_BIND_ADDRESS_NO_PORT"));
+        assert!(
+            r.assumptions.iter().any(|a| a.starts_with("PROBABLE bind-before-connect")),
+            "{:#?}",
+            r.assumptions
+        );
+    }
+
     #[test]
     fn an_empty_snapshot_is_ok() {
         let r = analyze(&snap((32768, 60999)), &AnalyzeOptions::default());

@@ -155,6 +155,11 @@ pub struct PoolSet {
     pub no_port_sharing: bool,
     /// What the pools rest on that the source could not read.
     pub unknowns: Unknowns,
+    /// Pool ports of connected and TIME_WAIT sockets whose bind bucket bind() made (a fact, or
+    /// every connected port when bind-before-connect is probable): lost to other destinations.
+    pub bind_made_ports: u32,
+    /// Capacity of a connect() pool that holds none of those ports itself.
+    pub connect_base: u32,
 }
 
 /// Kernel facts the Linux pools needed and the source did not give (sock_diag without a BPF
@@ -363,6 +368,9 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         .filter(|&p| !tcp.reserved.contains(p) && (listen_bound.get(p) || bind_bucket.get(p)))
         .count() as u32;
 
+    let bind_made_ports = (tcp.range.start..=tcp.range.end)
+        .filter(|&p| !tcp.reserved.contains(p) && !listen_bound.get(p) && bind_bucket.get(p))
+        .count() as u32;
     let mut pools: Vec<Pool> =
         vec![Pool::new(PoolKind::Connect, Protocol::Tcp, tcp_usable - skipped); keys.len()];
     for ((local, remote, port), i) in keys {
@@ -412,6 +420,8 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         bind_type_ports,
         no_port_sharing,
         unknowns,
+        bind_made_ports,
+        connect_base: tcp_usable - skipped,
     }
 }
 
@@ -551,6 +561,8 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         bind_type_ports: listeners,
         no_port_sharing: false,
         unknowns: Unknowns::default(),
+        bind_made_ports: 0,
+        connect_base: 0,
     }
 }
 
@@ -939,7 +951,9 @@ mod tests {
             let dests = [7070u16, 7071, 7072];
             let mut socks: Vec<Socket> = listeners.iter().map(|&p| tcp(State::Listen, 1000 + p, ("0.0.0.0", 0))).collect();
             for &(p, d, tw) in &conns {
-                socks.push(tcp(if tw { State::TimeWait } else { State::Established }, 1000 + p, (LO, dests[d])));
+                // The bucket is known (connect()'s own), so no bind-before-connect is inferred.
+                let s = tcp(if tw { State::TimeWait } else { State::Established }, 1000 + p, (LO, dests[d]));
+                socks.push(with(s, |f| f.with_bucket(BucketOrigin::Connect)));
             }
             let set = pools(&snapshot((1000, 1039), socks), &Thresholds::default());
             for (d, &port) in dests.iter().enumerate() {
