@@ -77,11 +77,8 @@ pub fn analyze_imported(
 ) -> Report {
     let mut report = analyze(snapshot, opts);
     let mut past = findings::from_evidence(&evidence);
-    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical)
-        && report.verdict < Level::Critical
-    {
-        report.verdict = Level::Critical;
-        report.summary = format!("{}; the snapshot itself: {}", f.message, report.summary);
+    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical) {
+        report.raise(Level::Critical, &f.message);
     }
     past.append(&mut report.findings);
     report.findings = past;

@@ -203,13 +203,16 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
 /// The setting that relieves TIME_WAIT churn on this pool, if any, with its current value.
 fn churn_stopgap(snapshot: &Snapshot, pool: &Pool) -> String {
     if snapshot.os == Os::Windows {
-        return "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)"
-            .to_owned();
+        return format!(
+            "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default {} s)",
+            crate::pool::WINDOWS_TIME_WAIT_MS / 1000
+        );
     }
     let rate = format!(
-        ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT)",
-        grouped(u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS)),
-        grouped(pool.capacity)
+        ". Sustainable rate: about {} new connections/s ({} ports / {} s of TIME_WAIT)",
+        grouped(pool.sustainable_rate().unwrap_or(0.0) as u64),
+        grouped(pool.capacity),
+        pool.time_wait_ms().unwrap_or(LINUX_TIME_WAIT_MS) / 1000
     );
     if pool.kind != PoolKind::Connect {
         // bind(port 0) never takes a TIME_WAIT port, whatever tcp_tw_reuse says.

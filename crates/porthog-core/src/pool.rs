@@ -16,6 +16,8 @@ use crate::ports::{PortRange, PortSet};
 
 /// Linux keeps TIME_WAIT for a fixed 60 s (`TCP_TIMEWAIT_LEN`); `tcp_fin_timeout` does not change it.
 pub const LINUX_TIME_WAIT_MS: u32 = 60_000;
+/// Windows keeps TIME_WAIT for `TcpTimedWaitDelay`, 120 s by default (2 MSL).
+pub const WINDOWS_TIME_WAIT_MS: u32 = 120_000;
 /// Default `tcp_tw_reuse_delay` (and the fixed delay before it became a sysctl in 6.x).
 pub const LINUX_TW_REUSE_DELAY_MS: u32 = 1_000;
 
@@ -104,6 +106,22 @@ impl Pool {
             (PoolKind::Udp, None, _) => "udp pool".to_owned(),
             (PoolKind::Global, _, _) => format!("{} global pool", self.protocol),
         }
+    }
+
+    /// How long a port of this pool stays in TIME_WAIT after this side closes first (ms);
+    /// None where there is no TIME_WAIT (UDP).
+    pub fn time_wait_ms(&self) -> Option<u32> {
+        match (self.kind, self.protocol) {
+            (PoolKind::Udp, _) | (_, Protocol::Udp) => None,
+            (PoolKind::Connect | PoolKind::Bind, Protocol::Tcp) => Some(LINUX_TIME_WAIT_MS),
+            (PoolKind::Global, Protocol::Tcp) => Some(WINDOWS_TIME_WAIT_MS),
+        }
+    }
+
+    /// New ports per second the pool can take forever when each ends in TIME_WAIT on this
+    /// side: capacity / TIME_WAIT duration. None for UDP, which has no TIME_WAIT.
+    pub fn sustainable_rate(&self) -> Option<f64> {
+        self.time_wait_ms().map(|ms| f64::from(self.capacity) * 1000.0 / f64::from(ms))
     }
 
     /// What fails when this pool is exhausted.
@@ -573,6 +591,18 @@ mod tests {
     use super::*;
     use crate::model::Snapshot;
     use proptest::prelude::*;
+
+    /// One rule for the churn a pool sustains, used by the findings and the live view.
+    #[test]
+    fn sustainable_rate_is_capacity_over_time_wait() {
+        let linux = Pool::new(PoolKind::Connect, Protocol::Tcp, 28_232);
+        assert_eq!(linux.sustainable_rate(), Some(28_232.0 / 60.0));
+        assert_eq!(Pool::new(PoolKind::Bind, Protocol::Tcp, 600).sustainable_rate(), Some(10.0));
+        let windows = Pool::new(PoolKind::Global, Protocol::Tcp, 16_384);
+        assert_eq!(windows.sustainable_rate(), Some(16_384.0 / 120.0));
+        assert_eq!(Pool::new(PoolKind::Global, Protocol::Udp, 16_384).sustainable_rate(), None);
+        assert_eq!(Pool::new(PoolKind::Udp, Protocol::Udp, 16_384).sustainable_rate(), None);
+    }
 
     const LO: &str = "127.0.0.1";
 
