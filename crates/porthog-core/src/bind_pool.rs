@@ -72,9 +72,13 @@ pub fn conflicts(holder: &Socket, caller: Caller) -> bool {
 
 /// The callers worth a pool: the IPv4 wildcard always; the dual-stack IPv6 wildcard when the
 /// protocol has IPv6 sockets; and, for TCP, each specific address that bind-type sockets use
-/// (listeners, bound sockets, bind-before-connect), where a caller binding to that address
-/// would find fewer ports than the wildcard suggests.
-pub fn callers(sockets: &[Socket], protocol: Protocol) -> Vec<Caller> {
+/// (bound sockets, bind-before-connect, listeners on ephemeral ports: `is_pool_port`), where a
+/// caller binding to that address finds its own pool.
+pub fn callers(
+    sockets: &[Socket],
+    protocol: Protocol,
+    is_pool_port: impl Fn(u16) -> bool,
+) -> Vec<Caller> {
     let mut out = vec![Caller { protocol, addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED) }];
     let of_protocol = || sockets.iter().filter(move |s| s.protocol == protocol);
     if of_protocol().any(|s| s.local_ip.is_ipv6() || s.facts.family_v6() == Some(true)) {
@@ -85,7 +89,7 @@ pub fn callers(sockets: &[Socket], protocol: Protocol) -> Vec<Caller> {
             .filter(|s| {
                 s.state == State::Bound
                     || s.facts.bucket() == Some(BucketOrigin::Bind)
-                    || s.state == State::Listen
+                    || (s.state == State::Listen && is_pool_port(s.local_port))
             })
             .map(|s| s.local_ip)
             .filter(|ip| !ip.is_unspecified())
@@ -197,10 +201,10 @@ mod tests {
             sock(Protocol::Udp, State::Established, "::1", Some(true)),
         ];
         let tcp: Vec<String> =
-            callers(&socks, Protocol::Tcp).iter().map(|c| caller_addr(c.addr)).collect();
+            callers(&socks, Protocol::Tcp, |_| true).iter().map(|c| caller_addr(c.addr)).collect();
         assert_eq!(tcp, ["0.0.0.0", "127.0.0.1"]);
         let udp: Vec<String> =
-            callers(&socks, Protocol::Udp).iter().map(|c| caller_addr(c.addr)).collect();
+            callers(&socks, Protocol::Udp, |_| true).iter().map(|c| caller_addr(c.addr)).collect();
         assert_eq!(udp, ["0.0.0.0", "[::]"]);
     }
 }

@@ -412,7 +412,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
                     || (s.state == State::Listen && tcp.is_pool_port(s.local_port))
                     || s.facts.bucket() == Some(BucketOrigin::Bind))
         });
-    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Tcp) {
+    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Tcp, |p| tcp.is_pool_port(p)) {
         let mut pool = caller_pool(snapshot, caller, PoolKind::Bind, &tcp, thresholds);
         if !binds_now && pool.level > Level::Warn {
             pool.level = Level::Warn;
@@ -420,7 +420,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
         pools.push(pool);
     }
-    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Udp) {
+    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Udp, |p| udp.is_pool_port(p)) {
         pools.push(caller_pool(snapshot, caller, PoolKind::Udp, &udp, thresholds));
     }
     unknowns.v6only = snapshot
