@@ -3,17 +3,29 @@
 //! It owns no ring, clock or file, so the tests drive it with records they make.
 
 use porthog_core::Protocol;
-use porthog_core::lifecycle::{Caught, Event, EventKind, Lifecycle, Who, tcp_state};
+use porthog_core::lifecycle::{Call, Caught, Event, EventKind, Lifecycle, Who, tcp_state};
 use porthog_core::timeline::FourTuple;
 use porthog_core::tracepoint::{Decoded, Decoder};
 
 use super::ring::Record;
 use super::tasks::{ProcSource, TaskRecord, Tasks};
 
+/// Threads whose last bind() port is remembered at most (see `Pending::BindPort`).
+const MAX_BIND_PORTS: usize = 1 << 16;
+
 /// A record read from a ring, kept until its order is certain.
 pub enum Pending {
-    Sample { pid: u32, tid: u32, decoded: Decoded },
+    Sample {
+        pid: u32,
+        tid: u32,
+        decoded: Decoded,
+    },
     Task(TaskRecord),
+    /// A thread entered bind() asking for this port (None: unreadable).
+    BindPort {
+        tid: u32,
+        port: Option<u16>,
+    },
 }
 
 /// Keeps decoded records until their order is certain, then applies them.
@@ -29,6 +41,8 @@ pub struct Tracer<P: ProcSource> {
     /// The newest time of the previous round of reads, and of this one (ns).
     watermark: u64,
     round_max: u64,
+    /// The port each thread's last bind() asked for, until its exit is applied.
+    bind_ports: std::collections::HashMap<u32, Option<u16>>,
 }
 
 impl<P: ProcSource> Tracer<P> {
@@ -42,6 +56,7 @@ impl<P: ProcSource> Tracer<P> {
             lost_shown: 0,
             watermark: 0,
             round_max: 0,
+            bind_ports: Default::default(),
         }
     }
 
@@ -50,8 +65,14 @@ impl<P: ProcSource> Tracer<P> {
         match record {
             Record::Sample { pid, tid, time, raw } => {
                 self.round_max = self.round_max.max(time);
-                if let Some(decoded) = self.decoder.decode(raw) {
-                    self.push(time, Pending::Sample { pid, tid, decoded });
+                match self.decoder.decode(raw) {
+                    // Read at once: the sooner, the likelier the caller's buffer is unchanged.
+                    Some(Decoded::EnterBind { umyaddr }) => {
+                        let port = self.tasks.sockaddr_port(pid, umyaddr);
+                        self.push(time, Pending::BindPort { tid, port });
+                    }
+                    Some(decoded) => self.push(time, Pending::Sample { pid, tid, decoded }),
+                    None => {}
                 }
             }
             Record::Task { time, record } => self.push(time, Pending::Task(record)),
@@ -96,8 +117,24 @@ impl<P: ProcSource> Tracer<P> {
             let secs = time as f64 / 1e9;
             match pending {
                 Pending::Task(record) => self.tasks.apply(record, secs),
+                Pending::BindPort { tid, port } => {
+                    // Only failed binds bring an exit (the kernel filter): bound the memory
+                    // that successful ones leave, by forgetting all once there are many.
+                    if self.bind_ports.len() >= MAX_BIND_PORTS {
+                        self.bind_ports.clear();
+                    }
+                    self.bind_ports.insert(tid, port);
+                }
                 Pending::Sample { pid, tid, decoded } => {
-                    if let Some(kind) = event_kind(decoded, pid, tid, secs, &mut self.tasks) {
+                    let bind_port = match decoded {
+                        Decoded::Exit { call: Call::Bind, .. } => {
+                            self.bind_ports.remove(&tid).flatten()
+                        }
+                        _ => None,
+                    };
+                    if let Some(kind) =
+                        event_kind(decoded, pid, tid, secs, bind_port, &mut self.tasks)
+                    {
                         caught.extend(self.lifecycle.apply(Event { time: secs, kind }));
                     }
                 }
@@ -122,6 +159,7 @@ fn event_kind<P: ProcSource>(
     pid: u32,
     tid: u32,
     now: f64,
+    bind_port: Option<u16>,
     tasks: &mut Tasks<P>,
 ) -> Option<EventKind> {
     let who =
@@ -132,7 +170,7 @@ fn event_kind<P: ProcSource>(
             if ![-99, -98, -11].contains(&ret) {
                 return None;
             }
-            Some(EventKind::CallFailed { who: who(tasks)?, call, ret })
+            Some(EventKind::CallFailed { who: who(tasks)?, call, ret, bind_port })
         }
         Decoded::SetState {
             skaddr,
@@ -150,6 +188,7 @@ fn event_kind<P: ProcSource>(
         }
         Decoded::SetState { .. } => None,
         Decoded::Destroy { skaddr, cookie } => Some(EventKind::Destroyed { skaddr, cookie }),
+        Decoded::EnterBind { .. } => None,
     }
 }
 
