@@ -171,8 +171,8 @@ pub fn raise_for_failures<'a>(
     let more =
         if named.len() > 3 { format!(" and {} more", named.len() - 3) } else { String::new() };
     let why = format!(
-        "the kernel refused {} allocations for lack of a port {during}: {}{more}",
-        crate::report::grouped(total),
+        "the kernel refused {} for lack of a port {during}: {}{more}",
+        crate::report::plural(total, "allocation"),
         shown.join(", ")
     );
     report.raise(crate::level::Level::Critical, &why);
