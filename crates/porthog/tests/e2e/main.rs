@@ -8,6 +8,7 @@
 mod check;
 mod child;
 mod cli;
+mod kernel_cases;
 mod loadgen;
 mod netns;
 mod porthog;

@@ -61,6 +61,10 @@ pub enum Command {
         /// At most this many connection attempts per second.
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
+        /// Bind each socket to this network device first (SO_BINDTODEVICE), e.g. `lo`: its
+        /// TIME_WAIT is then loopback for tcp_tw_reuse=2 whatever its addresses.
+        #[arg(long, value_name = "DEV")]
+        device: Option<String>,
     },
     /// Bind TCP sockets to port 0 and never connect them (BOUND sockets holding ports).
     #[command(group(ArgGroup::new("amount").required(true).args(["count", "until_fail"])))]
