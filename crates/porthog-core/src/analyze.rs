@@ -199,8 +199,8 @@ fn assumptions(
         }
         if unknowns.v6only > 0 {
             out.push(format!(
-                "{} IPv6 sockets: IPV6_V6ONLY is not shown, so off (the default) was assumed: each also holds its \
-                 port against bind(0.0.0.0, 0)",
+                "{} IPv6 sockets: IPV6_V6ONLY is not shown, so off (the default) was assumed: each also holds its port against IPv4 \
+                 callers (bind(0.0.0.0, 0), UDP autobind)",
                 crate::report::grouped(unknowns.v6only)
             ));
         }

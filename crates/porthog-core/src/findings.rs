@@ -154,7 +154,7 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
                 kind: FindingKind::FanOut,
                 level: pool.level,
                 pid,
-                message: format!("{} UDP sockets hold ports of the {what}{who}", grouped(pool.used)),
+                message: format!("{} UDP sockets hold ports of {what}{who}", grouped(pool.used)),
                 advice: "Every UDP socket holds its port for every destination (the pool is global per namespace): \
                          send to many peers from one socket with sendto(), close idle sockets, or widen \
                          net.ipv4.ip_local_port_range."

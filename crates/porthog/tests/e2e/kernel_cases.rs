@@ -127,6 +127,34 @@ fn case3_bind_pools_are_per_family_and_address() {
     assert_eq!((other.opened(), other.failed()), (1, 0), "{:?}", other.ready);
 }
 
+/// Case 3, UDP: 100 IPV6_V6ONLY UDP sockets connected to [::1] exhaust IPv6 autobind while
+/// IPv4 UDP still gets ports. porthog reported the UDP pool exhausted for everyone.
+#[test]
+fn case3_udp_autobind_pools_are_per_family() {
+    let Some(ns) = Netns::for_test("case3-udp-family", &[]) else { return };
+    let v6 = Loadgen::start(&ns, &["udp", "--to", "[::1]:5353", "--v6only", "--count", "100"]);
+    assert_eq!((v6.opened(), v6.failed()), (100, 0), "{:?}", v6.ready);
+
+    let report = porthog::json_in(&ns, &[]).report();
+    let any6 = report.caller_pool("udp", "::");
+    assert_eq!((any6.used, any6.level.as_str()), (100, "exhausted"), "\n{}", report.summary());
+    // sock_diag gives IPV6_V6ONLY only for listening and unconnected sockets: for these
+    // connected ones porthog without the BPF iterator must say it assumed the default (off).
+    let any4 = report.caller_pool("udp", "0.0.0.0");
+    assert!(
+        (any4.used, any4.level.as_str()) == (0, "ok")
+            || report.assumes("100 IPv6 sockets: IPV6_V6ONLY is not shown"),
+        "\n{}",
+        report.summary()
+    );
+
+    // The kernel's answers: IPv4 autobind works, IPv6 gets EAGAIN.
+    let probe4 = Loadgen::start(&ns, &["udp", "--to", "127.0.0.1:5353", "--count", "1"]);
+    assert_eq!((probe4.opened(), probe4.failed()), (1, 0), "{:?}", probe4.ready);
+    let probe6 = Loadgen::start(&ns, &["udp", "--to", "[::1]:5353", "--count", "1"]);
+    assert_eq!((probe6.failed(), probe6.errno()), (1, Some("EAGAIN")), "{:?}", probe6.ready);
+}
+
 /// Case 4: tcp_tw_reuse=2 also covers a TIME_WAIT socket bound to lo (SO_BINDTODEVICE) with
 /// addresses that are not loopback. porthog said EXHAUSTED while connect() worked.
 #[test]

@@ -79,6 +79,22 @@ pub enum Command {
         #[arg(long)]
         until_fail: bool,
     },
+    /// Connected UDP sockets: each autobinds a port at connect() and holds it.
+    #[command(group(ArgGroup::new("amount").required(true).args(["count", "until_fail"])))]
+    Udp {
+        /// Destination to connect() to (no datagram is sent).
+        #[arg(long, value_name = "ADDR:PORT")]
+        to: SocketAddr,
+        /// Make this many sockets; refused ones (EAGAIN) are counted.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Keep going until connect() fails with EAGAIN: the UDP pool is exhausted.
+        #[arg(long)]
+        until_fail: bool,
+        /// Set IPV6_V6ONLY before connect() (IPv6 destinations only).
+        #[arg(long)]
+        v6only: bool,
+    },
     /// One listener at a fixed address and port, accepting nothing.
     ///
     /// Put it inside the ephemeral range to reproduce squatting: every connect() skips it.

@@ -12,6 +12,7 @@ use crate::cli::{Cli, Command};
 use crate::connect::connect;
 use crate::serve::serve;
 use crate::socket::{Hold, raise_nofile};
+use crate::udp::udp;
 
 pub fn main() {
     let cli = Cli::parse();
@@ -43,6 +44,7 @@ fn run(command: Command) -> Result<(Value, Hold), String> {
         }
         Command::Bind { addr, count, until_fail: _ } => bind(addr, count),
         Command::ListenAt { addr } => listen_at(addr),
+        Command::Udp { to, count, until_fail: _, v6only } => udp(to, count, v6only),
     }
 }
 

@@ -207,7 +207,8 @@ fn socket(protocol: Protocol, payload: &[u8]) -> io::Result<Option<Socket>> {
 /// What sock_diag says beyond the addresses (issue 7): the family (v4-mapped addresses are
 /// IPv4 in the model but the socket is AF_INET6), whether the socket (TIME_WAIT included:
 /// `inet_diag_msg_common_fill` copies `sk_bound_dev_if`) is bound to lo, and for full IPv6
-/// sockets the v6only flag (`INET_DIAG_SKV6ONLY`, sent unasked; absent for TIME_WAIT).
+/// sockets the v6only flag (`INET_DIAG_SKV6ONLY`, sent unasked but only for sockets in LISTEN
+/// or CLOSE, `inet_diag_msg_attrs_fill`: connected and TIME_WAIT sockets stay unknown).
 fn facts(family: u8, interface: u32, attributes: &[u8]) -> KernelFacts {
     let mut facts = KernelFacts::default()
         .with_family_v6(family == AF_INET6)
