@@ -88,6 +88,40 @@ fn case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl() {
     );
 }
 
+/// Case 2, peer side: a peer with timestamps off makes its TIME_WAIT unreusable even with
+/// tcp_tw_reuse=1 (porthog: reusable, WARN; kernel: EADDRNOTAVAIL). The peer is a second
+/// namespace over a veth pair with net.ipv4.tcp_timestamps=0.
+#[test]
+fn case2_a_peer_without_timestamps_makes_time_wait_unreusable() {
+    let Some(ns) = Netns::for_test("case2-peer-no-timestamps", &[("net.ipv4.tcp_tw_reuse", "1")])
+    else {
+        return;
+    };
+    let peer = ns.peer(&[("net.ipv4.tcp_timestamps", "0")]);
+    ns.link_veth(&peer, "10.8.0.1", "10.8.0.2");
+    let _server = Loadgen::start(&peer, &["serve", "--listen", "10.8.0.2:7070"]);
+    let churn =
+        Loadgen::start(&ns, &["connect", "--to", "10.8.0.2:7070", "--close", "--count", "100"]);
+    assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
+    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    std::thread::sleep(PAST_REUSE_DELAY);
+
+    let run = porthog::json_in(&ns, &[]);
+    let report = run.report();
+    // The kernel's answer: no TIME_WAIT port can be reused.
+    let next = Loadgen::start(&ns, &["connect", "--to", "10.8.0.2:7070", "--count", "1"]);
+    assert_eq!(next.errno(), Some("EADDRNOTAVAIL"), "{:?}", next.ready);
+
+    let pool = report.connect_pool("10.8.0.2:7070");
+    // Exact with the recorded timestamps (BPF); otherwise the stand-in is declared.
+    assert!(
+        pool.level == "exhausted"
+            || report.assumes("100 TIME_WAIT sockets: whether they recorded TCP timestamps"),
+        "pool {pool:?}\n{}",
+        report.summary()
+    );
+}
+
 /// Case 3: bind() pools are per family and address. 100 ports bound on [::1] exhaust
 /// bind([::], 0) but leave bind(0.0.0.0, 0) every port.
 #[test]
