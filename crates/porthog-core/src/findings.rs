@@ -185,6 +185,13 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
                 (_, Os::Windows) => {
                     "widen the dynamic range (netsh int ipv4 set dynamicport tcp start=10000 num=55535) or remove exclusions"
                 }
+                // Connected sockets made by connect() fill the range: the bind(port 0) caller
+                // (an ephemeral listener, say) is the victim, not the cause.
+                (PoolKind::Bind, _) if set.bind_made_ports == 0 => {
+                    "give listeners a fixed port outside the ephemeral range (or reserve theirs in \
+                     net.ipv4.ip_local_reserved_ports) so they never depend on bind(port 0), or widen \
+                     net.ipv4.ip_local_port_range"
+                }
                 _ => {
                     "use IP_BIND_ADDRESS_NO_PORT before bind() so ports are shared per destination, or widen net.ipv4.ip_local_port_range"
                 }
