@@ -57,6 +57,38 @@ fn case1_bind_before_connect_ports_leave_every_connect_pool() {
     );
 }
 
+/// Case 1, TIME_WAIT: bind-before-connect sockets closed under tcp_tw_reuse=1 keep their
+/// bind-made buckets (`tw_tb`), so connect() cannot reuse their ports. porthog said all
+/// reusable (0 %) while connect() failed.
+#[test]
+fn case1_bind_before_connect_time_wait_is_not_reusable() {
+    let Some(ns) = Netns::for_test("case1-bbc-time-wait", &[("net.ipv4.tcp_tw_reuse", "1")]) else {
+        return;
+    };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", "127.0.0.1:5000"]);
+    let churn = Loadgen::start(
+        &ns,
+        &["connect", "--to", "127.0.0.1:5000", "--bind-first", "--close", "--count", "100"],
+    );
+    assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
+    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    std::thread::sleep(PAST_REUSE_DELAY);
+
+    let run = porthog::json_in(&ns, &[]);
+    let report = run.report();
+    let next = Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:5000", "--count", "1"]);
+    assert_eq!(next.errno(), Some("EADDRNOTAVAIL"), "the kernel refuses: {:?}", next.ready);
+
+    let pool = report.connect_pool("127.0.0.1:5000");
+    // Exact with the bucket origin (BPF); otherwise the connect()-made stand-in is declared.
+    assert!(
+        pool.level == "exhausted"
+            || report.assumes("connected sockets were taken to have their port from connect()"),
+        "pool {pool:?}\n{}",
+        report.summary()
+    );
+}
+
 /// Case 2: reuse follows what the TIME_WAIT socket recorded, not today's sysctl. Timestamps
 /// turned off after the connections closed do not stop connect() from reusing their ports.
 #[test]
