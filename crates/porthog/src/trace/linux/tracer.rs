@@ -198,7 +198,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use porthog_core::lifecycle::Call;
-    use porthog_core::timeline::Errno;
+    use porthog_core::timeline::{Errno, FailureClass};
     use porthog_core::tracepoint::parse;
 
     use super::*;
@@ -211,6 +211,8 @@ mod tests {
         include_str!("../../../../porthog-core/tests/fixtures/tracefs/inet_sock_set_state.format");
     const DESTROY: &str =
         include_str!("../../../../porthog-core/tests/fixtures/tracefs/tcp_destroy_sock.format");
+    const ENTER_BIND: &str =
+        include_str!("../../../../porthog-core/tests/fixtures/tracefs/sys_enter_bind.format");
 
     /// Tasks that existed before the trace: pid -> (netns, name).
     struct FakeProc(HashMap<u32, (u64, &'static str)>);
@@ -228,6 +230,10 @@ mod tests {
         fn alive(&self, pid: u32, _tid: u32) -> bool {
             self.0.contains_key(&pid)
         }
+        /// The "memory" of pid 10: address N holds a sockaddr with port N (else unreadable).
+        fn sockaddr_port(&self, pid: u32, addr: u64) -> Option<u16> {
+            (pid == 10).then_some(addr as u16)
+        }
     }
 
     fn tracer() -> Tracer<FakeProc> {
@@ -239,6 +245,7 @@ mod tests {
             &parse(SET_STATE).unwrap(),
             &parse(DESTROY).unwrap(),
         )
+        .and_then(|d| d.with_enter_bind(&parse(ENTER_BIND)?))
         .unwrap();
         let proc = FakeProc(HashMap::from([(10, (WATCHED, "client")), (20, (HOST, "other"))]));
         Tracer::new(decoder, Tasks::new(WATCHED, proc), Lifecycle::default())
@@ -285,6 +292,33 @@ mod tests {
         assert_eq!(c.errno, Errno::AddrNotAvail);
         assert_eq!(c.remote, Some("10.0.0.5:443".parse::<SocketAddr>().unwrap()));
         assert_eq!(c.time, 2.000001);
+    }
+
+    /// Issue 7: a failed bind() is classified by the port its `sys_enter_bind` asked for,
+    /// read from the process as the record is taken; unreadable is "unknown".
+    #[test]
+    fn bind_failures_are_classified_by_the_port_asked_for() {
+        let mut t = tracer();
+        let enter = |addr: u64| {
+            let mut r = vec![0u8; 40];
+            r[0..2].copy_from_slice(&2238u16.to_ne_bytes());
+            r[24..32].copy_from_slice(&addr.to_ne_bytes());
+            r
+        };
+        let mut exit_bind = exit_connect(-98);
+        exit_bind[0..2].copy_from_slice(&2237u16.to_ne_bytes());
+        let (any, fixed) = (enter(0), enter(8080));
+        t.take(Record::Sample { pid: 10, tid: 10, time: T, raw: &any });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 1, raw: &exit_bind });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 2, raw: &fixed });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 3, raw: &exit_bind });
+        // No enter seen for this one: the port is unknown.
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 4, raw: &exit_bind });
+        let classes: Vec<FailureClass> = t.end_round(true).iter().map(|c| c.class).collect();
+        assert_eq!(
+            classes,
+            [FailureClass::Exhaustion, FailureClass::PortTaken, FailureClass::Unknown]
+        );
     }
 
     #[test]
