@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::model::{Protocol, Snapshot};
-use crate::timeline::{Errno, FourTuple, OwnerBook, OwnerCount};
+use crate::timeline::{Errno, FailureClass, FourTuple, OwnerBook, OwnerCount};
 
 /// TCP states as `inet_sock_set_state` numbers them: the kernel's, as the model has them.
 pub use crate::model::linux_tcp as tcp_state;
@@ -69,8 +69,9 @@ pub enum EventKind {
     Closed { skaddr: u64, from: u8, tuple: FourTuple },
     /// `tcp:tcp_destroy_sock`: the full socket is freed; carries the socket cookie.
     Destroyed { skaddr: u64, cookie: u64 },
-    /// `syscalls:sys_exit_connect` or `sys_exit_bind` returning `ret` (< 0), in the failing thread.
-    CallFailed { who: Who, call: Call, ret: i64 },
+    /// `syscalls:sys_exit_connect` or `sys_exit_bind` returning `ret` (< 0), in the failing
+    /// thread; for bind(), the port it asked for when the tracer could read it.
+    CallFailed { who: Who, call: Call, ret: i64, bind_port: Option<u16> },
 }
 
 /// A failed allocation, joined to its destination where the kernel showed one.
@@ -82,6 +83,7 @@ pub struct Caught {
     pub errno: Errno,
     pub protocol: Protocol,
     pub remote: Option<SocketAddr>,
+    pub class: FailureClass,
 }
 
 /// A connection seen opening, until its socket is freed.
@@ -102,7 +104,7 @@ struct LastConnect {
 }
 
 /// Failures per (pid, name, destination, call, errno).
-type FailureKey = (u32, Arc<str>, Option<SocketAddr>, Call, Errno);
+type FailureKey = (u32, Arc<str>, Option<SocketAddr>, Call, Errno, FailureClass);
 
 /// The join of lifecycle events. Memory is bounded: a connection's entry goes at CLOSE (or at
 /// destroy, for one that entered TIME_WAIT), a thread's last connect after `JOIN_WINDOW_S`, and
@@ -197,8 +199,9 @@ impl Lifecycle {
                 }
                 None
             }
-            EventKind::CallFailed { who, call, ret } => {
+            EventKind::CallFailed { who, call, ret, bind_port } => {
                 let errno = Errno::from_ret(ret)?;
+                let class = FailureClass::of(call.as_str(), errno, bind_port);
                 let (protocol, remote) = match (call, errno) {
                     // connect() sets SYN_SENT before inet_hash_connect fails: the thread's last
                     // CLOSE->SYN_SENT carries the destination that had no port left.
@@ -225,9 +228,9 @@ impl Lifecycle {
                 };
                 *self
                     .failures
-                    .entry((who.pid, who.name.clone(), remote, call, errno))
+                    .entry((who.pid, who.name.clone(), remote, call, errno, class))
                     .or_default() += 1;
-                Some(Caught { time: now, who, call, errno, protocol, remote })
+                Some(Caught { time: now, who, call, errno, protocol, remote, class })
             }
         }
     }
@@ -260,12 +263,13 @@ impl Lifecycle {
         let mut out: Vec<FailureCount> = self
             .failures
             .iter()
-            .map(|((pid, name, remote, call, errno), &count)| FailureCount {
+            .map(|((pid, name, remote, call, errno, class), &count)| FailureCount {
                 pid: *pid,
                 name: name.to_string(),
                 remote: *remote,
                 call: call.as_str().to_owned(),
                 errno: *errno,
+                class: *class,
                 count,
             })
             .collect();
@@ -318,6 +322,7 @@ pub struct FailureCount {
     /// "connect" or "bind".
     pub call: String,
     pub errno: Errno,
+    pub class: FailureClass,
     pub count: u64,
 }
 
@@ -408,7 +413,12 @@ mod tests {
         l.apply(ev(1.2, EventKind::Closed { skaddr: 0xb0, from: SYN_SENT, tuple: tuple(0) }));
         let caught = l.apply(ev(
             1.3,
-            EventKind::CallFailed { who: who(42, 43), call: Call::Connect, ret: -99 },
+            EventKind::CallFailed {
+                who: who(42, 43),
+                call: Call::Connect,
+                ret: -99,
+                bind_port: None,
+            },
         ));
         let caught = caught.expect("a failure");
         assert_eq!(caught.remote, Some(SERVER.parse().unwrap()));
@@ -427,7 +437,12 @@ mod tests {
         // A second failure of the same thread without a new SYN_SENT has no known destination.
         let again = l.apply(ev(
             1.4,
-            EventKind::CallFailed { who: who(42, 43), call: Call::Connect, ret: -99 },
+            EventKind::CallFailed {
+                who: who(42, 43),
+                call: Call::Connect,
+                ret: -99,
+                bind_port: None,
+            },
         ));
         assert_eq!(again.unwrap().remote, None);
     }
@@ -437,22 +452,66 @@ mod tests {
         let mut l = Lifecycle::default();
         let udp = l.apply(ev(
             1.0,
-            EventKind::CallFailed { who: who(7, 7), call: Call::Connect, ret: -11 },
+            EventKind::CallFailed {
+                who: who(7, 7),
+                call: Call::Connect,
+                ret: -11,
+                bind_port: None,
+            },
         ));
         assert_eq!(udp.map(|c| (c.protocol, c.errno)), Some((Protocol::Udp, Errno::Again)));
-        let bind =
-            l.apply(ev(1.0, EventKind::CallFailed { who: who(7, 7), call: Call::Bind, ret: -98 }));
-        assert_eq!(bind.map(|c| (c.call, c.errno)), Some((Call::Bind, Errno::AddrInUse)));
+        let bind = l.apply(ev(
+            1.0,
+            EventKind::CallFailed {
+                who: who(7, 7),
+                call: Call::Bind,
+                ret: -98,
+                bind_port: Some(0),
+            },
+        ));
+        assert_eq!(
+            bind.map(|c| (c.call, c.errno, c.class)),
+            Some((Call::Bind, Errno::AddrInUse, FailureClass::Exhaustion))
+        );
+        // bind() to a fixed port that is taken, and to an address that is not local.
+        let taken = l.apply(ev(
+            1.1,
+            EventKind::CallFailed {
+                who: who(7, 7),
+                call: Call::Bind,
+                ret: -98,
+                bind_port: Some(8080),
+            },
+        ));
+        assert_eq!(taken.map(|c| c.class), Some(FailureClass::PortTaken));
+        let nonlocal = l.apply(ev(
+            1.2,
+            EventKind::CallFailed {
+                who: who(7, 7),
+                call: Call::Bind,
+                ret: -99,
+                bind_port: Some(0),
+            },
+        ));
+        assert_eq!(
+            nonlocal.map(|c| (c.errno, c.class)),
+            Some((Errno::AddrNotAvail, FailureClass::NotLocalAddress))
+        );
         // Other errors are not port exhaustion (the kernel filter lets only these through, but
         // a kernel without filters sends everything).
         assert_eq!(
             l.apply(ev(
                 1.0,
-                EventKind::CallFailed { who: who(7, 7), call: Call::Connect, ret: -111 }
+                EventKind::CallFailed {
+                    who: who(7, 7),
+                    call: Call::Connect,
+                    ret: -111,
+                    bind_port: None
+                }
             )),
             None
         );
-        assert_eq!(l.failures().len(), 2);
+        assert_eq!(l.failures().len(), 4);
     }
 
     /// A connection reset (or closed after the peer closed) leaves no TIME_WAIT and no entry.

@@ -12,7 +12,7 @@ use crate::model::{Gap, GapKind, Os, TwReuse};
 use crate::pool::{Pool, RangeReport};
 
 /// Version of the JSON contract; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

@@ -67,6 +67,67 @@ impl Errno {
     }
 }
 
+/// What a failed call says about the ports (DOMAIN.md 1: only the allocation of an ephemeral
+/// port is evidence of exhaustion).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// No ephemeral port was left: connect() EADDRNOTAVAIL, bind(port 0) EADDRINUSE, UDP
+    /// autobind EAGAIN. Only this kind raises a verdict.
+    Exhaustion,
+    /// bind() EADDRNOTAVAIL: the address asked for is not local. Not a port problem.
+    NotLocalAddress,
+    /// bind() to a fixed port EADDRINUSE: that one port is taken. Not exhaustion.
+    PortTaken,
+    /// bind() EADDRINUSE whose requested port could not be read (the process exited, or its
+    /// memory was not readable): exhaustion or a taken port.
+    Unknown,
+}
+
+impl FailureClass {
+    fn exhaustion() -> FailureClass {
+        FailureClass::Exhaustion
+    }
+
+    /// Classifies a failed call. `bind_port` is the port bind() asked for (0: any), `None`
+    /// when it could not be read; it does not matter for connect().
+    pub fn of(call: &str, errno: Errno, bind_port: Option<u16>) -> FailureClass {
+        match (call, errno, bind_port) {
+            ("bind", Errno::AddrNotAvail, _) => FailureClass::NotLocalAddress,
+            ("bind", Errno::AddrInUse, Some(0)) => FailureClass::Exhaustion,
+            ("bind", Errno::AddrInUse, Some(_)) => FailureClass::PortTaken,
+            ("bind", Errno::AddrInUse, None) => FailureClass::Unknown,
+            _ => FailureClass::Exhaustion,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Exhaustion => "exhaustion",
+            FailureClass::NotLocalAddress => "not_local_address",
+            FailureClass::PortTaken => "port_taken",
+            FailureClass::Unknown => "unknown",
+        }
+    }
+
+    /// What it means, in one line, for a failure of `call` with `errno`.
+    pub fn meaning(self, call: &str, errno: Errno) -> &'static str {
+        match (self, call) {
+            (FailureClass::Exhaustion, "bind") => {
+                "bind(port 0) found no free port (Address already in use)"
+            }
+            (FailureClass::Exhaustion, _) => errno.meaning(),
+            (FailureClass::NotLocalAddress, _) => {
+                "bind() to an address that is not local (not a port problem)"
+            }
+            (FailureClass::PortTaken, _) => "bind() to a fixed port that is taken (not exhaustion)",
+            (FailureClass::Unknown, _) => {
+                "bind() found its port in use; the port it asked for could not be read, so exhaustion or a taken fixed port"
+            }
+        }
+    }
+}
+
 /// One failed allocation: who, where to, and how it failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
@@ -81,6 +142,48 @@ pub struct Failure {
     pub errno: Errno,
     /// "connect", "bind" or "sendto".
     pub call: String,
+    /// Exhaustion, or a failure that is not about the pool (recordings made before issue 7
+    /// have no class: all their failures were counted as exhaustion).
+    #[serde(default = "FailureClass::exhaustion")]
+    pub class: FailureClass,
+}
+
+/// Failures seen in one interval of `watch` / `record`, or in a whole recording: exhaustion
+/// failures make the verdict at least critical, naming the failing processes and
+/// destinations, as a logged Windows 4231 does (issue 7). The others are only counted.
+pub fn raise_for_failures<'a>(
+    report: &mut Report,
+    failures: impl IntoIterator<Item = &'a Failure>,
+    during: &str,
+) {
+    let mut by_who: std::collections::BTreeMap<(String, u32, String), u64> = Default::default();
+    let mut total = 0u64;
+    for f in failures.into_iter().filter(|f| f.class == FailureClass::Exhaustion) {
+        total += 1;
+        let to =
+            f.remote.map_or_else(|| format!("{}()", f.call), |r| format!("{}() to {r}", f.call));
+        *by_who.entry((f.name.clone(), f.pid, to)).or_default() += 1;
+    }
+    if total == 0 {
+        return;
+    }
+    let mut named: Vec<((String, u32, String), u64)> = by_who.into_iter().collect();
+    named.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown: Vec<String> = named
+        .iter()
+        .take(3)
+        .map(|((name, pid, to), n)| {
+            format!("{name} (pid {pid}) {to} ×{}", crate::report::grouped(*n))
+        })
+        .collect();
+    let more =
+        if named.len() > 3 { format!(" and {} more", named.len() - 3) } else { String::new() };
+    let why = format!(
+        "the kernel refused {} for lack of a port {during}: {}{more}",
+        crate::report::plural(total, "allocation"),
+        shown.join(", ")
+    );
+    report.raise(crate::level::Level::Critical, &why);
 }
 
 /// A process and how many of something it has.

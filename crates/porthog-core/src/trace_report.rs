@@ -47,7 +47,13 @@ impl TraceSummary {
     /// and they are an answer even when the final socket list was incomplete). The verdict and
     /// `exit_code` then agree.
     pub fn judged(mut self) -> TraceSummary {
-        let refused: u64 = self.failures.iter().map(|f| f.count).sum();
+        // Only an ephemeral allocation that failed is evidence (DOMAIN.md 1).
+        let refused: u64 = self
+            .failures
+            .iter()
+            .filter(|f| f.class == crate::timeline::FailureClass::Exhaustion)
+            .map(|f| f.count)
+            .sum();
         if refused > 0 {
             let why = format!(
                 "the kernel refused {} for lack of a port during the trace",
@@ -69,7 +75,7 @@ mod tests {
     use super::*;
     use crate::lifecycle::FailureCount;
     use crate::model::Protocol;
-    use crate::timeline::Errno;
+    use crate::timeline::{Errno, FailureClass};
 
     fn ok_summary(failures: Vec<crate::lifecycle::FailureCount>) -> TraceSummary {
         let snapshot = crate::model::Snapshot::new(crate::model::Os::Linux, "test");
@@ -97,9 +103,19 @@ mod tests {
             remote: None,
             call: "bind".into(),
             errno: Errno::AddrInUse,
+            class: FailureClass::Exhaustion,
             count: 5,
         };
-        let s = ok_summary(vec![refused.clone(), FailureCount { count: 1, ..refused }]).judged();
+        // A bind() to an address that is not local says nothing about ports.
+        let nonlocal = FailureCount {
+            errno: Errno::AddrNotAvail,
+            class: FailureClass::NotLocalAddress,
+            ..refused.clone()
+        };
+        let alone = ok_summary(vec![nonlocal.clone()]).judged();
+        assert_eq!((alone.report.verdict, alone.exit_code()), (Level::Ok, 0));
+        let s = ok_summary(vec![refused.clone(), FailureCount { count: 1, ..refused }, nonlocal])
+            .judged();
         assert_eq!((s.report.verdict, s.exit_code()), (Level::Critical, 2));
         assert!(
             s.report.summary.starts_with(
@@ -122,11 +138,12 @@ mod tests {
             remote: Some("127.0.0.1:7070".parse().unwrap()),
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
+            class: FailureClass::Exhaustion,
         });
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(
             json,
-            r#"{"type":"failure","time":"2026-11-24T02:30:00.123Z","pid":42,"name":"client","container":null,"protocol":"tcp","remote":"127.0.0.1:7070","errno":"EADDRNOTAVAIL","call":"connect"}"#
+            r#"{"type":"failure","time":"2026-11-24T02:30:00.123Z","pid":42,"name":"client","container":null,"protocol":"tcp","remote":"127.0.0.1:7070","errno":"EADDRNOTAVAIL","call":"connect","class":"exhaustion"}"#
         );
         assert_eq!(serde_json::from_str::<TraceLine>(&json).unwrap(), line);
     }

@@ -189,6 +189,11 @@ pub enum Decoded {
         skaddr: u64,
         cookie: u64,
     },
+    /// `syscalls:sys_enter_bind`: the user address of the sockaddr bind() was given, which the
+    /// tracer reads from the process to tell bind(port 0) from a fixed port (issue 7).
+    EnterBind {
+        umyaddr: u64,
+    },
 }
 
 const AF_INET: u64 = 2;
@@ -204,6 +209,7 @@ pub struct Decoder {
     exit_bind: (u16, Field),
     set_state: SetState,
     destroy: Destroy,
+    enter_bind: Option<(u16, Field)>,
 }
 
 impl Decoder {
@@ -237,7 +243,14 @@ impl Decoder {
                 skaddr: destroy.field("skaddr", &[8, 4])?,
                 cookie: destroy.field("sock_cookie", &[8])?,
             },
+            enter_bind: None,
         })
+    }
+
+    /// Also decodes `sys_enter_bind` (its `umyaddr` pointer).
+    pub fn with_enter_bind(mut self, enter_bind: &Format) -> Result<Decoder, FormatError> {
+        self.enter_bind = Some((enter_bind.id, enter_bind.field("umyaddr", &[8, 4])?));
+        Ok(self)
     }
 
     /// Decodes one raw record; None for a record of another tracepoint, a truncated one, or a
@@ -249,6 +262,11 @@ impl Decoder {
         }
         if ty == self.exit_bind.0 {
             return Some(Decoded::Exit { call: Call::Bind, ret: self.exit_bind.1.int(raw)? });
+        }
+        if let Some((id, umyaddr)) = &self.enter_bind
+            && ty == *id
+        {
+            return Some(Decoded::EnterBind { umyaddr: umyaddr.uint(raw)? });
         }
         if ty == self.destroy.id {
             let d = &self.destroy;
@@ -300,6 +318,9 @@ pub(crate) mod tests {
         include_str!("../tests/fixtures/tracefs/sys_exit_connect.format");
 
     pub const DESTROY: &str = include_str!("../tests/fixtures/tracefs/tcp_destroy_sock.format");
+
+    /// `events/syscalls/sys_enter_bind/format` as Linux 6.18 writes it.
+    pub const ENTER_BIND: &str = include_str!("../tests/fixtures/tracefs/sys_enter_bind.format");
 
     pub fn decoder() -> Decoder {
         let bind =
@@ -412,6 +433,15 @@ pub(crate) mod tests {
         assert_eq!(d.decode(&sctp), None);
         assert_eq!(d.decode(&exit_raw(1, -99)), None);
         assert_eq!(d.decode(&raw[..20]), None);
+
+        // sys_enter_bind only once asked for: its umyaddr pointer at offset 24.
+        let mut enter = vec![0u8; 40];
+        enter[0..2].copy_from_slice(&2238u16.to_ne_bytes());
+        enter[24..32].copy_from_slice(&0x7ffd_1234_5678u64.to_ne_bytes());
+        assert_eq!(d.decode(&enter), None);
+        let d = d.with_enter_bind(&parse(ENTER_BIND).unwrap()).unwrap();
+        assert_eq!(d.decode(&enter), Some(Decoded::EnterBind { umyaddr: 0x7ffd_1234_5678 }));
+        assert_eq!(d.decode(&enter[..28]), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use porthog_core::timeline::RecordLine;
+use porthog_core::timeline::{Failure, RecordLine, raise_for_failures};
 
 use crate::cli::RecordOptions;
 use crate::collect::CollectOptions;
@@ -58,6 +58,8 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     let interval = Duration::from_secs_f64(opts.interval_s);
     let start = Instant::now();
     let (mut written, mut failed) = (1u64, 0u64);
+    // Failures since the last sample: they make that sample's verdict at least critical.
+    let mut interval_failures: Vec<Failure> = Vec::new();
     for n in 1u32.. {
         let due = interval * n;
         if opts.duration.is_some_and(|d| due > d) {
@@ -66,7 +68,12 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         let stopped = loop {
             match inbox.recv_timeout((start + due).saturating_duration_since(Instant::now())) {
                 Ok(Message::Stop) => break true,
-                Ok(Message::Line(line)) => write_line(&mut out, &line, &name)?,
+                Ok(Message::Line(line)) => {
+                    if let RecordLine::Failure(f) = &line {
+                        interval_failures.push(f.clone());
+                    }
+                    write_line(&mut out, &line, &name)?
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => break false,
                 Err(mpsc::RecvTimeoutError::Disconnected) => break true,
             }
@@ -75,7 +82,10 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             break;
         }
         match sampler.sample() {
-            Ok(s) => {
+            Ok(mut s) => {
+                // Failures outrank the snapshot (issue 7), as a logged Windows 4231 does.
+                raise_for_failures(&mut s.report, &interval_failures, "since the previous sample");
+                interval_failures.clear();
                 write_line(&mut out, &s.into_record(), &name)?;
                 written += 1;
             }

@@ -31,6 +31,17 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
         }
         match serde_json::from_str::<RecordLine>(line) {
             Ok(RecordLine::Sample { time, mut report, .. }) => {
+                // Failures anywhere in the recording outrank its last sample (issue 7), as a
+                // logged Windows 4231 outranks a healthy netstat.
+                let failures: Vec<crate::timeline::Failure> = text
+                    .lines()
+                    .filter(|l| l.contains("\"type\":\"failure\""))
+                    .filter_map(|l| match serde_json::from_str::<RecordLine>(l) {
+                        Ok(RecordLine::Failure(f)) => Some(f),
+                        _ => None,
+                    })
+                    .collect();
+                crate::timeline::raise_for_failures(&mut report, &failures, "during the recording");
                 report.sources.push(SourceInfo {
                     file: name.to_owned(),
                     format: format!(
@@ -112,6 +123,48 @@ mod tests {
         assert_eq!(r.sources[0].records, 2);
         assert!(r.sources[0].format.starts_with("porthog-record (last of 2 samples"));
         assert!(r.gaps.is_empty());
+    }
+
+    /// Issue 7, case 7: 500 failures and an OK last sample gave OK, exit 0.
+    #[test]
+    fn failures_in_a_recording_outrank_its_ok_last_sample() {
+        use crate::timeline::{Errno, Failure, FailureClass};
+        let failure = |class| {
+            line(&RecordLine::Failure(Failure {
+                time: "2026-11-24T02:00:00.500Z".into(),
+                pid: 42,
+                name: "client".into(),
+                container: None,
+                protocol: crate::model::Protocol::Tcp,
+                remote: Some("127.0.0.1:7070".parse().unwrap()),
+                errno: Errno::AddrNotAvail,
+                call: "connect".into(),
+                class,
+            }))
+        };
+        let mut text = line(&header()) + &line(&sample("first"));
+        for _ in 0..500 {
+            text += &failure(FailureClass::Exhaustion);
+        }
+        let Ok(Imported::Report(ok)) = read(&(line(&header()) + &line(&sample("last")))) else {
+            panic!("a report expected")
+        };
+        assert_eq!(ok.exit_code(), 0);
+        text += &line(&sample("last"));
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!((r.verdict, r.exit_code()), (crate::level::Level::Critical, 2));
+        assert!(
+            r.summary.starts_with(
+                "the kernel refused 500 allocations for lack of a port during the recording: client (pid 42) connect() to 127.0.0.1:7070 ×500"
+            ),
+            "{}",
+            r.summary
+        );
+        // A bind() to an address that is not local is no port problem.
+        let text =
+            line(&header()) + &failure(FailureClass::NotLocalAddress) + &line(&sample("last"));
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.exit_code(), 0);
     }
 
     #[test]

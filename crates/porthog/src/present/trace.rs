@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io;
 
 use porthog_core::report::{grouped, plural};
-use porthog_core::timeline::{Failure, OwnerCount};
+use porthog_core::timeline::{Failure, FailureClass, OwnerCount};
 use porthog_core::trace_report::{TraceLine, TraceSummary};
 
 use anstyle::Effects;
@@ -86,10 +86,12 @@ pub fn failure_text(f: &Failure, color: bool) -> String {
     if let Some(r) = f.remote {
         let _ = write!(s, " -> {r}");
     }
-    // Every failure caught is a refusal: painted as the critical level is.
-    let style = level_style(Level::Critical).effects(Effects::BOLD);
+    // An exhaustion is painted as the critical level is; a failure that is not about the
+    // pool (a non-local address, a taken fixed port) as a warning, and says so.
+    let level = if f.class == FailureClass::Exhaustion { Level::Critical } else { Level::Warn };
+    let style = level_style(level).effects(Effects::BOLD);
     let errno = Painter { color }.paint(style, f.errno.as_str());
-    let _ = writeln!(s, "  {errno}: {}", f.errno.meaning());
+    let _ = writeln!(s, "  {errno}: {}", f.class.meaning(&f.call, f.errno));
     s
 }
 
@@ -117,13 +119,17 @@ pub fn summary_text(s: &TraceSummary, netns: Option<&str>, top: usize, color: bo
             .map_or_else(|| "(destination not shown by the kernel)".to_owned(), |r| r.to_string());
         let _ = writeln!(
             out,
-            "  {:>7}  {:<16} {:<8} {:<24} {:<14} {:>8}",
+            "  {:>7}  {:<16} {:<8} {:<24} {:<14} {:>8}{}",
             f.pid,
             f.name,
             f.call,
             remote,
             f.errno.as_str(),
-            grouped(f.count)
+            grouped(f.count),
+            match f.class {
+                FailureClass::Exhaustion => String::new(),
+                other => format!("  (not exhaustion: {})", other.as_str().replace('_', " ")),
+            }
         );
     }
     more(&mut out, s.failures.len(), top);
@@ -209,6 +215,7 @@ mod tests {
             remote: Some("10.0.0.5:443".parse().unwrap()),
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
+            class: FailureClass::Exhaustion,
         }
     }
 
@@ -255,6 +262,7 @@ mod tests {
                 remote: Some("10.0.0.5:443".parse().unwrap()),
                 call: "connect".into(),
                 errno: Errno::AddrNotAvail,
+                class: FailureClass::Exhaustion,
                 count: 20,
             }],
             time_wait_owners: vec![OwnerCount { pid: 4242, name: "curl".into(), count: 50 }],

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use porthog_core::report::grouped;
-use porthog_core::timeline::Failure;
+use porthog_core::timeline::{Failure, raise_for_failures};
 use porthog_core::{Pool, PoolKind};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
@@ -135,6 +135,8 @@ pub struct App {
     destinations: Vec<DestinationRow>,
     pub failures: VecDeque<Failure>,
     pub failures_total: u64,
+    /// Failures since the last sample: they make that sample's verdict at least critical.
+    interval_failures: Vec<Failure>,
     pub lost: u64,
     pub sort: SortBy,
     /// The filter applied (lower case; empty: none).
@@ -393,7 +395,14 @@ pub fn update(app: &mut App, event: Event) {
     match event {
         Event::Tick => {}
         Event::Key(key) => app.key(key),
-        Event::Snapshot(sample) => {
+        Event::Snapshot(mut sample) => {
+            // Failures outrank the snapshot (issue 7), as a logged Windows 4231 does.
+            raise_for_failures(
+                &mut sample.report,
+                &app.interval_failures,
+                "since the previous sample",
+            );
+            app.interval_failures.clear();
             let dt = app.last_at.map(|t| sample.at - t).filter(|dt| *dt > 0.0);
             app.last_at = Some(sample.at);
             if app.paused {
@@ -407,6 +416,7 @@ pub fn update(app: &mut App, event: Event) {
             if app.failures.len() == FAILURES {
                 app.failures.pop_front();
             }
+            app.interval_failures.push(f.clone());
             app.failures.push_back(f);
             app.failures_total += 1;
         }

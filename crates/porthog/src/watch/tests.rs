@@ -71,6 +71,7 @@ pub fn failure() -> Failure {
         remote: Some("127.0.0.1:7070".parse().unwrap()),
         errno: Errno::AddrNotAvail,
         call: "connect".into(),
+        class: porthog_core::timeline::FailureClass::Exhaustion,
     }
 }
 

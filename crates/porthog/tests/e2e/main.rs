@@ -17,6 +17,8 @@ mod child;
 #[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
+mod kernel_cases;
+#[cfg(target_os = "linux")]
 mod loadgen;
 #[cfg(target_os = "linux")]
 mod netns;
@@ -58,6 +60,17 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool", Needs::Namespace, kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool),
+        trial("kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable", Needs::Namespace, kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable),
+        trial("kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl", Needs::Namespace, kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl),
+        trial("kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable", Needs::Namespace, kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable),
+        trial("kernel_cases::case3_bind_pools_are_per_family_and_address", Needs::Namespace, kernel_cases::case3_bind_pools_are_per_family_and_address),
+        trial("kernel_cases::case3_udp_autobind_pools_are_per_family", Needs::Namespace, kernel_cases::case3_udp_autobind_pools_are_per_family),
+        trial("kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo", Needs::Namespace, kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo),
+        trial("kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent", Needs::Namespace, kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent),
+        trial("kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak", Needs::Namespace, kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak),
+        trial("record::case7_analyze_of_a_recording_counts_its_failures", Needs::Namespace, record::case7_analyze_of_a_recording_counts_its_failures),
+        trial("trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion", Needs::Namespace, trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion),
         trial(
             "capture::every_capture_command_agrees_with_check_on_the_same_state",
             Needs::Namespace,

@@ -38,8 +38,9 @@ pub struct Netns {
     name: String,
     /// PIDs of the processes started inside, for the Drop backstop.
     spawned: Mutex<Vec<u32>>,
-    /// This test's turn: released after Drop has ended the processes and deleted the namespace.
-    _turn: MutexGuard<'static, ()>,
+    /// This test's turn: released after Drop has ended the processes and deleted the namespace
+    /// (None for a peer namespace, which lives within its test's turn).
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 /// Namespace tests take turns. In parallel on two cores, a test's server could be starved past
@@ -67,6 +68,45 @@ impl Netns {
         // A test that panicked still released its turn; the lock's poison says nothing here.
         let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         SWEEP.call_once(sweep_stale);
+        Netns::create_in_turn(sysctls, Some(turn))
+    }
+
+    /// A second namespace for the same test (a peer over a veth pair, see `link_veth`),
+    /// deleted on Drop like the first.
+    pub fn peer(&self, sysctls: &[(&str, &str)]) -> Netns {
+        Netns::create_in_turn(sysctls, None).unwrap_or_else(|e| panic!("peer namespace: {e}"))
+    }
+
+    /// A veth pair between this namespace (`local_ip`/24) and `peer` (`peer_ip`/24), both up.
+    pub fn link_veth(&self, peer: &Netns, local_ip: &str, peer_ip: &str) {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = (format!("phA{n}"), format!("phB{n}"));
+        let steps: [Vec<String>; 5] = [
+            [
+                "link", "add", &a, "netns", &self.name, "type", "veth", "peer", "name", &b,
+                "netns", &peer.name,
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            ["-n", &self.name, "addr", "add", &format!("{local_ip}/24"), "dev", &a]
+                .map(str::to_owned)
+                .to_vec(),
+            ["-n", &peer.name, "addr", "add", &format!("{peer_ip}/24"), "dev", &b]
+                .map(str::to_owned)
+                .to_vec(),
+            ["-n", &self.name, "link", "set", &a, "up"].map(str::to_owned).to_vec(),
+            ["-n", &peer.name, "link", "set", &b, "up"].map(str::to_owned).to_vec(),
+        ];
+        for step in steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            run_ip(&args).unwrap_or_else(|e| panic!("veth: {e}"));
+        }
+    }
+
+    fn create_in_turn(
+        sysctls: &[(&str, &str)],
+        turn: Option<MutexGuard<'static, ()>>,
+    ) -> Result<Netns, String> {
         let name =
             format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run_ip(&["netns", "add", &name])?;

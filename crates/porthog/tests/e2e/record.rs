@@ -200,6 +200,54 @@ pub fn a_recording_holds_every_refused_connect() {
     assert!(lines.iter().filter(|l| l["type"] == "sample").count() >= 2, "\n{text}");
 }
 
+/// Issue 7, case 7: a recording's failure lines outrank its last sample. The client's 20
+/// refusals happen early; it then closes everything, so the last sample is healthy (TIME_WAIT
+/// that tw_reuse=2 may take back). `porthog analyze` gave that sample's verdict, exit 0 or 1.
+pub fn case7_analyze_of_a_recording_counts_its_failures() {
+    let Some(ns) = Netns::for_test("record-analyze-failures", &[]) else { return };
+    let dir = TempDir::new("record-analyze-failures");
+    let file = dir.0.join("rec.jsonl");
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["record", "-o"])
+        .arg(&file)
+        .args(["--duration", "4", "--interval", "0.5", "--netns", ns.name()])
+        .stdin(Stdio::null());
+    let mut recorder = child::spawn(&mut cmd);
+    if let Err(e) = recorder.wait_stderr("porthog: recording to", Duration::from_secs(30)) {
+        let _ = recorder.child.kill();
+        let _ = recorder.child.wait();
+        panic!("`{}` never said it was recording: {e}", recorder.what);
+    }
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "120"]);
+    assert_eq!((client.opened(), client.failed()), (100, 20), "{:?}", client.ready);
+    drop(client);
+    let done = recorder.wait(Duration::from_secs(60));
+    assert_eq!(done.code, Some(EXIT_OK), "{}", done.context());
+    let text = std::fs::read_to_string(&file).expect("the recording");
+    let last = text.lines().rev().find(|l| l.contains(r#""type":"sample""#)).expect("a sample");
+    let last: serde_json::Value = serde_json::from_str(last).expect("JSON");
+    assert!(
+        ["ok", "warn"].contains(&last["report"]["verdict"].as_str().unwrap_or("")),
+        "the last sample is healthy again: {}",
+        last["report"]["summary"]
+    );
+
+    let mut analyze = Command::new(porthog::binary());
+    analyze.args(["analyze", "--json"]).arg(&file);
+    let out = analyze.output().expect("porthog analyze");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["verdict"], "critical");
+    let summary = report["summary"].as_str().unwrap_or("");
+    assert!(
+        summary.starts_with("the kernel refused 20 allocations for lack of a port during the recording: porthog-loadgen")
+            && summary.contains(SERVER),
+        "{summary}"
+    );
+}
+
 /// The same failures in `porthog watch`'s plain frames (stdout not a terminal).
 pub fn watch_frames_show_the_refused_connects() {
     let Some(ns) = Netns::for_test("watch-failures", &[]) else { return };

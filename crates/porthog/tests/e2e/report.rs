@@ -1,4 +1,4 @@
-//! porthog's JSON report as the CLI contract (schema_version 1) defines it, deserialized with
+//! porthog's JSON report as the CLI contract (schema_version 2) defines it, deserialized with
 //! serde so that a missing or mistyped field fails with its name. Unknown fields are allowed:
 //! the contract may grow. Lookup helpers panic with the whole report when something is missing.
 
@@ -20,6 +20,9 @@ pub struct Report {
     pub totals: Totals,
     pub findings: Vec<Finding>,
     pub gaps: Vec<Gap>,
+    /// What porthog had to assume (facts its source could not read).
+    #[serde(default)]
+    pub assumptions: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +105,19 @@ impl Report {
             .unwrap_or_else(|| panic!("no tcp connect pool to {remote}\n{}", self.summary()))
     }
 
+    /// The pool of `kind` ("bind" or "udp") for a caller binding to `local` ("0.0.0.0", "::").
+    pub fn caller_pool(&self, kind: &str, local: &str) -> &Pool {
+        self.pools
+            .iter()
+            .find(|p| p.kind == kind && p.local.as_deref() == Some(local))
+            .unwrap_or_else(|| panic!("no {kind} pool for {local}\n{}", self.summary()))
+    }
+
+    /// Whether an assumption starting with `start` was declared.
+    pub fn assumes(&self, start: &str) -> bool {
+        self.assumptions.iter().any(|a| a.starts_with(start))
+    }
+
     /// Every TCP connect pool.
     pub fn connect_pools(&self) -> Vec<&Pool> {
         self.pools.iter().filter(|p| p.kind == "connect" && p.protocol == "tcp").collect()
@@ -131,7 +147,10 @@ impl Report {
 
     /// A compact view of the report for failure messages.
     pub fn summary(&self) -> String {
-        let mut s = format!("verdict: {}\nranges: {:?}\npools:\n", self.verdict, self.ranges);
+        let mut s = format!(
+            "verdict: {}\nranges: {:?}\nassumptions: {:#?}\nfindings: {:#?}\npools:\n",
+            self.verdict, self.ranges, self.assumptions, self.findings
+        );
         for p in &self.pools {
             let _ = writeln!(
                 s,

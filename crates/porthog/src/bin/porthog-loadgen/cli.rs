@@ -61,6 +61,10 @@ pub enum Command {
         /// At most this many connection attempts per second.
         #[arg(long, value_name = "R")]
         rate: Option<f64>,
+        /// Bind each socket to this network device first (SO_BINDTODEVICE), e.g. `lo`: its
+        /// TIME_WAIT is then loopback for tcp_tw_reuse=2 whatever its addresses.
+        #[arg(long, value_name = "DEV")]
+        device: Option<String>,
     },
     /// Bind TCP sockets to port 0 and never connect them (BOUND sockets holding ports).
     #[command(group(ArgGroup::new("amount").required(true).args(["count", "until_fail"])))]
@@ -74,6 +78,22 @@ pub enum Command {
         /// Keep binding until bind() fails with EADDRINUSE.
         #[arg(long)]
         until_fail: bool,
+    },
+    /// Connected UDP sockets: each autobinds a port at connect() and holds it.
+    #[command(group(ArgGroup::new("amount").required(true).args(["count", "until_fail"])))]
+    Udp {
+        /// Destination to connect() to (no datagram is sent).
+        #[arg(long, value_name = "ADDR:PORT")]
+        to: SocketAddr,
+        /// Make this many sockets; refused ones (EAGAIN) are counted.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Keep going until connect() fails with EAGAIN: the UDP pool is exhausted.
+        #[arg(long)]
+        until_fail: bool,
+        /// Set IPV6_V6ONLY before connect() (IPv6 destinations only).
+        #[arg(long)]
+        v6only: bool,
     },
     /// One listener at a fixed address and port, accepting nothing.
     ///

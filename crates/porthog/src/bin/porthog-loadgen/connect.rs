@@ -29,6 +29,7 @@ pub fn connect(
     close: bool,
     bind_first: bool,
     rate: Option<f64>,
+    device: Option<&str>,
 ) -> Result<(Value, Hold), String> {
     if !close {
         check_count(count, "connections (one file descriptor each)")?;
@@ -63,7 +64,7 @@ pub fn connect(
         }
         attempts += 1;
         let target = &mut targets[i];
-        match open_one(target.addr, bind_first) {
+        match open_one(target.addr, bind_first, device) {
             Ok(fd) => {
                 target.opened += 1;
                 if close {
@@ -107,8 +108,16 @@ pub fn connect(
     ))
 }
 
-fn open_one(to: SocketAddr, bind_first: bool) -> Result<OwnedFd, Failure> {
+fn open_one(to: SocketAddr, bind_first: bool, device: Option<&str>) -> Result<OwnedFd, Failure> {
     let fd = tcp_socket(&to)?;
+    if let Some(dev) = device {
+        nix::sys::socket::setsockopt(
+            &fd,
+            nix::sys::socket::sockopt::BindToDevice,
+            &std::ffi::OsString::from(dev),
+        )
+        .map_err(|e| Failure { call: "setsockopt", errno: Errno::from_raw_os_error(e as i32) })?;
+    }
     if bind_first {
         let any = if to.is_ipv4() {
             SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))

@@ -16,6 +16,8 @@ mod ready;
 mod serve;
 #[cfg(target_os = "linux")]
 mod socket;
+#[cfg(target_os = "linux")]
+mod udp;
 
 #[cfg(not(target_os = "linux"))]
 fn main() {

@@ -12,6 +12,7 @@ use crate::cli::{Cli, Command};
 use crate::connect::connect;
 use crate::serve::serve;
 use crate::socket::{Hold, raise_nofile};
+use crate::udp::udp;
 
 pub fn main() {
     let cli = Cli::parse();
@@ -38,11 +39,12 @@ pub fn main() {
 fn run(command: Command) -> Result<(Value, Hold), String> {
     match command {
         Command::Serve { listen, never_close } => serve(&listen, never_close),
-        Command::Connect { to, count, until_fail: _, close, bind_first, rate } => {
-            connect(&to, count, close, bind_first, rate)
+        Command::Connect { to, count, until_fail: _, close, bind_first, rate, device } => {
+            connect(&to, count, close, bind_first, rate, device.as_deref())
         }
         Command::Bind { addr, count, until_fail: _ } => bind(addr, count),
         Command::ListenAt { addr } => listen_at(addr),
+        Command::Udp { to, count, until_fail: _, v6only } => udp(to, count, v6only),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The kernel side of a trace: finds tracefs, opens the four tracepoints on every CPU, takes
+//! The kernel side of a trace: finds tracefs, opens the five tracepoints on every CPU, takes
 //! the first snapshot, and runs the read loop (wait, drain every ring, hand over what is in
 //! order). What to do with the records is `tracer.rs`'s.
 
@@ -129,6 +129,7 @@ pub fn failure<P: ProcSource>(caught: &Caught, tasks: &Tasks<P>, clock: &Clock) 
         remote: caught.remote,
         errno: caught.errno,
         call: caught.call.as_str().to_owned(),
+        class: caught.class,
     }
 }
 
@@ -140,7 +141,10 @@ fn open_tracepoints() -> Result<(Vec<CpuRing>, Decoder, Vec<String>)> {
     let exit_bind = format("syscalls", "sys_exit_bind")?;
     let set_state = format("sock", "inet_sock_set_state")?;
     let destroy = format("tcp", "tcp_destroy_sock")?;
+    // bind()'s sockaddr tells bind(port 0) (exhaustion) from a fixed port (taken): issue 7.
+    let enter_bind = format("syscalls", "sys_enter_bind")?;
     let decoder = Decoder::new(&exit_connect, &exit_bind, &set_state, &destroy)
+        .and_then(|d| d.with_enter_bind(&enter_bind))
         .with_context(|| format!("reading tracepoint formats under {}", fs.root().display()))?;
     let tp = |f: &format::Format, filter: Option<&str>, wake_each: bool| Tracepoint {
         id: u64::from(f.id),
@@ -155,6 +159,7 @@ fn open_tracepoints() -> Result<(Vec<CpuRing>, Decoder, Vec<String>)> {
         tp(&destroy, None, false),
         tp(&exit_connect, Some(&failure_filter()), true),
         tp(&exit_bind, Some(&failure_filter()), true),
+        tp(&enter_bind, None, false),
     ];
     let cpus = perf::online_cpus().context("reading /sys/devices/system/cpu/online")?;
     let (rings, notes) = perf::open(&tracepoints, &cpus).map_err(SysError::into_anyhow)?;

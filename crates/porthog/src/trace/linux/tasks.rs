@@ -47,6 +47,11 @@ pub trait ProcSource {
     /// The container id from its cgroup, if any.
     fn container(&self, pid: u32) -> Option<String>;
     fn alive(&self, pid: u32, tid: u32) -> bool;
+    /// The port of the `struct sockaddr` at `addr` in the process's memory (what bind() was
+    /// asked for); None when it cannot be read.
+    fn sockaddr_port(&self, _pid: u32, _addr: u64) -> Option<u16> {
+        None
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +165,11 @@ impl<P: ProcSource> Tasks<P> {
     }
 
     /// The container of a resolved process (read once, while it was alive).
+    /// The port bind() was asked for, read from the process's memory (see `ProcSource`).
+    pub fn sockaddr_port(&self, pid: u32, addr: u64) -> Option<u16> {
+        self.proc.sockaddr_port(pid, addr)
+    }
+
     pub fn container(&self, pid: u32) -> Option<String> {
         self.containers.get(&pid).and_then(|(c, _)| c.clone())
     }
@@ -198,6 +208,26 @@ impl ProcSource for LiveProc {
 
     fn alive(&self, pid: u32, tid: u32) -> bool {
         std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+    }
+
+    /// Reads `sa_family` and the port (both families keep it at offset 2, big-endian) with
+    /// process_vm_readv, which needs root or ptrace rights over the process. Read after the
+    /// call returned: the caller's buffer still holds what it passed unless it reused it.
+    fn sockaddr_port(&self, pid: u32, addr: u64) -> Option<u16> {
+        const AF_INET: u16 = 2;
+        const AF_INET6: u16 = 10;
+        let mut buf = [0u8; 4];
+        let remote = [nix::sys::uio::RemoteIoVec { base: usize::try_from(addr).ok()?, len: 4 }];
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).ok()?);
+        let read = nix::sys::uio::process_vm_readv(
+            pid,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &remote,
+        )
+        .ok()?;
+        let family = u16::from_ne_bytes([buf[0], buf[1]]);
+        (read == 4 && matches!(family, AF_INET | AF_INET6))
+            .then(|| u16::from_be_bytes([buf[2], buf[3]]))
     }
 }
 

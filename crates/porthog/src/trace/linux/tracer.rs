@@ -3,17 +3,29 @@
 //! It owns no ring, clock or file, so the tests drive it with records they make.
 
 use porthog_core::Protocol;
-use porthog_core::lifecycle::{Caught, Event, EventKind, Lifecycle, Who, tcp_state};
+use porthog_core::lifecycle::{Call, Caught, Event, EventKind, Lifecycle, Who, tcp_state};
 use porthog_core::timeline::{Errno, FourTuple};
 use porthog_core::tracepoint::{Decoded, Decoder};
 
 use super::ring::Record;
 use super::tasks::{ProcSource, TaskRecord, Tasks};
 
+/// Threads whose last bind() port is remembered at most (see `Pending::BindPort`).
+const MAX_BIND_PORTS: usize = 1 << 16;
+
 /// A record read from a ring, kept until its order is certain.
 pub enum Pending {
-    Sample { pid: u32, tid: u32, decoded: Decoded },
+    Sample {
+        pid: u32,
+        tid: u32,
+        decoded: Decoded,
+    },
     Task(TaskRecord),
+    /// A thread entered bind() asking for this port (None: unreadable).
+    BindPort {
+        tid: u32,
+        port: Option<u16>,
+    },
 }
 
 /// Keeps decoded records until their order is certain, then applies them.
@@ -29,6 +41,8 @@ pub struct Tracer<P: ProcSource> {
     /// The newest time of the previous round of reads, and of this one (ns).
     watermark: u64,
     round_max: u64,
+    /// The port each thread's last bind() asked for, until its exit is applied.
+    bind_ports: std::collections::HashMap<u32, Option<u16>>,
 }
 
 impl<P: ProcSource> Tracer<P> {
@@ -42,6 +56,7 @@ impl<P: ProcSource> Tracer<P> {
             lost_shown: 0,
             watermark: 0,
             round_max: 0,
+            bind_ports: Default::default(),
         }
     }
 
@@ -50,8 +65,14 @@ impl<P: ProcSource> Tracer<P> {
         match record {
             Record::Sample { pid, tid, time, raw } => {
                 self.round_max = self.round_max.max(time);
-                if let Some(decoded) = self.decoder.decode(raw) {
-                    self.push(time, Pending::Sample { pid, tid, decoded });
+                match self.decoder.decode(raw) {
+                    // Read at once: the sooner, the likelier the caller's buffer is unchanged.
+                    Some(Decoded::EnterBind { umyaddr }) => {
+                        let port = self.tasks.sockaddr_port(pid, umyaddr);
+                        self.push(time, Pending::BindPort { tid, port });
+                    }
+                    Some(decoded) => self.push(time, Pending::Sample { pid, tid, decoded }),
+                    None => {}
                 }
             }
             Record::Task { time, record } => self.push(time, Pending::Task(record)),
@@ -96,8 +117,24 @@ impl<P: ProcSource> Tracer<P> {
             let secs = time as f64 / 1e9;
             match pending {
                 Pending::Task(record) => self.tasks.apply(record, secs),
+                Pending::BindPort { tid, port } => {
+                    // Only failed binds bring an exit (the kernel filter): bound the memory
+                    // that successful ones leave, by forgetting all once there are many.
+                    if self.bind_ports.len() >= MAX_BIND_PORTS {
+                        self.bind_ports.clear();
+                    }
+                    self.bind_ports.insert(tid, port);
+                }
                 Pending::Sample { pid, tid, decoded } => {
-                    if let Some(kind) = event_kind(decoded, pid, tid, secs, &mut self.tasks) {
+                    let bind_port = match decoded {
+                        Decoded::Exit { call: Call::Bind, .. } => {
+                            self.bind_ports.remove(&tid).flatten()
+                        }
+                        _ => None,
+                    };
+                    if let Some(kind) =
+                        event_kind(decoded, pid, tid, secs, bind_port, &mut self.tasks)
+                    {
                         caught.extend(self.lifecycle.apply(Event { time: secs, kind }));
                     }
                 }
@@ -122,6 +159,7 @@ fn event_kind<P: ProcSource>(
     pid: u32,
     tid: u32,
     now: f64,
+    bind_port: Option<u16>,
     tasks: &mut Tasks<P>,
 ) -> Option<EventKind> {
     let who =
@@ -130,7 +168,7 @@ fn event_kind<P: ProcSource>(
         Decoded::Exit { call, ret } => {
             // The kernel filter may be missing: check again.
             Errno::from_ret(ret)?;
-            Some(EventKind::CallFailed { who: who(tasks)?, call, ret })
+            Some(EventKind::CallFailed { who: who(tasks)?, call, ret, bind_port })
         }
         Decoded::SetState {
             skaddr,
@@ -148,6 +186,7 @@ fn event_kind<P: ProcSource>(
         }
         Decoded::SetState { .. } => None,
         Decoded::Destroy { skaddr, cookie } => Some(EventKind::Destroyed { skaddr, cookie }),
+        Decoded::EnterBind { .. } => None,
     }
 }
 
@@ -157,6 +196,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use porthog_core::lifecycle::Call;
+    use porthog_core::timeline::FailureClass;
     use porthog_core::tracepoint::parse;
 
     use super::*;
@@ -169,6 +209,8 @@ mod tests {
         include_str!("../../../../porthog-core/tests/fixtures/tracefs/inet_sock_set_state.format");
     const DESTROY: &str =
         include_str!("../../../../porthog-core/tests/fixtures/tracefs/tcp_destroy_sock.format");
+    const ENTER_BIND: &str =
+        include_str!("../../../../porthog-core/tests/fixtures/tracefs/sys_enter_bind.format");
 
     /// Tasks that existed before the trace: pid -> (netns, name).
     struct FakeProc(HashMap<u32, (u64, &'static str)>);
@@ -186,6 +228,10 @@ mod tests {
         fn alive(&self, pid: u32, _tid: u32) -> bool {
             self.0.contains_key(&pid)
         }
+        /// The "memory" of pid 10: address N holds a sockaddr with port N (else unreadable).
+        fn sockaddr_port(&self, pid: u32, addr: u64) -> Option<u16> {
+            (pid == 10).then_some(addr as u16)
+        }
     }
 
     fn tracer() -> Tracer<FakeProc> {
@@ -197,6 +243,7 @@ mod tests {
             &parse(SET_STATE).unwrap(),
             &parse(DESTROY).unwrap(),
         )
+        .and_then(|d| d.with_enter_bind(&parse(ENTER_BIND)?))
         .unwrap();
         let proc = FakeProc(HashMap::from([(10, (WATCHED, "client")), (20, (HOST, "other"))]));
         Tracer::new(decoder, Tasks::new(WATCHED, proc), Lifecycle::default())
@@ -243,6 +290,33 @@ mod tests {
         assert_eq!(c.errno, Errno::AddrNotAvail);
         assert_eq!(c.remote, Some("10.0.0.5:443".parse::<SocketAddr>().unwrap()));
         assert_eq!(c.time, 2.000001);
+    }
+
+    /// Issue 7: a failed bind() is classified by the port its `sys_enter_bind` asked for,
+    /// read from the process as the record is taken; unreadable is "unknown".
+    #[test]
+    fn bind_failures_are_classified_by_the_port_asked_for() {
+        let mut t = tracer();
+        let enter = |addr: u64| {
+            let mut r = vec![0u8; 40];
+            r[0..2].copy_from_slice(&2238u16.to_ne_bytes());
+            r[24..32].copy_from_slice(&addr.to_ne_bytes());
+            r
+        };
+        let mut exit_bind = exit_connect(-98);
+        exit_bind[0..2].copy_from_slice(&2237u16.to_ne_bytes());
+        let (any, fixed) = (enter(0), enter(8080));
+        t.take(Record::Sample { pid: 10, tid: 10, time: T, raw: &any });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 1, raw: &exit_bind });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 2, raw: &fixed });
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 3, raw: &exit_bind });
+        // No enter seen for this one: the port is unknown.
+        t.take(Record::Sample { pid: 10, tid: 10, time: T + 4, raw: &exit_bind });
+        let classes: Vec<FailureClass> = t.end_round(true).iter().map(|c| c.class).collect();
+        assert_eq!(
+            classes,
+            [FailureClass::Exhaustion, FailureClass::PortTaken, FailureClass::Unknown]
+        );
     }
 
     #[test]
