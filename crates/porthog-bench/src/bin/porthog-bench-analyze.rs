@@ -260,7 +260,8 @@ mod linux {
                 w,
                 "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State\r\n"
             )?,
-            Capture::PowershellList => {}
+            // Linux captures have their own writer (`write_linux_capture`).
+            Capture::PowershellList | Capture::NetstatLinux | Capture::SsState | Capture::Lsof => {}
             Capture::PowershellTableWrap => write!(
                 w,
                 "\r\nLocalAddress         LocalPort RemoteAddress        RemotePort State       OwningProcess\r\n\
@@ -313,6 +314,9 @@ mod linux {
                      RemotePort     : {dport}\r\nState          : {ps_state}\r\nAppliedSetting : Internet\r\n\
                      OwningProcess  : {pid}\r\nCreationTime   : 1/2/2024 10:42:13 AM\r\nOffloadState   : InHost\r\n"
                 )?,
+                Capture::NetstatLinux | Capture::SsState | Capture::Lsof => {
+                    bail!("{} is written by write_linux_capture", format.title())
+                }
                 Capture::PowershellTableWrap => {
                     // Addresses longer than the 20-character column go on in the next line.
                     let (l1, l2) = local.split_at(local.len().min(20));

@@ -166,19 +166,6 @@ impl Format {
     }
 
     /// Whose machine the format comes from.
-    /// Whether the format lists sockets (settings and event logs do not).
-    pub fn lists_sockets(self) -> bool {
-        matches!(
-            self,
-            Format::Netstat
-                | Format::Ss
-                | Format::ProcNet
-                | Format::PowershellTable
-                | Format::PowershellCsv
-                | Format::PowershellJson
-        )
-    }
-
     pub fn os(self) -> Os {
         match self {
             Format::Netstat
