@@ -179,6 +179,7 @@ pub struct CheckOptions {
 
 /// Validated options of `trace`.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "trace is Linux only"))]
 pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub netns: Option<NetnsTarget>,

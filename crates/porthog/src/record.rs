@@ -86,8 +86,9 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             }
         }
     }
-    // Stops the tracer after it handed over what the kernel still buffered.
-    drop(feed);
+    if let Some(feed) = feed {
+        feed.stop();
+    }
     while let Ok(message) = inbox.try_recv() {
         if let Message::Line(line) = message {
             write_line(&mut out, &line, &name)?;

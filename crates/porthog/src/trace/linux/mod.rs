@@ -99,6 +99,13 @@ pub struct FeedHandle {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+impl FeedHandle {
+    /// Stops the tracer after it handed over what the kernel still buffered.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
 impl Drop for FeedHandle {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
