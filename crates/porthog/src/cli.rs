@@ -99,7 +99,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
+    /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     #[command(flatten)]

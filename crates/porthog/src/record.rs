@@ -26,12 +26,11 @@ enum Message {
 }
 
 pub fn run(opts: &RecordOptions) -> Result<u8> {
-    let stop = signals::block()?;
     let (tx, inbox) = mpsc::channel::<Message>();
     let stopper = tx.clone();
-    stop.forward(move || {
+    signals::forward(move || {
         let _ = stopper.send(Message::Stop);
-    });
+    })?;
     let name = opts.output.display().to_string();
     let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
     let mut out = BufWriter::new(file);

@@ -42,13 +42,11 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
     if opts.once {
         return once(opts, replay, &mut app);
     }
-    // Before any thread starts, so every thread inherits the blocked mask.
-    let stop = signals::block()?;
     let (tx, rx) = mpsc::channel();
     let quit = tx.clone();
-    stop.forward(move || {
+    signals::forward(move || {
         let _ = quit.send(Event::Quit);
-    });
+    })?;
     let terminal = std::io::stdout().is_terminal();
     let paused = Arc::new(AtomicBool::new(false));
     // Live only, dropped (stopped and joined) when the view ends.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use crate::child;
 use crate::loadgen::Loadgen;
 use crate::netns::Netns;
@@ -123,11 +125,11 @@ fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
     assert_eq!(now.findings_of("ownerless_time_wait").len(), 1, "\n{}", now.summary());
 }
 
-/// Stopped by SIGINT (Ctrl-C) or SIGTERM: the recording is flushed, complete, and the exit is 0.
+/// Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP: the recording is flushed, complete, and the exit is 0.
 /// Needs no privilege: it records porthog's own namespace.
 #[test]
-fn record_stops_cleanly_on_sigint_and_sigterm() {
-    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+fn record_stops_cleanly_on_sigint_sigterm_and_sighup() {
+    for signal in [Signal::INT, Signal::TERM, Signal::HUP] {
         let dir = TempDir::new(&format!("record-signal-{}", signal.as_raw()));
         let file = dir.0.join("rec.jsonl");
         let mut cmd = Command::new(porthog::binary());

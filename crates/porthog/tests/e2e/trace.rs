@@ -45,11 +45,16 @@ impl Trace {
     }
 
     /// Ctrl-C, then everything it printed.
-    fn stop(mut self) -> Traced {
+    fn stop(self) -> Traced {
+        self.stop_with(rustix::process::Signal::INT)
+    }
+
+    /// `signal`, then everything it printed.
+    fn stop_with(mut self, signal: rustix::process::Signal) -> Traced {
         let spawned = self.spawned.take().expect("not stopped yet");
         let pid = rustix::process::Pid::from_raw(spawned.child.id() as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::INT)
-            .expect("SIGINT to porthog trace");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal:?} to porthog trace: {e}"));
         Traced::parse(spawned.wait(STOP_TIMEOUT))
     }
 }
@@ -294,6 +299,23 @@ fn trace_catches_bind_failures() {
             "{f}"
         );
         assert_eq!(f["remote"], Value::Null, "the kernel shows no destination for bind(): {f}");
+    }
+}
+
+/// SIGTERM (kill) and SIGHUP (the terminal or SSH session closed) stop a trace like Ctrl-C:
+/// the summary is printed and the exit is the verdict's (issue 8.12: SIGHUP killed it silently).
+#[test]
+fn trace_prints_its_summary_on_sigterm_and_sighup() {
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::HUP] {
+        let Some(ns) = Netns::for_test("trace-signal", &[]) else { return };
+        let traced = Trace::start(&ns).stop_with(signal);
+        traced.assert_code(EXIT_OK);
+        assert_eq!(
+            traced.summary["report"]["verdict"],
+            "ok",
+            "{signal:?}\n{}",
+            traced.run.context()
+        );
     }
 }
 
