@@ -50,7 +50,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     write_line(&mut out, &header, &name)?;
     write_line(&mut out, &first.into_record(), &name)?;
     // Failures and lost counts come from the tracer's thread; only this thread writes.
-    let feed = start_feed(opts, &tx);
+    let feed = if opts.trace { start_feed(opts, &tx) } else { None };
     drop(tx);
     eprintln!("porthog: recording to {name}");
 

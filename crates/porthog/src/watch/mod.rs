@@ -62,7 +62,9 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
             let mut sampler = sampler(opts);
             let first = sampler.sample()?;
             let _ = tx.send(Event::Snapshot(Box::new(first)));
-            _feed = start_feed(opts, &tx);
+            if opts.trace {
+                _feed = start_feed(opts, &tx);
+            }
             spawn_sampler(sampler, opts.interval_s, tx.clone());
         }
     }
@@ -94,7 +96,7 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
 }
 
 fn sampler(opts: &WatchOptions) -> Sampler {
-    Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.report.analyze, opts.interval_s)
+    Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.analyze, opts.interval_s)
 }
 
 /// The failures pane's source: the kernel tracer of `porthog trace`. Without it (not root, no

@@ -231,3 +231,38 @@ fn watch_frames_show_the_refused_connects() {
     let row = format!("{} porthog-loadgen  {SERVER}  EADDRNOTAVAIL", client.pid());
     assert!(done.stdout.contains(&row), "no row {row:?}\n{}", done.context());
 }
+
+/// The perf events a process holds open (the kernel tracer's rings, one per CPU and tracepoint).
+fn perf_event_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.as_os_str() == "anon_inode:[perf_event]")
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 8.21: as root, `record` starts the kernel tracer (perf events on every CPU);
+/// `--no-trace` records without it. Checked on the running recorder's own fds.
+#[test]
+fn record_starts_the_tracer_as_root_unless_no_trace() {
+    let Some(ns) = Netns::for_test("record-no-trace", &[]) else { return };
+    for (extra, traced) in [(None, true), (Some("--no-trace"), false)] {
+        let dir = TempDir::new("record-no-trace");
+        let file = dir.0.join("rec.jsonl");
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["record", "--interval", "0.2", "--netns", ns.name(), "-o"]).arg(&file);
+        cmd.args(extra).stdin(Stdio::null());
+        let recorder = child::spawn(&mut cmd);
+        // The tracer is running (or not) before the first interval's sample is written.
+        wait_until("two samples", Duration::from_secs(20), || samples(&file).len() >= 2);
+        let fds = perf_event_fds(recorder.child.id());
+        let pid = rustix::process::Pid::from_raw(recorder.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, Signal::INT).expect("signal the recorder");
+        let done = recorder.wait(Duration::from_secs(20));
+        assert_eq!(done.code, Some(EXIT_OK), "{extra:?}\n{}", done.context());
+        assert_eq!(fds > 0, traced, "{fds} perf events with {extra:?}\n{}", done.context());
+    }
+}
