@@ -266,3 +266,24 @@ fn record_starts_the_tracer_as_root_unless_no_trace() {
         assert_eq!(fds > 0, traced, "{fds} perf events with {extra:?}\n{}", done.context());
     }
 }
+
+/// Issue 8.21, the same for `watch` (plain frames: the first one is printed once the tracer is
+/// on or off).
+#[test]
+fn watch_starts_the_tracer_as_root_unless_no_trace() {
+    let Some(ns) = Netns::for_test("watch-no-trace", &[]) else { return };
+    for (extra, traced) in [(None, true), (Some("--no-trace"), false)] {
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["watch", "--interval", "0.3", "--netns", ns.name()]);
+        cmd.args(extra).stdin(Stdio::null());
+        let mut watcher = child::spawn(&mut cmd);
+        let framed = watcher.wait_stdout("porthog watch", Duration::from_secs(30));
+        let fds = perf_event_fds(watcher.child.id());
+        let pid = rustix::process::Pid::from_raw(watcher.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, Signal::INT).expect("SIGINT to watch");
+        let done = watcher.wait(Duration::from_secs(20));
+        assert!(framed.is_ok(), "no frame: {framed:?}\n{}", done.context());
+        assert_eq!(done.code, Some(EXIT_OK), "{extra:?}\n{}", done.context());
+        assert_eq!(fds > 0, traced, "{fds} perf events with {extra:?}\n{}", done.context());
+    }
+}
