@@ -16,10 +16,13 @@ fn main() {
     );
     println!("cargo:rustc-env=PORTHOG_COMMIT={commit}");
     println!("cargo:rustc-env=PORTHOG_BUILD_DATE={}", build_date());
-    // Rebuilt when HEAD moves (a commit, a checkout), not on every edit.
-    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs");
+    // Rebuilt when HEAD moves (a commit, a checkout), not on every edit (so "-dirty" is as of
+    // the last commit or build-script change). In a worktree, refs live in the common dir.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for name in ["HEAD", "packed-refs"].into_iter().chain(branch.as_deref()) {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", name]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
 }

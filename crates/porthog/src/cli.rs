@@ -111,7 +111,7 @@ pub struct RecordArgs {
     /// Seconds between samples (0.1 to 86400).
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = interval)]
     pub interval: Duration,
-    /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
+    /// Stop after this many seconds, at most 366 days (default: at Ctrl-C, SIGTERM or SIGHUP).
     #[arg(long, value_name = "SECS", value_parser = duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
@@ -140,7 +140,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
+    /// Stop after this many seconds, at most 366 days (default: at Ctrl-C, SIGTERM or SIGHUP).
     #[arg(long, value_name = "SECS", value_parser = duration)]
     pub duration: Option<Duration>,
     #[command(flatten)]
