@@ -77,6 +77,24 @@ impl Thresholds {
     }
 }
 
+impl Thresholds {
+    /// The fewest used ports at which a pool of `capacity` is at `level` or worse: `classify`'s
+    /// boundary as a port count (for monitoring perfdata), found by searching `classify`
+    /// itself so the two cannot disagree. `classify` only grows with `used`.
+    pub fn first_used_at(&self, level: Level, capacity: u32, half_range: bool) -> u32 {
+        let (mut lo, mut hi) = (0, capacity);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.classify(mid, capacity, half_range) >= level {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+}
+
 /// `part` as a percentage of `whole`; 100 when `whole` is 0 (a pool with no room is full).
 pub fn percent(part: u32, whole: u32) -> f64 {
     if whole == 0 { 100.0 } else { f64::from(part) * 100.0 / f64::from(whole) }
@@ -84,6 +102,26 @@ pub fn percent(part: u32, whole: u32) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn first_used_at_is_where_classify_changes() {
+        let t = Thresholds::default();
+        for capacity in [1, 2, 3, 7, 100, 1_001, 28_232] {
+            for half_range in [false, true] {
+                for level in [Level::Warn, Level::Critical, Level::Exhausted] {
+                    let n = t.first_used_at(level, capacity, half_range);
+                    assert!(t.classify(n, capacity, half_range) >= level, "{capacity} {level}");
+                    if n > 0 {
+                        assert!(t.classify(n - 1, capacity, half_range) < level, "{capacity}");
+                    }
+                }
+            }
+        }
+        assert_eq!(t.first_used_at(Level::Warn, 100, false), 70);
+        assert_eq!(t.first_used_at(Level::Warn, 100, true), 51);
+        assert_eq!(t.first_used_at(Level::Critical, 28_232, false), 25_409);
+        assert_eq!(t.first_used_at(Level::Exhausted, 28_232, true), 28_232);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -136,12 +136,21 @@ impl Pool {
         }
     }
 
+    /// The Linux connect() half-range rule applies to per-destination pools only.
+    fn half_range(&self) -> bool {
+        self.kind == PoolKind::Connect
+    }
+
+    /// The fewest effective ports at which this pool reaches `level` under `thresholds`.
+    pub fn first_used_at(&self, level: Level, thresholds: &Thresholds) -> u32 {
+        thresholds.first_used_at(level, self.capacity, self.half_range())
+    }
+
     fn finish(&mut self, thresholds: &Thresholds) {
         self.effective = self.used - self.time_wait_reusable;
         // One decimal is all a reader needs, and keeps the JSON tidy.
         self.percent = (percent(self.effective, self.capacity) * 10.0).round() / 10.0;
-        self.level =
-            thresholds.classify(self.effective, self.capacity, self.kind == PoolKind::Connect);
+        self.level = thresholds.classify(self.effective, self.capacity, self.half_range());
     }
 }
 

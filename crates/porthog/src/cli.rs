@@ -2,20 +2,31 @@
 //! is the validated form the rest of the program sees.
 
 use std::io::IsTerminal;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use porthog_core::import::ImportOptions;
 use porthog_core::{AnalyzeOptions, Thresholds};
 
 use crate::collect::NetnsTarget;
 
+/// `porthog --version`: the package version, the commit and the build date (from build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("PORTHOG_COMMIT"),
+    ", built ",
+    env!("PORTHOG_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "porthog",
-    version,
+    version = VERSION,
     about = "Is this machine running out of ephemeral ports, and who is eating them?",
     long_about = "Is this machine running out of ephemeral ports, and who is eating them?\n\n\
         Models the kernel's port pools (per destination for connect(), global for bind() and UDP), \
@@ -40,23 +51,41 @@ pub enum Command {
     /// Catch port-allocation failures as the kernel returns them (connect() EADDRNOTAVAIL,
     /// bind() EADDRINUSE, UDP EAGAIN), with process, container and destination, and name the
     /// opener of every TIME_WAIT socket; on exit, a summary and the final verdict. Needs root
-    /// (kernel tracepoints through perf_event_open). --json writes JSON Lines
-    /// (docs/trace.schema.json).
+    /// (kernel tracepoints through perf_event_open).
     Trace(TraceArgs),
     /// Watch the pools live: the verdict, the tightest pools with their trend and the time
     /// left before exhaustion, the rate of new ports per process and destination, TIME_WAIT
     /// owners from history. Keys: s sort, / filter, space pause, ? help, q quit.
     Watch(WatchArgs),
-    /// Record samples to a JSON Lines file (docs/record.md) until --duration is over or
-    /// Ctrl-C: read it back with `porthog analyze FILE` or `porthog watch --replay FILE`.
+    /// Record samples to a JSON Lines file until --duration is over or Ctrl-C, SIGTERM or
+    /// SIGHUP: read it back with `porthog analyze FILE` or `porthog watch --replay FILE`.
     Record(RecordArgs),
+    /// Print a completion script for SHELL, e.g. `porthog completions bash >
+    /// /etc/bash_completion.d/porthog`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print porthog's man page (roff), e.g. `porthog man > /usr/local/share/man/man1/porthog.1`.
+    Man,
+}
+
+/// As root, `watch` and `record` start the kernel tracer of `porthog trace` for the failures;
+/// this turns it off. One argument shared by both.
+#[derive(Debug, Clone, Args)]
+pub struct TraceSwitch {
+    /// Do not start the kernel tracer. As root, watch and record otherwise open perf events on
+    /// every CPU (and mount tracefs at /sys/kernel/tracing if it is missing) to catch
+    /// allocation failures; with this they only read sock_diag, /proc and sysctls.
+    #[arg(long)]
+    no_trace: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct WatchArgs {
-    /// Seconds between samples.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub interval: f64,
+    /// Seconds between samples (0.1 to 86400).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = interval)]
+    pub interval: Duration,
     #[command(flatten)]
     pub netns: NetnsArg,
     /// Print one plain text frame and exit with the check's exit status.
@@ -69,7 +98,9 @@ pub struct WatchArgs {
     #[arg(long, value_name = "X", default_value_t = 1.0, requires = "replay")]
     pub speed: f64,
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub trace: TraceSwitch,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,33 +108,47 @@ pub struct RecordArgs {
     /// The file to write (JSON Lines; replaced if it exists).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// Seconds between samples.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    pub interval: f64,
-    /// Stop after this many seconds (default: at Ctrl-C, SIGTERM or SIGHUP).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Seconds between samples (0.1 to 86400).
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = interval)]
+    pub interval: Duration,
+    /// Stop after this many seconds, at most 366 days (default: at Ctrl-C, SIGTERM or SIGHUP).
+    #[arg(long, value_name = "SECS", value_parser = duration)]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub netns: NetnsArg,
     #[command(flatten)]
-    pub report: ReportArgs,
+    pub trace: TraceSwitch,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub netns: NetnsArg,
+    /// Print the report as JSON (one object with a `schema_version`; its JSON Schema is
+    /// report.schema.json in porthog's source).
+    #[arg(long)]
+    pub json: bool,
+    /// Start with a monitoring plugin's status line: `PORTHOG OK - ... | pool=used;warn;crit;0;capacity`
+    /// for the tightest pools (Nagios, Icinga, Naemon, Sensu), then the text report.
+    #[arg(long, conflicts_with = "json")]
+    pub perfdata: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct TraceArgs {
-    /// Stop after this many seconds (default: at Ctrl-C or SIGTERM).
-    #[arg(long, value_name = "SECS")]
-    pub duration: Option<f64>,
+    /// Stop after this many seconds, at most 366 days (default: at Ctrl-C, SIGTERM or SIGHUP).
+    #[arg(long, value_name = "SECS", value_parser = duration)]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub netns: NetnsArg,
+    /// Print JSON Lines: one line per failure, then a summary line with the final report (its
+    /// JSON Schema is trace.schema.json in porthog's source).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -115,31 +160,38 @@ pub struct AnalyzeArgs {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Read every file as this format instead of detecting it.
-    #[arg(long, value_name = "NAME")]
-    pub format: Option<String>,
-    /// Decode every file with this encoding instead of detecting it (utf-8, utf-16le, cp437,
-    /// cp850, cp932).
-    #[arg(long, value_name = "NAME")]
-    pub encoding: Option<String>,
+    #[arg(long, value_name = "NAME", value_enum)]
+    pub format: Option<porthog_core::import::Format>,
+    /// Decode every file with this encoding instead of detecting it.
+    #[arg(long, value_name = "NAME", value_enum, ignore_case = true)]
+    pub encoding: Option<porthog_core::import::Encoding>,
     /// Skip malformed rows (and say how many) instead of stopping at the first.
     #[arg(long)]
     pub lenient: bool,
+    /// Print the report as JSON (one object with a `schema_version`; its JSON Schema is
+    /// report.schema.json in porthog's source).
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
 
-/// How a report is judged and shown: shared by every command that prints one.
+/// When a pool is too full: shared by every command that judges.
 #[derive(Debug, Clone, Args)]
-pub struct ReportArgs {
-    /// Print the report as JSON (schema: docs/report.schema.json).
-    #[arg(long)]
-    pub json: bool,
+pub struct ThresholdArgs {
     /// Warn when a pool is at least this full (percent).
     #[arg(long, value_name = "PCT", default_value_t = 70.0)]
     pub warn: f64,
     /// Critical when a pool is at least this full (percent).
     #[arg(long, value_name = "PCT", default_value_t = 90.0)]
     pub crit: f64,
+}
+
+/// How a printed report is judged and shown: shared by every command that prints one.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// How many pools and processes to list.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
@@ -174,11 +226,14 @@ pub struct ReportOptions {
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
     pub netns: Option<NetnsTarget>,
+    /// The monitoring plugin's status line with performance data first.
+    pub perfdata: bool,
     pub report: ReportOptions,
 }
 
 /// Validated options of `trace`.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "trace is Linux only"))]
 pub struct TraceOptions {
     pub duration: Option<Duration>,
     pub netns: Option<NetnsTarget>,
@@ -201,7 +256,9 @@ pub struct WatchOptions {
     pub once: bool,
     pub replay: Option<PathBuf>,
     pub speed: f64,
-    pub report: ReportOptions,
+    /// Start the kernel tracer for the failures pane (as root).
+    pub trace: bool,
+    pub analyze: AnalyzeOptions,
 }
 
 /// Validated options of `record`.
@@ -209,61 +266,79 @@ pub struct WatchOptions {
 pub struct RecordOptions {
     pub output: PathBuf,
     pub interval_s: f64,
-    pub duration: Option<std::time::Duration>,
+    pub duration: Option<Duration>,
     pub netns: Option<NetnsTarget>,
+    /// Start the kernel tracer for failure lines (as root).
+    pub trace: bool,
     pub analyze: AnalyzeOptions,
 }
 
-/// Shortest interval: a sample of a busy namespace takes tens of milliseconds.
-const MIN_INTERVAL_S: f64 = 0.1;
+/// Sampling intervals: a sample of a busy namespace takes tens of milliseconds, and more than
+/// a day between samples says nothing about a trend.
+const INTERVAL_S: RangeInclusive<f64> = 0.1..=86_400.0;
+/// Run times (`--duration`): from a millisecond to a leap year.
+const DURATION_S: RangeInclusive<f64> = 0.001..=366.0 * 86_400.0;
 
-fn interval(secs: f64) -> Result<f64> {
-    if !(MIN_INTERVAL_S..=86_400.0).contains(&secs) {
-        bail!("--interval {secs}: seconds from {MIN_INTERVAL_S} to 86400 are expected");
+/// `--interval SECS`, checked while parsing.
+fn interval(text: &str) -> Result<Duration, String> {
+    seconds(text, INTERVAL_S)
+}
+
+/// `--duration SECS`, checked while parsing.
+fn duration(text: &str) -> Result<Duration, String> {
+    seconds(text, DURATION_S)
+}
+
+/// The one validator of every option in seconds: a decimal number inside `range`, so later
+/// arithmetic on the `Duration` cannot overflow. An error here is a usage error (exit 3).
+fn seconds(text: &str, range: RangeInclusive<f64>) -> Result<Duration, String> {
+    let expected =
+        || format!("a number of seconds from {} to {} is expected", range.start(), range.end());
+    let secs: f64 = text.trim().parse().map_err(|_| expected())?;
+    if !range.contains(&secs) {
+        return Err(expected());
     }
-    Ok(secs)
+    Duration::try_from_secs_f64(secs).map_err(|_| expected())
 }
 
 impl WatchArgs {
     pub fn validate(self) -> Result<WatchOptions> {
-        if self.report.json {
-            bail!(
-                "watch shows a live view, not JSON: use `porthog check --json` or `porthog record`"
-            );
-        }
         if !(self.speed.is_finite() && self.speed > 0.0) {
             bail!("--speed {}: a positive factor is expected (2 plays twice as fast)", self.speed);
         }
         Ok(WatchOptions {
-            interval_s: interval(self.interval)?,
+            interval_s: self.interval.as_secs_f64(),
             netns: self.netns.target(),
             once: self.once,
             replay: self.replay,
             speed: self.speed,
-            report: self.report.validate()?,
+            trace: !self.trace.no_trace,
+            analyze: AnalyzeOptions {
+                thresholds: self.thresholds.validate()?,
+                ..Default::default()
+            },
         })
     }
 }
 
 impl RecordArgs {
     pub fn validate(self) -> Result<RecordOptions> {
-        let duration = match self.duration {
-            Some(d) if d.is_finite() && d >= 0.0 => Some(std::time::Duration::from_secs_f64(d)),
-            Some(d) => bail!("--duration {d}: a number of seconds is expected"),
-            None => None,
-        };
         Ok(RecordOptions {
             output: self.output,
-            interval_s: interval(self.interval)?,
-            duration,
+            interval_s: self.interval.as_secs_f64(),
+            duration: self.duration,
             netns: self.netns.target(),
-            analyze: self.report.validate()?.analyze,
+            trace: !self.trace.no_trace,
+            analyze: AnalyzeOptions {
+                thresholds: self.thresholds.validate()?,
+                ..Default::default()
+            },
         })
     }
 }
 
-impl ReportArgs {
-    pub fn validate(self) -> Result<ReportOptions> {
+impl ThresholdArgs {
+    pub fn validate(&self) -> Result<Thresholds> {
         for (name, v) in [("--warn", self.warn), ("--crit", self.crit)] {
             if !(0.0..=100.0).contains(&v) {
                 bail!("{name} {v}: a percentage from 0 to 100 is expected");
@@ -276,6 +351,12 @@ impl ReportArgs {
                 self.crit
             );
         }
+        Ok(Thresholds { warn_pct: self.warn, crit_pct: self.crit })
+    }
+}
+
+impl ReportArgs {
+    pub fn validate(self, json: bool) -> Result<ReportOptions> {
         let color = match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
@@ -284,51 +365,43 @@ impl ReportArgs {
             }
         };
         Ok(ReportOptions {
-            analyze: AnalyzeOptions {
-                thresholds: Thresholds { warn_pct: self.warn, crit_pct: self.crit },
-                ok_pools: self.top,
-            },
+            analyze: AnalyzeOptions { thresholds: self.thresholds.validate()?, ok_pools: self.top },
             top: self.top,
-            format: if self.json { Format::Json } else { Format::Text { color } },
+            format: if json { Format::Json } else { Format::Text { color } },
         })
     }
 }
 
 impl CheckArgs {
     pub fn validate(self) -> Result<CheckOptions> {
-        Ok(CheckOptions { netns: self.netns.target(), report: self.report.validate()? })
+        Ok(CheckOptions {
+            netns: self.netns.target(),
+            perfdata: self.perfdata,
+            report: self.report.validate(self.json)?,
+        })
     }
 }
 
 impl TraceArgs {
     pub fn validate(self) -> Result<TraceOptions> {
-        let duration = match self.duration {
-            Some(d) if d.is_finite() && d > 0.0 && d < 1e9 => Some(Duration::from_secs_f64(d)),
-            Some(d) => bail!("--duration {d}: a positive number of seconds is expected"),
-            None => None,
-        };
-        Ok(TraceOptions { duration, netns: self.netns.target(), report: self.report.validate()? })
+        Ok(TraceOptions {
+            duration: self.duration,
+            netns: self.netns.target(),
+            report: self.report.validate(self.json)?,
+        })
     }
 }
 
 impl AnalyzeArgs {
     pub fn validate(self) -> Result<OfflineOptions> {
-        let format = self
-            .format
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: String| anyhow!("--format: {e}"))?;
-        let encoding = self
-            .encoding
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: String| anyhow!("--encoding: {e}"))?;
         Ok(OfflineOptions {
             files: self.files,
-            import: ImportOptions { format, encoding, lenient: self.lenient },
-            report: self.report.validate()?,
+            import: ImportOptions {
+                format: self.format,
+                encoding: self.encoding,
+                lenient: self.lenient,
+            },
+            report: self.report.validate(self.json)?,
         })
     }
 }
@@ -361,6 +434,8 @@ fn netns_target(s: &str) -> NetnsTarget {
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
     use super::*;
 
     fn cli(args: &[&str]) -> Result<Cli> {
@@ -415,12 +490,35 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_millis(2500)));
         assert_eq!(o.netns, Some(NetnsTarget::Name("blue".into())));
         assert_eq!(o.report.format, Format::Json);
-        let Cli { command: Some(Command::Trace(t)), .. } =
-            cli(&["trace", "--duration", "0"]).unwrap()
-        else {
-            panic!("trace expected")
-        };
-        assert!(t.validate().unwrap_err().to_string().contains("positive number of seconds"));
+        assert!(cli(&["trace", "--duration", "0"]).is_err());
+    }
+
+    /// Issue 8.5: `record --duration 1e20` panicked in Duration::from_secs_f64. Every option in
+    /// seconds goes through one validator and is refused, as a usage error, out of its range.
+    #[test]
+    fn every_option_in_seconds_is_checked_while_parsing() {
+        for args in [
+            &["record", "-o", "x", "--duration", "1e20"][..],
+            &["record", "-o", "x", "--duration=-1"],
+            &["record", "-o", "x", "--duration", "NaN"],
+            &["record", "-o", "x", "--duration", "inf"],
+            &["record", "-o", "x", "--interval", "1e20"],
+            &["record", "-o", "x", "--interval", "0.01"],
+            &["trace", "--duration", "1e20"],
+            &["trace", "--duration", "0"],
+            &["trace", "--duration", "soon"],
+            &["watch", "--interval", "0"],
+            &["watch", "--interval", "1e300"],
+        ] {
+            let e = cli(args).expect_err(&args.join(" "));
+            let e = e.downcast::<clap::Error>().expect("a usage error");
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            assert!(e.to_string().contains("a number of seconds from"), "{e}");
+        }
+        assert_eq!(seconds("2.5", DURATION_S), Ok(Duration::from_millis(2500)));
+        assert_eq!(seconds("31622400", DURATION_S), Ok(Duration::from_secs(31_622_400)));
+        assert!(seconds("31622401", DURATION_S).is_err());
+        assert_eq!(seconds("0.1", INTERVAL_S), Ok(Duration::from_millis(100)));
     }
 
     #[test]
@@ -435,12 +533,12 @@ mod tests {
         assert_eq!(o.netns, Some(NetnsTarget::Name("blue".into())));
         assert!(cli(&["watch", "--speed", "2"]).is_err(), "--speed needs --replay");
         assert!(cli(&["watch", "--replay", "r.jsonl", "--netns", "x"]).is_err());
-        let Cli { command: Some(Command::Watch(w)), .. } =
-            cli(&["watch", "--interval", "0"]).unwrap()
+        assert!(o.trace, "the tracer runs unless --no-trace");
+        let Cli { command: Some(Command::Watch(w)), .. } = cli(&["watch", "--no-trace"]).unwrap()
         else {
             panic!("watch expected")
         };
-        assert!(w.validate().unwrap_err().to_string().starts_with("--interval 0"));
+        assert!(!w.validate().unwrap().trace);
 
         let Cli { command: Some(Command::Record(r)), .. } =
             cli(&["record", "-o", "r.jsonl", "--duration", "3"]).unwrap()
@@ -451,6 +549,15 @@ mod tests {
         assert_eq!(o.output, PathBuf::from("r.jsonl"));
         assert_eq!(o.duration, Some(std::time::Duration::from_secs(3)));
         assert_eq!(o.interval_s, 1.0);
+        assert!(o.trace);
+        let Cli { command: Some(Command::Record(r)), .. } =
+            cli(&["record", "-o", "r.jsonl", "--no-trace", "--warn", "50"]).unwrap()
+        else {
+            panic!("record expected")
+        };
+        let o = r.validate().unwrap();
+        assert!(!o.trace);
+        assert_eq!(o.analyze.thresholds.warn_pct, 50.0);
         assert!(cli(&["record"]).is_err(), "-o is required");
     }
 
@@ -465,12 +572,78 @@ mod tests {
         assert_eq!(o.files, vec![PathBuf::from("a.txt"), PathBuf::from("-")]);
         assert!(o.import.lenient);
         assert_eq!(o.report.format, Format::Json);
+        let e = cli(&["analyze", "a.txt", "--encoding", "ebcdic"]).unwrap_err().to_string();
+        assert!(e.contains("invalid value 'ebcdic' for '--encoding <NAME>'"), "{e}");
         let Cli { command: Some(Command::Analyze(a)), .. } =
-            cli(&["analyze", "a.txt", "--encoding", "ebcdic"]).unwrap()
+            cli(&["analyze", "a.txt", "--encoding", "Shift_JIS", "--format", "netstat"]).unwrap()
         else {
             panic!("analyze expected")
         };
-        assert!(a.validate().unwrap_err().to_string().starts_with("--encoding: unknown encoding"));
+        let o = a.validate().unwrap();
+        assert_eq!(o.import.encoding, Some(porthog_core::import::Encoding::Cp932));
+        assert_eq!(o.import.format, Some(porthog_core::import::Format::Netstat));
         assert!(cli(&["analyze"]).is_err(), "a file is required");
+    }
+
+    /// The long help of `porthog SUB`.
+    fn help(sub: &str) -> String {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let sub = cmd.find_subcommand_mut(sub).expect("a subcommand");
+        sub.render_long_help().to_string()
+    }
+
+    /// Issue 8.8: the help says what each command does, no more, no less.
+    #[test]
+    fn help_lists_only_what_each_command_takes() {
+        let watch = help("watch");
+        assert!(!watch.contains("--json"), "watch refuses JSON, its help must not offer it");
+        assert!(watch.contains("--no-trace"));
+        assert!(cli(&["watch", "--json"]).is_err());
+        let record = help("record");
+        for flag in ["--json", "--color", "--top"] {
+            assert!(!record.contains(flag), "record ignores {flag}");
+            assert!(cli(&["record", "-o", "r", flag, "1"]).is_err(), "record {flag}");
+        }
+        assert!(record.contains("--no-trace") && record.contains("--warn"));
+        let trace = help("trace");
+        assert!(trace.contains("trace.schema.json") && !trace.contains("report.schema.json"));
+        assert!(help("check").contains("report.schema.json"));
+    }
+
+    /// Issue 8.8: --format and --encoding list every name they take, from the core's one list.
+    #[test]
+    fn help_lists_every_format_and_encoding() {
+        use porthog_core::import::{Encoding, Format as Input};
+        let analyze = help("analyze");
+        for f in Input::ALL {
+            assert!(analyze.contains(&format!("- {}:", f.as_str())), "{f} not listed\n{analyze}");
+        }
+        for e in Encoding::ALL {
+            assert!(analyze.contains(e.as_str()), "{e} not listed\n{analyze}");
+        }
+        let e = cli(&["analyze", "a", "--encoding", "ebcdic"]).unwrap_err().to_string();
+        for enc in Encoding::ALL {
+            assert!(e.contains(enc.as_str()), "the error lists {enc} too: {e}");
+        }
+    }
+
+    /// Issue 8.8: an installed binary comes without the project's docs/ directory.
+    #[test]
+    fn help_points_at_no_docs_path() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut texts = vec![cmd.render_long_help().to_string()];
+        texts.extend(cmd.get_subcommands_mut().map(|s| s.render_long_help().to_string()));
+        for text in texts {
+            assert!(!text.contains("docs/"), "{text}");
+        }
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_build_date() {
+        let v = Cli::command().render_version().to_string();
+        assert!(v.starts_with(&format!("porthog {} (", env!("CARGO_PKG_VERSION"))), "{v}");
+        assert!(v.contains(", built "), "{v}");
     }
 }

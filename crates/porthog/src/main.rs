@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cli::{CheckOptions, Cli, Command, Format, OfflineOptions, ReportOptions};
 use porthog_core::Report;
@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Some(Command::Trace(args)) => args.validate().and_then(|o| trace::run(&o)),
         Some(Command::Watch(args)) => args.validate().and_then(|o| watch::run(&o)),
         Some(Command::Record(args)) => args.validate().and_then(|o| record::run(&o)),
+        Some(Command::Completions { shell }) => completions(shell),
+        Some(Command::Man) => man(),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -51,7 +53,32 @@ fn main() -> ExitCode {
 
 fn check(opts: &CheckOptions) -> Result<u8> {
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
-    present(&porthog_core::analyze(&snapshot, &opts.report.analyze), &opts.report)
+    let report = porthog_core::analyze(&snapshot, &opts.report.analyze);
+    if opts.perfdata {
+        let line = present::perfdata::status_line(
+            &report,
+            &opts.report.analyze.thresholds,
+            opts.report.top,
+        );
+        write_stdout(line.as_bytes())?;
+    }
+    present(&report, &opts.report)
+}
+
+/// `porthog completions SHELL`: the script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "porthog", &mut script);
+    write_stdout(&script)?;
+    Ok(0)
+}
+
+/// `porthog man`: the man page (section 1, roff) on standard output.
+fn man() -> Result<u8> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page).context("rendering the man page")?;
+    write_stdout(&page)?;
+    Ok(0)
 }
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {

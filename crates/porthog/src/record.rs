@@ -26,12 +26,11 @@ enum Message {
 }
 
 pub fn run(opts: &RecordOptions) -> Result<u8> {
-    let stop = signals::block()?;
     let (tx, inbox) = mpsc::channel::<Message>();
     let stopper = tx.clone();
-    stop.forward(move || {
+    signals::forward(move || {
         let _ = stopper.send(Message::Stop);
-    });
+    })?;
     let name = opts.output.display().to_string();
     let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
     let mut out = BufWriter::new(file);
@@ -51,7 +50,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     write_line(&mut out, &header, &name)?;
     write_line(&mut out, &first.into_record(), &name)?;
     // Failures and lost counts come from the tracer's thread; only this thread writes.
-    let feed = start_feed(opts, &tx);
+    let feed = if opts.trace { start_feed(opts, &tx) } else { None };
     drop(tx);
     eprintln!("porthog: recording to {name}");
 
@@ -96,8 +95,9 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
             }
         }
     }
-    // Stops the tracer after it handed over what the kernel still buffered.
-    drop(feed);
+    if let Some(feed) = feed {
+        feed.stop();
+    }
     while let Ok(message) = inbox.try_recv() {
         if let Message::Line(line) = message {
             write_line(&mut out, &line, &name)?;

@@ -1,40 +1,61 @@
-//! SIGINT, SIGTERM and SIGHUP as messages: blocked in every thread (call `block` before any
-//! thread starts, so they all inherit the mask) and received by one thread with sigwait, which
-//! calls back. No handler runs in signal context, so stopping can flush files and restore the
-//! terminal like any other exit. Elsewhere than Linux the default handling stays.
+//! SIGINT, SIGTERM and SIGHUP: the signals that ask porthog to stop, listed once and handled
+//! one way (signal-hook) by every command. The handler only sets a flag or wakes a pipe; the
+//! stopping itself (flushing a recording, restoring the terminal, printing a summary) runs on
+//! an ordinary thread like any other exit. Elsewhere than Linux the default handling stays.
 
-/// The signals that ask porthog to stop.
-pub struct Stop(#[cfg(target_os = "linux")] nix::sys::signal::SigSet);
-
-/// Blocks the stop signals in the calling thread and the threads it starts from now on.
 #[cfg(target_os = "linux")]
-pub fn block() -> anyhow::Result<Stop> {
-    use anyhow::Context;
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
-    }
-    set.thread_block().context("cannot block SIGINT/SIGTERM")?;
-    Ok(Stop(set))
-}
+pub use linux::{flag, forward};
 
-#[cfg(not(target_os = "linux"))]
-pub fn block() -> anyhow::Result<Stop> {
-    Ok(Stop())
-}
+#[cfg(target_os = "linux")]
+mod linux {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
 
-impl Stop {
+    use anyhow::{Context, Result};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+    /// The signals that ask porthog to stop: Ctrl-C, `kill`, and a closed terminal or SSH
+    /// session.
+    const STOP: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+    /// The exit status of a second stop signal: 128 + SIGINT, as a shell reports Ctrl-C.
+    const EXIT_INTERRUPTED: i32 = 130;
+
     /// Calls `on_signal` from a background thread each time a stop signal arrives.
-    #[cfg(target_os = "linux")]
-    pub fn forward(self, mut on_signal: impl FnMut() + Send + 'static) {
-        std::thread::spawn(move || {
-            while self.0.wait().is_ok() {
-                on_signal();
-            }
-        });
+    pub fn forward(mut on_signal: impl FnMut() + Send + 'static) -> Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new(STOP)
+            .context("installing the SIGINT/SIGTERM/SIGHUP handler")?;
+        std::thread::Builder::new()
+            .name("porthog-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    on_signal();
+                }
+            })
+            .context("starting the signal thread")?;
+        Ok(())
     }
 
-    #[cfg(not(target_os = "linux"))]
-    pub fn forward(self, _on_signal: impl FnMut() + Send + 'static) {}
+    /// A flag set by the first stop signal, for a loop that polls it; a second stop signal
+    /// while the loop winds down (a summary may take seconds) ends porthog at once.
+    pub fn flag() -> Result<Arc<AtomicBool>> {
+        let stop = Arc::new(AtomicBool::new(false));
+        for signal in STOP {
+            // Registered first, so it sees the flag before this signal's own handler sets it.
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                EXIT_INTERRUPTED,
+                Arc::clone(&stop),
+            )
+            .context("installing the SIGINT/SIGTERM/SIGHUP handler")?;
+            signal_hook::flag::register(signal, Arc::clone(&stop))
+                .context("installing the SIGINT/SIGTERM/SIGHUP handler")?;
+        }
+        Ok(stop)
+    }
+}
+
+/// Without the Linux handlers, the default handling (ending the process) stays.
+#[cfg(not(target_os = "linux"))]
+pub fn forward(_on_signal: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
+    Ok(())
 }

@@ -50,6 +50,19 @@ impl Encoding {
             Encoding::Cp932 => "cp932",
         }
     }
+
+    /// Other names accepted for it (after lowercasing), e.g. what `chcp` or an editor calls it.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            Encoding::Utf8 => &["utf8"],
+            Encoding::Utf16Le => &["utf16", "utf-16", "unicode", "utf16le", "utf_16le"],
+            Encoding::Utf16Be => &["utf16be", "utf_16be"],
+            Encoding::Utf8Bom => &["utf8-bom", "utf_8_bom"],
+            Encoding::Cp437 => &["437", "ibm437"],
+            Encoding::Cp850 => &["850", "ibm850"],
+            Encoding::Cp932 => &["932", "shift-jis", "shift_jis", "sjis", "shift-jis2004"],
+        }
+    }
 }
 
 impl fmt::Display for Encoding {
@@ -61,19 +74,29 @@ impl fmt::Display for Encoding {
 impl FromStr for Encoding {
     type Err = String;
     fn from_str(s: &str) -> Result<Encoding, String> {
-        let norm = s.to_ascii_lowercase().replace('_', "-");
-        let alias = match norm.as_str() {
-            "utf8" => "utf-8",
-            "utf16" | "utf-16" | "unicode" => "utf-16le",
-            "437" | "ibm437" => "cp437",
-            "850" | "ibm850" => "cp850",
-            "932" | "shift-jis" | "sjis" | "shift-jis2004" => "cp932",
-            other => other,
-        };
-        Encoding::ALL.into_iter().find(|e| e.as_str() == alias).ok_or_else(|| {
-            let names: Vec<&str> = Encoding::ALL.iter().map(|e| e.as_str()).collect();
-            format!("unknown encoding {s:?}; known: {}", names.join(", "))
-        })
+        let name = s.to_ascii_lowercase();
+        Encoding::ALL
+            .into_iter()
+            .find(|e| e.as_str() == name || e.aliases().contains(&name.as_str()))
+            .ok_or_else(|| {
+                let names: Vec<&str> = Encoding::ALL.iter().map(|e| e.as_str()).collect();
+                format!("unknown encoding {s:?}; known: {}", names.join(", "))
+            })
+    }
+}
+
+/// `--encoding NAME` on the command line: the names and aliases above, listed in `--help`.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Encoding {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Encoding::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(
+            clap::builder::PossibleValue::new(self.as_str())
+                .aliases(self.aliases().iter().copied()),
+        )
     }
 }
 

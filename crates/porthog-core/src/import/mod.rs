@@ -203,6 +203,18 @@ impl FromStr for Format {
     }
 }
 
+/// `--format NAME` on the command line: each name with the command that produces it.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Format::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()).help(self.command()))
+    }
+}
+
 /// One input: a file's name (or "-") and its bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {

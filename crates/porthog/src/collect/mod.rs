@@ -19,8 +19,21 @@ pub enum NetnsTarget {
     Pid(u32),
 }
 
+impl NetnsTarget {
+    /// How the user named it, for messages and `Snapshot::netns` (on any OS: `record` and
+    /// `watch` use it in their headers).
+    pub fn label(&self) -> String {
+        match self {
+            NetnsTarget::Name(name) => name.clone(),
+            NetnsTarget::Path(path) => path.display().to_string(),
+            NetnsTarget::Pid(pid) => format!("pid {pid}"),
+        }
+    }
+}
+
 /// What the collector needs to know.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "live collection is Linux only"))]
 pub struct CollectOptions {
     /// Inspect this namespace instead of the caller's own.
     pub netns: Option<NetnsTarget>,

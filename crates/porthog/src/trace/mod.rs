@@ -21,9 +21,16 @@ pub fn run(_opts: &TraceOptions) -> anyhow::Result<u8> {
 #[cfg(target_os = "linux")]
 pub use linux::{FeedHandle, spawn_feed};
 
-/// Only Linux has the tracepoints: elsewhere the feed never starts.
+/// Only Linux has the tracepoints: elsewhere the feed never starts, so no handle exists.
 #[cfg(not(target_os = "linux"))]
-pub struct FeedHandle;
+pub enum FeedHandle {}
+
+#[cfg(not(target_os = "linux"))]
+impl FeedHandle {
+    pub fn stop(self) {
+        match self {}
+    }
+}
 
 #[cfg(not(target_os = "linux"))]
 pub fn spawn_feed(

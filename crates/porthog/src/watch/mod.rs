@@ -42,13 +42,11 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
     if opts.once {
         return once(opts, replay, &mut app);
     }
-    // Before any thread starts, so every thread inherits the blocked mask.
-    let stop = signals::block()?;
     let (tx, rx) = mpsc::channel();
     let quit = tx.clone();
-    stop.forward(move || {
+    signals::forward(move || {
         let _ = quit.send(Event::Quit);
-    });
+    })?;
     let terminal = std::io::stdout().is_terminal();
     let paused = Arc::new(AtomicBool::new(false));
     // Live only, dropped (stopped and joined) when the view ends.
@@ -64,7 +62,9 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
             let mut sampler = sampler(opts);
             let first = sampler.sample()?;
             let _ = tx.send(Event::Snapshot(Box::new(first)));
-            _feed = start_feed(opts, &tx);
+            if opts.trace {
+                _feed = start_feed(opts, &tx);
+            }
             spawn_sampler(sampler, opts.interval_s, tx.clone());
         }
     }
@@ -96,7 +96,7 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
 }
 
 fn sampler(opts: &WatchOptions) -> Sampler {
-    Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.report.analyze, opts.interval_s)
+    Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.analyze, opts.interval_s)
 }
 
 /// The failures pane's source: the kernel tracer of `porthog trace`. Without it (not root, no

@@ -3,6 +3,7 @@
 //! returns; Drop kills and reaps it. Its stdin pipe stays open while the guard lives, and
 //! loadgen exits on stdin EOF, so even a killed test process leaves no loadgen behind.
 
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
 use std::time::Duration;
 
@@ -32,10 +33,26 @@ pub struct Loadgen {
     pub ready: Ready,
 }
 
+/// `porthog-loadgen`, a binary of its own workspace crate (so `cargo install` of porthog does
+/// not install it): next to this test binary's `deps/` directory, where `cargo test
+/// --workspace` (or `cargo build -p porthog-loadgen`) puts it.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/e2e-*");
+    let path = profile_dir.join(format!("porthog-loadgen{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`, or `cargo build -p porthog-loadgen` first",
+        path.display()
+    );
+    path
+}
+
 impl Loadgen {
     /// Starts `porthog-loadgen ARGS` inside `ns` and waits until it reports its state is set up.
     pub fn start(ns: &Netns, args: &[&str]) -> Loadgen {
-        let mut cmd = ns.exec(env!("CARGO_BIN_EXE_porthog-loadgen"));
+        let binary = binary();
+        let mut cmd = ns.exec(binary.to_str().expect("a UTF-8 path to porthog-loadgen"));
         cmd.args(args).stdin(Stdio::piped());
         let mut spawned = child::spawn(&mut cmd);
         let pid = spawned.child.id();

@@ -60,6 +60,11 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("cli::durations_out_of_range_are_usage_errors", Needs::Nothing, cli::durations_out_of_range_are_usage_errors),
+        trial("cli::completions_and_man_page", Needs::Nothing, cli::completions_and_man_page),
+        trial("record::record_starts_the_tracer_as_root_unless_no_trace", Needs::Namespace, record::record_starts_the_tracer_as_root_unless_no_trace),
+        trial("record::watch_starts_the_tracer_as_root_unless_no_trace", Needs::Namespace, record::watch_starts_the_tracer_as_root_unless_no_trace),
+        trial("trace::trace_prints_its_summary_on_sigterm_and_sighup", Needs::Namespace, trace::trace_prints_its_summary_on_sigterm_and_sighup),
         trial("kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool", Needs::Namespace, kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool),
         trial("kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable", Needs::Namespace, kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable),
         trial("kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl", Needs::Namespace, kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl),
@@ -128,9 +133,9 @@ fn main() -> ExitCode {
             record::a_recording_names_the_owner_of_time_wait_after_it_exited,
         ),
         trial(
-            "record::record_stops_cleanly_on_sigint_and_sigterm",
+            "record::record_stops_cleanly_on_sigint_sigterm_and_sighup",
             Needs::Nothing,
-            record::record_stops_cleanly_on_sigint_and_sigterm,
+            record::record_stops_cleanly_on_sigint_sigterm_and_sighup,
         ),
         trial(
             "record::a_recording_holds_every_refused_connect",

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use crate::child;
 use crate::loadgen::Loadgen;
 use crate::netns::Netns;
@@ -122,10 +124,10 @@ pub fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
     assert_eq!(now.findings_of("ownerless_time_wait").len(), 1, "\n{}", now.summary());
 }
 
-/// Stopped by SIGINT (Ctrl-C) or SIGTERM: the recording is flushed, complete, and the exit is 0.
+/// Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP: the recording is flushed, complete, and the exit is 0.
 /// Needs no privilege: it records porthog's own namespace.
-pub fn record_stops_cleanly_on_sigint_and_sigterm() {
-    for signal in [rustix::process::Signal::INT, rustix::process::Signal::TERM] {
+pub fn record_stops_cleanly_on_sigint_sigterm_and_sighup() {
+    for signal in [Signal::INT, Signal::TERM, Signal::HUP] {
         let dir = TempDir::new(&format!("record-signal-{}", signal.as_raw()));
         let file = dir.0.join("rec.jsonl");
         let mut cmd = Command::new(porthog::binary());
@@ -272,4 +274,58 @@ pub fn watch_frames_show_the_refused_connects() {
     assert!(!done.stderr.contains("failures pane needs root"), "{}", done.context());
     let row = format!("{} porthog-loadgen  {SERVER}  EADDRNOTAVAIL", client.pid());
     assert!(done.stdout.contains(&row), "no row {row:?}\n{}", done.context());
+}
+
+/// The perf events a process holds open (the kernel tracer's rings, one per CPU and tracepoint).
+fn perf_event_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|target| target.as_os_str() == "anon_inode:[perf_event]")
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 8.21: as root, `record` starts the kernel tracer (perf events on every CPU);
+/// `--no-trace` records without it. Checked on the running recorder's own fds.
+pub fn record_starts_the_tracer_as_root_unless_no_trace() {
+    let Some(ns) = Netns::for_test("record-no-trace", &[]) else { return };
+    for (extra, traced) in [(None, true), (Some("--no-trace"), false)] {
+        let dir = TempDir::new("record-no-trace");
+        let file = dir.0.join("rec.jsonl");
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["record", "--interval", "0.2", "--netns", ns.name(), "-o"]).arg(&file);
+        cmd.args(extra).stdin(Stdio::null());
+        let recorder = child::spawn(&mut cmd);
+        // The tracer is running (or not) before the first interval's sample is written.
+        wait_until("two samples", Duration::from_secs(20), || samples(&file).len() >= 2);
+        let fds = perf_event_fds(recorder.child.id());
+        let pid = rustix::process::Pid::from_raw(recorder.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, Signal::INT).expect("signal the recorder");
+        let done = recorder.wait(Duration::from_secs(20));
+        assert_eq!(done.code, Some(EXIT_OK), "{extra:?}\n{}", done.context());
+        assert_eq!(fds > 0, traced, "{fds} perf events with {extra:?}\n{}", done.context());
+    }
+}
+
+/// Issue 8.21, the same for `watch` (plain frames: the first one is printed once the tracer is
+/// on or off).
+pub fn watch_starts_the_tracer_as_root_unless_no_trace() {
+    let Some(ns) = Netns::for_test("watch-no-trace", &[]) else { return };
+    for (extra, traced) in [(None, true), (Some("--no-trace"), false)] {
+        let mut cmd = Command::new(porthog::binary());
+        cmd.args(["watch", "--interval", "0.3", "--netns", ns.name()]);
+        cmd.args(extra).stdin(Stdio::null());
+        let mut watcher = child::spawn(&mut cmd);
+        let framed = watcher.wait_stdout("porthog watch", Duration::from_secs(30));
+        let fds = perf_event_fds(watcher.child.id());
+        let pid = rustix::process::Pid::from_raw(watcher.child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, Signal::INT).expect("SIGINT to watch");
+        let done = watcher.wait(Duration::from_secs(20));
+        assert!(framed.is_ok(), "no frame: {framed:?}\n{}", done.context());
+        assert_eq!(done.code, Some(EXIT_OK), "{extra:?}\n{}", done.context());
+        assert_eq!(fds > 0, traced, "{fds} perf events with {extra:?}\n{}", done.context());
+    }
 }

@@ -45,11 +45,16 @@ impl Trace {
     }
 
     /// Ctrl-C, then everything it printed.
-    fn stop(mut self) -> Traced {
+    fn stop(self) -> Traced {
+        self.stop_with(rustix::process::Signal::INT)
+    }
+
+    /// `signal`, then everything it printed.
+    fn stop_with(mut self, signal: rustix::process::Signal) -> Traced {
         let spawned = self.spawned.take().expect("not stopped yet");
         let pid = rustix::process::Pid::from_raw(spawned.child.id() as i32).expect("a pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::INT)
-            .expect("SIGINT to porthog trace");
+        rustix::process::kill_process(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal:?} to porthog trace: {e}"));
         Traced::parse(spawned.wait(STOP_TIMEOUT))
     }
 }
@@ -315,7 +320,7 @@ pub fn case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion() {
     let Some(ns) = Netns::for_test("case5-trace-classes", &[]) else { return };
     let _fixed = Loadgen::start(&ns, &["listen-at", "--addr", "127.0.0.1:8080"]);
     let trace = Trace::start(&ns);
-    let loadgen = env!("CARGO_BIN_EXE_porthog-loadgen");
+    let loadgen = crate::loadgen::binary();
     for (args, errno) in [
         (["bind", "--addr", "10.9.9.9", "--count", "1"], "EADDRNOTAVAIL"),
         (["listen-at", "--addr", "127.0.0.1:8080", "", ""], "EADDRINUSE"),
@@ -364,6 +369,22 @@ pub fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again
     assert!(t.report.pools.iter().all(|p| p.used == 0), "the bound sockets are closed");
     t.assert_code(EXIT_CRITICAL);
     assert_eq!(t.report.verdict, "critical", "\n{}", t.run.context());
+}
+
+/// SIGTERM (kill) and SIGHUP (the terminal or SSH session closed) stop a trace like Ctrl-C:
+/// the summary is printed and the exit is the verdict's (issue 8.12: SIGHUP killed it silently).
+pub fn trace_prints_its_summary_on_sigterm_and_sighup() {
+    for signal in [rustix::process::Signal::TERM, rustix::process::Signal::HUP] {
+        let Some(ns) = Netns::for_test("trace-signal", &[]) else { return };
+        let traced = Trace::start(&ns).stop_with(signal);
+        traced.assert_code(EXIT_OK);
+        assert_eq!(
+            traced.summary["report"]["verdict"],
+            "ok",
+            "{signal:?}\n{}",
+            traced.run.context()
+        );
+    }
 }
 
 /// --duration ends the trace by itself, with the text summary and the verdict line last.

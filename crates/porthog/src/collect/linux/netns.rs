@@ -28,15 +28,6 @@ impl NetnsTarget {
             NetnsTarget::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
         }
     }
-
-    /// How the user named it, for messages and `Snapshot::netns`.
-    pub fn label(&self) -> String {
-        match self {
-            NetnsTarget::Name(name) => name.clone(),
-            NetnsTarget::Path(path) => path.display().to_string(),
-            NetnsTarget::Pid(pid) => format!("pid {pid}"),
-        }
-    }
 }
 
 /// The inode of the calling thread's network namespace, which identifies it.

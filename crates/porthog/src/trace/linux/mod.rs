@@ -28,14 +28,9 @@ use clock::Clock;
 use session::Session;
 
 pub fn run(opts: &TraceOptions) -> Result<u8> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C while the summary is being made ends porthog at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing the signal handler")?;
-    }
+    // SIGINT, SIGTERM or SIGHUP ends the loop; a second one, while the summary is being made,
+    // ends porthog at once.
+    let stop = crate::signals::flag()?;
     let mut session = Session::open(opts.netns.as_ref())?;
     for note in &session.notes {
         eprintln!("porthog: note: {note}");
@@ -88,6 +83,13 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
 pub struct FeedHandle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FeedHandle {
+    /// Stops the tracer after it handed over what the kernel still buffered.
+    pub fn stop(self) {
+        drop(self);
+    }
 }
 
 impl Drop for FeedHandle {
