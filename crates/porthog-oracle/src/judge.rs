@@ -1,0 +1,203 @@
+//! Comparing porthog's claim about a pool with what the kernel granted. A claim agrees when
+//! the free ports reported equal the allocations that succeeded and the verdict is exhausted
+//! exactly when the first allocation failed. A disagreement is "declared" when porthog said
+//! in its report that it assumed the very fact the scenario breaks (see `DECLARED`), and
+//! "wrong" otherwise. Pure: no sockets here.
+
+use std::fmt;
+
+use porthog_core::{Level, Pool, PoolKind, Report};
+
+use crate::probe::{Granted, Probe};
+use crate::scenario::Scenario;
+
+/// Which way porthog was off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// porthog promised more free ports than the kernel granted.
+    Over,
+    /// porthog promised fewer free ports than the kernel granted.
+    Under,
+    /// The counts agree, the exhausted verdict does not.
+    Verdict,
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Direction::Over => "porthog-free>kernel",
+            Direction::Under => "porthog-free<kernel",
+            Direction::Verdict => "verdict-only",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    Agreed,
+    /// Off, but porthog declared the assumption behind it: the text it declared.
+    Declared(String),
+    Wrong,
+}
+
+/// One probed pool.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub pool: String,
+    pub probe: Probe,
+    /// porthog: free = capacity - effective, and whether it said exhausted.
+    pub claimed_free: u32,
+    pub claimed_exhausted: bool,
+    pub level: Level,
+    pub granted: Granted,
+    pub judgement: Judgement,
+    /// For disagreements: the class (pool kind, probe, direction, scenario ingredients).
+    pub class: Option<String>,
+}
+
+/// A scenario ingredient, a disagreement it can cause, and the report text that declares the
+/// assumption it breaks. Extend when porthog declares new assumptions.
+struct DeclaredRule {
+    tag: &'static str,
+    kind: PoolKind,
+    direction: Direction,
+    needle: &'static str,
+}
+
+const DECLARED: &[DeclaredRule] = &[
+    // "connected sockets are assumed to have taken their port from connect(), not from bind()
+    // first": when they did bind first, every connect() pool has fewer ports than claimed.
+    DeclaredRule {
+        tag: "bind-before-connect",
+        kind: PoolKind::Connect,
+        direction: Direction::Over,
+        needle: "not from bind() first",
+    },
+    // "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps".
+    DeclaredRule {
+        tag: "peer-timestamps-off",
+        kind: PoolKind::Connect,
+        direction: Direction::Over,
+        needle: "negotiated TCP timestamps",
+    },
+];
+
+/// Judges one probed pool of `report` against what the kernel granted.
+pub fn judge(
+    scn: &Scenario,
+    report: &Report,
+    pool: &Pool,
+    probe: Probe,
+    granted: Granted,
+) -> Check {
+    let claimed_free = pool.capacity.saturating_sub(pool.effective);
+    let claimed_exhausted = pool.level == Level::Exhausted;
+    let kernel_exhausted = granted.granted == 0;
+    let direction = if claimed_free > granted.granted {
+        Some(Direction::Over)
+    } else if claimed_free < granted.granted {
+        Some(Direction::Under)
+    } else if claimed_exhausted != kernel_exhausted {
+        Some(Direction::Verdict)
+    } else {
+        None
+    };
+    let (judgement, class) = match direction {
+        None => (Judgement::Agreed, None),
+        Some(direction) => {
+            // A verdict-only miss is about the level rule, not the ingredients.
+            let tags = match direction {
+                Direction::Verdict if pool.latent => vec!["latent cap"],
+                Direction::Verdict => Vec::new(),
+                _ => relevant_tags(scn, pool),
+            };
+            let class = format!(
+                "{} pool, {} probe: {direction} [{}]",
+                kind_name(pool.kind),
+                probe_kind(probe),
+                if tags.is_empty() { "no special ingredient".to_owned() } else { tags.join(" + ") }
+            );
+            (declared(report, pool, direction, &relevant_tags(scn, pool), scn), Some(class))
+        }
+    };
+    Check {
+        pool: pool.label(),
+        probe,
+        claimed_free,
+        claimed_exhausted,
+        level: pool.level,
+        granted,
+        judgement,
+        class,
+    }
+}
+
+fn declared(
+    report: &Report,
+    pool: &Pool,
+    direction: Direction,
+    tags: &[&str],
+    scn: &Scenario,
+) -> Judgement {
+    let said = |needle: &str| {
+        report.assumptions.iter().find(|a| a.contains(needle)).cloned().or_else(|| {
+            report.gaps.iter().find(|g| g.message.contains(needle)).map(|g| g.message.clone())
+        })
+    };
+    for rule in DECLARED {
+        if rule.kind == pool.kind
+            && rule.direction == direction
+            && tags.contains(&rule.tag)
+            && let Some(text) = said(rule.needle)
+        {
+            return Judgement::Declared(text);
+        }
+    }
+    // The bind() pool capped at warn ("latent") says itself that it is fuller than its level:
+    // declared, unless the scenario holds a socket whose port came from bind(port 0) (an
+    // ephemeral listener, a bound socket, bind-before-connect), which issue 7 (wrong 6) says
+    // porthog must not cap.
+    if pool.latent && direction == Direction::Verdict {
+        let bind0 = scn.steps.iter().any(|s| {
+            matches!(
+                s,
+                crate::scenario::Step::Listen { port: None, .. }
+                    | crate::scenario::Step::Bound { .. }
+                    | crate::scenario::Step::Connect {
+                        origin: crate::scenario::Origin::BindFirst(_),
+                        ..
+                    }
+            )
+        });
+        if !bind0 {
+            return Judgement::Declared("latent bind() pool (capped at warn)".to_owned());
+        }
+    }
+    Judgement::Wrong
+}
+
+/// The scenario's special ingredients that touch this pool's protocol.
+fn relevant_tags(scn: &Scenario, pool: &Pool) -> Vec<&'static str> {
+    let udp = pool.kind == PoolKind::Udp;
+    scn.tags().into_iter().filter(|t| t.starts_with("udp-") == udp).collect()
+}
+
+fn kind_name(kind: PoolKind) -> &'static str {
+    match kind {
+        PoolKind::Connect => "connect()",
+        PoolKind::Bind => "bind()",
+        PoolKind::Udp => "udp",
+        PoolKind::Global => "global",
+    }
+}
+
+fn probe_kind(probe: Probe) -> String {
+    match probe {
+        Probe::Connect { local, remote } => {
+            let scope =
+                |ip: std::net::IpAddr| if ip.is_loopback() { "loopback" } else { "non-loopback" };
+            format!("connect {}->{}", scope(local), scope(remote.ip()))
+        }
+        p => p.to_string(),
+    }
+}
