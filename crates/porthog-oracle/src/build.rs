@@ -28,6 +28,9 @@ pub struct Live {
     pub notes: Vec<String>,
     /// Orphaned FIN_WAIT2 sockets expected in this namespace.
     leaks: u32,
+    /// Sockets made that hold a port from bind(port 0): ephemeral listeners, bound sockets,
+    /// bind-before-connect (what issue 7 wrong 6 says porthog must see as a bind(0) caller).
+    pub bind0: u32,
 }
 
 /// Builds `scn` in `ns` (the calling thread must already be inside it); `peer` is the peer
@@ -47,6 +50,7 @@ pub fn build(scn: &Scenario, ns: &Netns, peer: Option<&Netns>) -> Result<Live> {
         last_tw: None,
         notes: Vec::new(),
         leaks: 0,
+        bind0: 0,
     };
     for d in &scn.dests {
         let listener = match (d.in_peer, peer) {
@@ -107,6 +111,9 @@ fn apply(scn: &Scenario, step: &Step, live: &mut Live) -> Result<()> {
                     Err(e) => return Err(e).context(format!("{origin:?} connect to {to}")),
                 }
             }
+            if matches!(origin, Origin::BindFirst(_)) {
+                live.bind0 += clients.len() as u32;
+            }
             let servers = accept(&live.listeners[dest], clients.len())?;
             finish(clients, servers, end, live)
         }
@@ -139,7 +146,10 @@ fn apply(scn: &Scenario, step: &Step, live: &mut Live) -> Result<()> {
                 return Ok(());
             }
             match s.listen(128) {
-                Ok(()) => live.sockets.push(s),
+                Ok(()) => {
+                    live.bind0 += u32::from(port.is_none());
+                    live.sockets.push(s);
+                }
                 Err(e) => {
                     live.notes.push(format!("listen(): {}", sock::errno_name(sock::errno(&e))))
                 }
@@ -150,7 +160,10 @@ fn apply(scn: &Scenario, step: &Step, live: &mut Live) -> Result<()> {
             for i in 0..count {
                 let s = sock::tcp(ip.is_ipv6())?;
                 match s.bind(&SocketAddr::new(ip, 0).into()) {
-                    Ok(()) => live.sockets.push(s),
+                    Ok(()) => {
+                        live.bind0 += 1;
+                        live.sockets.push(s);
+                    }
                     Err(e) => {
                         live.notes.push(format!(
                             "bind({ip}, 0): {i} of {count}, then {}",

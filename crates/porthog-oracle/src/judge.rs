@@ -82,13 +82,15 @@ const DECLARED: &[DeclaredRule] = &[
     },
 ];
 
-/// Judges one probed pool of `report` against what the kernel granted.
+/// Judges one probed pool of `report` against what the kernel granted. `bind0`: the scenario
+/// holds sockets whose port came from bind(port 0).
 pub fn judge(
     scn: &Scenario,
     report: &Report,
     pool: &Pool,
     probe: Probe,
     granted: Granted,
+    bind0: bool,
 ) -> Check {
     let claimed_free = pool.capacity.saturating_sub(pool.effective);
     let claimed_exhausted = pool.level == Level::Exhausted;
@@ -105,19 +107,14 @@ pub fn judge(
     let (judgement, class) = match direction {
         None => (Judgement::Agreed, None),
         Some(direction) => {
-            // A verdict-only miss is about the level rule, not the ingredients.
-            let tags = match direction {
-                Direction::Verdict if pool.latent => vec!["latent cap"],
-                Direction::Verdict => Vec::new(),
-                _ => relevant_tags(scn, pool),
-            };
+            let tags = suspects(scn, pool, direction, bind0);
             let class = format!(
                 "{} pool, {} probe: {direction} [{}]",
                 kind_name(pool.kind),
                 probe_kind(probe),
-                if tags.is_empty() { "no special ingredient".to_owned() } else { tags.join(" + ") }
+                if tags.is_empty() { "unexplained".to_owned() } else { tags.join(" + ") }
             );
-            (declared(report, pool, direction, &relevant_tags(scn, pool), scn), Some(class))
+            (declared(report, pool, direction, &tags, bind0), Some(class))
         }
     };
     Check {
@@ -137,7 +134,7 @@ fn declared(
     pool: &Pool,
     direction: Direction,
     tags: &[&str],
-    scn: &Scenario,
+    bind0: bool,
 ) -> Judgement {
     let said = |needle: &str| {
         report.assumptions.iter().find(|a| a.contains(needle)).cloned().or_else(|| {
@@ -158,17 +155,6 @@ fn declared(
     // ephemeral listener, a bound socket, bind-before-connect), which issue 7 (wrong 6) says
     // porthog must not cap.
     if pool.latent && direction == Direction::Verdict {
-        let bind0 = scn.steps.iter().any(|s| {
-            matches!(
-                s,
-                crate::scenario::Step::Listen { port: None, .. }
-                    | crate::scenario::Step::Bound { .. }
-                    | crate::scenario::Step::Connect {
-                        origin: crate::scenario::Origin::BindFirst(_),
-                        ..
-                    }
-            )
-        });
         if !bind0 {
             return Judgement::Declared("latent bind() pool (capped at warn)".to_owned());
         }
@@ -176,10 +162,30 @@ fn declared(
     Judgement::Wrong
 }
 
-/// The scenario's special ingredients that touch this pool's protocol.
-fn relevant_tags(scn: &Scenario, pool: &Pool) -> Vec<&'static str> {
-    let udp = pool.kind == PoolKind::Udp;
-    scn.tags().into_iter().filter(|t| t.starts_with("udp-") == udp).collect()
+/// The scenario's ingredients that can move this pool's count in this direction, per the
+/// kernel rules of issue 7 and what the oracle found; a disagreement with none is
+/// "unexplained", the class to read first.
+fn suspects(scn: &Scenario, pool: &Pool, direction: Direction, bind0: bool) -> Vec<&'static str> {
+    if direction == Direction::Verdict {
+        return match (pool.latent, bind0) {
+            (true, true) => vec!["latent cap beside a bind(0) socket"],
+            (true, false) => vec!["latent cap"],
+            _ => Vec::new(),
+        };
+    }
+    let can_cause: &[&str] = match (pool.kind, direction) {
+        (PoolKind::Connect, Direction::Over) => {
+            &["bind-before-connect", "peer-timestamps-off", "odd-range", "ephemeral-listener"]
+        }
+        (PoolKind::Connect, Direction::Under) => {
+            &["so-bindtodevice", "timestamps-toggled-after", "local-timestamps-off"]
+        }
+        (PoolKind::Bind, Direction::Over) => &["odd-range"],
+        (PoolKind::Bind, Direction::Under) => &["tcp-ipv6", "so-bindtodevice"],
+        (PoolKind::Udp, Direction::Under) => &["udp-v6only", "udp-dual-stack"],
+        _ => &[],
+    };
+    scn.tags().into_iter().filter(|t| can_cause.contains(t)).collect()
 }
 
 fn kind_name(kind: PoolKind) -> &'static str {

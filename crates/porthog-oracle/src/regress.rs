@@ -147,6 +147,19 @@ pub fn cases() -> Vec<Case> {
         scenario: s,
     });
 
+    // Found by the oracle: a connection bound to a device (SO_BINDTODEVICE) does not block the
+    // same 4-tuple for an unbound connect() (`inet_match` compares the bound device:
+    // `__inet_check_established` passes the caller's device), so its port stays free for it.
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 7000)];
+    s.steps = vec![Step::Connect { dest: 0, origin: Origin::Device, count: 100, end: End::Open }];
+    v.push(Case {
+        name: "device_bound_connections_do_not_block_unbound_connect",
+        rule: "__inet_check_established matches a 4-tuple only on the caller's bound device",
+        expect: Expect::Disagree,
+        scenario: s,
+    });
+
     // 6. The bind() pool capped at warn although bind(0) really fails and an ephemeral
     // listener (its port came from bind(0)) is there to see.
     let mut s = base(range);

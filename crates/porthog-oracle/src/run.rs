@@ -131,7 +131,7 @@ impl Oracle {
             }
             for p in probes {
                 let granted = probe::run(p, limit)?;
-                checks.push(judge::judge(scn, &report, pool, p, granted));
+                checks.push(judge::judge(scn, &report, pool, p, granted, live.bind0 > 0));
             }
         }
         aging_check(scn, &live, checked_at)?;

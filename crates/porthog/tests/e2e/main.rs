@@ -10,6 +10,7 @@ mod child;
 mod cli;
 mod loadgen;
 mod netns;
+mod oracle;
 mod porthog;
 mod record;
 mod report;
