@@ -14,30 +14,24 @@ use socket2::Socket;
 
 use crate::sock;
 
-/// Who asks the kernel for a port: the family and address of a bind(addr, 0) or autobind.
+/// Who asks the kernel for a port: the address of a bind(addr, 0) or autobind. `0.0.0.0` is
+/// the IPv4 wildcard, `::` the dual-stack IPv6 wildcard (IPV6_V6ONLY off, the Linux default,
+/// so it conflicts with both families); a specific IPv6 address is v6only by bind() itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// AF_INET, 0.0.0.0.
-    V4Any,
-    /// AF_INET6, [::] without IPV6_V6ONLY: conflicts with both families.
-    DualStackAny,
-}
+pub struct Caller(pub IpAddr);
 
 impl Caller {
-    fn addr(self) -> (bool, IpAddr) {
-        match self {
-            Caller::V4Any => (false, sock::wildcard(false)),
-            Caller::DualStackAny => (true, sock::wildcard(true)),
-        }
-    }
+    pub const V4_ANY: Caller = Caller(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    pub const DUAL_STACK_ANY: Caller = Caller(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
 }
 
 impl fmt::Display for Caller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Caller::V4Any => "0.0.0.0",
-            Caller::DualStackAny => "[::] dual-stack",
-        })
+        match self.0 {
+            IpAddr::V4(a) => write!(f, "{a}"),
+            IpAddr::V6(a) if a.is_unspecified() => f.write_str("[::] dual-stack"),
+            IpAddr::V6(a) => write!(f, "[{a}]"),
+        }
     }
 }
 
@@ -63,20 +57,24 @@ impl fmt::Display for Probe {
     }
 }
 
-/// How a reported pool is checked: the allocations its numbers make a claim about. Today's
-/// report has one bind() and one UDP pool per namespace, which claim to hold for every caller;
-/// they are probed with the two wildcard callers (IPv4, and IPv6 dual-stack). Pools per family
-/// and address (issue 7, item 3) map to a caller of that family and address here.
+/// How a reported pool is checked: the allocations its numbers make a claim about.
+/// - connect() pool (local, remote): connect() from `local` to `remote`.
+/// - bind() / UDP pool of one caller (`local` = the caller's address or wildcard, report
+///   schema 2, issue 7 item 3): bind(that address, 0).
+/// - bind() / UDP pool without an address (schema 1: one per namespace, claiming to hold for
+///   every caller): both wildcard callers, IPv4 and dual-stack IPv6.
 pub fn probes_for(pool: &Pool) -> Vec<Probe> {
     match (pool.kind, pool.protocol, pool.local, pool.remote) {
         (PoolKind::Connect, Protocol::Tcp, Some(local), Some(remote)) => {
             vec![Probe::Connect { local, remote }]
         }
-        (PoolKind::Bind, Protocol::Tcp, _, _) => {
-            vec![Probe::Bind(Caller::V4Any), Probe::Bind(Caller::DualStackAny)]
+        (PoolKind::Bind, Protocol::Tcp, Some(addr), None) => vec![Probe::Bind(Caller(addr))],
+        (PoolKind::Bind, Protocol::Tcp, None, None) => {
+            vec![Probe::Bind(Caller::V4_ANY), Probe::Bind(Caller::DUAL_STACK_ANY)]
         }
-        (PoolKind::Udp, Protocol::Udp, _, _) => {
-            vec![Probe::Udp(Caller::V4Any), Probe::Udp(Caller::DualStackAny)]
+        (PoolKind::Udp, Protocol::Udp, Some(addr), None) => vec![Probe::Udp(Caller(addr))],
+        (PoolKind::Udp, Protocol::Udp, None, None) => {
+            vec![Probe::Udp(Caller::V4_ANY), Probe::Udp(Caller::DUAL_STACK_ANY)]
         }
         // Windows pools, or a shape this oracle does not know yet: not probed, and counted.
         _ => Vec::new(),
@@ -141,23 +139,23 @@ fn allocate(probe: Probe) -> io::Result<Socket> {
                 Err(e) => Err(e),
             }
         }
-        Probe::Bind(caller) => {
-            let (v6, ip) = caller.addr();
-            let s = sock::tcp(v6)?;
-            if v6 {
-                s.set_only_v6(false)?;
-            }
-            s.bind(&SocketAddr::new(ip, 0).into())?;
+        Probe::Bind(Caller(ip)) => {
+            let s = sock::tcp(ip.is_ipv6())?;
+            bind_port_0(&s, ip)?;
             Ok(s)
         }
-        Probe::Udp(caller) => {
-            let (v6, ip) = caller.addr();
-            let s = sock::udp(v6)?;
-            if v6 {
-                s.set_only_v6(false)?;
-            }
-            s.bind(&SocketAddr::new(ip, 0).into())?;
+        Probe::Udp(Caller(ip)) => {
+            let s = sock::udp(ip.is_ipv6())?;
+            bind_port_0(&s, ip)?;
             Ok(s)
         }
     }
+}
+
+/// bind(ip, 0); an IPv6 socket stays dual-stack (what `[::]` means in a pool).
+fn bind_port_0(s: &Socket, ip: IpAddr) -> io::Result<()> {
+    if ip.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
+    s.bind(&SocketAddr::new(ip, 0).into())
 }
