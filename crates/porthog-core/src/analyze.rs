@@ -7,7 +7,7 @@ use crate::culprits;
 use crate::findings;
 use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
-use crate::pool::{self, Allocation, Pool, PoolKind};
+use crate::pool::{self, Allocation, Pool, PoolKind, Unknowns};
 use crate::report::{
     Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
 };
@@ -49,7 +49,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         os: snapshot.os,
         source: snapshot.source.clone(),
         netns: snapshot.netns.clone(),
-        assumptions: assumptions(snapshot, &pools, tcp.assumed),
+        assumptions: assumptions(snapshot, &pools, &set.unknowns, tcp.assumed),
         ranges: set.ranges,
         settings: SettingsReport {
             tw_reuse: settings.tw_reuse,
@@ -77,11 +77,8 @@ pub fn analyze_imported(
 ) -> Report {
     let mut report = analyze(snapshot, opts);
     let mut past = findings::from_evidence(&evidence);
-    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical)
-        && report.verdict < Level::Critical
-    {
-        report.verdict = Level::Critical;
-        report.summary = format!("{}; the snapshot itself: {}", f.message, report.summary);
+    if let Some(f) = past.iter().find(|f| f.level >= Level::Critical) {
+        report.raise(Level::Critical, &f.message);
     }
     past.append(&mut report.findings);
     report.findings = past;
@@ -149,7 +146,12 @@ fn summary(tightest: Option<&Pool>, sockets: usize, thresholds: &Thresholds) -> 
     }
 }
 
-fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<String> {
+fn assumptions(
+    snapshot: &Snapshot,
+    pools: &[Pool],
+    unknowns: &Unknowns,
+    range_assumed: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     // A source that could not give the range says so in its gaps, with the command that would.
     if range_assumed && !snapshot.gaps.iter().any(|g| g.kind == GapKind::Setting) {
@@ -165,12 +167,42 @@ fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<
         });
     }
     if snapshot.os == Os::Linux {
-        if pools.iter().any(|p| p.kind == PoolKind::Connect) {
+        if unknowns.probable_bind_before_connect {
             out.push(
-                "connected sockets are assumed to have taken their port from connect(), not from bind() first \
-                 (the kernel does not say which); bind-before-connect shows in the bind() pool"
+                "PROBABLE bind-before-connect: the source does not show which call made each port's bind bucket, and \
+                 connections to several destinations share no port, which connect() alone would have done; every \
+                 connected socket was taken as bind() + connect(), its port lost to every destination"
                     .to_owned(),
             );
+        } else if unknowns.bucket {
+            out.push(
+                "connected sockets were taken to have their port from connect(), not bind() first (the source does \
+                 not show the bind bucket: run as root for the BPF socket iterator); a bind-before-connect port is \
+                 lost to every destination, and its TIME_WAIT cannot be reused"
+                    .to_owned(),
+            );
+        }
+        if unknowns.tw_timestamps > 0 {
+            out.push(format!(
+                "{} TIME_WAIT sockets: whether they recorded TCP timestamps is not shown, so today's \
+                 net.ipv4.tcp_timestamps was taken as what each negotiated (a peer with timestamps off makes its \
+                 TIME_WAIT unreusable; turning the sysctl off later changes nothing for existing ones)",
+                crate::report::grouped(unknowns.tw_timestamps)
+            ));
+        }
+        if unknowns.tw_device > 0 {
+            out.push(format!(
+                "{} TIME_WAIT sockets with non-loopback addresses were taken as not bound to lo (tcp_tw_reuse=2 \
+                 also covers a socket bound to the loopback device; the source does not show it)",
+                crate::report::grouped(unknowns.tw_device)
+            ));
+        }
+        if unknowns.v6only > 0 {
+            out.push(format!(
+                "{} IPv6 sockets: IPV6_V6ONLY is not shown, so off (the default) was assumed: each also holds its \
+                 port against bind(0.0.0.0, 0)",
+                crate::report::grouped(unknowns.v6only)
+            ));
         }
         let tw = || snapshot.sockets.iter().filter(|s| s.state == State::TimeWait);
         if pools.iter().any(|p| p.time_wait_reusable > 0) && tw().any(|s| s.timer_ms == 0) {
@@ -186,12 +218,6 @@ fn assumptions(snapshot: &Snapshot, pools: &[Pool], range_assumed: bool) -> Vec<
         if snapshot.settings.timestamps.is_none() && tw().next().is_some() {
             out.push(
                 "net.ipv4.tcp_timestamps was not given: on (the kernel default) was assumed"
-                    .to_owned(),
-            );
-        }
-        if pools.iter().any(|p| p.time_wait_reusable > 0) {
-            out.push(
-                "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps, which tcp_tw_reuse needs"
                     .to_owned(),
             );
         }
@@ -325,6 +351,73 @@ mod tests {
         s.sockets.extend((40000..40040).map(|p| conn(State::Established, p, 7071, 42)));
         let r = analyze(&s, &AnalyzeOptions::default());
         assert!(!r.findings.iter().any(|f| f.kind == FindingKind::BindBeforeConnect));
+    }
+
+    /// Issue 7, case 7: a server that never closes; its clients' ports are held by orphaned
+    /// FIN_WAIT2. The headline is the leak, naming the server, not fan-out.
+    #[test]
+    fn a_close_wait_leak_is_the_headline_not_fan_out() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40100).map(|p| conn(State::FinWait2, p, 7070, 0)).collect();
+        s.sockets.extend((40000..40100).map(|p| Socket {
+            pid: NonZeroU32::new(7),
+            inode: u32::from(p),
+            ..Socket::new(
+                Protocol::Tcp,
+                State::CloseWait,
+                (ip("127.0.0.1"), 7070),
+                (ip("127.0.0.1"), p),
+            )
+        }));
+        s.sockets.push(conn(State::Listen, 7070, 0, 7));
+        s.processes = vec![client(7, "server")];
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        let head = &r.findings[0];
+        assert_eq!(
+            (head.kind, head.pid),
+            (FindingKind::LeakCloseWait, Some(7)),
+            "{:#?}",
+            r.findings
+        );
+        assert!(head.message.contains("server (pid 7)"), "{}", head.message);
+        assert!(!r.findings.iter().any(|f| f.kind == FindingKind::FanOut), "{:#?}", r.findings);
+        assert_eq!(r.findings.iter().filter(|f| f.kind == FindingKind::LeakCloseWait).count(), 1);
+    }
+
+    /// Issue 7, case 7: loopback churn under tw_reuse=2 is not advised tw_reuse=1.
+    #[test]
+    fn loopback_churn_under_mode_2_is_not_advised_mode_1() {
+        let mut s = snap((40000, 40099));
+        s.settings.tw_reuse = Some(TwReuse::Loopback);
+        // Younger than the reuse delay: mode 2 covers them, but not yet.
+        s.sockets = (40000..40100)
+            .map(|p| Socket { timer_ms: 59_900, ..conn(State::TimeWait, p, 7070, 0) })
+            .collect();
+        let r = analyze(&s, &AnalyzeOptions::default());
+        let churn = r.findings.iter().find(|f| f.kind == FindingKind::Churn).expect("churn");
+        assert!(!churn.advice.contains("tcp_tw_reuse=1 lets"), "{}", churn.advice);
+        assert!(churn.advice.contains("tcp_tw_reuse=2 (loopback) already"), "{}", churn.advice);
+    }
+
+    /// Issue 7, case 1 without facts: the exhausted pool's headline is bind-before-connect,
+    /// marked PROBABLE, and the assumption is declared.
+    #[test]
+    fn unshared_ports_headline_probable_bind_before_connect() {
+        let mut s = snap((40000, 40099));
+        s.sockets = (40000..40050).map(|p| conn(State::Established, p, 5000, 42)).collect();
+        s.sockets.extend((40050..40100).map(|p| conn(State::Established, p, 6000, 43)));
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Exhausted);
+        let head = &r.findings[0];
+        assert_eq!(head.kind, FindingKind::BindBeforeConnect, "{:#?}", r.findings);
+        assert!(head.message.starts_with("PROBABLE"), "{}", head.message);
+        assert!(head.advice.contains("IP_BIND_ADDRESS_NO_PORT"));
+        assert!(
+            r.assumptions.iter().any(|a| a.starts_with("PROBABLE bind-before-connect")),
+            "{:#?}",
+            r.assumptions
+        );
     }
 
     #[test]

@@ -48,15 +48,108 @@ fn culprit(pool: &Pool, procs: &[ProcessReport]) -> (Option<u32>, String) {
     }
 }
 
-/// Churn or fan-out for every pool at warn or above, depending on what fills it.
+/// Connections of a connect() pool that the other end never closed: orphaned FIN_WAIT2 on
+/// this side, and the server's CLOSE_WAIT sockets when it runs in the same namespace.
+#[derive(Default)]
+struct Unclosed {
+    fin_wait2: u32,
+    close_wait: u32,
+    /// The process holding the most of those CLOSE_WAIT sockets.
+    server: Option<u32>,
+}
+
+fn unclosed(snapshot: &Snapshot, pool: &Pool) -> Unclosed {
+    let (Some(local), Some(remote)) = (pool.local, pool.remote) else {
+        return Unclosed::default();
+    };
+    let mut u = Unclosed::default();
+    let mut servers: HashMap<u32, u32> = HashMap::default();
+    for s in snapshot.sockets.iter().filter(|s| s.protocol == Protocol::Tcp) {
+        if s.state == State::FinWait2
+            && s.local_ip == local
+            && SocketAddr::new(s.remote_ip, s.remote_port) == remote
+        {
+            u.fin_wait2 += 1;
+        } else if s.state == State::CloseWait
+            && SocketAddr::new(s.local_ip, s.local_port) == remote
+            && s.remote_ip == local
+        {
+            u.close_wait += 1;
+            if let Some(pid) = s.pid {
+                *servers.entry(pid.get()).or_default() += 1;
+            }
+        }
+    }
+    u.server = servers.into_iter().max_by_key(|&(pid, n)| (n, std::cmp::Reverse(pid))).map(|e| e.0);
+    u
+}
+
+/// Churn, fan-out, leak or bind-before-connect for every pool at warn or above: the headline
+/// names what holds the pool's ports (issue 7).
 fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
     // A latent bind() pool has its own finding.
     let candidates = set.pools.iter().filter(|p| p.level >= Level::Warn && !p.latent);
     for pool in candidates.take(MAX_PER_KIND) {
         let blocking_tw = pool.time_wait - pool.time_wait_reusable;
+        let live = pool.used - pool.time_wait;
         let (pid, who) = culprit(pool, procs);
         let what = pool_phrase(pool);
-        if pool.kind == PoolKind::Udp {
+        let lost_to_bind = if pool.kind == PoolKind::Connect {
+            set.bind_made_ports.saturating_sub(pool.capacity.saturating_sub(set.connect_base))
+        } else {
+            0
+        };
+        let unclosed = if pool.kind == PoolKind::Connect {
+            unclosed(snapshot, pool)
+        } else {
+            Unclosed::default()
+        };
+        let leaked = unclosed.fin_wait2.max(unclosed.close_wait);
+        if pool.kind == PoolKind::Connect && lost_to_bind > 0 && lost_to_bind >= pool.effective {
+            let probable =
+                if set.unknowns.probable_bind_before_connect { "PROBABLE: " } else { "" };
+            out.push(Finding {
+                kind: FindingKind::BindBeforeConnect,
+                level: pool.level,
+                pid: set.pools.iter().find(|p| p.kind == PoolKind::Bind).and_then(|b| b.owners.first()).map(|o| o.pid),
+                message: format!(
+                    "{probable}{} ports are taken out of {what} by connections that bound their port with bind() before \
+                     connect(): connect() skips a bind-made port for every destination, and its TIME_WAIT keeps it{}",
+                    grouped(lost_to_bind),
+                    if probable.is_empty() {
+                        String::new()
+                    } else {
+                        " (the source does not show the bind bucket; ports here are never shared across destinations, \
+                         which connect() alone would do)"
+                            .to_owned()
+                    }
+                ),
+                advice: "Set IP_BIND_ADDRESS_NO_PORT on the socket before bind() (Linux 4.2+): the port is then chosen at \
+                         connect() and shared across destinations; or do not bind() outgoing sockets at all."
+                    .to_owned(),
+            });
+        } else if leaked > 0 && leaked * 2 >= live && live > 0 {
+            let server =
+                unclosed.server.map_or_else(|| "the server".to_owned(), |pid| name_of(procs, pid));
+            let remote = pool.remote.map_or("?".into(), |r| r.to_string());
+            out.push(Finding {
+                kind: FindingKind::LeakCloseWait,
+                level: pool.level,
+                pid: unclosed.server.or(pid),
+                message: format!(
+                    "{} of {} live connections of {what} were closed by this side and never by {server} ({} CLOSE_WAIT \
+                     at {remote}, {} orphaned FIN_WAIT2 here): a leak in the server, not too many connections{who}",
+                    grouped(leaked),
+                    grouped(live),
+                    grouped(unclosed.close_wait),
+                    grouped(unclosed.fin_wait2),
+                ),
+                advice: format!(
+                    "Fix {server}: it must close() a socket once a read returns end-of-stream. Restarting it frees the ports \
+                     now; this side's orphaned FIN_WAIT2 sockets end after net.ipv4.tcp_fin_timeout."
+                ),
+            });
+        } else if pool.kind == PoolKind::Udp {
             out.push(Finding {
                 kind: FindingKind::FanOut,
                 level: pool.level,
@@ -110,13 +203,16 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
 /// The setting that relieves TIME_WAIT churn on this pool, if any, with its current value.
 fn churn_stopgap(snapshot: &Snapshot, pool: &Pool) -> String {
     if snapshot.os == Os::Windows {
-        return "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default 120 s)"
-            .to_owned();
+        return format!(
+            "; as a stopgap lower TcpTimedWaitDelay (HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters, default {} s)",
+            crate::pool::WINDOWS_TIME_WAIT_MS / 1000
+        );
     }
     let rate = format!(
-        ". Sustainable rate: about {} new connections/s ({} ports / 60 s of TIME_WAIT)",
-        grouped(u64::from(pool.capacity) * 1000 / u64::from(LINUX_TIME_WAIT_MS)),
-        grouped(pool.capacity)
+        ". Sustainable rate: about {} new connections/s ({} ports / {} s of TIME_WAIT)",
+        grouped(pool.sustainable_rate().unwrap_or(0.0) as u64),
+        grouped(pool.capacity),
+        pool.time_wait_ms().unwrap_or(LINUX_TIME_WAIT_MS) / 1000
     );
     if pool.kind != PoolKind::Connect {
         // bind(port 0) never takes a TIME_WAIT port, whatever tcp_tw_reuse says.
@@ -126,7 +222,14 @@ fn churn_stopgap(snapshot: &Snapshot, pool: &Pool) -> String {
     }
     let settings = &snapshot.settings;
     let delay = settings.tw_reuse_delay_ms.unwrap_or(crate::pool::LINUX_TW_REUSE_DELAY_MS);
+    let loopback = pool.local.is_some_and(|l| l.is_loopback())
+        || pool.remote.is_some_and(|r| r.ip().is_loopback());
     let fix = match (settings.tw_reuse, settings.timestamps) {
+        (Some(TwReuse::Loopback) | None, _) if loopback => format!(
+            "tcp_tw_reuse=2 (loopback) already lets connect() reuse this loopback pool's TIME_WAIT ports once they are \
+             older than {delay} ms and recorded timestamps; these are not (closed within the last {delay} ms, or the \
+             connections did not negotiate timestamps), so tcp_tw_reuse=1 would change nothing: only fewer closes by this side help"
+        ),
         (_, Some(false)) => "TCP timestamps are off (net.ipv4.tcp_timestamps=0), and tcp_tw_reuse needs them: turning them \
                               on is what lets TIME_WAIT ports be reused"
             .to_owned(),
@@ -202,11 +305,14 @@ fn leaks(set: &PoolSet, procs: &[ProcessReport], out: &mut Vec<Finding>) {
     for (state, kind) in
         [(State::CloseWait, FindingKind::LeakCloseWait), (State::Bound, FindingKind::LeakBound)]
     {
-        for p in procs
+        // A leak already named as the headline of its pool is not listed twice.
+        let leaking: Vec<&ProcessReport> = procs
             .iter()
             .filter(|p| p.states.get(state.as_str()).is_some_and(|&n| n >= threshold))
+            .filter(|p| !out.iter().any(|f| f.kind == kind && f.pid == Some(p.pid)))
             .take(MAX_PER_KIND)
-        {
+            .collect();
+        for p in leaking {
             let n = p.states[state.as_str()];
             let (message, advice) = if state == State::CloseWait {
                 (
@@ -419,7 +525,7 @@ fn latent_bind_pool(set: &PoolSet, out: &mut Vec<Finding>) {
 /// Connections to several destinations that share no port although they cannot all fit in one
 /// parity half of the range: connect() alone would have shared, so bind() chose their ports.
 fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
-    if !set.no_port_sharing {
+    if !set.no_port_sharing || out.iter().any(|f| f.kind == FindingKind::BindBeforeConnect) {
         return;
     }
     let Some(bind) = set.pools.iter().find(|p| p.kind == PoolKind::Bind) else { return };

@@ -1,19 +1,23 @@
 //! The port pools the kernel allocates from, and how full each one is (DOMAIN.md 1 and 2).
-//! Linux: one connect() pool per (local IP, remote IP, remote port), one global bind() pool and
-//! one UDP pool per namespace. Windows: one global pool per protocol. Linear in the sockets:
-//! one pass to mark ports, one sort of compact (pool, port) entries to count distinct ports.
+//! Linux: one connect() pool per (local IP, remote IP, remote port); bind(port 0) and UDP
+//! autobind pools per caller address (`bind_pool.rs`). Windows: one global pool per protocol.
+//! Linear in the sockets: one pass to mark ports, one sort of compact (pool, port) entries to
+//! count distinct ports.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bind_pool::{self, Caller, V6onlyFrom};
 use crate::level::{Level, Thresholds, percent};
-use crate::model::{Os, Protocol, Settings, Snapshot, Socket, State, TwReuse};
+use crate::model::{BucketOrigin, Os, Protocol, Settings, Snapshot, Socket, State, TwReuse};
 use crate::ports::{PortRange, PortSet};
 
 /// Linux keeps TIME_WAIT for a fixed 60 s (`TCP_TIMEWAIT_LEN`); `tcp_fin_timeout` does not change it.
 pub const LINUX_TIME_WAIT_MS: u32 = 60_000;
+/// Windows keeps TIME_WAIT for `TcpTimedWaitDelay`, 120 s by default (2 MSL).
+pub const WINDOWS_TIME_WAIT_MS: u32 = 120_000;
 /// Default `tcp_tw_reuse_delay` (and the fixed delay before it became a sysctl in 6.x).
 pub const LINUX_TW_REUSE_DELAY_MS: u32 = 1_000;
 
@@ -43,7 +47,8 @@ pub struct PoolOwner {
 pub struct Pool {
     pub kind: PoolKind,
     pub protocol: Protocol,
-    /// Local address of a connect() pool; `None` for global pools.
+    /// Local address of a connect() pool; the caller's address of a bind() or UDP pool
+    /// (`0.0.0.0` and `::` for the wildcards); `None` for Windows global pools.
     pub local: Option<IpAddr>,
     /// Destination of a connect() pool, e.g. "127.0.0.1:7070" or "[::1]:7070".
     pub remote: Option<SocketAddr>,
@@ -87,15 +92,36 @@ impl Pool {
         }
     }
 
-    /// "tcp 127.0.0.1 -> 127.0.0.1:7070", "tcp bind() pool", "udp pool", "tcp global pool".
+    /// "tcp 127.0.0.1 -> 127.0.0.1:7070", "tcp bind(0.0.0.0, 0)", "udp autobind [::]",
+    /// "tcp global pool".
     pub fn label(&self) -> String {
         match (self.kind, self.local, self.remote) {
             (PoolKind::Connect, Some(l), Some(r)) => format!("{} {l} -> {r}", self.protocol),
             (PoolKind::Connect, _, _) => format!("{} connect() pool", self.protocol),
-            (PoolKind::Bind, _, _) => format!("{} bind() pool", self.protocol),
-            (PoolKind::Udp, _, _) => "udp pool".to_owned(),
+            (PoolKind::Bind, Some(l), _) => {
+                format!("{} bind({}, 0)", self.protocol, bind_pool::caller_addr(l))
+            }
+            (PoolKind::Bind, None, _) => format!("{} bind() pool", self.protocol),
+            (PoolKind::Udp, Some(l), _) => format!("udp autobind {}", bind_pool::caller_addr(l)),
+            (PoolKind::Udp, None, _) => "udp pool".to_owned(),
             (PoolKind::Global, _, _) => format!("{} global pool", self.protocol),
         }
+    }
+
+    /// How long a port of this pool stays in TIME_WAIT after this side closes first (ms);
+    /// None where there is no TIME_WAIT (UDP).
+    pub fn time_wait_ms(&self) -> Option<u32> {
+        match (self.kind, self.protocol) {
+            (PoolKind::Udp, _) | (_, Protocol::Udp) => None,
+            (PoolKind::Connect | PoolKind::Bind, Protocol::Tcp) => Some(LINUX_TIME_WAIT_MS),
+            (PoolKind::Global, Protocol::Tcp) => Some(WINDOWS_TIME_WAIT_MS),
+        }
+    }
+
+    /// New ports per second the pool can take forever when each ends in TIME_WAIT on this
+    /// side: capacity / TIME_WAIT duration. None for UDP, which has no TIME_WAIT.
+    pub fn sustainable_rate(&self) -> Option<f64> {
+        self.time_wait_ms().map(|ms| f64::from(self.capacity) * 1000.0 / f64::from(ms))
     }
 
     /// What fails when this pool is exhausted.
@@ -145,6 +171,33 @@ pub struct PoolSet {
     /// one parity half of the range: connect() alone would have shared, so bind() chose their
     /// ports (bind-before-connect).
     pub no_port_sharing: bool,
+    /// What the pools rest on that the source could not read.
+    pub unknowns: Unknowns,
+    /// Pool ports of connected and TIME_WAIT sockets whose bind bucket bind() made (a fact, or
+    /// every connected port when bind-before-connect is probable): lost to other destinations.
+    pub bind_made_ports: u32,
+    /// Capacity of a connect() pool that holds none of those ports itself.
+    pub connect_base: u32,
+}
+
+/// Kernel facts the Linux pools needed and the source did not give (sock_diag without a BPF
+/// iterator): each was replaced by the assumption its field names, and the report says so.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unknowns {
+    /// Connected sockets whose port's bind bucket origin is unknown: taken as connect()'s own
+    /// (shareable), unless `probable_bind_before_connect`.
+    pub bucket: bool,
+    /// Ports are never shared across destinations: every connected socket was taken as
+    /// bind-before-connect, its port lost to every other destination.
+    pub probable_bind_before_connect: bool,
+    /// TIME_WAIT sockets tw_reuse could take, whose recorded timestamps are unknown: today's
+    /// `tcp_timestamps` was taken as what they negotiated.
+    pub tw_timestamps: u32,
+    /// TIME_WAIT sockets under tw_reuse=2 with non-loopback addresses whose bound device is
+    /// unknown: taken as not bound to lo.
+    pub tw_device: u32,
+    /// IPv6 sockets whose v6only flag is unknown: the default, off, was assumed.
+    pub v6only: u32,
 }
 
 /// A set of port numbers as a 64 Ki-bit map.
@@ -204,18 +257,22 @@ impl Allocation {
 }
 
 /// Whether `tcp_tw_reuse` lets connect() take this TIME_WAIT socket's port again
-/// (`tcp_twsk_unique`): mode 1 always, mode 2 for loopback, only with timestamps, and only once
-/// the socket is older than the reuse delay (its age is 60 s minus the remaining timer).
+/// (`tcp_twsk_unique`): mode 1 always, mode 2 for loopback (either address, or bound to lo:
+/// `tw_bound_dev_if == LOOPBACK_IFINDEX`); only if the socket recorded timestamps from its
+/// peer (`tw_ts_recent_stamp`; when unknown, today's `tcp_timestamps` stands in), and only
+/// once it is older than the reuse delay (its age is 60 s minus the remaining timer). A port
+/// whose bind bucket bind() made is never reused: connect() skips the bucket first.
 pub fn tw_reusable(s: &Socket, settings: &Settings) -> bool {
     let mode = settings.tw_reuse.unwrap_or(TwReuse::Loopback);
     let allowed = match mode {
         TwReuse::Off => false,
         TwReuse::On => true,
-        TwReuse::Loopback => s.is_loopback(),
+        TwReuse::Loopback => s.is_loopback() || s.facts.loopback_dev() == Some(true),
     };
     let delay = settings.tw_reuse_delay_ms.unwrap_or(LINUX_TW_REUSE_DELAY_MS);
     let old_enough = s.timer_ms == 0 || LINUX_TIME_WAIT_MS.saturating_sub(s.timer_ms) >= delay;
-    allowed && settings.timestamps != Some(false) && old_enough
+    let timestamps = s.facts.tw_timestamps().unwrap_or(settings.timestamps != Some(false));
+    allowed && timestamps && old_enough && s.facts.bucket() != Some(BucketOrigin::Bind)
 }
 
 /// Computes every pool of the snapshot, tightest first.
@@ -260,35 +317,34 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     let settings = &snapshot.settings;
     let tcp = Allocation::of(Os::Linux, settings.tcp_range, settings.tcp_reserved.as_ref());
     let udp = Allocation::of(Os::Linux, settings.udp_range, settings.udp_reserved.as_ref());
+    let mut unknowns = Unknowns::default();
 
-    // Pass 1: ports by holder. A listener or bound socket takes its port out of every
-    // connect() pool, whatever its address: the bind bucket match ignores it.
-    let (mut bind_type, mut tcp_live, mut tcp_tw, mut udp_any) =
-        (PortBits::new(), PortBits::new(), PortBits::new(), PortBits::new());
-    for s in &snapshot.sockets {
-        match s.protocol {
-            Protocol::Tcp if s.state == State::TimeWait => tcp_tw.set(s.local_port),
-            Protocol::Tcp => {
-                tcp_live.set(s.local_port);
-                if s.state.is_bind_type() {
-                    bind_type.set(s.local_port);
-                }
-            }
-            Protocol::Udp => udp_any.set(s.local_port),
+    // Pass 1: ports whose bind bucket bind() made. Listeners and bound sockets (`listen_bound`)
+    // own their port; connected and TIME_WAIT sockets of such a bucket (`bind_bucket`: a
+    // bind-before-connect, and its TIME_WAIT keeps the bucket through `tw_tb`) still count in
+    // their own destination's pool. connect() skips both kinds for every destination, whatever
+    // the address: the bucket match ignores it (`__inet_hash_connect`).
+    let (mut listen_bound, mut bind_bucket) = (PortBits::new(), PortBits::new());
+    let mut buckets_known = false;
+    for s in snapshot.sockets.iter().filter(|s| s.protocol == Protocol::Tcp) {
+        if s.state.is_bind_type() {
+            listen_bound.set(s.local_port);
+        } else if s.facts.bucket() == Some(BucketOrigin::Bind) {
+            bind_bucket.set(s.local_port);
         }
+        buckets_known |= s.facts.bucket().is_some();
     }
     let tcp_usable = tcp.range.len() - tcp.reserved.count_within(tcp.range);
-    let bind_type_in_range = bind_type.count_in(tcp.range, &tcp.reserved);
-    let connect_capacity = tcp_usable - bind_type_in_range;
 
-    // Pass 2: connected TCP sockets on pool ports, keyed by destination.
+    // Pass 2: connected TCP sockets on pool ports, keyed by destination; an accepted socket
+    // lives on its listener's port and is not ephemeral.
     let mut keys: HashMap<(IpAddr, IpAddr, u16), u32> = HashMap::default();
     let mut entries: Vec<Entry> = Vec::new();
     for s in &snapshot.sockets {
         if s.protocol != Protocol::Tcp
             || !s.is_connected()
             || !tcp.is_pool_port(s.local_port)
-            || bind_type.get(s.local_port)
+            || listen_bound.get(s.local_port)
         {
             continue;
         }
@@ -299,79 +355,135 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
             State::TimeWait => 2,
             _ => 0,
         };
+        if s.state == State::TimeWait && settings.tw_reuse != Some(TwReuse::Off) {
+            unknowns.tw_timestamps += u32::from(s.facts.tw_timestamps().is_none());
+        }
+        if s.state == State::TimeWait
+            && settings.tw_reuse.unwrap_or(TwReuse::Loopback) == TwReuse::Loopback
+            && !s.is_loopback()
+            && s.facts.loopback_dev().is_none()
+        {
+            unknowns.tw_device += 1;
+        }
         entries.push(Entry { pool, port: s.local_port, tw, pid: s.pid.map_or(0, |p| p.get()) });
     }
     entries.sort_unstable();
     let mut distinct = PortBits::new();
     entries.iter().for_each(|e| distinct.set(e.port));
     let connect_ports = distinct.count_in(tcp.range, &PortSet::new());
+    let connect_used = entries.chunk_by(|a, b| a.pool == b.pool && a.port == b.port).count() as u64;
+    let no_port_sharing = keys.len() >= 2
+        && u64::from(connect_ports) == connect_used
+        && connect_ports > tcp_usable / 2;
+    unknowns.bucket = !buckets_known && !entries.is_empty();
+    if unknowns.bucket && no_port_sharing {
+        // Without the kernel's word, the pattern decides: ports that connect() alone would have
+        // shared are not, so bind() made their buckets, and they are lost to every destination.
+        unknowns.probable_bind_before_connect = true;
+        bind_bucket = distinct;
+    }
+    let skipped = (tcp.range.start..=tcp.range.end)
+        .filter(|&p| !tcp.reserved.contains(p) && (listen_bound.get(p) || bind_bucket.get(p)))
+        .count() as u32;
 
+    let bind_made_ports = (tcp.range.start..=tcp.range.end)
+        .filter(|&p| !tcp.reserved.contains(p) && !listen_bound.get(p) && bind_bucket.get(p))
+        .count() as u32;
     let mut pools: Vec<Pool> =
-        vec![Pool::new(PoolKind::Connect, Protocol::Tcp, connect_capacity); keys.len()];
+        vec![Pool::new(PoolKind::Connect, Protocol::Tcp, tcp_usable - skipped); keys.len()];
     for ((local, remote, port), i) in keys {
         pools[i as usize].local = Some(local);
         pools[i as usize].remote = Some(SocketAddr::new(remote, port));
     }
-    count_entries(&entries, &mut pools);
+    count_entries(&entries, &mut pools, &bind_bucket);
     for p in &mut pools {
         p.finish(thresholds);
     }
 
-    // Global pools: any socket on a port makes bind(port 0) / UDP autobind skip it.
-    let mut bind = Pool::new(PoolKind::Bind, Protocol::Tcp, tcp_usable);
-    for port in (tcp.range.start..=tcp.range.end).filter(|&p| !tcp.reserved.contains(p)) {
-        if tcp_live.get(port) || tcp_tw.get(port) {
-            bind.used += 1;
-            bind.time_wait += u32::from(!tcp_live.get(port));
-        }
-    }
-    bind.finish(thresholds);
     // bind(port 0) cannot take TIME_WAIT ports (measured: with 95 of 100 ports in TIME_WAIT,
     // bind() got 5 ports, then EADDRINUSE), but it only fails someone who calls it. Without a
     // sign of such a caller, a full bind() pool is a risk, not an outage: cap it at warn and let
-    // the `latent_bind_pool` finding say what would fail.
-    let connect_used: u64 = pools.iter().map(|p| u64::from(p.used)).sum();
-    let no_port_sharing = pools.len() >= 2
-        && u64::from(connect_ports) == connect_used
-        && connect_ports > tcp_usable / 2;
-    let binds_now =
-        snapshot.sockets.iter().any(|s| s.protocol == Protocol::Tcp && s.state == State::Bound)
-            || no_port_sharing;
-    if !binds_now && bind.level > Level::Warn {
-        bind.level = Level::Warn;
-        bind.latent = true;
+    // the `latent_bind_pool` finding say what would fail. Signs: a bound socket, a listener on
+    // an ephemeral port (it got its port from bind(0)), a port bind() gave a connected socket.
+    let binds_now = no_port_sharing
+        || snapshot.sockets.iter().any(|s| {
+            s.protocol == Protocol::Tcp
+                && (s.state == State::Bound
+                    || (s.state == State::Listen && tcp.is_pool_port(s.local_port))
+                    || s.facts.bucket() == Some(BucketOrigin::Bind))
+        });
+    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Tcp, |p| tcp.is_pool_port(p)) {
+        let mut pool = caller_pool(snapshot, caller, PoolKind::Bind, &tcp, thresholds);
+        if !binds_now && pool.level > Level::Warn {
+            pool.level = Level::Warn;
+            pool.latent = true;
+        }
+        pools.push(pool);
     }
-    let mut udp_pool = Pool::new(
-        PoolKind::Udp,
-        Protocol::Udp,
-        udp.range.len() - udp.reserved.count_within(udp.range),
-    );
-    udp_pool.used = udp_any.count_in(udp.range, &udp.reserved);
-    udp_pool.finish(thresholds);
-    bind.owners = global_owners(snapshot, Protocol::Tcp, &tcp);
-    udp_pool.owners = global_owners(snapshot, Protocol::Udp, &udp);
-    pools.push(bind);
-    pools.push(udp_pool);
+    for caller in bind_pool::callers(&snapshot.sockets, Protocol::Udp, |p| udp.is_pool_port(p)) {
+        pools.push(caller_pool(snapshot, caller, PoolKind::Udp, &udp, thresholds));
+    }
+    unknowns.v6only = snapshot
+        .sockets
+        .iter()
+        .filter(|s| bind_pool::holder_v6only(s).1 == V6onlyFrom::Assumed)
+        .count() as u32;
 
     let bind_type_ports = (tcp.range.start..=tcp.range.end)
-        .filter(|&p| bind_type.get(p) && !tcp.reserved.contains(p))
+        .filter(|&p| listen_bound.get(p) && !tcp.reserved.contains(p))
         .collect();
     PoolSet {
         ranges: vec![tcp.report(Protocol::Tcp), udp.report(Protocol::Udp)],
         pools,
         bind_type_ports,
         no_port_sharing,
+        unknowns,
+        bind_made_ports,
+        connect_base: tcp_usable - skipped,
     }
 }
 
+/// The bind(port 0) or UDP autobind pool of one caller: the pool ports on which no socket
+/// overlaps the caller's address (`bind_pool::conflicts`). TIME_WAIT holds its port too.
+fn caller_pool(
+    snapshot: &Snapshot,
+    caller: Caller,
+    kind: PoolKind,
+    alloc: &Allocation,
+    thresholds: &Thresholds,
+) -> Pool {
+    let (mut live, mut tw) = (PortBits::new(), PortBits::new());
+    for s in snapshot.sockets.iter().filter(|s| bind_pool::conflicts(s, caller)) {
+        if s.state == State::TimeWait { tw.set(s.local_port) } else { live.set(s.local_port) }
+    }
+    let usable = alloc.range.len() - alloc.reserved.count_within(alloc.range);
+    let mut pool = Pool::new(kind, caller.protocol, usable);
+    pool.local = Some(caller.addr);
+    for port in (alloc.range.start..=alloc.range.end).filter(|&p| !alloc.reserved.contains(p)) {
+        if live.get(port) || tw.get(port) {
+            pool.used += 1;
+            pool.time_wait += u32::from(!live.get(port));
+        }
+    }
+    pool.finish(thresholds);
+    pool.owners = global_owners(snapshot, caller.protocol, alloc, Some(caller));
+    pool
+}
+
 /// The processes holding the most distinct pool ports of one protocol: the owners of a global
-/// pool (Linux bind() and UDP, Windows).
-fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) -> Vec<PoolOwner> {
+/// pool (Windows), or of one caller's bind() or UDP pool (Linux).
+fn global_owners(
+    snapshot: &Snapshot,
+    protocol: Protocol,
+    alloc: &Allocation,
+    caller: Option<Caller>,
+) -> Vec<PoolOwner> {
     // (pid, port) packed in one u64, sorted once.
     let mut held: Vec<u64> = snapshot
         .sockets
         .iter()
         .filter(|s| s.protocol == protocol && alloc.is_pool_port(s.local_port))
+        .filter(|s| caller.is_none_or(|c| bind_pool::conflicts(s, c)))
         .filter_map(|s| Some(u64::from(s.pid?.get()) << 16 | u64::from(s.local_port)))
         .collect();
     held.sort_unstable();
@@ -383,21 +495,25 @@ fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) ->
     top_owners(counts)
 }
 
-/// Counts distinct ports, TIME_WAIT ports and owners per pool from sorted entries.
-fn count_entries(entries: &[Entry], pools: &mut [Pool]) {
+/// Counts distinct ports, TIME_WAIT ports and owners per pool from sorted entries. A pool's
+/// own ports of bind-made buckets count as used and give back the capacity that every pool
+/// lost to them; their TIME_WAIT is never reusable.
+fn count_entries(entries: &[Entry], pools: &mut [Pool], bind_bucket: &PortBits) {
     for group in entries.chunk_by(|a, b| a.pool == b.pool) {
         let pool = &mut pools[group[0].pool as usize];
         let mut owners: HashMap<u32, u32> = HashMap::default();
         for port in group.chunk_by(|a, b| a.port == b.port) {
+            let bound = bind_bucket.get(port[0].port);
+            pool.capacity += u32::from(bound);
             // Sorted by `tw`: the first entry of a port says whether anything live holds it.
             pool.used += 1;
-            match port[0].tw {
-                1 => {
+            match (port[0].tw, bound) {
+                (0, _) => {}
+                (1, false) => {
                     pool.time_wait += 1;
                     pool.time_wait_reusable += 1;
                 }
-                2 => pool.time_wait += 1,
-                _ => {}
+                _ => pool.time_wait += 1,
             }
             if port[0].pid != 0 {
                 *owners.entry(port[0].pid).or_default() += 1;
@@ -450,14 +566,22 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
                 pool.time_wait += u32::from(!live.get(port));
             }
         }
-        pool.owners = global_owners(snapshot, protocol, &alloc);
+        pool.owners = global_owners(snapshot, protocol, &alloc, None);
         pool.finish(thresholds);
         ranges.push(report);
         pools.push(pool);
     }
     listeners.sort_unstable();
     listeners.dedup();
-    PoolSet { ranges, pools, bind_type_ports: listeners, no_port_sharing: false }
+    PoolSet {
+        ranges,
+        pools,
+        bind_type_ports: listeners,
+        no_port_sharing: false,
+        unknowns: Unknowns::default(),
+        bind_made_ports: 0,
+        connect_base: 0,
+    }
 }
 
 #[cfg(test)]
@@ -467,6 +591,18 @@ mod tests {
     use super::*;
     use crate::model::Snapshot;
     use proptest::prelude::*;
+
+    /// One rule for the churn a pool sustains, used by the findings and the live view.
+    #[test]
+    fn sustainable_rate_is_capacity_over_time_wait() {
+        let linux = Pool::new(PoolKind::Connect, Protocol::Tcp, 28_232);
+        assert_eq!(linux.sustainable_rate(), Some(28_232.0 / 60.0));
+        assert_eq!(Pool::new(PoolKind::Bind, Protocol::Tcp, 600).sustainable_rate(), Some(10.0));
+        let windows = Pool::new(PoolKind::Global, Protocol::Tcp, 16_384);
+        assert_eq!(windows.sustainable_rate(), Some(16_384.0 / 120.0));
+        assert_eq!(Pool::new(PoolKind::Global, Protocol::Udp, 16_384).sustainable_rate(), None);
+        assert_eq!(Pool::new(PoolKind::Udp, Protocol::Udp, 16_384).sustainable_rate(), None);
+    }
 
     const LO: &str = "127.0.0.1";
 
@@ -671,6 +807,169 @@ mod tests {
         );
     }
 
+    fn with(
+        s: Socket,
+        f: impl FnOnce(crate::model::KernelFacts) -> crate::model::KernelFacts,
+    ) -> Socket {
+        Socket { facts: f(s.facts), ..s }
+    }
+
+    /// Issue 7, case 1: 50 sockets bind(0)+connect to :5000, then plain connect() to :6000
+    /// got only the 50 other ports of 100.
+    #[test]
+    fn bind_made_buckets_leave_every_connect_pool() {
+        let mut socks: Vec<Socket> = (40000..40050)
+            .map(|p| {
+                with(tcp(State::Established, p, (LO, 5000)), |f| f.with_bucket(BucketOrigin::Bind))
+            })
+            .collect();
+        socks.extend((40050..40100).map(|p| {
+            with(tcp(State::Established, p, (LO, 6000)), |f| f.with_bucket(BucketOrigin::Connect))
+        }));
+        let set = pools(&snapshot((40000, 40099), socks.clone()), &Thresholds::default());
+        let plain = connect_pool(&set, "127.0.0.1:6000");
+        assert_eq!((plain.used, plain.capacity, plain.level), (50, 50, Level::Exhausted));
+        // The :5000 pool keeps its own 50 and may still take :6000's connect-made ports.
+        let bound = connect_pool(&set, "127.0.0.1:5000");
+        assert_eq!((bound.used, bound.capacity), (50, 100));
+        assert_eq!(set.unknowns.bucket, false);
+
+        // In TIME_WAIT under tw_reuse=1 the bind-made ports stay lost (`tw_tb` keeps the bucket).
+        for s in &mut socks {
+            s.state = State::TimeWait;
+            s.timer_ms = 30_000;
+        }
+        let mut snap = snapshot((40000, 40099), socks);
+        snap.settings.tw_reuse = Some(TwReuse::On);
+        let set = pools(&snap, &Thresholds::default());
+        // Plain connect() to :5000 skips its own bind-made ports but may share :6000's.
+        let p = connect_pool(&set, "127.0.0.1:5000");
+        assert_eq!((p.time_wait, p.time_wait_reusable, p.effective, p.capacity), (50, 0, 50, 100));
+        let p = connect_pool(&set, "127.0.0.1:6000");
+        assert_eq!((p.time_wait, p.time_wait_reusable, p.level), (50, 50, Level::Ok));
+    }
+
+    #[test]
+    fn without_bucket_facts_unshared_ports_are_probable_bind_before_connect() {
+        let mut socks: Vec<Socket> =
+            (40000..40050).map(|p| tcp(State::Established, p, (LO, 5000))).collect();
+        socks.extend((40050..40100).map(|p| tcp(State::Established, p, (LO, 6000))));
+        let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
+        assert!(set.unknowns.bucket && set.unknowns.probable_bind_before_connect);
+        let p = connect_pool(&set, "127.0.0.1:6000");
+        assert_eq!((p.used, p.capacity, p.level), (50, 50, Level::Exhausted));
+        // Shared ports are what connect() does: nothing is assumed beyond "unknown".
+        let mut socks: Vec<Socket> =
+            (40000..40060).map(|p| tcp(State::Established, p, (LO, 5000))).collect();
+        socks.extend((40000..40060).map(|p| tcp(State::Established, p, (LO, 6000))));
+        let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
+        assert!(set.unknowns.bucket && !set.unknowns.probable_bind_before_connect);
+        assert_eq!(connect_pool(&set, "127.0.0.1:6000").capacity, 100);
+    }
+
+    /// Issue 7, cases 2 and 4: reuse follows what the TIME_WAIT socket recorded and its device.
+    #[test]
+    fn time_wait_reuse_follows_the_socket_not_todays_settings() {
+        let tw = |p| Socket { timer_ms: 30_000, ..tcp(State::TimeWait, p, (LO, 7070)) };
+        let mut snap = snapshot((40000, 40099), (40000..40100).map(tw).collect());
+        snap.settings.tw_reuse = Some(TwReuse::On);
+        snap.settings.timestamps = Some(true);
+        // The peer had timestamps off: nothing recorded, nothing reusable.
+        snap.sockets =
+            snap.sockets.into_iter().map(|s| with(s, |f| f.with_tw_timestamps(false))).collect();
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!(set.pools[0].level, Level::Exhausted);
+        assert_eq!(set.unknowns.tw_timestamps, 0);
+        // Recorded, though today's sysctl is off: reusable.
+        snap.settings.timestamps = Some(false);
+        snap.sockets =
+            snap.sockets.into_iter().map(|s| with(s, |f| f.with_tw_timestamps(true))).collect();
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!(connect_pool(&set, "127.0.0.1:7070").time_wait_reusable, 100);
+        // Unknown: today's sysctl stands in, and the count of such sockets is reported.
+        snap.sockets = (40000..40100).map(tw).collect();
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!(connect_pool(&set, "127.0.0.1:7070").time_wait_reusable, 0);
+        assert_eq!(set.unknowns.tw_timestamps, 100);
+
+        // tw_reuse=2: a non-loopback address bound to lo is loopback.
+        let away = |p| Socket {
+            timer_ms: 30_000,
+            ..Socket::new(
+                Protocol::Tcp,
+                State::TimeWait,
+                (ip("10.1.1.1"), p),
+                (ip("10.1.1.1"), 7070),
+            )
+        };
+        let mut snap = snapshot((40000, 40099), (40000..40100).map(away).collect());
+        snap.settings.tw_reuse = Some(TwReuse::Loopback);
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!((set.pools[0].level, set.unknowns.tw_device), (Level::Exhausted, 100));
+        snap.sockets =
+            snap.sockets.into_iter().map(|s| with(s, |f| f.with_loopback_dev(true))).collect();
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!(connect_pool(&set, "10.1.1.1:7070").time_wait_reusable, 100);
+        assert_eq!(set.unknowns.tw_device, 0);
+    }
+
+    /// Issue 7, case 3: bind() and UDP pools are per family and address.
+    #[test]
+    fn bind_and_udp_pools_are_per_family_and_address() {
+        let udp6 = |p| {
+            with(
+                Socket::new(Protocol::Udp, State::Established, (ip("::1"), p), (ip("::1"), 53)),
+                |f| f.with_v6only(true).with_family_v6(true),
+            )
+        };
+        let set = pools(
+            &snapshot((40000, 40099), (40000..40100).map(udp6).collect()),
+            &Thresholds::default(),
+        );
+        let udp = |addr: &str| {
+            set.pools
+                .iter()
+                .find(|p| p.kind == PoolKind::Udp && p.local == Some(ip(addr)))
+                .expect(addr)
+        };
+        assert_eq!((udp("::").used, udp("::").level), (100, Level::Exhausted));
+        assert_eq!((udp("0.0.0.0").used, udp("0.0.0.0").level), (0, Level::Ok));
+        assert_eq!(udp("::").label(), "udp autobind [::]");
+
+        let bound = |addr: &str, p| {
+            Socket::new(Protocol::Tcp, State::Bound, (ip(addr), p), (ip("0.0.0.0"), 0))
+        };
+        let mut socks: Vec<Socket> = (40000..40050).map(|p| bound("::1", p)).collect();
+        socks.extend((40050..40100).map(|p| bound("127.0.0.1", p)));
+        let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
+        let bind = |addr: &str| {
+            set.pools
+                .iter()
+                .find(|p| p.kind == PoolKind::Bind && p.local == Some(ip(addr)))
+                .expect(addr)
+        };
+        assert_eq!(bind("::").used, 100);
+        assert_eq!(bind("0.0.0.0").used, 50);
+        assert_eq!(bind("127.0.0.1").used, 50);
+        assert_eq!(bind("::1").used, 50);
+        assert!(set.pools.iter().all(|p| p.local != Some(ip("127.0.0.2"))));
+        assert_eq!(bind("0.0.0.0").label(), "tcp bind(0.0.0.0, 0)");
+    }
+
+    /// Issue 7, case 6: a listener on an ephemeral port got it from bind(0): bind() is in use.
+    #[test]
+    fn an_ephemeral_listener_makes_a_full_bind_pool_real() {
+        let mut socks: Vec<Socket> = (40000..40099)
+            .map(|p| Socket { timer_ms: 30_000, ..tcp(State::TimeWait, p, (LO, 7070)) })
+            .collect();
+        socks.push(tcp(State::Listen, 40099, ("0.0.0.0", 0)));
+        let mut snap = snapshot((40000, 40099), socks);
+        snap.settings.tw_reuse = Some(TwReuse::Loopback);
+        let set = pools(&snap, &Thresholds::default());
+        let bind = set.pools.iter().find(|p| p.kind == PoolKind::Bind).unwrap();
+        assert_eq!((bind.used, bind.level, bind.latent), (100, Level::Exhausted, false));
+    }
+
     proptest! {
         /// Against a brute-force model: a destination's pool counts the distinct pool ports of
         /// its connected sockets, and never exceeds its capacity when the data is consistent.
@@ -682,7 +981,9 @@ mod tests {
             let dests = [7070u16, 7071, 7072];
             let mut socks: Vec<Socket> = listeners.iter().map(|&p| tcp(State::Listen, 1000 + p, ("0.0.0.0", 0))).collect();
             for &(p, d, tw) in &conns {
-                socks.push(tcp(if tw { State::TimeWait } else { State::Established }, 1000 + p, (LO, dests[d])));
+                // The bucket is known (connect()'s own), so no bind-before-connect is inferred.
+                let s = tcp(if tw { State::TimeWait } else { State::Established }, 1000 + p, (LO, dests[d]));
+                socks.push(with(s, |f| f.with_bucket(BucketOrigin::Connect)));
             }
             let set = pools(&snapshot((1000, 1039), socks), &Thresholds::default());
             for (d, &port) in dests.iter().enumerate() {

@@ -12,7 +12,7 @@ use crate::model::{Gap, GapKind, Os, TwReuse};
 use crate::pool::{Pool, RangeReport};
 
 /// Version of the JSON contract; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -56,6 +56,15 @@ impl Report {
         (self.verdict == Level::Ok)
             .then(|| self.gaps.iter().find(|g| g.kind == GapKind::Incomplete))
             .flatten()
+    }
+
+    /// Raises the verdict to at least `level` because of `why` (a failure seen or logged, not
+    /// visible in the snapshot): the verdict line then says why first.
+    pub fn raise(&mut self, level: Level, why: &str) {
+        if self.verdict < level {
+            self.verdict = level;
+            self.summary = format!("{why}; the snapshot itself: {}", self.summary);
+        }
     }
 
     /// Exit status for monitoring systems: the verdict's (0 ok, 1 warn, 2 critical or exhausted),
@@ -199,9 +208,41 @@ pub fn grouped(n: impl Into<u64>) -> String {
     out
 }
 
+/// `n` and the noun, singular for one: "1 socket", "28,232 ports", "2 processes",
+/// "3 entries". `noun` is the singular; English plural rules for the nouns porthog counts.
+pub fn plural(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        return format!("1 {noun}");
+    }
+    let consonant_y = noun.len() > 1
+        && noun.ends_with('y')
+        && !noun[..noun.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    let many = if consonant_y {
+        format!("{}ies", &noun[..noun.len() - 1])
+    } else if noun.ends_with(['s', 'x', 'z']) || noun.ends_with("ch") || noun.ends_with("sh") {
+        format!("{noun}es")
+    } else {
+        format!("{noun}s")
+    };
+    format!("{} {many}", grouped(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plurals_agree_with_their_count() {
+        assert_eq!(plural(1u64, "socket"), "1 socket");
+        assert_eq!(plural(0u64, "socket"), "0 sockets");
+        assert_eq!(plural(28_232u64, "port"), "28,232 ports");
+        assert_eq!(plural(1u64, "process"), "1 process");
+        assert_eq!(plural(2u64, "process"), "2 processes");
+        assert_eq!(plural(3u64, "entry"), "3 entries");
+        assert_eq!(plural(2u64, "day"), "2 days");
+        assert_eq!(plural(5u64, "record"), "5 records");
+    }
 
     #[test]
     fn groups_thousands() {

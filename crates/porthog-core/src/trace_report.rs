@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::level::Level;
 use crate::lifecycle::{ConnectionRate, FailureCount};
-use crate::report::Report;
+use crate::report::{Report, plural};
 use crate::timeline::{Failure, OwnerCount};
 
 /// One line of `porthog trace --json`.
@@ -40,6 +41,29 @@ pub struct TraceSummary {
     pub report: Report,
 }
 
+impl TraceSummary {
+    /// The summary of a run, judged: refusals caught during the trace make the verdict of the
+    /// final check at least critical (they happened, whatever the pools look like at the end,
+    /// and they are an answer even when the final socket list was incomplete). The verdict and
+    /// `exit_code` then agree.
+    pub fn judged(mut self) -> TraceSummary {
+        let refused: u64 = self.failures.iter().map(|f| f.count).sum();
+        if refused > 0 {
+            let why = format!(
+                "the kernel refused {} for lack of a port during the trace",
+                plural(refused, "allocation")
+            );
+            self.report.raise(Level::Critical, &why);
+        }
+        self
+    }
+
+    /// Exit status: the final report's, once `judged`.
+    pub fn exit_code(&self) -> u8 {
+        self.report.exit_code()
+    }
+}
+
 /// RFC 3339 with milliseconds, UTC, from milliseconds since the Unix epoch:
 /// `2026-11-24T02:30:00.123Z`.
 pub fn rfc3339_millis(unix_ms: i64) -> String {
@@ -69,8 +93,49 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::FailureCount;
     use crate::model::Protocol;
     use crate::timeline::Errno;
+
+    fn ok_summary(failures: Vec<crate::lifecycle::FailureCount>) -> TraceSummary {
+        let snapshot = crate::model::Snapshot::new(crate::model::Os::Linux, "test");
+        TraceSummary {
+            failures,
+            time_wait_owners: vec![],
+            new_connections: vec![],
+            time_wait_produced: vec![],
+            lost_events: 0,
+            unresolved_events: 0,
+            duration_s: 1.0,
+            report: crate::analyze(&snapshot, &crate::AnalyzeOptions::default()),
+        }
+    }
+
+    /// Issue 8: refusals caught raise the verdict itself, not only the exit status, so
+    /// `trace --json` never says "ok" or "warn" and exits 2.
+    #[test]
+    fn refusals_caught_make_the_verdict_critical_and_the_exit_status_agrees() {
+        let quiet = ok_summary(vec![]).judged();
+        assert_eq!((quiet.report.verdict, quiet.exit_code()), (Level::Ok, 0));
+        let refused = crate::lifecycle::FailureCount {
+            pid: 7,
+            name: "curl".into(),
+            remote: None,
+            call: "bind".into(),
+            errno: Errno::AddrInUse,
+            count: 5,
+        };
+        let s = ok_summary(vec![refused.clone(), FailureCount { count: 1, ..refused }]).judged();
+        assert_eq!((s.report.verdict, s.exit_code()), (Level::Critical, 2));
+        assert!(
+            s.report.summary.starts_with(
+                "the kernel refused 6 allocations for lack of a port during the trace; the snapshot itself: "
+            ),
+            "{}",
+            s.report.summary
+        );
+        assert_eq!(s.report.verdict.exit_code() as u8, s.exit_code());
+    }
 
     #[test]
     fn times_are_rfc3339_utc() {

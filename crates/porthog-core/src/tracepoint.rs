@@ -293,63 +293,13 @@ pub(crate) mod tests {
     use super::*;
 
     /// `events/sock/inet_sock_set_state/format` as Linux 6.18 writes it (print fmt shortened).
-    pub const SET_STATE: &str = "name: inet_sock_set_state
-ID: 2287
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+    pub const SET_STATE: &str =
+        include_str!("../tests/fixtures/tracefs/inet_sock_set_state.format");
 
-\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
-\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
-\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
-\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+    pub const EXIT_CONNECT: &str =
+        include_str!("../tests/fixtures/tracefs/sys_exit_connect.format");
 
-print fmt: \"family=%s protocol=%s sport=%hu dport=%hu saddr=%pI4 daddr=%pI4\", REC->family
-";
-
-    pub const EXIT_CONNECT: &str = "name: sys_exit_connect
-ID: 2229
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
-\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;
-
-print fmt: \"0x%lx\", REC->ret
-";
-
-    pub const DESTROY: &str = "name: tcp_destroy_sock
-ID: 2278
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:__u16 sport;\toffset:16;\tsize:2;\tsigned:0;
-\tfield:__u16 dport;\toffset:18;\tsize:2;\tsigned:0;
-\tfield:__u16 family;\toffset:20;\tsize:2;\tsigned:0;
-\tfield:__u8 saddr[4];\toffset:22;\tsize:4;\tsigned:0;
-\tfield:__u8 daddr[4];\toffset:26;\tsize:4;\tsigned:0;
-\tfield:__u8 saddr_v6[16];\toffset:30;\tsize:16;\tsigned:0;
-\tfield:__u8 daddr_v6[16];\toffset:46;\tsize:16;\tsigned:0;
-\tfield:__u64 sock_cookie;\toffset:64;\tsize:8;\tsigned:0;
-
-print fmt: \"family=%s sport=%hu dport=%hu sock_cookie=%llx\", REC->family
-";
+    pub const DESTROY: &str = include_str!("../tests/fixtures/tracefs/tcp_destroy_sock.format");
 
     pub fn decoder() -> Decoder {
         let bind =

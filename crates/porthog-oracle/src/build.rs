@@ -28,7 +28,7 @@ pub struct Live {
     pub notes: Vec<String>,
     /// Orphaned FIN_WAIT2 sockets expected in this namespace.
     leaks: u32,
-    /// Sockets made that hold a port from bind(port 0): ephemeral listeners, bound sockets,
+    /// Open sockets that hold a port from bind(port 0): ephemeral listeners, bound sockets,
     /// bind-before-connect (what issue 7 wrong 6 says porthog must see as a bind(0) caller).
     pub bind0: u32,
 }
@@ -111,7 +111,9 @@ fn apply(scn: &Scenario, step: &Step, live: &mut Live) -> Result<()> {
                     Err(e) => return Err(e).context(format!("{origin:?} connect to {to}")),
                 }
             }
-            if matches!(origin, Origin::BindFirst(_)) {
+            // Only an open socket shows its bind(0) port to an outside observer; a TIME_WAIT or
+            // orphan has no owner left to show it.
+            if matches!(origin, Origin::BindFirst(_)) && end == End::Open {
                 live.bind0 += clients.len() as u32;
             }
             let servers = accept(&live.listeners[dest], clients.len())?;

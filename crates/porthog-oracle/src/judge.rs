@@ -44,6 +44,7 @@ pub enum Judgement {
 #[derive(Debug, Clone)]
 pub struct Check {
     pub pool: String,
+    pub kind: PoolKind,
     pub probe: Probe,
     /// porthog: free = capacity - effective, and whether it said exhausted.
     pub claimed_free: u32,
@@ -55,30 +56,65 @@ pub struct Check {
     pub class: Option<String>,
 }
 
-/// A scenario ingredient, a disagreement it can cause, and the report text that declares the
-/// assumption it breaks. Extend when porthog declares new assumptions.
+/// A scenario ingredient, a disagreement it can cause, and the report texts that declare the
+/// assumption it breaks (today's wording and the wording of report schema 1). Extend when
+/// porthog declares new assumptions.
 struct DeclaredRule {
     tag: &'static str,
     kind: PoolKind,
     direction: Direction,
-    needle: &'static str,
+    needles: &'static [&'static str],
 }
 
+/// "connected sockets were taken to have their port from connect(), not bind() first".
+const BIND_FIRST: &[&str] = &["bind() first"];
+/// Whether a TIME_WAIT recorded timestamps is not seen.
+const TW_TIMESTAMPS: &[&str] =
+    &["whether they recorded TCP timestamps is not shown", "negotiated TCP timestamps"];
+/// "IPV6_V6ONLY is not shown, so off (the default) was assumed".
+const V6ONLY: &[&str] = &["IPV6_V6ONLY is not shown"];
+
 const DECLARED: &[DeclaredRule] = &[
-    // "connected sockets are assumed to have taken their port from connect(), not from bind()
-    // first": when they did bind first, every connect() pool has fewer ports than claimed.
+    // When they did bind first, every connect() pool has fewer ports than claimed.
     DeclaredRule {
         tag: "bind-before-connect",
         kind: PoolKind::Connect,
         direction: Direction::Over,
-        needle: "not from bind() first",
+        needles: BIND_FIRST,
     },
-    // "TIME_WAIT counted as reusable assumes those connections negotiated TCP timestamps".
+    // A peer without timestamps: TIME_WAIT claimed reusable is not.
     DeclaredRule {
         tag: "peer-timestamps-off",
         kind: PoolKind::Connect,
         direction: Direction::Over,
-        needle: "negotiated TCP timestamps",
+        needles: TW_TIMESTAMPS,
+    },
+    // Local timestamps switched off after the closes: TIME_WAIT claimed blocking is reusable.
+    DeclaredRule {
+        tag: "timestamps-toggled-after",
+        kind: PoolKind::Connect,
+        direction: Direction::Under,
+        needles: &["whether they recorded TCP timestamps is not shown"],
+    },
+    // A TIME_WAIT bound to lo is loopback for tw_reuse=2.
+    DeclaredRule {
+        tag: "so-bindtodevice",
+        kind: PoolKind::Connect,
+        direction: Direction::Under,
+        needles: &["taken as not bound to lo"],
+    },
+    // v6only holders claimed to block IPv4 callers.
+    DeclaredRule {
+        tag: "tcp-ipv6",
+        kind: PoolKind::Bind,
+        direction: Direction::Under,
+        needles: V6ONLY,
+    },
+    DeclaredRule {
+        tag: "udp-v6only",
+        kind: PoolKind::Udp,
+        direction: Direction::Under,
+        needles: V6ONLY,
     },
 ];
 
@@ -119,6 +155,7 @@ pub fn judge(
     };
     Check {
         pool: pool.label(),
+        kind: pool.kind,
         probe,
         claimed_free,
         claimed_exhausted,
@@ -145,7 +182,7 @@ fn declared(
         if rule.kind == pool.kind
             && rule.direction == direction
             && tags.contains(&rule.tag)
-            && let Some(text) = said(rule.needle)
+            && let Some(text) = rule.needles.iter().find_map(|n| said(n))
         {
             return Judgement::Declared(text);
         }

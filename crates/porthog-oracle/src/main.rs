@@ -48,6 +48,9 @@ mod linux {
         /// The porthog binary under test [default: `porthog` next to this program].
         #[arg(long)]
         porthog: Option<PathBuf>,
+        /// Start no new scenario after this many seconds (the tally covers those run).
+        #[arg(long, value_name = "SECONDS")]
+        r#for: Option<u64>,
         /// Print every scenario, not only those that disagree.
         #[arg(short, long)]
         verbose: bool,
@@ -80,17 +83,16 @@ mod linux {
             let mut unexpected = 0;
             for case in regress::cases() {
                 let outcome = oracle.run(&case.scenario)?;
-                let agrees = outcome.all_agree();
-                let as_expected = agrees == (case.expect == Expect::Agree);
-                unexpected += usize::from(!as_expected);
-                println!(
-                    "{}: {} ({:?} expected){}",
-                    case.name,
-                    if agrees { "agrees" } else { "disagrees" },
-                    case.expect,
-                    if as_expected { "" } else { "  <-- UNEXPECTED" }
-                );
-                if args.verbose || !as_expected || !agrees {
+                let verdict = case.check(&outcome);
+                unexpected += usize::from(verdict.is_err());
+                match &verdict {
+                    Ok(()) => println!(
+                        "{}: as expected ({:?} on its {:?} pools)",
+                        case.name, case.expect, case.about
+                    ),
+                    Err(e) => println!("{}: UNEXPECTED: {e}", case.name),
+                }
+                if args.verbose || verdict.is_err() || case.expect == Expect::Disagree {
                     print!("{}", outcome.describe());
                 }
                 tally.add(&outcome);
@@ -101,7 +103,15 @@ mod linux {
 
         let mix = Mix::parse(&args.mix)
             .with_context(|| format!("--mix {:?}: use basic or full", args.mix))?;
+        let started = std::time::Instant::now();
         for seed in parse_seeds(&args.seeds)? {
+            if args.r#for.is_some_and(|budget| started.elapsed().as_secs() >= budget) {
+                println!(
+                    "time budget of {} s spent: stopping before seed {seed}",
+                    args.r#for.unwrap_or(0)
+                );
+                break;
+            }
             let scn = Scenario::generate(seed, mix);
             match oracle.run(&scn) {
                 Ok(outcome) => {

@@ -1,18 +1,20 @@
 //! The known disagreements, as named fixed scenarios (issue 7, "What was wrong", and what the
-//! oracle found since). Each says whether porthog must agree on it today; the ones that
-//! disagree until the model follows the kernel (branch i7-model) are `Expect::Disagree`, and
-//! the test fails when one starts to agree, so it is flipped to `Expect::Agree` then.
+//! oracle found since). Each says whether porthog must agree on it today: `Expect::Agree` once
+//! the model follows that rule (three flipped with the i7-model merge), `Expect::Disagree`
+//! while it does not; the test fails when a case starts to agree, so it is flipped then.
 
 use std::net::SocketAddr;
 
+use porthog_core::PoolKind;
+
 use crate::scenario::{Dest, End, LO4, LO6, Mix, ON_LO, Origin, PEER, Scenario, Step, TwAge};
 
-/// What a regression case must show today.
+/// What a regression case must show today about the pools of its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// Every probed pool agrees.
+    /// Every probed pool of the case's kind agrees.
     Agree,
-    /// At least one pool disagrees (declared or wrong): a known model error, not fixed yet.
+    /// One of them disagrees (declared or wrong): a known model error, not fixed yet.
     Disagree,
 }
 
@@ -22,7 +24,28 @@ pub struct Case {
     /// The kernel rule at stake.
     pub rule: &'static str,
     pub expect: Expect,
+    /// The kind of pool the rule is about (the others may disagree for other reasons).
+    pub about: PoolKind,
     pub scenario: Scenario,
+}
+
+impl Case {
+    /// Whether the outcome shows what the case expects; Err says what it showed instead.
+    pub fn check(&self, outcome: &crate::Outcome) -> Result<(), String> {
+        match (self.expect, outcome.agrees_on(self.about)) {
+            (_, None) => Err(format!("{}: no {:?} pool was probed", self.name, self.about)),
+            (Expect::Agree, Some(true)) | (Expect::Disagree, Some(false)) => Ok(()),
+            (Expect::Agree, Some(false)) => Err(format!(
+                "{} ({}): porthog disagrees with the kernel on the {:?} pools",
+                self.name, self.rule, self.about
+            )),
+            (Expect::Disagree, Some(true)) => Err(format!(
+                "{} ({}): porthog now agrees with the kernel: flip this case to Expect::Agree \
+                 in crates/porthog-oracle/src/regress.rs",
+                self.name, self.rule
+            )),
+        }
+    }
 }
 
 fn base(range: (u16, u16)) -> Scenario {
@@ -63,6 +86,7 @@ pub fn cases() -> Vec<Case> {
         name: "bind_before_connect_shrinks_other_destinations",
         rule: "a port from bind(addr, 0) + connect() is skipped by connect() to every destination",
         expect: Expect::Disagree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -80,6 +104,7 @@ pub fn cases() -> Vec<Case> {
         name: "bind_before_connect_time_wait_is_not_reusable",
         rule: "a TIME_WAIT keeps its bind-type bucket, so tw_reuse cannot take the port",
         expect: Expect::Disagree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -94,6 +119,7 @@ pub fn cases() -> Vec<Case> {
         name: "peer_without_timestamps_time_wait_is_not_reusable",
         rule: "tcp_twsk_unique needs the timestamps the TIME_WAIT socket recorded",
         expect: Expect::Disagree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -109,6 +135,7 @@ pub fn cases() -> Vec<Case> {
         name: "timestamps_switched_off_later_do_not_stop_reuse",
         rule: "reusability follows the TIME_WAIT socket, not today's tcp_timestamps",
         expect: Expect::Disagree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -120,6 +147,7 @@ pub fn cases() -> Vec<Case> {
         name: "udp_v6only_ports_do_not_block_ipv4",
         rule: "udp_lib_get_port compares family and address (v6only)",
         expect: Expect::Disagree,
+        about: PoolKind::Udp,
         scenario: s,
     });
 
@@ -130,7 +158,8 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "tcp_ipv6_ports_do_not_block_ipv4_bind",
         rule: "inet_csk_bind_conflict compares family and address",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
+        about: PoolKind::Bind,
         scenario: s,
     });
 
@@ -143,7 +172,8 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "time_wait_bound_to_lo_is_loopback_for_tw_reuse_2",
         rule: "tcp_twsk_unique: tw_bound_dev_if == LOOPBACK_IFINDEX counts as loopback",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -157,6 +187,7 @@ pub fn cases() -> Vec<Case> {
         name: "device_bound_connections_do_not_block_unbound_connect",
         rule: "__inet_check_established matches a 4-tuple only on the caller's bound device",
         expect: Expect::Disagree,
+        about: PoolKind::Connect,
         scenario: s,
     });
 
@@ -172,7 +203,8 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "bind_pool_exhausted_with_an_ephemeral_listener_is_not_latent",
         rule: "bind(0.0.0.0, 0) fails: the bind() pool is exhausted, not warn",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
+        about: PoolKind::Bind,
         scenario: s,
     });
 
@@ -187,6 +219,7 @@ pub fn cases() -> Vec<Case> {
         name: "control_loopback_time_wait_reuse",
         rule: "connect() pools are per destination; tw_reuse=2 reuses loopback TIME_WAIT",
         expect: Expect::Agree,
+        about: PoolKind::Connect,
         scenario: s,
     });
     v

@@ -50,6 +50,13 @@ impl Outcome {
         self.count(|j| *j == Judgement::Agreed) == self.checks.len()
     }
 
+    /// Every probed pool of this kind agreed (None when none was probed).
+    pub fn agrees_on(&self, kind: porthog_core::PoolKind) -> Option<bool> {
+        let mut of_kind = self.checks.iter().filter(|c| c.kind == kind).peekable();
+        of_kind.peek()?;
+        Some(of_kind.all(|c| c.judgement == Judgement::Agreed))
+    }
+
     /// The scenario, then one line per probed pool.
     pub fn describe(&self) -> String {
         let mut out = self.scenario.to_string();

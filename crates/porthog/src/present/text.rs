@@ -38,12 +38,13 @@ pub fn verdict_line(report: &Report, color: bool) -> String {
     )
 }
 
-struct Painter {
-    color: bool,
+/// Paints with anstyle when colour is on, and leaves text plain otherwise.
+pub(super) struct Painter {
+    pub(super) color: bool,
 }
 
 impl Painter {
-    fn paint(&self, style: Style, text: &str) -> String {
+    pub(super) fn paint(&self, style: Style, text: &str) -> String {
         if self.color { format!("{style}{text}{style:#}") } else { text.to_owned() }
     }
     fn heading(&self, text: &str) -> String {
@@ -54,7 +55,7 @@ impl Painter {
     }
 }
 
-fn level_style(level: Level) -> Style {
+pub(super) fn level_style(level: Level) -> Style {
     let c = match level {
         Level::Ok => AnsiColor::Green,
         Level::Info => AnsiColor::Blue,
@@ -415,6 +416,60 @@ mod tests {
         let text = render(&report(), 10, true, 100);
         assert!(text.starts_with('\u{1b}'));
         assert!(text.contains("EXHAUSTED"));
+    }
+
+    /// A capture in the test fixtures, imported and analyzed as `porthog analyze` does.
+    fn imported(files: &[&str]) -> Report {
+        use porthog_core::import::{self, ImportOptions, Imported, Input};
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../porthog-core/tests/fixtures/");
+        let bytes: Vec<Vec<u8>> =
+            files.iter().map(|f| std::fs::read(format!("{dir}{f}")).unwrap()).collect();
+        let inputs: Vec<Input<'_>> =
+            files.iter().zip(&bytes).map(|(name, bytes)| Input { name, bytes }).collect();
+        match import::import(&inputs, &ImportOptions::default()).unwrap() {
+            Imported::Snapshot { snapshot, sources, evidence } => porthog_core::analyze_imported(
+                &snapshot,
+                sources,
+                evidence,
+                &AnalyzeOptions::default(),
+            ),
+            Imported::Report(r) => *r,
+        }
+    }
+
+    /// What could differ between two runs of the same report: nothing in these, but a
+    /// report of a live machine names pids, inodes and ports; they are scrubbed so that
+    /// snapshots of live reports can share these settings.
+    fn snapshot(name: &str, text: &str) {
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"\bpid \d+", "pid [PID]");
+        settings.add_filter(r"\binode \d+", "inode [INODE]");
+        settings.bind(|| insta::assert_snapshot!(name, text));
+    }
+
+    #[test]
+    fn snapshot_of_an_exhausted_connect_pool() {
+        snapshot("exhausted_connect_pool", &render(&report(), 10, false, 100));
+    }
+
+    #[test]
+    fn snapshot_of_an_empty_namespace() {
+        let empty = analyze(&Snapshot::new(Os::Linux, "sock_diag"), &AnalyzeOptions::default());
+        snapshot("empty_namespace", &render(&empty, 10, false, 100));
+    }
+
+    #[test]
+    fn snapshot_of_a_linux_ticket() {
+        snapshot(
+            "linux_ticket",
+            &render(&imported(&["linux-ticket_sysctl_ss.txt"]), 10, false, 100),
+        );
+    }
+
+    #[test]
+    fn snapshot_of_a_windows_ticket() {
+        let files = ["netstat-anoq_win2022_de-DE_cp850.txt", "netsh_dynamicport-tcp_en-US.txt"];
+        snapshot("windows_ticket", &render(&imported(&files), 5, false, 100));
     }
 
     #[test]

@@ -1,14 +1,71 @@
 //! What `porthog trace` prints: a line per failure as it is caught, a warning when the kernel
 //! dropped events, and the summary at the end, as text or JSON Lines
-//! (`docs/trace.schema.json`). Lines in, text out; the tracer decides when to print.
+//! (`docs/trace.schema.json`). Lines in, text out; the tracer decides when to print, and
+//! `Output` writes each line as it comes, ending quietly when the reader closes the pipe.
 
 use std::fmt::Write as _;
+use std::io;
 
 use porthog_core::report::grouped;
 use porthog_core::timeline::{Failure, OwnerCount};
 use porthog_core::trace_report::{TraceLine, TraceSummary};
 
-use super::text::verdict_line;
+use anstyle::Effects;
+use porthog_core::Level;
+
+use super::text::{Painter, level_style, verdict_line};
+use crate::cli::Format;
+
+/// Where the lines go (stdout in porthog): text or JSON Lines. A closed pipe ends the output
+/// quietly; another write error is said once.
+pub struct Output<W: io::Write> {
+    out: W,
+    format: Format,
+    closed: bool,
+}
+
+impl<W: io::Write> Output<W> {
+    pub fn new(out: W, format: Format) -> Output<W> {
+        Output { out, format, closed: false }
+    }
+
+    fn write(&mut self, text: &str) {
+        if self.closed {
+            return;
+        }
+        if let Err(e) = self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush()) {
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                eprintln!("porthog: writing to standard output: {e}");
+            }
+            self.closed = true;
+        }
+    }
+
+    pub fn failure(&mut self, failure: &Failure) {
+        let text = match self.format {
+            Format::Json => json_line(&TraceLine::Failure(failure.clone())),
+            Format::Text { color } => failure_text(failure, color),
+        };
+        self.write(&text);
+    }
+
+    /// The kernel dropped `count` events at `time` (RFC 3339).
+    pub fn lost(&mut self, time: &str, count: u64) {
+        let text = match self.format {
+            Format::Json => json_line(&TraceLine::Lost { time: time.to_owned(), count }),
+            Format::Text { .. } => lost_text(time, count),
+        };
+        self.write(&text);
+    }
+
+    pub fn summary(&mut self, summary: TraceSummary, netns: Option<&str>, top: usize) {
+        let text = match self.format {
+            Format::Json => json_line(&TraceLine::Summary(Box::new(summary))),
+            Format::Text { color } => summary_text(&summary, netns, top, color),
+        };
+        self.write(&text);
+    }
+}
 
 /// One JSON Lines record.
 pub fn json_line(line: &TraceLine) -> String {
@@ -31,11 +88,9 @@ pub fn failure_text(f: &Failure, color: bool) -> String {
     if let Some(r) = f.remote {
         let _ = write!(s, " -> {r}");
     }
-    let errno = if color {
-        format!("\x1b[1;31m{}\x1b[0m", f.errno.as_str())
-    } else {
-        f.errno.as_str().to_owned()
-    };
+    // Every failure caught is a refusal: painted as the critical level is.
+    let style = level_style(Level::Critical).effects(Effects::BOLD);
+    let errno = Painter { color }.paint(style, f.errno.as_str());
     let _ = writeln!(s, "  {errno}: {}", f.errno.meaning());
     s
 }
@@ -220,6 +275,51 @@ mod tests {
         }
     }
 
+    /// A pipe whose reader left after `room` bytes.
+    struct Pipe {
+        written: Vec<u8>,
+        room: usize,
+        writes: usize,
+    }
+
+    impl io::Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.writes += 1;
+            if self.written.len() + buf.len() > self.room {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn output_writes_lines_in_the_format_and_stops_at_a_closed_pipe() {
+        let mut out = Output::new(Vec::new(), Format::Json);
+        out.failure(&failure());
+        out.lost("2026-11-24T02:30:01.000Z", 7);
+        out.summary(summary(), None, 10);
+        let text = String::from_utf8(out.out).unwrap();
+        let types: Vec<_> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].clone())
+            .collect();
+        assert_eq!(types, ["failure", "lost", "summary"]);
+
+        let pipe = Pipe { written: Vec::new(), room: 300, writes: 0 };
+        let mut out = Output::new(pipe, Format::Text { color: false });
+        out.failure(&failure());
+        out.failure(&failure());
+        assert!(out.closed, "the second line did not fit");
+        out.lost("2026-11-24T02:30:01.000Z", 7);
+        out.summary(summary(), None, 10);
+        assert_eq!(out.out.writes, 2, "nothing is written after the pipe closed");
+        assert_eq!(out.out.written, failure_text(&failure(), false).as_bytes());
+    }
+
     #[test]
     fn a_failure_line_says_who_where_and_what_it_means() {
         assert_eq!(
@@ -227,6 +327,15 @@ mod tests {
             "2026-11-24T02:30:00.123Z  pid 4242 curl (container 3f2a9c0d1e2b)  connect tcp -> 10.0.0.5:443  \
              EADDRNOTAVAIL: connect() found no free source port for this destination (Cannot assign requested address)\n"
         );
+    }
+
+    #[test]
+    fn a_coloured_failure_line_paints_the_errno_as_critical() {
+        let style = level_style(Level::Critical).effects(Effects::BOLD);
+        let line = failure_text(&failure(), true);
+        assert!(line.contains(&format!("  {style}EADDRNOTAVAIL{style:#}: connect()")), "{line:?}");
+        let plain = line.replace(&format!("{style}"), "").replace(&format!("{style:#}"), "");
+        assert_eq!(plain, failure_text(&failure(), false));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use porthog_core::timeline::Failure;
 use porthog_core::{Pool, PoolKind};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::trend::{History, TimeLeft, sustainable};
+use super::trend::{History, TimeLeft};
 use crate::sample::Sample;
 
 /// Failures kept for the pane.
@@ -153,7 +153,7 @@ impl App {
                     pool,
                     history,
                     rate: self.pool_rate(pool),
-                    sustainable: sustainable(pool),
+                    sustainable: pool.sustainable_rate(),
                     time_left: history.map_or(
                         super::trend::time_left(None, pool.capacity, pool.effective),
                         |h| h.time_left(pool),

@@ -1,18 +1,15 @@
 //! Where a pool is heading: a fixed-length history of its `effective` ports, the slope of the
 //! last samples (least squares, ports per second), the time left before exhaustion at that
-//! rate, and the churn a pool can sustain (capacity / TIME_WAIT). Pure arithmetic.
+//! rate (the churn a pool can sustain is the core's `Pool::sustainable_rate`). Pure arithmetic.
 
 use std::collections::VecDeque;
 
-use porthog_core::{Pool, PoolKind};
+use porthog_core::Pool;
 
 /// Samples kept per pool (the sparkline's width at most).
 pub const HISTORY: usize = 120;
 /// Samples the slope is fitted over.
 pub const TREND: usize = 10;
-/// Linux TIME_WAIT (`TCP_TIMEWAIT_LEN`), and Windows `TcpTimedWaitDelay`'s default.
-const LINUX_TIME_WAIT_S: f64 = 60.0;
-const WINDOWS_TIME_WAIT_S: f64 = 120.0;
 
 /// One pool over time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -99,16 +96,6 @@ pub fn slope(points: impl Iterator<Item = (f64, f64)> + Clone) -> Option<f64> {
         (num + (x - mx) * (y - my), den + (x - mx) * (x - mx))
     });
     if den <= f64::EPSILON { None } else { Some(num / den) }
-}
-
-/// New ports per second the pool can take forever when each ends in TIME_WAIT on this side:
-/// capacity / TIME_WAIT duration (DOMAIN.md 1). None for UDP, which has no TIME_WAIT.
-pub fn sustainable(pool: &Pool) -> Option<f64> {
-    match pool.kind {
-        PoolKind::Connect | PoolKind::Bind => Some(f64::from(pool.capacity) / LINUX_TIME_WAIT_S),
-        PoolKind::Global => Some(f64::from(pool.capacity) / WINDOWS_TIME_WAIT_S),
-        PoolKind::Udp => None,
-    }
 }
 
 /// "45 s", "12 min", "3.5 h", "> 1 day".

@@ -74,7 +74,7 @@ impl Run {
                 self.context()
             )
         });
-        assert_eq!(report.schema_version, 1, "unexpected schema_version\n{}", self.context());
+        assert_eq!(report.schema_version, 2, "unexpected schema_version\n{}", self.context());
         report
     }
 

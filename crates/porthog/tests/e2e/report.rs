@@ -1,4 +1,4 @@
-//! porthog's JSON report as the CLI contract (schema_version 1) defines it, deserialized with
+//! porthog's JSON report as the CLI contract (schema_version 2) defines it, deserialized with
 //! serde so that a missing or mistyped field fails with its name. Unknown fields are allowed:
 //! the contract may grow. Lookup helpers panic with the whole report when something is missing.
 

@@ -102,8 +102,24 @@ impl Traced {
         Traced { run, failures, summary, report }
     }
 
+    /// The exit status, and the JSON verdict that must agree with it (issue 8).
     fn assert_code(&self, expected: i32) {
         assert_eq!(self.run.code, Some(expected), "unexpected exit\n{}", self.run.context());
+        let by_verdict = match self.report.verdict.as_str() {
+            "ok" => 0,
+            "warn" => 1,
+            "critical" | "exhausted" => 2,
+            other => panic!("unknown verdict {other:?}"),
+        };
+        if expected != 3 {
+            assert_eq!(
+                by_verdict,
+                expected,
+                "the summary's verdict {:?} disagrees with the exit status\n{}",
+                self.report.verdict,
+                self.run.context()
+            );
+        }
     }
 
     /// The summary's list `key` as (pid, name, count) rows.
@@ -295,6 +311,23 @@ fn trace_catches_bind_failures() {
         );
         assert_eq!(f["remote"], Value::Null, "the kernel shows no destination for bind(): {f}");
     }
+}
+
+/// Issue 8: bind() refusals caught during the trace, then the sockets closed before it ends:
+/// the final pools are empty, and the verdict is still critical, as the exit status is.
+#[test]
+fn trace_refusals_make_the_verdict_critical_even_when_the_pool_is_free_again() {
+    let Some(ns) = Netns::for_test("trace-verdict", &[]) else { return };
+    let trace = Trace::start(&ns);
+    let bound = Loadgen::start(&ns, &["bind", "--addr", "127.0.0.1", "--count", "103"]);
+    assert_eq!((bound.opened(), bound.failed()), (100, 3), "{:?}", bound.ready);
+    drop(bound);
+
+    let t = trace.stop();
+    assert_eq!(t.failures.len(), 3, "\n{}", t.run.context());
+    assert!(t.report.pools.iter().all(|p| p.used == 0), "the bound sockets are closed");
+    t.assert_code(EXIT_CRITICAL);
+    assert_eq!(t.report.verdict, "critical", "\n{}", t.run.context());
 }
 
 /// --duration ends the trace by itself, with the text summary and the verdict line last.

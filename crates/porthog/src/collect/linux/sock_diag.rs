@@ -8,14 +8,15 @@ use std::io;
 
 use netlink_packet_core::{
     ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, Parseable,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NlasIterator, Parseable,
 };
 use netlink_packet_sock_diag::{
-    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY, SockDiagMessage,
+    AF_INET, AF_INET6, INET_DIAG_SKV6ONLY, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY,
+    SockDiagMessage,
     inet::{ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags},
 };
 use netlink_sys::{Socket as NetlinkSocket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
-use porthog_core::{Protocol, Socket, State};
+use porthog_core::{KernelFacts, Protocol, Socket, State};
 
 /// One of the kernel's four socket tables, named as under /proc/net.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,11 @@ pub const DUMP_TRIES: usize = 3;
 /// Offset of `idiag_expires` in `struct inet_diag_msg`: after family, state, timer,
 /// retransmits (1 byte each) and the 48-byte `inet_diag_sockid`.
 const EXPIRES_OFFSET: usize = 52;
+/// Size of `struct inet_diag_msg`; its attributes follow.
+const MSG_LEN: usize = 72;
+/// The loopback device's ifindex in every network namespace (`LOOPBACK_IFINDEX`): what
+/// `tcp_twsk_unique` compares `tw_bound_dev_if` with under tcp_tw_reuse=2.
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// A NETLINK_SOCK_DIAG socket. It belongs to the network namespace of the thread that opened it.
 pub struct SockDiag {
@@ -194,7 +200,26 @@ fn socket(protocol: Protocol, payload: &[u8]) -> io::Result<Option<Socket>> {
     {
         socket.timer_ms = u32::from_ne_bytes([a, b, c, d]);
     }
+    socket.facts = facts(header.family, id.interface_id, payload.get(MSG_LEN..).unwrap_or(&[]));
     Ok(Some(socket))
+}
+
+/// What sock_diag says beyond the addresses (issue 7): the family (v4-mapped addresses are
+/// IPv4 in the model but the socket is AF_INET6), whether the socket (TIME_WAIT included:
+/// `inet_diag_msg_common_fill` copies `sk_bound_dev_if`) is bound to lo, and for full IPv6
+/// sockets the v6only flag (`INET_DIAG_SKV6ONLY`, sent unasked; absent for TIME_WAIT).
+fn facts(family: u8, interface: u32, attributes: &[u8]) -> KernelFacts {
+    let mut facts = KernelFacts::default()
+        .with_family_v6(family == AF_INET6)
+        .with_loopback_dev(interface == LOOPBACK_IFINDEX);
+    for nla in NlasIterator::new(attributes).map_while(Result::ok) {
+        if nla.kind() == INET_DIAG_SKV6ONLY
+            && let Some(&flag) = nla.value().first()
+        {
+            facts = facts.with_v6only(flag != 0);
+        }
+    }
+    facts
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -251,6 +276,30 @@ mod tests {
         assert_eq!(s.local_ip, IpAddr::from([127, 0, 0, 1]));
         assert_eq!((s.state, s.timer_ms, s.inode), (State::TimeWait, 56_688, 0));
         assert_eq!(s.uid, Socket::UID_UNKNOWN);
+    }
+
+    #[test]
+    fn facts_from_the_header_and_attributes() {
+        let mut m = message(AF_INET6, 1, 0, [0; 16], [0; 16]);
+        m[40..44].copy_from_slice(&1u32.to_ne_bytes()); // bound to lo
+        // INET_DIAG_SKV6ONLY = 1, padded to 4 bytes; then a truncated attribute is ignored.
+        m.extend(5u16.to_ne_bytes());
+        m.extend(INET_DIAG_SKV6ONLY.to_ne_bytes());
+        m.extend([1, 0, 0, 0]);
+        m.extend([9, 0]);
+        let f = socket(Protocol::Tcp, &m).unwrap().unwrap().facts;
+        assert_eq!(
+            (f.family_v6(), f.loopback_dev(), f.v6only()),
+            (Some(true), Some(true), Some(true))
+        );
+        let f =
+            socket(Protocol::Tcp, &message(AF_INET, 6, 3, v4([127, 0, 0, 1]), v4([127, 0, 0, 1])))
+                .unwrap()
+                .unwrap()
+                .facts;
+        assert_eq!((f.family_v6(), f.loopback_dev(), f.v6only()), (Some(false), Some(false), None));
+        // What only a BPF iterator can read stays unknown.
+        assert_eq!((f.bucket(), f.tw_timestamps()), (None, None));
     }
 
     #[test]

@@ -223,19 +223,32 @@ impl CpuRing {
     }
 
     /// Reads every complete record written so far and hands the space back to the kernel.
-    pub fn drain(&mut self, scratch: &mut Vec<u8>, each: impl FnMut(Record<'_>)) {
+    /// Only the bytes in tail..head are touched: they are copied out of the mapping into
+    /// `copy` (no reference to the ring is ever made, since the kernel writes the rest of it
+    /// while we read), and the records are read from the copy.
+    pub fn drain(&mut self, copy: &mut Vec<u8>, each: impl FnMut(Record<'_>)) {
         // Acquire: the records up to `head` are fully written before we read them (the
         // kernel's smp_wmb / smp_store_release pairs with this).
         let head = self.head_atomic().load(Ordering::Acquire);
         if head == self.tail {
             return;
         }
-        // SAFETY: the data area is inside our live mapping. The kernel writes only between
-        // head and tail + size (it never overwrites what we have not released), so the bytes
-        // in tail..head do not change while we read them.
-        let data =
-            unsafe { std::slice::from_raw_parts(self.map.add(self.data_offset), self.data_size) };
-        let next = ring::read(data, self.tail, head, scratch, each);
+        copy.clear();
+        for (offset, len) in ring::spans(self.data_size, self.tail, head) {
+            copy.reserve(len);
+            // SAFETY: `spans` keeps offset + len within data_size, so the source is inside
+            // the data area of our live mapping. The kernel writes only outside tail..head
+            // (it never overwrites what we have not released, and publishes head only after
+            // the records before it are written), so these bytes do not change while they
+            // are copied. The destination has `len` bytes reserved past its length, and the
+            // two cannot overlap (one is our mmap, the other a heap allocation).
+            unsafe {
+                let src = self.map.add(self.data_offset + offset);
+                std::ptr::copy_nonoverlapping(src, copy.as_mut_ptr().add(copy.len()), len);
+                copy.set_len(copy.len() + len);
+            }
+        }
+        let next = self.tail + ring::read(copy, each) as u64;
         self.tail = next;
         // Release: our reads of the records happen before the kernel may reuse the space.
         self.tail_atomic().store(next, Ordering::Release);

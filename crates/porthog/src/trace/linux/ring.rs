@@ -1,6 +1,7 @@
 //! The records of a perf ring buffer: `struct perf_event_header` then the body, 8-byte aligned,
-//! possibly wrapping around the end of the buffer. Pure: it reads the bytes between the tail and
-//! the head it is given; `perf.rs` owns the mmap, the barriers and publishing the new tail.
+//! possibly wrapping around the end of the buffer. Pure: it says where tail..head lies in the
+//! ring and reads a copy of those bytes; `perf.rs` owns the mmap, the barriers, the copy and
+//! publishing the new tail.
 //! Samples are laid out for `PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW`; side-band
 //! records (fork, exit, comm, namespaces) end with `sample_id` (`sample_id_all`: pid, tid, time).
 
@@ -36,51 +37,39 @@ pub enum Record<'a> {
     Other(u32),
 }
 
-/// Reads every record in `ring[tail..head)` (positions grow forever; the byte of position p is
-/// `ring[p % ring.len()]`, and `ring.len()` is a power of two). A record that wraps around the
-/// end is copied into `scratch`. Returns the position to publish as the new tail: `head`, or
-/// where a truncated record starts (the rest arrives with the next head).
-pub fn read(
-    ring: &[u8],
-    tail: u64,
-    head: u64,
-    scratch: &mut Vec<u8>,
-    mut each: impl FnMut(Record<'_>),
-) -> u64 {
-    let len = ring.len() as u64;
+/// Where the bytes of positions `tail..head` are in a ring of `len` bytes (positions grow
+/// forever; the byte of position p is at `p % len`, and `len` is a power of two): one span, or
+/// two when they wrap around the end, as (offset, length). At most `len` bytes: more than that
+/// would mean the kernel overwrote what porthog had not released, which it never does.
+pub fn spans(len: usize, tail: u64, head: u64) -> [(usize, usize); 2] {
     debug_assert!(len.is_power_of_two());
-    let mut pos = tail;
-    while head.saturating_sub(pos) >= HEADER as u64 {
-        let start = (pos % len) as usize;
-        let header = bytes_at(ring, start, HEADER, scratch);
+    let n = head.saturating_sub(tail).min(len as u64) as usize;
+    let start = (tail % len as u64) as usize;
+    let first = n.min(len - start);
+    [(start, first), (0, n - first)]
+}
+
+/// Reads every complete record in `bytes`, a copy of the ring from the tail on. Returns how
+/// many bytes it read: the new tail is that far on; a truncated record at the end waits for
+/// the next head.
+pub fn read(bytes: &[u8], mut each: impl FnMut(Record<'_>)) -> usize {
+    let mut pos = 0;
+    while bytes.len() - pos >= HEADER {
+        let header = &bytes[pos..pos + HEADER];
         let ty = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]);
         let size = u16::from_ne_bytes([header[6], header[7]]) as usize;
         if size < HEADER {
             // A corrupt header would loop forever: skip everything that was written.
             each(Record::Other(ty));
-            return head;
+            return bytes.len();
         }
-        if head - pos < size as u64 {
+        if bytes.len() - pos < size {
             break;
         }
-        let body = bytes_at(ring, start, size, scratch);
-        each(parse(ty, body));
-        pos += size as u64;
+        each(parse(ty, &bytes[pos..pos + size]));
+        pos += size;
     }
     pos
-}
-
-/// `size` bytes from `start`, borrowed from the ring or, when they wrap, copied into `scratch`.
-fn bytes_at<'a>(ring: &'a [u8], start: usize, size: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-    if start + size <= ring.len() {
-        &ring[start..start + size]
-    } else {
-        let first = ring.len() - start;
-        scratch.clear();
-        scratch.extend_from_slice(&ring[start..]);
-        scratch.extend_from_slice(&ring[..size - first]);
-        scratch
-    }
 }
 
 fn parse(ty: u32, rec: &[u8]) -> Record<'_> {
@@ -180,10 +169,14 @@ mod tests {
         (ring, pos)
     }
 
+    /// What `CpuRing::drain` does, on a ring in memory: copy tail..head, read the copy.
     fn collect(ring: &[u8], tail: u64, head: u64) -> (Vec<String>, u64) {
+        let mut copy = Vec::new();
+        for (offset, len) in spans(ring.len(), tail, head) {
+            copy.extend_from_slice(&ring[offset..offset + len]);
+        }
         let mut out = Vec::new();
-        let mut scratch = Vec::new();
-        let next = read(ring, tail, head, &mut scratch, |r| {
+        let read = read(&copy, |r| {
             out.push(match r {
                 Record::Sample { pid, tid, time, raw } => format!("s{pid}/{tid}@{time}:{raw:?}"),
                 Record::Lost(n) => format!("lost{n}"),
@@ -191,7 +184,18 @@ mod tests {
                 Record::Other(t) => format!("other{t}"),
             })
         });
-        (out, next)
+        (out, tail + read as u64)
+    }
+
+    #[test]
+    fn spans_of_the_ring() {
+        assert_eq!(spans(128, 0, 0), [(0, 0), (0, 0)]);
+        assert_eq!(spans(128, 8, 40), [(8, 32), (0, 0)]);
+        assert_eq!(spans(128, 120, 136), [(120, 8), (0, 8)], "wraps");
+        assert_eq!(spans(128, 256 + 16, 256 + 128), [(16, 112), (0, 0)]);
+        assert_eq!(spans(128, 64, 64 + 128), [(64, 64), (0, 64)], "a full ring");
+        assert_eq!(spans(128, 0, 1000), [(0, 128), (0, 0)], "never more than the ring");
+        assert_eq!(spans(128, 50, 10), [(50, 0), (0, 0)], "a head behind the tail reads nothing");
     }
 
     #[test]
