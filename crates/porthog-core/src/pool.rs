@@ -832,7 +832,7 @@ mod tests {
         // The :5000 pool keeps its own 50 and may still take :6000's connect-made ports.
         let bound = connect_pool(&set, "127.0.0.1:5000");
         assert_eq!((bound.used, bound.capacity), (50, 100));
-        assert_eq!(set.unknowns.bucket, false);
+        assert!(!set.unknowns.bucket);
 
         // In TIME_WAIT under tw_reuse=1 the bind-made ports stay lost (`tw_tb` keeps the bucket).
         for s in &mut socks {

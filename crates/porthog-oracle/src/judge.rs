@@ -191,10 +191,8 @@ fn declared(
     // declared, unless the scenario holds a socket whose port came from bind(port 0) (an
     // ephemeral listener, a bound socket, bind-before-connect), which issue 7 (wrong 6) says
     // porthog must not cap.
-    if pool.latent && direction == Direction::Verdict {
-        if !bind0 {
-            return Judgement::Declared("latent bind() pool (capped at warn)".to_owned());
-        }
+    if pool.latent && direction == Direction::Verdict && !bind0 {
+        return Judgement::Declared("latent bind() pool (capped at warn)".to_owned());
     }
     Judgement::Wrong
 }
