@@ -82,6 +82,14 @@ const DECLARED: &[DeclaredRule] = &[
         direction: Direction::Over,
         needles: BIND_FIRST,
     },
+    // "PROBABLE bind-before-connect ... every connected socket was taken as bind() + connect()":
+    // when some were plain connect()s, their ports were shareable after all.
+    DeclaredRule {
+        tag: "bind-before-connect",
+        kind: PoolKind::Connect,
+        direction: Direction::Under,
+        needles: &["PROBABLE bind-before-connect"],
+    },
     // A peer without timestamps: TIME_WAIT claimed reusable is not.
     DeclaredRule {
         tag: "peer-timestamps-off",
@@ -212,10 +220,13 @@ fn suspects(scn: &Scenario, pool: &Pool, direction: Direction, bind0: bool) -> V
         (PoolKind::Connect, Direction::Over) => {
             &["bind-before-connect", "peer-timestamps-off", "odd-range", "ephemeral-listener"]
         }
-        (PoolKind::Connect, Direction::Under) => {
-            &["so-bindtodevice", "timestamps-toggled-after", "local-timestamps-off"]
-        }
-        (PoolKind::Bind, Direction::Over) => &["odd-range"],
+        (PoolKind::Connect, Direction::Under) => &[
+            "so-bindtodevice",
+            "timestamps-toggled-after",
+            "local-timestamps-off",
+            "bind-before-connect",
+        ],
+        (PoolKind::Bind, Direction::Over) => &["odd-range", "bind-before-connect"],
         (PoolKind::Bind, Direction::Under) => &["tcp-ipv6", "so-bindtodevice"],
         (PoolKind::Udp, Direction::Under) => &["udp-v6only", "udp-dual-stack"],
         _ => &[],
