@@ -97,6 +97,13 @@ const DECLARED: &[DeclaredRule] = &[
         direction: Direction::Over,
         needles: TW_TIMESTAMPS,
     },
+    // Local timestamps switched on after the closes: TIME_WAIT claimed reusable recorded none.
+    DeclaredRule {
+        tag: "timestamps-toggled-after",
+        kind: PoolKind::Connect,
+        direction: Direction::Over,
+        needles: &["whether they recorded TCP timestamps is not shown"],
+    },
     // Local timestamps switched off after the closes: TIME_WAIT claimed blocking is reusable.
     DeclaredRule {
         tag: "timestamps-toggled-after",
@@ -217,9 +224,13 @@ fn suspects(scn: &Scenario, pool: &Pool, direction: Direction, bind0: bool) -> V
         };
     }
     let can_cause: &[&str] = match (pool.kind, direction) {
-        (PoolKind::Connect, Direction::Over) => {
-            &["bind-before-connect", "peer-timestamps-off", "odd-range", "ephemeral-listener"]
-        }
+        (PoolKind::Connect, Direction::Over) => &[
+            "bind-before-connect",
+            "peer-timestamps-off",
+            "timestamps-toggled-after",
+            "odd-range",
+            "ephemeral-listener",
+        ],
         (PoolKind::Connect, Direction::Under) => &[
             "so-bindtodevice",
             "timestamps-toggled-after",
