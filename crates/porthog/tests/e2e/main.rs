@@ -23,6 +23,8 @@ mod loadgen;
 #[cfg(target_os = "linux")]
 mod netns;
 #[cfg(target_os = "linux")]
+mod oracle;
+#[cfg(target_os = "linux")]
 mod porthog;
 #[cfg(target_os = "linux")]
 mod record;
@@ -60,6 +62,7 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("oracle::basic_mix_seeds_have_no_wrong_verdict", Needs::Namespace, oracle::basic_mix_seeds_have_no_wrong_verdict),
         trial("cli::durations_out_of_range_are_usage_errors", Needs::Nothing, cli::durations_out_of_range_are_usage_errors),
         trial("cli::completions_and_man_page", Needs::Nothing, cli::completions_and_man_page),
         trial("record::record_starts_the_tracer_as_root_unless_no_trace", Needs::Namespace, record::record_starts_the_tracer_as_root_unless_no_trace),
@@ -193,13 +196,19 @@ fn main() -> ExitCode {
             watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q,
         ),
     ];
+    let mut trials = trials;
+    trials.extend(oracle::regression_trials());
     libtest_mimic::run(&args, trials).exit_code()
 }
 
 #[cfg(target_os = "linux")]
 /// A test, ignored when what it needs is missing and CI=true does not forbid skipping it.
 /// A panic is the test's failure, with its message.
-fn trial(name: &str, needs: Needs, test: fn()) -> Trial {
+fn trial(
+    name: impl Into<String>,
+    needs: Needs,
+    test: impl FnOnce() + std::panic::UnwindSafe + Send + 'static,
+) -> Trial {
     let missing = missing(needs);
     Trial::test(name, move || {
         std::panic::catch_unwind(test).map_err(|panic| {

@@ -124,6 +124,17 @@ impl Netns {
         &self.name
     }
 
+    /// This test's turn among the namespace tests, for a test that makes its own namespaces
+    /// (the kernel oracle), or None when it must be skipped (not root, outside CI).
+    pub fn turn(test: &str) -> Option<MutexGuard<'static, ()>> {
+        if !privileged_or_skip(test) {
+            return None;
+        }
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        SWEEP.call_once(sweep_stale);
+        Some(turn)
+    }
+
     /// Sets a per-namespace sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<(), String> {
         let out = self

@@ -1,0 +1,226 @@
+//! The known disagreements, as named fixed scenarios (issue 7, "What was wrong", and what the
+//! oracle found since). Each says whether porthog must agree on it today: `Expect::Agree` once
+//! the model follows that rule (three flipped with the i7-model merge), `Expect::Disagree`
+//! while it does not; the test fails when a case starts to agree, so it is flipped then.
+
+use std::net::SocketAddr;
+
+use porthog_core::PoolKind;
+
+use crate::scenario::{Dest, End, LO4, LO6, Mix, ON_LO, Origin, PEER, Scenario, Step, TwAge};
+
+/// What a regression case must show today about the pools of its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Every probed pool of the case's kind agrees.
+    Agree,
+    /// One of them disagrees (declared or wrong): a known model error, not fixed yet.
+    Disagree,
+}
+
+/// A named regression case.
+pub struct Case {
+    pub name: &'static str,
+    /// The kernel rule at stake.
+    pub rule: &'static str,
+    pub expect: Expect,
+    /// The kind of pool the rule is about (the others may disagree for other reasons).
+    pub about: PoolKind,
+    pub scenario: Scenario,
+}
+
+impl Case {
+    /// Whether the outcome shows what the case expects; Err says what it showed instead.
+    pub fn check(&self, outcome: &crate::Outcome) -> Result<(), String> {
+        match (self.expect, outcome.agrees_on(self.about)) {
+            (_, None) => Err(format!("{}: no {:?} pool was probed", self.name, self.about)),
+            (Expect::Agree, Some(true)) | (Expect::Disagree, Some(false)) => Ok(()),
+            (Expect::Agree, Some(false)) => Err(format!(
+                "{} ({}): porthog disagrees with the kernel on the {:?} pools",
+                self.name, self.rule, self.about
+            )),
+            (Expect::Disagree, Some(true)) => Err(format!(
+                "{} ({}): porthog now agrees with the kernel: flip this case to Expect::Agree \
+                 in crates/porthog-oracle/src/regress.rs",
+                self.name, self.rule
+            )),
+        }
+    }
+}
+
+fn base(range: (u16, u16)) -> Scenario {
+    Scenario {
+        seed: 0,
+        mix: Mix::Full,
+        range,
+        reserved: Vec::new(),
+        tw_reuse: 2,
+        tw_age: TwAge::Old,
+        timestamps: true,
+        timestamps_after: None,
+        addr_on_lo: false,
+        peer: None,
+        dests: Vec::new(),
+        steps: Vec::new(),
+    }
+}
+
+fn dest(ip: std::net::IpAddr, port: u16) -> Dest {
+    Dest { addr: SocketAddr::new(ip, port), in_peer: ip == PEER }
+}
+
+/// Every named case, in issue 7's order.
+pub fn cases() -> Vec<Case> {
+    let range = (40000, 40099);
+    let mut v = Vec::new();
+
+    // 1. bind(addr, 0) + connect() makes a bind-type bucket: every other destination loses
+    // the port (`__inet_hash_connect` skips fastreuse >= 0).
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 5000), dest(LO4, 6000)];
+    s.steps = vec![
+        Step::Connect { dest: 0, origin: Origin::BindFirst(LO4), count: 50, end: End::Open },
+        Step::Connect { dest: 1, origin: Origin::Plain, count: 1, end: End::Open },
+    ];
+    v.push(Case {
+        name: "bind_before_connect_shrinks_other_destinations",
+        rule: "a port from bind(addr, 0) + connect() is skipped by connect() to every destination",
+        expect: Expect::Disagree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // 1b. ... and its TIME_WAIT keeps the bucket (tw_tb): tw_reuse cannot give it back.
+    let mut s = base(range);
+    s.tw_reuse = 1;
+    s.dests = vec![dest(LO4, 5000)];
+    s.steps = vec![Step::Connect {
+        dest: 0,
+        origin: Origin::BindFirst(LO4),
+        count: 100,
+        end: End::TimeWait,
+    }];
+    v.push(Case {
+        name: "bind_before_connect_time_wait_is_not_reusable",
+        rule: "a TIME_WAIT keeps its bind-type bucket, so tw_reuse cannot take the port",
+        expect: Expect::Disagree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // 2. A peer without timestamps: its TIME_WAIT recorded none, tw_reuse=1 cannot reuse it.
+    let mut s = base(range);
+    s.tw_reuse = 1;
+    s.peer = Some(false);
+    s.dests = vec![dest(PEER, 7000)];
+    s.steps =
+        vec![Step::Connect { dest: 0, origin: Origin::Plain, count: 100, end: End::TimeWait }];
+    v.push(Case {
+        name: "peer_without_timestamps_time_wait_is_not_reusable",
+        rule: "tcp_twsk_unique needs the timestamps the TIME_WAIT socket recorded",
+        expect: Expect::Disagree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // 2b. Local timestamps switched off after the closes: the TIME_WAIT still has them.
+    let mut s = base(range);
+    s.tw_reuse = 1;
+    s.peer = Some(true);
+    s.timestamps_after = Some(false);
+    s.dests = vec![dest(PEER, 7000)];
+    s.steps =
+        vec![Step::Connect { dest: 0, origin: Origin::Plain, count: 100, end: End::TimeWait }];
+    v.push(Case {
+        name: "timestamps_switched_off_later_do_not_stop_reuse",
+        rule: "reusability follows the TIME_WAIT socket, not today's tcp_timestamps",
+        expect: Expect::Disagree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // 3. UDP per family: v6only sockets exhaust IPv6 autobind, IPv4 still gets ports.
+    let mut s = base(range);
+    s.steps =
+        vec![Step::Udp { v6: true, v6only: true, to: Some(SocketAddr::new(LO6, 53)), count: 100 }];
+    v.push(Case {
+        name: "udp_v6only_ports_do_not_block_ipv4",
+        rule: "udp_lib_get_port compares family and address (v6only)",
+        expect: Expect::Disagree,
+        about: PoolKind::Udp,
+        scenario: s,
+    });
+
+    // 3b. TCP ports bound on [::1] (bind() makes them v6only) block bind([::], 0) but not
+    // bind(0.0.0.0, 0). (Ports connect() took from [::1] do block IPv4: not v6only.)
+    let mut s = base(range);
+    s.steps = vec![Step::Bound { ip: LO6, count: 100 }];
+    v.push(Case {
+        name: "tcp_ipv6_ports_do_not_block_ipv4_bind",
+        rule: "inet_csk_bind_conflict compares family and address",
+        expect: Expect::Agree,
+        about: PoolKind::Bind,
+        scenario: s,
+    });
+
+    // 4. tw_reuse=2 covers a TIME_WAIT bound to lo (tw_bound_dev_if), whatever its address.
+    let mut s = base(range);
+    s.addr_on_lo = true;
+    s.dests = vec![dest(ON_LO, 7000)];
+    s.steps =
+        vec![Step::Connect { dest: 0, origin: Origin::Device, count: 100, end: End::TimeWait }];
+    v.push(Case {
+        name: "time_wait_bound_to_lo_is_loopback_for_tw_reuse_2",
+        rule: "tcp_twsk_unique: tw_bound_dev_if == LOOPBACK_IFINDEX counts as loopback",
+        expect: Expect::Agree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // Found by the oracle: a connection bound to a device (SO_BINDTODEVICE) does not block the
+    // same 4-tuple for an unbound connect() (`inet_match` compares the bound device:
+    // `__inet_check_established` passes the caller's device), so its port stays free for it.
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 7000)];
+    s.steps = vec![Step::Connect { dest: 0, origin: Origin::Device, count: 100, end: End::Open }];
+    v.push(Case {
+        name: "device_bound_connections_do_not_block_unbound_connect",
+        rule: "__inet_check_established matches a 4-tuple only on the caller's bound device",
+        expect: Expect::Disagree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
+    // 6. The bind() pool capped at warn although bind(0) really fails and an ephemeral
+    // listener (its port came from bind(0)) is there to see.
+    let mut s = base(range);
+    s.tw_reuse = 1;
+    s.dests = vec![dest(LO4, 7000)];
+    s.steps = vec![
+        Step::Listen { ip: LO4, port: None, reuseaddr: false, reuseport: false },
+        Step::Connect { dest: 0, origin: Origin::Plain, count: 100, end: End::TimeWait },
+    ];
+    v.push(Case {
+        name: "bind_pool_exhausted_with_an_ephemeral_listener_is_not_latent",
+        rule: "bind(0.0.0.0, 0) fails: the bind() pool is exhausted, not warn",
+        expect: Expect::Agree,
+        about: PoolKind::Bind,
+        scenario: s,
+    });
+
+    // Control: loopback TIME_WAIT under tw_reuse=2 is reusable; pools are per destination.
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 7000), dest(LO4, 7001)];
+    s.steps = vec![
+        Step::Connect { dest: 0, origin: Origin::Plain, count: 60, end: End::TimeWait },
+        Step::Connect { dest: 1, origin: Origin::Plain, count: 10, end: End::Open },
+    ];
+    v.push(Case {
+        name: "control_loopback_time_wait_reuse",
+        rule: "connect() pools are per destination; tw_reuse=2 reuses loopback TIME_WAIT",
+        expect: Expect::Agree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+    v
+}
