@@ -3,9 +3,11 @@
 
 mod cli;
 mod collect;
+mod fleet;
 mod present;
 mod record;
 mod sample;
+mod serve;
 mod signals;
 mod trace;
 mod watch;
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Some(Command::Trace(args)) => args.validate().and_then(|o| trace::run(&o)),
         Some(Command::Watch(args)) => args.validate().and_then(|o| watch::run(&o)),
         Some(Command::Record(args)) => args.validate().and_then(|o| record::run(&o)),
+        Some(Command::Serve(args)) => args.validate().and_then(|o| serve::run(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -50,8 +53,24 @@ fn main() -> ExitCode {
 }
 
 fn check(opts: &CheckOptions) -> Result<u8> {
+    if opts.all_netns {
+        return check_all(opts);
+    }
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
     present(&porthog_core::analyze(&snapshot, &opts.report.analyze), &opts.report)
+}
+
+/// `check --all-netns`: every namespace, worst first.
+fn check_all(opts: &CheckOptions) -> Result<u8> {
+    let fleet = fleet::report(&opts.report.analyze)?;
+    let text = match opts.report.format {
+        Format::Json => present::fleet::render_json(&fleet).context("encoding the JSON report")?,
+        Format::Text { color } => {
+            present::fleet::render_text(&fleet, opts.report.top, color, textwrap::termwidth())
+        }
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(fleet.exit_code())
 }
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {

@@ -8,10 +8,12 @@
 mod check;
 mod child;
 mod cli;
+mod fleet;
 mod loadgen;
 mod netns;
 mod porthog;
 mod record;
 mod report;
+mod serve;
 mod trace;
 mod watch;

@@ -39,7 +39,8 @@ pub struct Netns {
     /// PIDs of the processes started inside, for the Drop backstop.
     spawned: Mutex<Vec<u32>>,
     /// This test's turn: released after Drop has ended the processes and deleted the namespace.
-    _turn: MutexGuard<'static, ()>,
+    /// `None` for a sibling: the first namespace of the test holds the turn.
+    _turn: Option<MutexGuard<'static, ()>>,
 }
 
 /// Namespace tests take turns. In parallel on two cores, a test's server could be starved past
@@ -67,6 +68,20 @@ impl Netns {
         // A test that panicked still released its turn; the lock's poison says nothing here.
         let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         SWEEP.call_once(sweep_stale);
+        Netns::create_with(Some(turn), sysctls)
+    }
+
+    /// A second namespace for the same test (the first one holds the turn): drop it before
+    /// the first.
+    pub fn sibling(&self, sysctls: &[(&str, &str)]) -> Netns {
+        Netns::create_with(None, sysctls)
+            .unwrap_or_else(|e| panic!("cannot set up a second network namespace: {e}"))
+    }
+
+    fn create_with(
+        turn: Option<MutexGuard<'static, ()>>,
+        sysctls: &[(&str, &str)],
+    ) -> Result<Netns, String> {
         let name =
             format!("{PREFIX}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         run_ip(&["netns", "add", &name])?;

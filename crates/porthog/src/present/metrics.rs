@@ -1,0 +1,223 @@
+//! Prometheus metrics (text exposition format 0.0.4) from a fleet report: what `porthog serve`
+//! answers on /metrics. Cardinality is bounded: per namespace the `top_pools` tightest pools
+//! and `top_processes` biggest holders, the rest summed in `other` series. Every series is
+//! distinct by construction (one registry; pools keyed by kind, protocol, local, remote;
+//! processes grouped by name and container). Encoded with the `prometheus` crate's
+//! `TextEncoder`: prometheus-client 0.25 only writes OpenMetrics, whose `counter` families
+//! (`# TYPE x counter` over `x_total` samples) `promtool check metrics` rejects as 0.0.4 text.
+
+use std::collections::BTreeMap;
+
+use porthog_core::{FleetReport, Pool};
+use prometheus::{Encoder, Gauge, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// The content type of what `render` returns.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The label value of a series that sums what the top-N cut left out.
+pub const OTHER: &str = "other";
+
+/// Reasons of `porthog_collect_errors_total`: the whole collection failed; a namespace vanished
+/// between being found and being read; a namespace could not be read.
+pub const ERROR_REASONS: [&str; 3] =
+    ["collect_failed", "namespace_vanished", "namespace_unreadable"];
+
+/// What one exposition shows besides the reports.
+pub struct Scrape<'a> {
+    pub fleet: &'a FleetReport,
+    /// "root" (pools, owners, containers) or "unprivileged" (pools only; owners need root).
+    pub mode: &'a str,
+    pub collect_seconds: f64,
+    /// Failed collections since start, by reason.
+    pub errors: &'a BTreeMap<String, u64>,
+    pub top_pools: usize,
+    pub top_processes: usize,
+}
+
+const POOL_LABELS: [&str; 5] = ["netns", "kind", "protocol", "local", "remote"];
+
+struct PoolGauges {
+    used: IntGaugeVec,
+    capacity: IntGaugeVec,
+    time_wait: IntGaugeVec,
+    reusable: IntGaugeVec,
+    level: IntGaugeVec,
+}
+
+pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
+    let registry = Registry::new();
+    let vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    let pools = PoolGauges {
+        used: vec(
+            "porthog_pool_used_ports",
+            "Ports of the pool in use, TIME_WAIT included (kind connect: per local IP and destination; bind, udp: per namespace).",
+            &POOL_LABELS,
+        )?,
+        capacity: vec(
+            "porthog_pool_capacity_ports",
+            "Ports the kernel's allocator can hand out in this pool: the range minus reserved ports and, for connect(), ports held by listeners or bound sockets.",
+            &POOL_LABELS,
+        )?,
+        time_wait: vec(
+            "porthog_pool_time_wait_ports",
+            "Used ports held only by TIME_WAIT sockets.",
+            &POOL_LABELS,
+        )?,
+        reusable: vec(
+            "porthog_pool_reusable_ports",
+            "TIME_WAIT ports that tcp_tw_reuse lets connect() take again for this pool.",
+            &POOL_LABELS,
+        )?,
+        level: vec(
+            "porthog_pool_level",
+            "How full the pool is: 0 ok, 1 warn, 2 critical, 3 exhausted.",
+            &POOL_LABELS,
+        )?,
+    };
+    let verdict = vec(
+        "porthog_verdict_level",
+        "Verdict of the network namespace (its tightest pool): 0 ok, 1 warn, 2 critical, 3 exhausted.",
+        &["netns"],
+    )?;
+    let holders = vec(
+        "porthog_process_ephemeral_ports",
+        "Distinct ephemeral ports held by the biggest holders per namespace (processes grouped by name and container; the rest summed as process=\"other\"). Empty without root: owners need /proc/PID/fd.",
+        &["netns", "process", "container"],
+    )?;
+    let namespaces =
+        IntGauge::new("porthog_namespaces", "Network namespaces read by the last collection.")?;
+    registry.register(Box::new(namespaces.clone()))?;
+    let duration =
+        Gauge::new("porthog_collect_duration_seconds", "How long the last collection took.")?;
+    registry.register(Box::new(duration.clone()))?;
+    let errors = IntCounterVec::new(
+        Opts::new(
+            "porthog_collect_errors_total",
+            "Collections (or namespaces of one) that failed, by reason, since porthog started.",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(errors.clone()))?;
+    let info = vec(
+        "porthog_info",
+        "Always 1. mode=root: pools, owners and containers; mode=unprivileged: pools only (sock_diag needs no privilege), no owners, one namespace. porthog_allocation_failures_total (kernel tracer) is not exported yet.",
+        &["mode"],
+    )?;
+
+    info.with_label_values(&[s.mode]).set(1);
+    namespaces.set(s.fleet.namespaces.len() as i64);
+    duration.set(s.collect_seconds);
+    // Known reasons start at 0, so a rate() over them works before the first failure.
+    for reason in ERROR_REASONS {
+        errors.with_label_values(&[reason]);
+    }
+    for (reason, n) in s.errors {
+        errors.with_label_values(&[reason.as_str()]).inc_by(*n);
+    }
+    for ns in &s.fleet.namespaces {
+        let netns = ns.label();
+        verdict
+            .with_label_values(&[netns.as_str()])
+            .set(i64::from(ns.report.verdict.metric_value()));
+        export_pools(&pools, &netns, &ns.report.pools, s.top_pools);
+        export_holders(&holders, &netns, &ns.report.processes, s.top_processes);
+    }
+
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut out)?;
+    String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// Sums of the pools past the cut, per kind and protocol.
+#[derive(Default)]
+struct Rest {
+    used: u64,
+    capacity: u64,
+    time_wait: u64,
+    reusable: u64,
+    level: u8,
+}
+
+fn export_pools(g: &PoolGauges, netns: &str, pools: &[Pool], top: usize) {
+    let set = |labels: &[&str], used: u64, capacity: u64, tw: u64, reusable: u64, level: u8| {
+        g.used.with_label_values(labels).set(used as i64);
+        g.capacity.with_label_values(labels).set(capacity as i64);
+        g.time_wait.with_label_values(labels).set(tw as i64);
+        g.reusable.with_label_values(labels).set(reusable as i64);
+        g.level.with_label_values(labels).set(i64::from(level));
+    };
+    // The report lists pools tightest first.
+    for p in pools.iter().take(top) {
+        let local = p.local.map(|ip| ip.to_string()).unwrap_or_default();
+        let remote = p.remote.map(|r| r.to_string()).unwrap_or_default();
+        let kind = kind_label(p);
+        set(
+            &[netns, kind, p.protocol.as_str(), &local, &remote],
+            p.used.into(),
+            p.capacity.into(),
+            p.time_wait.into(),
+            p.time_wait_reusable.into(),
+            p.level.metric_value(),
+        );
+    }
+    let mut rest: BTreeMap<(&str, &str), Rest> = BTreeMap::new();
+    for p in pools.iter().skip(top) {
+        let r = rest.entry((kind_label(p), p.protocol.as_str())).or_default();
+        r.used += u64::from(p.used);
+        r.capacity += u64::from(p.capacity);
+        r.time_wait += u64::from(p.time_wait);
+        r.reusable += u64::from(p.time_wait_reusable);
+        r.level = r.level.max(p.level.metric_value());
+    }
+    for ((kind, protocol), r) in rest {
+        set(
+            &[netns, kind, protocol, OTHER, OTHER],
+            r.used,
+            r.capacity,
+            r.time_wait,
+            r.reusable,
+            r.level,
+        );
+    }
+}
+
+fn kind_label(p: &Pool) -> &'static str {
+    match p.kind {
+        porthog_core::PoolKind::Connect => "connect",
+        porthog_core::PoolKind::Bind => "bind",
+        porthog_core::PoolKind::Udp => "udp",
+        porthog_core::PoolKind::Global => "global",
+    }
+}
+
+fn export_holders(
+    g: &IntGaugeVec,
+    netns: &str,
+    processes: &[porthog_core::report::ProcessReport],
+    top: usize,
+) {
+    // One series per (name, container): two processes of one program are one holder.
+    let mut grouped: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for p in processes.iter().filter(|p| p.ephemeral_ports > 0) {
+        let container = p.container.as_deref().or(p.pod.as_deref()).or(p.unit.as_deref());
+        *grouped.entry((p.name.as_str(), container.unwrap_or(""))).or_default() +=
+            u64::from(p.ephemeral_ports);
+    }
+    let mut ranked: Vec<((&str, &str), u64)> = grouped.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut other = 0u64;
+    for (i, ((name, container), ports)) in ranked.into_iter().enumerate() {
+        if i < top && !(name == OTHER && container.is_empty()) {
+            g.with_label_values(&[netns, name, container]).set(ports as i64);
+        } else {
+            other += ports;
+        }
+    }
+    if other > 0 {
+        g.with_label_values(&[netns, OTHER, ""]).set(other as i64);
+    }
+}

@@ -1,0 +1,140 @@
+//! `porthog serve`: a Prometheus exporter. A collector thread takes a snapshot every
+//! `--interval` (every namespace with `--all-netns`), analyzes it and renders the exposition
+//! text once; the HTTP side (`http.rs`, hyper on a single-threaded tokio runtime) only hands
+//! out the latest text, so a scrape never waits for more than the first collection.
+
+mod http;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use porthog_core::{FleetReport, GapKind, NamespaceReport};
+
+use crate::cli::ServeOptions;
+use crate::collect::{self, CollectOptions};
+use crate::present::metrics::{self, Scrape};
+
+/// The latest exposition text, swapped whole after each collection.
+#[derive(Clone, Default)]
+pub struct Latest(Arc<Mutex<Arc<String>>>);
+
+impl Latest {
+    fn set(&self, text: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(text);
+    }
+
+    pub fn get(&self) -> Arc<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+pub fn run(opts: &ServeOptions) -> Result<u8> {
+    let root = rustix::process::geteuid().is_root();
+    if opts.all_netns && !root {
+        bail!("--all-netns enters every network namespace, which needs root (CAP_SYS_ADMIN)");
+    }
+    // Bound before the first collection, so a taken port fails at once.
+    let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "another process listens there: stop it or choose another port with --listen"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "ports below 1024 need root or CAP_NET_BIND_SERVICE: choose another with --listen"
+            }
+            _ => "check the address with --listen",
+        };
+        anyhow::anyhow!("cannot listen on {}: {e}; {hint}", opts.listen)
+    })?;
+    let mode = if root { "root" } else { "unprivileged" };
+    let latest = Latest::default();
+    let mut collector = Collector { opts: opts.clone(), mode, errors: BTreeMap::new(), last: None };
+    // The first collection happens before the first answer: scrapes queue on the socket.
+    latest.set(collector.round()?);
+    let background = latest.clone();
+    std::thread::Builder::new()
+        .name("porthog-collect".into())
+        .spawn(move || collector.forever(&background))
+        .context("cannot start the collector thread")?;
+    eprintln!("porthog: serving metrics on http://{}/metrics", opts.listen);
+    http::serve(listener, latest, mode)
+}
+
+struct Collector {
+    opts: ServeOptions,
+    mode: &'static str,
+    /// Failures since start, by reason (porthog_collect_errors_total).
+    errors: BTreeMap<String, u64>,
+    /// The last good collection and how long it took: shown again when one fails.
+    last: Option<(FleetReport, f64)>,
+}
+
+impl Collector {
+    fn forever(mut self, latest: &Latest) {
+        let mut next = Instant::now() + self.opts.interval;
+        loop {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += self.opts.interval;
+            // A collection longer than the interval starts the next one at once, not in a burst.
+            next = next.max(Instant::now());
+            match self.round() {
+                Ok(text) => latest.set(text),
+                Err(e) => eprintln!("porthog: error: cannot render metrics: {e:#}"),
+            }
+        }
+    }
+
+    /// One collection, rendered.
+    fn round(&mut self) -> Result<String> {
+        let start = Instant::now();
+        match self.collect() {
+            Ok(fleet) => {
+                for gap in &fleet.gaps {
+                    let reason = match gap.kind {
+                        GapKind::ProcessGone => metrics::ERROR_REASONS[1],
+                        _ => metrics::ERROR_REASONS[2],
+                    };
+                    *self.errors.entry(reason.into()).or_default() += gap.count.unwrap_or(1);
+                }
+                self.last = Some((fleet, start.elapsed().as_secs_f64()));
+            }
+            Err(e) => {
+                eprintln!("porthog: error: collection failed: {e:#}");
+                *self.errors.entry(metrics::ERROR_REASONS[0].into()).or_default() += 1;
+            }
+        }
+        let empty = FleetReport::new(vec![], vec![]);
+        let (fleet, seconds) = self.last.as_ref().map_or((&empty, 0.0), |(f, s)| (f, *s));
+        metrics::render(&Scrape {
+            fleet,
+            mode: self.mode,
+            collect_seconds: seconds,
+            errors: &self.errors,
+            top_pools: self.opts.top_pools,
+            top_processes: self.opts.top_processes,
+        })
+        .context("encoding the metrics")
+    }
+
+    fn collect(&self) -> Result<FleetReport> {
+        if self.opts.all_netns {
+            return crate::fleet::report(&self.opts.analyze);
+        }
+        let snapshot = collect::snapshot(&CollectOptions { netns: self.opts.netns.clone() })?;
+        let inode = match &self.opts.netns {
+            Some(target) => collect::netns_inode(target)?,
+            None => collect::netns_inode(&collect::NetnsTarget::Path("/proc/self/ns/net".into()))?,
+        };
+        let report = porthog_core::analyze(&snapshot, &self.opts.analyze);
+        let ns = NamespaceReport {
+            inode,
+            name: snapshot.netns.clone(),
+            container: None,
+            pids: vec![],
+            report,
+        };
+        Ok(FleetReport::new(vec![ns], vec![]))
+    }
+}

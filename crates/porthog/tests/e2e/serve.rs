@@ -1,0 +1,180 @@
+//! `porthog serve`: the exporter against real namespaces, `promtool check metrics`, a duplicate
+//! series check of our own (promtool does not catch them), and a real Prometheus that scrapes
+//! it and answers a PromQL query. Every process is ended by PID, every file removed, on Drop.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::child;
+use crate::fleet::Held;
+use crate::loadgen::Loadgen;
+use crate::netns::Netns;
+use crate::porthog::{self, EXIT_ERROR};
+
+const SERVER: &str = "127.0.0.1:7070";
+
+/// A loopback port free right now (the kernel picked it; the test binds it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// `GET path` over HTTP/1.1: (status line, body).
+pub fn get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read the answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or("").to_owned(), body.to_owned())
+}
+
+/// Every series (name and labels) of an exposition text, failing on a repeated one.
+fn assert_no_duplicate_series(text: &str) {
+    let mut seen = HashSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+        assert!(seen.insert(series.to_owned()), "duplicate series {series}\n{text}");
+    }
+    assert!(!seen.is_empty(), "no series at all\n{text}");
+}
+
+/// Runs promtool check metrics on `text`.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run promtool (Debian package prometheus): {e}"));
+    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A temporary directory removed on Drop.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn serve_exports_every_namespace_to_a_real_prometheus() {
+    let Some(exhausted) = Netns::for_test("serve", &[]) else { return };
+    let healthy = exhausted.sibling(&[]);
+    let _server = Loadgen::start(&exhausted, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&exhausted, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!((client.opened(), client.errno()), (100, Some("EADDRNOTAVAIL")));
+    let _server2 = Loadgen::start(&healthy, &["serve", "--listen", SERVER]);
+    let light = Loadgen::start(&healthy, &["connect", "--to", SERVER, "--count", "5"]);
+    assert_eq!(light.opened(), 5);
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", &addr]).stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+
+    let (status, page) = get(&addr, "/");
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains("/metrics"), "{page}");
+    assert!(get(&addr, "/nothing").0.contains("404"));
+    let (status, text) = get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}\n{text}");
+    promtool_check(&text);
+    assert_no_duplicate_series(&text);
+    let used = format!(
+        "porthog_pool_used_ports{{kind=\"connect\",local=\"127.0.0.1\",netns=\"{}\",protocol=\"tcp\",remote=\"{SERVER}\"}} 100",
+        exhausted.name()
+    );
+    assert!(text.contains(&used), "expected {used}\n{text}");
+    assert!(text.contains("porthog_info{mode=\"root\"} 1"), "{text}");
+    assert!(
+        text.contains(&format!("porthog_verdict_level{{netns=\"{}\"}} 3", exhausted.name())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("porthog_verdict_level{{netns=\"{}\"}} 0", healthy.name())),
+        "{text}"
+    );
+    assert!(text.contains("porthog_process_ephemeral_ports{"), "{text}");
+
+    // A real Prometheus scrapes it every second; PromQL divides used by capacity.
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("porthog-e2e-prom-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(dir.0.join("data")).expect("mkdir");
+    let config = dir.0.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: porthog\n    static_configs:\n      - targets: ['{addr}']\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new("prometheus");
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.0.join("data").display()))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdin(Stdio::null());
+    let prometheus = Held(child::spawn(&mut cmd));
+    let query = "/api/v1/query?query=porthog_pool_used_ports%20%2F%20porthog_pool_capacity_ports";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = format!("\"netns\":\"{}\"", exhausted.name());
+    let answer = loop {
+        let body = TcpStream::connect(&prom_addr).ok().map(|_| get(&prom_addr, query).1);
+        if let Some(body) = body {
+            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let result = json["data"]["result"].as_array().cloned().unwrap_or_default();
+            if let Some(series) = result.iter().find(|s| {
+                s["metric"].to_string().contains(&wanted) && s["metric"]["kind"] == "connect"
+            }) {
+                break series.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned the exhausted pool\nprometheus stderr: {}",
+            prometheus.0.stderr()
+        );
+        // Polling a deadline for an outside server, not ordering threads.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(answer["value"][1], "1", "used / capacity of the exhausted pool: {answer}");
+    assert_eq!(answer["metric"]["remote"], SERVER, "{answer}");
+    drop(prometheus);
+    drop(serve);
+}
+
+/// The listen port is taken: a clear message and exit status 3, before any collection.
+#[test]
+fn serve_on_a_taken_port_says_so() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--listen", &addr]);
+    let run = porthog::run(cmd);
+    run.assert_code(EXIT_ERROR);
+    assert!(
+        run.stderr().contains(&format!("cannot listen on {addr}"))
+            && run.stderr().contains("--listen"),
+        "{}",
+        run.context()
+    );
+}
