@@ -21,12 +21,11 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
-/// `GET path` over HTTP/1.1: (status line, body).
+/// `GET path` over HTTP/1.0 (so no chunked answer): (status line, body).
 pub fn get(addr: &str, path: &str) -> (String, String) {
     let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send the request");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read the answer");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
@@ -134,11 +133,15 @@ fn serve_exports_every_namespace_to_a_real_prometheus() {
         .arg(format!("--web.listen-address={prom_addr}"))
         .stdin(Stdio::null());
     let prometheus = Held(child::spawn(&mut cmd));
-    let query = "/api/v1/query?query=porthog_pool_used_ports%20%2F%20porthog_pool_capacity_ports";
+    // The host may run other namespaces: the selector keeps the answer to ours.
+    let query = format!(
+        "/api/v1/query?query=porthog_pool_used_ports%7Bnetns%3D%22{}%22%7D%20%2F%20porthog_pool_capacity_ports",
+        exhausted.name()
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let wanted = format!("\"netns\":\"{}\"", exhausted.name());
     let answer = loop {
-        let body = TcpStream::connect(&prom_addr).ok().map(|_| get(&prom_addr, query).1);
+        let body = TcpStream::connect(&prom_addr).ok().map(|_| get(&prom_addr, &query).1);
         if let Some(body) = body {
             let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let result = json["data"]["result"].as_array().cloned().unwrap_or_default();

@@ -74,6 +74,7 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
     let mut walk = Walk::default();
     let pids = pids().context("cannot list /proc")?;
     let mut mount_namespaces: HashSet<(u64, u64)> = HashSet::new();
+    let nsfs_dev = rustix::fs::stat("/proc/self/ns/net").ok().map(|st| st.st_dev);
     let own_mnt = rustix::fs::stat("/proc/self/ns/mnt").ok().map(|st| (st.st_dev, st.st_ino));
     for pid in pids {
         let base = PathBuf::from(format!("/proc/{pid}"));
@@ -93,7 +94,13 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
         if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
             for fd in fds.flatten() {
                 let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-                if nsfs::net_link_inode(target.as_os_str().as_encoded_bytes()).is_some() {
+                let target = target.as_os_str().as_encoded_bytes();
+                // An fd opened through a bind mount (`/run/netns/NAME`) links to that path, not
+                // to `net:[...]`: a path on the nsfs device is checked by asking its type.
+                let held = nsfs::net_link_inode(target).is_some()
+                    || (target.starts_with(b"/")
+                        && nsfs_dev.is_some_and(|dev| is_netns(&fd.path(), dev)));
+                if held {
                     walk.add(fd.path(), "fd", None);
                 }
             }
@@ -121,6 +128,20 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
         }
     }
     Ok(walk.found.into_values().collect())
+}
+
+// NS_GET_NSTYPE (linux/nsfs.h): _IO(0xb7, 0x3), answers the CLONE_NEW* type of a namespace fd.
+nix::ioctl_none!(ns_get_nstype, 0xb7, 0x3);
+
+/// Whether `path` (an fd link) is a network namespace: on the nsfs device, and of that type.
+fn is_netns(path: &std::path::Path, nsfs_dev: u64) -> bool {
+    if rustix::fs::stat(path).map_or(true, |st| st.st_dev != nsfs_dev) {
+        return false;
+    }
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` keeps open.
+    let kind = unsafe { ns_get_nstype(std::os::fd::AsRawFd::as_raw_fd(&file)) };
+    kind == Ok(nix::sched::CloneFlags::CLONE_NEWNET.bits())
 }
 
 /// The pids listed in /proc, ascending, with the walker's own first so that its mount
