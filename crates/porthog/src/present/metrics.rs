@@ -221,3 +221,120 @@ fn export_holders(
         g.with_label_values(&[netns, OTHER, ""]).set(other as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use porthog_core::report::ProcessReport;
+    use porthog_core::{AnalyzeOptions, Level, NamespaceReport, Os, PoolKind, Protocol, Snapshot};
+
+    use super::*;
+
+    fn pool(remote_port: u16, used: u32, level: Level) -> Pool {
+        Pool {
+            kind: PoolKind::Connect,
+            protocol: Protocol::Tcp,
+            local: Some("10.0.0.1".parse().unwrap()),
+            remote: Some(format!("10.0.0.2:{remote_port}").parse().unwrap()),
+            used,
+            capacity: 100,
+            time_wait: 1,
+            time_wait_reusable: 0,
+            effective: used,
+            percent: f64::from(used),
+            level,
+            latent: false,
+            owners: vec![],
+        }
+    }
+
+    fn process(pid: u32, name: &str, ports: u32) -> ProcessReport {
+        ProcessReport {
+            pid,
+            name: name.into(),
+            cmdline: String::new(),
+            user: None,
+            container: None,
+            unit: None,
+            pod: None,
+            sockets: ports,
+            ephemeral_ports: ports,
+            states: Default::default(),
+            top_remotes: vec![],
+        }
+    }
+
+    fn namespace(inode: u64, name: Option<&str>) -> NamespaceReport {
+        let mut report =
+            porthog_core::analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
+        report.pools = (0..30).map(|i| pool(7000 + i, 100 - u32::from(i), Level::Warn)).collect();
+        report.pools[0].level = Level::Exhausted;
+        report.verdict = Level::Exhausted;
+        report.processes = vec![
+            process(1, "client", 50),
+            process(2, "client", 30),
+            process(3, "other", 7),
+            process(4, "cron", 2),
+            process(5, "idle", 0),
+        ];
+        NamespaceReport {
+            inode,
+            name: name.map(str::to_owned),
+            container: None,
+            pids: vec![],
+            report,
+        }
+    }
+
+    fn series(text: &str) -> Vec<(String, f64)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| {
+                let (s, v) = l.rsplit_once(' ').unwrap();
+                (s.to_owned(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The top pools and holders are exported one by one, the rest summed in `other`; no
+    /// series repeats even where two namespaces and two processes share names.
+    #[test]
+    fn bounded_and_distinct() {
+        let fleet = FleetReport::new(vec![namespace(1, Some("a")), namespace(2, None)], vec![]);
+        let errors = BTreeMap::from([("namespace_vanished".to_owned(), 2)]);
+        let text = render(&Scrape {
+            fleet: &fleet,
+            mode: "root",
+            collect_seconds: 0.25,
+            errors: &errors,
+            top_pools: 5,
+            top_processes: 1,
+        })
+        .unwrap();
+        let all = series(&text);
+        let distinct: HashSet<&String> = all.iter().map(|(s, _)| s).collect();
+        assert_eq!(distinct.len(), all.len(), "a series repeats:\n{text}");
+        let used: Vec<&(String, f64)> =
+            all.iter().filter(|(s, _)| s.starts_with("porthog_pool_used_ports{")).collect();
+        assert_eq!(used.len(), 2 * 6, "5 pools and one `other` per namespace:\n{text}");
+        let other = used
+            .iter()
+            .find(|(s, _)| s.contains("netns=\"a\"") && s.contains("remote=\"other\""))
+            .unwrap();
+        // Pools 6..30 hold 95 + 94 + ... + 71 ports.
+        assert_eq!(other.1, (71..=95).sum::<u32>() as f64);
+        assert!(text.contains(
+            "porthog_process_ephemeral_ports{container=\"\",netns=\"a\",process=\"client\"} 80"
+        ));
+        // `other` holds the rest, the process named "other" included; idle holders are left out.
+        assert!(text.contains(
+            "porthog_process_ephemeral_ports{container=\"\",netns=\"a\",process=\"other\"} 9"
+        ));
+        assert!(text.contains("porthog_verdict_level{netns=\"net:[2]\"} 3"));
+        assert!(text.contains("porthog_collect_errors_total{reason=\"namespace_vanished\"} 2"));
+        assert!(text.contains("porthog_collect_errors_total{reason=\"collect_failed\"} 0"));
+        assert!(text.contains("porthog_namespaces 2"));
+        assert!(text.contains("# TYPE porthog_collect_errors_total counter"));
+    }
+}

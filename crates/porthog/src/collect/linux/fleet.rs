@@ -112,3 +112,31 @@ fn placement_label(pids: &std::collections::BTreeSet<u32>) -> Option<String> {
         cgroup::parse(&text).label()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A namespace that is gone by the time it is read is a gap, not an error; so is one whose
+    /// path now leads to another namespace (a reused pid).
+    #[test]
+    fn vanished_namespaces_are_gaps() {
+        let own = rustix::fs::stat("/proc/self/ns/net").unwrap();
+        let found = |path: &str, inode: u64| Found {
+            dev: own.st_dev,
+            inode,
+            path: path.into(),
+            held_by: "process",
+            name: None,
+            pids: Default::default(),
+        };
+        let (collected, gaps) = collect(vec![
+            found("/proc/4194305/ns/net", 1),
+            found("/proc/self/ns/net", own.st_ino + 1),
+        ]);
+        assert!(collected.is_empty());
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!((gaps[0].kind, gaps[0].count), (GapKind::ProcessGone, Some(2)));
+        assert!(gaps[0].message.contains("2 network namespaces vanished"), "{gaps:?}");
+    }
+}
