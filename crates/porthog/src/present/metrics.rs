@@ -337,4 +337,42 @@ mod tests {
         assert!(text.contains("porthog_namespaces 2"));
         assert!(text.contains("# TYPE porthog_collect_errors_total counter"));
     }
+
+    /// The dashboard and the alert rules only use metric names the exporter writes.
+    #[test]
+    fn deploy_files_use_exported_names() {
+        let fleet = FleetReport::new(vec![namespace(1, Some("a"))], vec![]);
+        let text = render(&Scrape {
+            fleet: &fleet,
+            mode: "root",
+            collect_seconds: 0.1,
+            errors: &BTreeMap::new(),
+            top_pools: 5,
+            top_processes: 5,
+        })
+        .unwrap();
+        let exported: HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../../deploy/grafana/porthog-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let rules = include_str!("../../../../deploy/prometheus/porthog-alerts.yml");
+        let mut used = vec![];
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                used.push(target["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        used.push(rules.to_owned());
+        for text in used {
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("porthog_") {
+                    assert!(exported.contains(word), "{word} is not exported: {exported:?}");
+                }
+            }
+        }
+    }
 }

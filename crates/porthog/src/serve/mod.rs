@@ -31,10 +31,13 @@ impl Latest {
 }
 
 pub fn run(opts: &ServeOptions) -> Result<u8> {
-    let root = rustix::process::geteuid().is_root();
-    if opts.all_netns && !root {
+    use rustix::thread::CapabilitySet;
+    let caps = rustix::thread::capabilities(None).map_or(CapabilitySet::empty(), |c| c.effective);
+    if opts.all_netns && !caps.contains(CapabilitySet::SYS_ADMIN) {
         bail!("--all-netns enters every network namespace, which needs root (CAP_SYS_ADMIN)");
     }
+    // Owners come from other processes' /proc/PID/fd: root, or a service with CAP_SYS_PTRACE.
+    let root = caps.contains(CapabilitySet::SYS_PTRACE);
     // Bound before the first collection, so a taken port fails at once.
     let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| {
         let hint = match e.kind() {
