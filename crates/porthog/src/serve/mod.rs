@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use porthog_core::{FleetReport, GapKind, NamespaceReport};
 
 use crate::cli::ServeOptions;
@@ -33,8 +33,8 @@ impl Latest {
 pub fn run(opts: &ServeOptions) -> Result<u8> {
     use rustix::thread::CapabilitySet;
     let caps = rustix::thread::capabilities(None).map_or(CapabilitySet::empty(), |c| c.effective);
-    if opts.all_netns && !caps.contains(CapabilitySet::SYS_ADMIN) {
-        bail!("--all-netns enters every network namespace, which needs root (CAP_SYS_ADMIN)");
+    if opts.all_netns {
+        crate::fleet::may_enter_namespaces()?;
     }
     // Owners come from other processes' /proc/PID/fd: root, or a service with CAP_SYS_PTRACE.
     let root = caps.contains(CapabilitySet::SYS_PTRACE);

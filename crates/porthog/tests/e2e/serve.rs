@@ -181,3 +181,40 @@ fn serve_on_a_taken_port_says_so() {
         run.context()
     );
 }
+
+/// Without privileges: pools of its own namespace still come out, and the mode says so;
+/// `--all-netns` is refused with the reason.
+#[test]
+fn serve_unprivileged_exports_pools() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("serve_unprivileged_exports_pools: skipped: needs root to drop to nobody");
+        return;
+    }
+    let exe = porthog::WorldExecutable::new("serve-nobody");
+    let exe_path = exe.path.display().to_string();
+    let nobody = |args: &[&str]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .arg(&exe_path)
+            .args(args);
+        cmd
+    };
+    let refused = porthog::run(nobody(&["serve", "--all-netns", "--listen", "127.0.0.1:0"]));
+    refused.assert_code(EXIT_ERROR);
+    assert!(refused.stderr().contains("needs root (CAP_SYS_ADMIN)"), "{}", refused.context());
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = nobody(&["serve", "--interval", "1", "--listen", &addr]);
+    cmd.stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("unprivileged porthog serve did not start: {e}");
+    });
+    let (status, text) = get(&addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    promtool_check(&text);
+    assert!(text.contains("porthog_info{mode=\"unprivileged\"} 1"), "{text}");
+    assert!(text.contains("porthog_pool_capacity_ports{kind=\"bind\""), "{text}");
+    assert!(text.contains("porthog_namespaces 1"), "{text}");
+    drop(serve);
+}
