@@ -218,3 +218,56 @@ fn serve_unprivileged_exports_pools() {
     assert!(text.contains("porthog_namespaces 1"), "{text}");
     drop(serve);
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS")
+}
+
+/// A scrape storm: 50 clients scraping back to back for 10 s all get answers, and the
+/// exporter's memory stays bounded.
+#[test]
+fn serve_survives_a_scrape_storm() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--interval", "1", "--listen", &addr]).stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    let _ = get(&addr, "/metrics");
+    let before = rss_kib(serve.pid());
+    let until = Instant::now() + Duration::from_secs(10);
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut answered = 0u32;
+                while Instant::now() < until {
+                    let (status, body) = get(&addr, "/metrics");
+                    assert!(status.contains("200"), "{status}");
+                    assert!(body.contains("porthog_info"), "a truncated answer: {body}");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let answered: Vec<u32> = clients.into_iter().map(|c| c.join().expect("a client")).collect();
+    let after = rss_kib(serve.pid());
+    assert!(answered.iter().all(|&n| n > 0), "a client got no answer: {answered:?}");
+    assert!(
+        after < before + 20 * 1024,
+        "RSS grew from {before} KiB to {after} KiB over {} scrapes",
+        answered.iter().sum::<u32>()
+    );
+    eprintln!(
+        "scrape storm: {} answers, RSS {before} -> {after} KiB",
+        answered.iter().sum::<u32>()
+    );
+    drop(serve);
+}
