@@ -141,3 +141,37 @@ impl Collector {
         Ok(FleetReport::new(vec![ns], vec![]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command, DEFAULT_LISTEN};
+
+    fn serve(args: &[&str]) -> anyhow::Result<crate::cli::ServeOptions> {
+        let cli = Cli::try_parse_from(["porthog", "serve"].iter().chain(args))?;
+        match cli.command {
+            Some(Command::Serve(s)) => s.validate(),
+            _ => anyhow::bail!("not serve"),
+        }
+    }
+
+    #[test]
+    fn options() {
+        let o = serve(&[]).unwrap();
+        assert_eq!(o.listen.to_string(), DEFAULT_LISTEN);
+        assert!(o.listen.ip().is_loopback(), "loopback by default");
+        assert_eq!((o.interval.as_secs(), o.top_pools, o.top_processes), (15, 20, 10));
+        assert!(!o.all_netns);
+        let o = serve(&["--all-netns", "--listen", "[::1]:9999", "--top-pools", "3"]).unwrap();
+        assert_eq!(
+            (o.listen.to_string().as_str(), o.all_netns, o.top_pools),
+            ("[::1]:9999", true, 3)
+        );
+        let e = serve(&["--listen", "localhost"]).unwrap_err().to_string();
+        assert!(e.starts_with("--listen localhost: an address and port"), "{e}");
+        assert!(serve(&["--json"]).unwrap_err().to_string().contains("drop --json"));
+        assert!(serve(&["--interval", "0"]).is_err());
+        assert!(serve(&["--all-netns", "--netns", "blue"]).is_err(), "one or the other");
+    }
+}
