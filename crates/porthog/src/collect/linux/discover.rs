@@ -17,21 +17,21 @@ pub struct Found {
     pub inode: u64,
     /// A file that opens it: /proc/PID/ns/net, a mount point, /proc/PID/fd/N (best first).
     pub path: PathBuf,
-    /// How it was found first: "process", "thread", "mount" or "fd".
-    pub held_by: &'static str,
+    /// What `path` is.
+    pub held_by: HeldBy,
     pub name: Option<String>,
     /// Processes (thread-group leaders) whose namespace it is, or one of whose threads'.
     pub pids: BTreeSet<u32>,
 }
 
-/// Ranks of `held_by`: a process's own link is the steadiest path, an fd the least.
-fn rank(held_by: &str) -> u8 {
-    match held_by {
-        "process" => 0,
-        "mount" => 1,
-        "thread" => 2,
-        _ => 3,
-    }
+/// What holds a namespace, best path first: a process's own link is the steadiest, an fd the
+/// least (it closes whenever its holder wants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HeldBy {
+    Process,
+    Mount,
+    Thread,
+    Fd,
 }
 
 #[derive(Default)]
@@ -41,12 +41,7 @@ struct Walk {
 
 impl Walk {
     /// Records `path` if it is a network namespace (stat follows the link to the nsfs inode).
-    fn add(
-        &mut self,
-        path: PathBuf,
-        held_by: &'static str,
-        pid: Option<u32>,
-    ) -> Option<(u64, u64)> {
+    fn add(&mut self, path: PathBuf, held_by: HeldBy, pid: Option<u32>) -> Option<(u64, u64)> {
         let st = rustix::fs::stat(&path).ok()?;
         let key = (st.st_dev, st.st_ino);
         let entry = self.found.entry(key).or_insert_with(|| Found {
@@ -57,11 +52,11 @@ impl Walk {
             name: None,
             pids: BTreeSet::new(),
         });
-        if rank(held_by) < rank(entry.held_by) {
+        if held_by < entry.held_by {
             entry.path = path;
             entry.held_by = held_by;
         }
-        if let Some(pid) = pid.filter(|_| held_by == "process" || held_by == "thread") {
+        if let Some(pid) = pid.filter(|_| matches!(held_by, HeldBy::Process | HeldBy::Thread)) {
             entry.pids.insert(pid);
         }
         Some(key)
@@ -78,7 +73,7 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
     let own_mnt = rustix::fs::stat("/proc/self/ns/mnt").ok().map(|st| (st.st_dev, st.st_ino));
     for pid in pids {
         let base = PathBuf::from(format!("/proc/{pid}"));
-        let own = walk.add(base.join("ns/net"), "process", Some(pid));
+        let own = walk.add(base.join("ns/net"), HeldBy::Process, Some(pid));
         if own.is_none() && !base.exists() {
             continue; // exited
         }
@@ -87,7 +82,7 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
             for task in tasks.flatten() {
                 let tid = task.file_name();
                 if tid.to_str() != Some(&pid.to_string()) {
-                    walk.add(task.path().join("ns/net"), "thread", Some(pid));
+                    walk.add(task.path().join("ns/net"), HeldBy::Thread, Some(pid));
                 }
             }
         }
@@ -101,7 +96,7 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
                     || (target.starts_with(b"/")
                         && nsfs_dev.is_some_and(|dev| is_netns(&fd.path(), dev)));
                 if held {
-                    walk.add(fd.path(), "fd", None);
+                    walk.add(fd.path(), HeldBy::Fd, None);
                 }
             }
         }
@@ -119,7 +114,7 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
             } else {
                 base.join("root").join(mount.mount_point.trim_start_matches('/'))
             };
-            if let Some(key) = walk.add(path, "mount", None)
+            if let Some(key) = walk.add(path, HeldBy::Mount, None)
                 && let (Some(name), Some(found)) = (mount.ip_netns_name(), walk.found.get_mut(&key))
                 && (found.name.is_none() || ours)
             {

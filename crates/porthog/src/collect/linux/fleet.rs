@@ -116,6 +116,7 @@ fn placement_label(pids: &std::collections::BTreeSet<u32>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::linux::discover::HeldBy;
 
     /// A namespace that is gone by the time it is read is a gap, not an error; so is one whose
     /// path now leads to another namespace (a reused pid).
@@ -126,7 +127,7 @@ mod tests {
             dev: own.st_dev,
             inode,
             path: path.into(),
-            held_by: "process",
+            held_by: HeldBy::Process,
             name: None,
             pids: Default::default(),
         };
