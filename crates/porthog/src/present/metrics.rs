@@ -32,6 +32,9 @@ pub struct Scrape<'a> {
     pub errors: &'a BTreeMap<String, u64>,
     pub top_pools: usize,
     pub top_processes: usize,
+    /// Failures the kernel tracer caught since start, by (process, remote, errno), for the
+    /// (only) namespace; `None` when no tracer runs (not root, or `--all-netns`).
+    pub failures: Option<&'a BTreeMap<(String, String, String), u64>>,
 }
 
 const POOL_LABELS: [&str; 5] = ["netns", "kind", "protocol", "local", "remote"];
@@ -104,10 +107,24 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
     registry.register(Box::new(errors.clone()))?;
     let info = vec(
         "porthog_info",
-        "Always 1. mode=root: pools, owners and containers; mode=unprivileged: pools only (sock_diag needs no privilege), no owners, one namespace. porthog_allocation_failures_total (kernel tracer) is not exported yet.",
+        "Always 1. mode=root: pools, owners and containers; mode=unprivileged: pools only (sock_diag needs no privilege), no owners, one namespace, no porthog_allocation_failures_total.",
         &["mode"],
     )?;
 
+    if let (Some(failures), Some(ns)) = (s.failures, s.fleet.namespaces.first()) {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "porthog_allocation_failures_total",
+                "Port allocations the kernel refused since porthog started (connect() EADDRNOTAVAIL, bind() EADDRINUSE, UDP EAGAIN), from its tracepoints: root only, one namespace (not with --all-netns). The first 100 (process, remote, errno) get a series; later ones count as process=\"other\".",
+            ),
+            &["netns", "process", "remote", "errno"],
+        )?;
+        registry.register(Box::new(counter.clone()))?;
+        let netns = ns.label();
+        for ((process, remote, errno), n) in failures {
+            counter.with_label_values(&[netns.as_str(), process, remote, errno]).inc_by(*n);
+        }
+    }
     info.with_label_values(&[s.mode]).set(1);
     namespaces.set(s.fleet.namespaces.len() as i64);
     duration.set(s.collect_seconds);
@@ -310,6 +327,7 @@ mod tests {
             errors: &errors,
             top_pools: 5,
             top_processes: 1,
+            failures: None,
         })
         .unwrap();
         let all = series(&text);
@@ -349,6 +367,10 @@ mod tests {
             errors: &BTreeMap::new(),
             top_pools: 5,
             top_processes: 5,
+            failures: Some(&BTreeMap::from([(
+                ("client".to_owned(), "10.0.0.2:7000".to_owned(), "EADDRNOTAVAIL".to_owned()),
+                3,
+            )])),
         })
         .unwrap();
         let exported: HashSet<&str> = text

@@ -1,8 +1,10 @@
 //! The HTTP side of `serve`: hyper's HTTP/1 server on a single-threaded tokio runtime. GET (or
-//! HEAD) `/metrics` answers the latest exposition text, `/` a short page, anything else 404.
+//! HEAD) `/metrics` answers the latest exposition text, `/` the page `run` wrote, anything else
+//! 404.
 //! Nothing here waits for a collection: each answer is a copy of text rendered beforehand.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -17,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use super::Latest;
 use crate::present::metrics;
 
-pub fn serve(listener: std::net::TcpListener, latest: Latest, mode: &'static str) -> Result<u8> {
+pub fn serve(listener: std::net::TcpListener, latest: Latest, page: Arc<str>) -> Result<u8> {
     listener.set_nonblocking(true).context("cannot make the listening socket non-blocking")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -37,9 +39,9 @@ pub fn serve(listener: std::net::TcpListener, latest: Latest, mode: &'static str
                     continue;
                 }
             };
-            let latest = latest.clone();
+            let (latest, page) = (latest.clone(), page.clone());
             tokio::task::spawn(async move {
-                let service = service_fn(move |req| answer(req, latest.clone(), mode));
+                let service = service_fn(move |req| answer(req, latest.clone(), page.clone()));
                 // A client that hangs up mid-answer is its own business.
                 let _ = http1::Builder::new()
                     .keep_alive(true)
@@ -53,7 +55,7 @@ pub fn serve(listener: std::net::TcpListener, latest: Latest, mode: &'static str
 async fn answer(
     req: Request<Incoming>,
     latest: Latest,
-    mode: &'static str,
+    page: Arc<str>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into()));
@@ -68,20 +70,7 @@ async fn answer(
             response
         }
         "/" => {
-            let page = format!(
-                "<!DOCTYPE html>\n<html><head><title>porthog exporter</title></head><body>\n\
-                 <h1>porthog exporter</h1>\n<p>Ephemeral-port pools, their fill and level, per \
-                 network namespace: <a href=\"/metrics\">/metrics</a> (Prometheus text format \
-                 0.0.4).</p>\n<p>Mode: {mode}. {}</p>\n<p>Allocation failures from the kernel \
-                 tracer (porthog_allocation_failures_total) are not exported yet.</p>\n\
-                 </body></html>\n",
-                if mode == "root" {
-                    "Pools, owners and containers are shown."
-                } else {
-                    "Pools only: naming the processes that hold ports needs root."
-                }
-            );
-            let mut response = Response::new(Full::new(Bytes::from(page)));
+            let mut response = Response::new(Full::new(Bytes::from(page.as_bytes().to_vec())));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

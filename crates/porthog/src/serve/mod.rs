@@ -3,6 +3,7 @@
 //! text once; the HTTP side (`http.rs`, hyper on a single-threaded tokio runtime) only hands
 //! out the latest text, so a scrape never waits for more than the first collection.
 
+mod failures;
 mod http;
 
 use std::collections::BTreeMap;
@@ -52,8 +53,26 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         anyhow::anyhow!("cannot listen on {}: {e}; {hint}", opts.listen)
     })?;
     let mode = if root { "root" } else { "unprivileged" };
+    // The tracer follows one namespace: with --all-netns there is none to give it.
+    let book = failures::Book::default();
+    let feed = if opts.all_netns || !root {
+        None
+    } else {
+        let counted = book.clone();
+        match crate::trace::spawn_feed(opts.netns.clone(), move |f| counted.record(&f), |_lost| {})
+        {
+            Ok(feed) => Some(feed),
+            Err(e) => {
+                eprintln!("porthog: note: no porthog_allocation_failures_total: {e:#}");
+                None
+            }
+        }
+    };
+    let failures = feed.as_ref().map(|_| book);
+    let failures_counted = failures.is_some();
     let latest = Latest::default();
-    let mut collector = Collector { opts: opts.clone(), mode, errors: BTreeMap::new(), last: None };
+    let mut collector =
+        Collector { opts: opts.clone(), mode, errors: BTreeMap::new(), last: None, failures };
     // The first collection happens before the first answer: scrapes queue on the socket.
     latest.set(collector.round()?);
     let background = latest.clone();
@@ -62,7 +81,28 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         .spawn(move || collector.forever(&background))
         .context("cannot start the collector thread")?;
     eprintln!("porthog: serving metrics on http://{}/metrics", opts.listen);
-    http::serve(listener, latest, mode)
+    http::serve(listener, latest, page(mode, failures_counted).into())
+}
+
+/// The `/` page: what is exported and what this mode leaves out.
+fn page(mode: &str, failures: bool) -> String {
+    let owners = if mode == "root" {
+        "Pools, owners and containers are shown."
+    } else {
+        "Pools only: naming the processes that hold ports needs root (CAP_SYS_PTRACE)."
+    };
+    let failures = if failures {
+        "Allocation failures the kernel refuses are counted (porthog_allocation_failures_total)."
+    } else {
+        "No allocation failures are counted: the kernel tracer needs root and one namespace \
+         (not --all-netns)."
+    };
+    format!(
+        "<!DOCTYPE html>\n<html><head><title>porthog exporter</title></head><body>\n\
+         <h1>porthog exporter</h1>\n<p>Ephemeral-port pools, their fill and level, per network \
+         namespace: <a href=\"/metrics\">/metrics</a> (Prometheus text format 0.0.4).</p>\n\
+         <p>Mode: {mode}. {owners}</p>\n<p>{failures}</p>\n</body></html>\n"
+    )
 }
 
 struct Collector {
@@ -72,6 +112,8 @@ struct Collector {
     errors: BTreeMap<String, u64>,
     /// The last good collection and how long it took: shown again when one fails.
     last: Option<(FleetReport, f64)>,
+    /// The tracer's failure counts, when it runs.
+    failures: Option<failures::Book>,
 }
 
 impl Collector {
@@ -108,6 +150,7 @@ impl Collector {
                 *self.errors.entry(metrics::ERROR_REASONS[0].into()).or_default() += 1;
             }
         }
+        let failures = self.failures.as_ref().map(failures::Book::counts);
         let empty = FleetReport::new(vec![], vec![]);
         let (fleet, seconds) = self.last.as_ref().map_or((&empty, 0.0), |(f, s)| (f, *s));
         metrics::render(&Scrape {
@@ -117,6 +160,7 @@ impl Collector {
             errors: &self.errors,
             top_pools: self.opts.top_pools,
             top_processes: self.opts.top_processes,
+            failures: failures.as_ref(),
         })
         .context("encoding the metrics")
     }

@@ -271,3 +271,43 @@ fn serve_survives_a_scrape_storm() {
     );
     drop(serve);
 }
+
+/// As root on one namespace, the kernel tracer counts the failures: a client that exhausts its
+/// pool after serve started shows up in porthog_allocation_failures_total.
+#[test]
+fn serve_counts_allocation_failures() {
+    let Some(ns) = Netns::for_test("serve_failures", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--netns", ns.name(), "--interval", "1", "--listen", &addr])
+        .stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    if serve.0.stderr().contains("no porthog_allocation_failures_total") && !crate::netns::in_ci() {
+        eprintln!("serve_counts_allocation_failures: skipped: {}", serve.0.stderr());
+        return;
+    }
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!(client.errno(), Some("EADDRNOTAVAIL"));
+    let series = format!(
+        "porthog_allocation_failures_total{{errno=\"EADDRNOTAVAIL\",netns=\"{}\",process=\"porthog-loadgen\",remote=\"{SERVER}\"}}",
+        ns.name()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = get(&addr, "/metrics").1;
+        if let Some(line) = text.lines().find(|l| l.starts_with(&series)) {
+            let n: u64 = line.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+            assert!(n >= client.failed(), "{line}: loadgen saw {} failures", client.failed());
+            promtool_check(&text);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {series}\n{text}\n{}", serve.0.stderr());
+        // Polling a deadline for the next collection, not ordering threads.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(serve);
+}
