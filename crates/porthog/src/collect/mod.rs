@@ -73,3 +73,16 @@ pub fn netns_inode(target: &NetnsTarget) -> anyhow::Result<u64> {
 pub fn netns_inode(_target: &NetnsTarget) -> anyhow::Result<u64> {
     anyhow::bail!("network namespaces are Linux only")
 }
+
+/// Whether porthog may read other processes' /proc/PID/fd to name socket owners: root, or a
+/// service given CAP_SYS_PTRACE.
+#[cfg(target_os = "linux")]
+pub fn may_read_owners() -> bool {
+    use rustix::thread::{CapabilitySet, capabilities};
+    capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_PTRACE))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn may_read_owners() -> bool {
+    false
+}

@@ -32,13 +32,10 @@ impl Latest {
 }
 
 pub fn run(opts: &ServeOptions) -> Result<u8> {
-    use rustix::thread::CapabilitySet;
-    let caps = rustix::thread::capabilities(None).map_or(CapabilitySet::empty(), |c| c.effective);
     if opts.all_netns {
         crate::fleet::may_enter_namespaces()?;
     }
-    // Owners come from other processes' /proc/PID/fd: root, or a service with CAP_SYS_PTRACE.
-    let root = caps.contains(CapabilitySet::SYS_PTRACE);
+    let root = collect::may_read_owners();
     // Bound before the first collection, so a taken port fails at once.
     let listener = std::net::TcpListener::bind(opts.listen).map_err(|e| {
         let hint = match e.kind() {
