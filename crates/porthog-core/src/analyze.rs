@@ -40,7 +40,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
     let total_pools = set.pools.len() as u64;
     let mut pools = set.pools;
     let above_ok = pools.iter().take_while(|p| p.level > Level::Ok).count();
-    pools.truncate(above_ok + opts.ok_pools);
+    pools.truncate(above_ok.saturating_add(opts.ok_pools));
 
     Report {
         schema_version: SCHEMA_VERSION,

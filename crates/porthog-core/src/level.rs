@@ -28,6 +28,17 @@ impl Level {
         }
     }
 
+    /// The number metrics carry (`porthog_pool_level`, `porthog_verdict_level`): 0 ok (and
+    /// info), 1 warn, 2 critical, 3 exhausted.
+    pub fn metric_value(self) -> u8 {
+        match self {
+            Level::Ok | Level::Info => 0,
+            Level::Warn => 1,
+            Level::Critical => 2,
+            Level::Exhausted => 3,
+        }
+    }
+
     /// Nagios plugin convention: 0 OK, 1 WARNING, 2 CRITICAL (3 UNKNOWN is the caller's).
     pub fn exit_code(self) -> i32 {
         match self {

@@ -7,10 +7,12 @@ pub mod bind_pool;
 pub mod cgroup;
 mod culprits;
 mod findings;
+pub mod fleet;
 pub mod import;
 pub mod level;
 pub mod lifecycle;
 pub mod model;
+pub mod nsfs;
 pub mod pool;
 pub mod ports;
 pub mod proc_net;
@@ -22,6 +24,7 @@ pub mod trace_report;
 pub mod tracepoint;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
+pub use fleet::{FleetReport, NamespaceReport};
 pub use level::{Level, Thresholds};
 pub use model::{
     BucketOrigin, Gap, GapKind, KernelFacts, Os, Placement, Process, Protocol, Settings, Snapshot,

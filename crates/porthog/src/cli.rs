@@ -68,6 +68,10 @@ pub enum Command {
     },
     /// Print porthog's man page (roff), e.g. `porthog man > /usr/local/share/man/man1/porthog.1`.
     Man,
+    /// Serve Prometheus metrics (text format 0.0.4) on /metrics: every pool's fill, level and
+    /// TIME_WAIT, the verdict per network namespace, the top holders; collected in the
+    /// background every --interval. Listens on 127.0.0.1 unless --listen says otherwise.
+    Serve(ServeArgs),
 }
 
 /// As root, `watch` and `record` start the kernel tracer of `porthog trace` for the failures;
@@ -79,6 +83,72 @@ pub struct TraceSwitch {
     /// allocation failures; with this they only read sock_diag, /proc and sysctls.
     #[arg(long)]
     no_trace: bool,
+}
+
+/// porthog's default exporter port. Chosen outside the ports most exporters use (9100-9599 is
+/// crowded); it has not been checked against the Prometheus default-port allocations wiki,
+/// which this project could not reach: register or re-check it before a release.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9873";
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (loopback by default: put it behind your scraper's
+    /// network, not the Internet).
+    #[arg(long, value_name = "ADDR:PORT", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Seconds between collections (a scrape returns the latest one).
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = interval)]
+    pub interval: Duration,
+    /// Every network namespace of the host (needs root), each as its own `netns` label.
+    #[arg(long, conflicts_with = "netns")]
+    pub all_netns: bool,
+    #[command(flatten)]
+    pub netns: NetnsArg,
+    /// Pools exported per namespace (tightest first); the rest are summed in one `other`
+    /// series per kind and protocol.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top_pools: usize,
+    /// Processes exported per namespace (most ephemeral ports first); the rest are summed in
+    /// one `other` series.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top_processes: usize,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// Validated options of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: std::net::SocketAddr,
+    pub interval: Duration,
+    pub all_netns: bool,
+    pub netns: Option<NetnsTarget>,
+    pub top_pools: usize,
+    pub top_processes: usize,
+    pub analyze: AnalyzeOptions,
+}
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<ServeOptions> {
+        let listen = self.listen.parse().map_err(|e| {
+            anyhow!(
+                "--listen {}: an address and port like 127.0.0.1:9873 or [::1]:9873 is expected ({e})",
+                self.listen
+            )
+        })?;
+        let mut analyze = self.report.validate(false)?.analyze;
+        // Every pool stays in the report: the exporter sums what it does not show.
+        analyze.ok_pools = usize::MAX;
+        Ok(ServeOptions {
+            listen,
+            interval: self.interval,
+            all_netns: self.all_netns,
+            netns: self.netns.target(),
+            top_pools: self.top_pools,
+            top_processes: self.top_processes,
+            analyze,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -134,6 +204,10 @@ pub struct CheckArgs {
     /// for the tightest pools (Nagios, Icinga, Naemon, Sensu), then the text report.
     #[arg(long, conflicts_with = "json")]
     pub perfdata: bool,
+    /// Every network namespace of the host (needs root): found from /proc/*/ns/net, threads,
+    /// open fds and nsfs mounts; the worst first, then each namespace's report.
+    #[arg(long, conflicts_with = "netns")]
+    pub all_netns: bool,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -228,6 +302,7 @@ pub struct CheckOptions {
     pub netns: Option<NetnsTarget>,
     /// The monitoring plugin's status line with performance data first.
     pub perfdata: bool,
+    pub all_netns: bool,
     pub report: ReportOptions,
 }
 
@@ -377,6 +452,7 @@ impl CheckArgs {
         Ok(CheckOptions {
             netns: self.netns.target(),
             perfdata: self.perfdata,
+            all_netns: self.all_netns,
             report: self.report.validate(self.json)?,
         })
     }

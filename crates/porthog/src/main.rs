@@ -3,9 +3,11 @@
 
 mod cli;
 mod collect;
+mod fleet;
 mod present;
 mod record;
 mod sample;
+mod serve;
 mod signals;
 mod trace;
 mod watch;
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Some(Command::Record(args)) => args.validate().and_then(|o| record::run(&o)),
         Some(Command::Completions { shell }) => completions(shell),
         Some(Command::Man) => man(),
+        Some(Command::Serve(args)) => args.validate().and_then(|o| serve::run(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -52,6 +55,9 @@ fn main() -> ExitCode {
 }
 
 fn check(opts: &CheckOptions) -> Result<u8> {
+    if opts.all_netns {
+        return check_all(opts);
+    }
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
     let report = porthog_core::analyze(&snapshot, &opts.report.analyze);
     if opts.perfdata {
@@ -79,6 +85,19 @@ fn man() -> Result<u8> {
     clap_mangen::Man::new(Cli::command()).render(&mut page).context("rendering the man page")?;
     write_stdout(&page)?;
     Ok(0)
+}
+
+/// `check --all-netns`: every namespace, worst first.
+fn check_all(opts: &CheckOptions) -> Result<u8> {
+    let fleet = fleet::report(&opts.report.analyze)?;
+    let text = match opts.report.format {
+        Format::Json => present::fleet::render_json(&fleet).context("encoding the JSON report")?,
+        Format::Text { color } => {
+            present::fleet::render_text(&fleet, opts.report.top, color, textwrap::termwidth())
+        }
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(fleet.exit_code())
 }
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {

@@ -6,7 +6,7 @@ pub(crate) mod linux;
 
 use std::path::PathBuf;
 
-use porthog_core::Snapshot;
+use porthog_core::{Gap, Snapshot};
 
 /// Which network namespace to inspect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,4 +50,52 @@ pub fn snapshot(_opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     anyhow::bail!(
         "live collection is not supported on this OS yet; capture netstat or PowerShell output and use `porthog analyze`"
     )
+}
+
+/// One network namespace of an `--all-netns` collection, with what a user knows it by.
+pub struct Collected {
+    pub inode: u64,
+    /// Its `ip netns` name, if it has one.
+    pub name: Option<String>,
+    /// Container, pod or unit of a process in it.
+    pub container: Option<String>,
+    pub pids: Vec<u32>,
+    pub snapshot: Snapshot,
+}
+
+/// Every network namespace of the host, each snapshotted; the ones that vanished mid-scan or
+/// could not be read are gaps.
+#[cfg(target_os = "linux")]
+pub fn all_namespaces() -> anyhow::Result<(Vec<Collected>, Vec<Gap>)> {
+    let found = linux::discover::all()?;
+    Ok(linux::fleet::collect(found))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn all_namespaces() -> anyhow::Result<(Vec<Collected>, Vec<Gap>)> {
+    anyhow::bail!("--all-netns reads Linux network namespaces; this OS has none")
+}
+
+/// The inode of `target`'s network namespace.
+#[cfg(target_os = "linux")]
+pub fn netns_inode(target: &NetnsTarget) -> anyhow::Result<u64> {
+    linux::netns::inode(target)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn netns_inode(_target: &NetnsTarget) -> anyhow::Result<u64> {
+    anyhow::bail!("network namespaces are Linux only")
+}
+
+/// Whether porthog may read other processes' /proc/PID/fd to name socket owners: root, or a
+/// service given CAP_SYS_PTRACE.
+#[cfg(target_os = "linux")]
+pub fn may_read_owners() -> bool {
+    use rustix::thread::{CapabilitySet, capabilities};
+    capabilities(None).is_ok_and(|c| c.effective.contains(CapabilitySet::SYS_PTRACE))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn may_read_owners() -> bool {
+    false
 }

@@ -19,6 +19,9 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod kernel_cases;
 #[cfg(target_os = "linux")]
+#[cfg(target_os = "linux")]
+mod fleet;
+#[cfg(target_os = "linux")]
 mod loadgen;
 #[cfg(target_os = "linux")]
 mod netns;
@@ -30,6 +33,9 @@ mod porthog;
 mod record;
 #[cfg(target_os = "linux")]
 mod report;
+#[cfg(target_os = "linux")]
+#[cfg(target_os = "linux")]
+mod serve;
 #[cfg(target_os = "linux")]
 mod trace;
 #[cfg(target_os = "linux")]
@@ -62,6 +68,12 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("fleet::all_netns_finds_every_kind_of_namespace", Needs::Namespace, fleet::all_netns_finds_every_kind_of_namespace),
+        trial("serve::serve_exports_every_namespace_to_a_real_prometheus", Needs::Namespace, serve::serve_exports_every_namespace_to_a_real_prometheus),
+        trial("serve::serve_on_a_taken_port_says_so", Needs::Nothing, serve::serve_on_a_taken_port_says_so),
+        trial("serve::serve_unprivileged_exports_pools", Needs::Namespace, serve::serve_unprivileged_exports_pools),
+        trial("serve::serve_survives_a_scrape_storm", Needs::Nothing, serve::serve_survives_a_scrape_storm),
+        trial("serve::serve_counts_allocation_failures", Needs::Namespace, serve::serve_counts_allocation_failures),
         trial("oracle::basic_mix_seeds_have_no_wrong_verdict", Needs::Namespace, oracle::basic_mix_seeds_have_no_wrong_verdict),
         trial("cli::durations_out_of_range_are_usage_errors", Needs::Nothing, cli::durations_out_of_range_are_usage_errors),
         trial("cli::completions_and_man_page", Needs::Nothing, cli::completions_and_man_page),

@@ -2,6 +2,8 @@
 //! /proc/*/fd for their owners, joins the two, reads the owners and the port settings, and
 //! records every gap. It orchestrates only: each step lives in its own file.
 
+pub(crate) mod discover;
+pub(crate) mod fleet;
 pub(crate) mod netns;
 mod owners;
 pub(crate) mod process;
@@ -20,11 +22,16 @@ use owners::{Owners, ProcessList};
 use sock_diag::SockDiag;
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
-    raise_nofile_limit();
     // First, before any thread or socket exists: both inherit this thread's namespace.
     let _entered = opts.netns.as_ref().map(netns::enter).transpose()?;
+    snapshot_here(opts.netns.as_ref().map(|t| t.label()))
+}
+
+/// A snapshot of the calling thread's network namespace, called `label` in the report.
+pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
+    raise_nofile_limit();
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
-    snapshot.netns = opts.netns.as_ref().map(|t| t.label());
+    snapshot.netns = label;
 
     let diag = SockDiag::open();
     let netns_inode = netns::current_inode()?;

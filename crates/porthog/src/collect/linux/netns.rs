@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use nix::errno::Errno;
@@ -57,8 +57,6 @@ pub fn inode(target: &NetnsTarget) -> anyhow::Result<u64> {
 pub fn enter(target: &NetnsTarget) -> anyhow::Result<Entered> {
     let label = target.label();
     let path = target.path();
-    let original = File::open("/proc/thread-self/ns/net")
-        .context("cannot open /proc/thread-self/ns/net to return to it later")?;
     let file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -69,7 +67,14 @@ pub fn enter(target: &NetnsTarget) -> anyhow::Result<Entered> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
-    match setns(&file, CloneFlags::CLONE_NEWNET) {
+    enter_file(&file, &label, &path)
+}
+
+/// Moves the calling thread into the network namespace `file` (opened from `path`) is.
+pub fn enter_file(file: &File, label: &str, path: &Path) -> anyhow::Result<Entered> {
+    let original = File::open("/proc/thread-self/ns/net")
+        .context("cannot open /proc/thread-self/ns/net to return to it later")?;
+    match setns(file, CloneFlags::CLONE_NEWNET) {
         Ok(()) => Ok(Entered { original }),
         Err(Errno::EPERM) => bail!("entering network namespace {label} needs root (CAP_SYS_ADMIN)"),
         Err(Errno::EINVAL) => bail!("{} is not a network namespace", path.display()),

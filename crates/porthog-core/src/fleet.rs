@@ -1,0 +1,141 @@
+//! The report over every network namespace of a host (`--all-netns`): one single-namespace
+//! [`Report`] per namespace, labelled with what a user knows it by, worst first, and the
+//! versioned JSON contract `docs/fleet.schema.json`. Built from reports; judges nothing itself
+//! beyond ordering them and combining their exit codes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::level::Level;
+use crate::model::Gap;
+use crate::report::Report;
+
+/// Version of the fleet JSON contract; bumped on any incompatible change.
+pub const FLEET_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetReport {
+    pub schema_version: u32,
+    /// The worst namespace's verdict (`ok` when none could be read).
+    pub verdict: Level,
+    /// Worst first.
+    pub namespaces: Vec<NamespaceReport>,
+    /// Namespaces found but not read: they vanished mid-scan, or reading them failed.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+}
+
+/// One network namespace and its report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceReport {
+    /// The namespace file's inode, as `ls -l /proc/PID/ns/net` shows it (`net:[INODE]`).
+    pub inode: u64,
+    /// Its `ip netns` name (a bind mount under /run/netns), if it has one.
+    pub name: Option<String>,
+    /// Container, pod or systemd unit of a process in it (from its cgroup).
+    pub container: Option<String>,
+    /// Processes whose network namespace it is, ascending.
+    pub pids: Vec<u32>,
+    pub report: Report,
+}
+
+impl NamespaceReport {
+    /// What the namespace is called in text and metrics: its name, else `net:[INODE]`.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("net:[{}]", self.inode),
+        }
+    }
+}
+
+impl FleetReport {
+    /// Orders the namespaces worst first (verdict, then how full the tightest pool is, then
+    /// inode for a stable order) and makes every label distinct: a name given to two
+    /// namespaces (in two mount namespaces) gets the inode appended.
+    pub fn new(mut namespaces: Vec<NamespaceReport>, gaps: Vec<Gap>) -> FleetReport {
+        namespaces.sort_by(|a, b| {
+            b.report
+                .verdict
+                .cmp(&a.report.verdict)
+                .then_with(|| fullest(b).total_cmp(&fullest(a)))
+                .then_with(|| a.inode.cmp(&b.inode))
+        });
+        let labels: Vec<String> = namespaces.iter().map(NamespaceReport::label).collect();
+        for (i, ns) in namespaces.iter_mut().enumerate() {
+            if ns.name.is_some() && labels.iter().filter(|l| **l == labels[i]).count() > 1 {
+                ns.name = Some(format!("{} (net:[{}])", labels[i], ns.inode));
+            }
+        }
+        let verdict = namespaces.first().map_or(Level::Ok, |ns| ns.report.verdict);
+        FleetReport { schema_version: FLEET_SCHEMA_VERSION, verdict, namespaces, gaps }
+    }
+
+    /// The worst namespace's exit status, ranked as Nagios aggregates rank them: critical (2)
+    /// over unknown (3) over warn (1) over ok (0). With no namespace read at all: unknown.
+    pub fn exit_code(&self) -> u8 {
+        const RANK: [u8; 4] = [0, 1, 3, 2];
+        let codes = self.namespaces.iter().map(|ns| ns.report.exit_code());
+        if self.namespaces.is_empty() {
+            return 3;
+        }
+        codes.max_by_key(|&c| RANK.get(usize::from(c)).copied().unwrap_or(2)).unwrap_or(3)
+    }
+}
+
+/// How full the tightest pool is, as the report's pools are tightest first.
+fn fullest(ns: &NamespaceReport) -> f64 {
+    ns.report.pools.first().map_or(0.0, |p| p.percent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Os, Snapshot};
+    use crate::{AnalyzeOptions, analyze};
+
+    fn ns(inode: u64, name: Option<&str>, verdict: Level) -> NamespaceReport {
+        let mut report = analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
+        report.verdict = verdict;
+        NamespaceReport {
+            inode,
+            name: name.map(str::to_owned),
+            container: None,
+            pids: vec![],
+            report,
+        }
+    }
+
+    #[test]
+    fn worst_first_and_distinct_labels() {
+        let fleet = FleetReport::new(
+            vec![
+                ns(1, Some("a"), Level::Ok),
+                ns(2, Some("a"), Level::Exhausted),
+                ns(3, None, Level::Warn),
+            ],
+            vec![],
+        );
+        let labels: Vec<String> = fleet.namespaces.iter().map(NamespaceReport::label).collect();
+        assert_eq!(labels, ["a (net:[2])", "net:[3]", "a (net:[1])"]);
+        assert_eq!(fleet.verdict, Level::Exhausted);
+        assert_eq!(fleet.exit_code(), 2);
+    }
+
+    #[test]
+    fn exit_codes_rank_critical_over_unknown_over_warn() {
+        assert_eq!(FleetReport::new(vec![], vec![]).exit_code(), 3);
+        let warn = FleetReport::new(vec![ns(1, None, Level::Warn), ns(2, None, Level::Ok)], vec![]);
+        assert_eq!(warn.exit_code(), 1);
+        let mut undecided = ns(3, None, Level::Ok);
+        undecided.report.gaps.push(Gap {
+            kind: crate::GapKind::Incomplete,
+            count: None,
+            message: "dump kept changing".into(),
+            advice: None,
+        });
+        let unknown = FleetReport::new(vec![ns(1, None, Level::Warn), undecided.clone()], vec![]);
+        assert_eq!(unknown.exit_code(), 3);
+        let critical = FleetReport::new(vec![undecided, ns(2, None, Level::Critical)], vec![]);
+        assert_eq!(critical.exit_code(), 2);
+    }
+}
