@@ -131,7 +131,7 @@ pub struct ServeOptions {
 impl ServeArgs {
     pub fn validate(self) -> Result<ServeOptions> {
         let listen = self.listen.parse().map_err(|e| {
-            anyhow!(
+            anyhow::anyhow!(
                 "--listen {}: an address and port like 127.0.0.1:9873 or [::1]:9873 is expected ({e})",
                 self.listen
             )

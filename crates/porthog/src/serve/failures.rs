@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use porthog_core::timeline::Failure;
+use porthog_core::timeline::{Failure, FailureClass};
 
 /// Distinct (process, remote, errno) series at most; the rest count as `other`.
 pub const MAX_SERIES: usize = 100;
@@ -18,7 +18,12 @@ pub type Counts = BTreeMap<(String, String, String), u64>;
 pub struct Book(Arc<Mutex<Counts>>);
 
 impl Book {
+    /// Counts an allocation failure; refusals that are not exhaustion (a non-local address, a
+    /// fixed port taken) are not ephemeral-port failures and are left out.
     pub fn record(&self, f: &Failure) {
+        if f.class != FailureClass::Exhaustion {
+            return;
+        }
         let remote = f.remote.map(|r| r.to_string()).unwrap_or_default();
         let mut key = (f.name.clone(), remote, f.errno.as_str().to_owned());
         let mut counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
@@ -50,6 +55,7 @@ mod tests {
             remote: Some(format!("127.0.0.1:{port}").parse().unwrap()),
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
+            class: FailureClass::Exhaustion,
         }
     }
 

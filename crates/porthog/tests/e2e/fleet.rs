@@ -114,7 +114,7 @@ pub fn all_netns_finds_every_kind_of_namespace() {
     cmd.args(["-n", "sh", "-c"])
         .arg(format!(
             "ip link set lo up && exec {} serve --listen {SERVER}",
-            env!("CARGO_BIN_EXE_porthog-loadgen")
+            crate::loadgen::binary().display()
         ))
         .stdin(Stdio::piped());
     let mut by_process = Held(child::spawn(&mut cmd));
