@@ -3,6 +3,7 @@
 //! offline importers. Nothing here opens a file, a socket or a clock, so it compiles on any OS.
 
 pub mod analyze;
+pub mod bpf_record;
 pub mod cgroup;
 mod culprits;
 mod findings;

@@ -3,6 +3,7 @@
 //! records every gap. It orchestrates only: each step lives in its own file.
 
 pub(crate) mod netns;
+mod bpf;
 mod owners;
 mod process;
 mod settings;
