@@ -50,6 +50,10 @@ pub enum Command {
     /// Record samples to a JSON Lines file (docs/record.md) until --duration is over or
     /// Ctrl-C: read it back with `porthog analyze FILE` or `porthog watch --replay FILE`.
     Record(RecordArgs),
+    /// Print every socket of a live snapshot as JSON Lines, with its owner and the kernel
+    /// facts read (for tests and debugging; not a stable contract).
+    #[command(hide = true)]
+    Sockets(CheckArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -340,6 +344,10 @@ pub struct NetnsArg {
     /// PID of a process inside it (a container's or a pod's). Needs root.
     #[arg(long, value_name = "NAME|PATH|PID")]
     netns: Option<String>,
+    /// Read sockets from sock_diag and owners from /proc/*/fd even where porthog could read the
+    /// kernel's own state through BPF iterators (as root). Also PORTHOG_NO_BPF=1.
+    #[arg(long)]
+    pub no_bpf: bool,
 }
 
 impl NetnsArg {

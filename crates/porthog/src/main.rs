@@ -32,12 +32,25 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
         }
     };
+    let live = match &cli.command {
+        Some(Command::Check(a)) => Some(&a.netns),
+        Some(Command::Trace(a)) => Some(&a.netns),
+        Some(Command::Watch(a)) => Some(&a.netns),
+        Some(Command::Record(a)) => Some(&a.netns),
+        Some(Command::Sockets(a)) => Some(&a.netns),
+        Some(Command::Analyze(_)) => None,
+        None => Some(&cli.check.netns),
+    };
+    if live.is_some_and(|n| n.no_bpf) {
+        collect::disable_bpf();
+    }
     let result = match cli.command {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
         Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
         Some(Command::Trace(args)) => args.validate().and_then(|o| trace::run(&o)),
         Some(Command::Watch(args)) => args.validate().and_then(|o| watch::run(&o)),
         Some(Command::Record(args)) => args.validate().and_then(|o| record::run(&o)),
+        Some(Command::Sockets(args)) => args.validate().and_then(|o| sockets(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -52,6 +65,16 @@ fn main() -> ExitCode {
 fn check(opts: &CheckOptions) -> Result<u8> {
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
     present(&porthog_core::analyze(&snapshot, &opts.report.analyze), &opts.report)
+}
+
+fn sockets(opts: &CheckOptions) -> Result<u8> {
+    let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(present::sockets::render(&snapshot).as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing to standard output")?,
+    }
+    Ok(0)
 }
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {

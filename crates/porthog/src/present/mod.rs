@@ -2,5 +2,6 @@
 //! file.
 
 pub mod json;
+pub mod sockets;
 pub mod text;
 pub mod trace;

@@ -6,6 +6,7 @@
 #![cfg(target_os = "linux")]
 
 mod check;
+mod kernel_facts;
 mod child;
 mod cli;
 mod loadgen;

@@ -75,6 +75,29 @@ pub enum Command {
         #[arg(long)]
         until_fail: bool,
     },
+    /// TCP connections bound to a device (SO_BINDTODEVICE) before connect().
+    DeviceConnect {
+        #[arg(long, value_name = "ADDR:PORT")]
+        to: SocketAddr,
+        /// Interface name, e.g. lo.
+        #[arg(long, value_name = "NAME")]
+        device: String,
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Close each one first, so it ends in TIME_WAIT here.
+        #[arg(long)]
+        close: bool,
+    },
+    /// UDP sockets connected to a destination (each autobinds a port), held open.
+    Udp {
+        #[arg(long, value_name = "ADDR:PORT")]
+        to: SocketAddr,
+        #[arg(long, value_name = "N")]
+        count: u64,
+        /// Set IPV6_V6ONLY (IPv6 destinations only).
+        #[arg(long)]
+        v6only: bool,
+    },
     /// One listener at a fixed address and port, accepting nothing.
     ///
     /// Put it inside the ephemeral range to reproduce squatting: every connect() skips it.

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::bind::{bind, listen_at};
 use crate::cli::{Cli, Command};
 use crate::connect::connect;
+use crate::device::{device_connect, udp};
 use crate::serve::serve;
 use crate::socket::{Hold, raise_nofile};
 
@@ -43,6 +44,10 @@ fn run(command: Command) -> Result<(Value, Hold), String> {
         }
         Command::Bind { addr, count, until_fail: _ } => bind(addr, count),
         Command::ListenAt { addr } => listen_at(addr),
+        Command::DeviceConnect { to, device, count, close } => {
+            device_connect(to, &device, count, close)
+        }
+        Command::Udp { to, count, v6only } => udp(to, count, v6only),
     }
 }
 
