@@ -189,9 +189,12 @@ fn both_paths_see_the_same_sockets_and_owners_as_ss() {
     };
     let tcp = kernel.iter().filter(|s| s.protocol == "tcp").count();
     let udp = kernel.iter().filter(|s| s.protocol == "udp").count();
-    // `ss -a` lists bound-but-inactive sockets too (4 here), which the iterators do not walk.
-    assert_eq!(ss(&["-Htn", "state", "bound-inactive"]), 4);
-    assert_eq!(tcp, ss(&["-Htan"]), "{kernel:#?}");
+    // The 4 bound-but-inactive sockets come from sock_diag on both paths; `ss` before
+    // iproute2 6.10 does not ask for them.
+    let bound = kernel.iter().filter(|s| s.state == "BOUND").count();
+    assert_eq!(bound, 4, "{kernel:#?}");
+    let ss_tcp = ss(&["-Htan"]);
+    assert!(tcp == ss_tcp || tcp == ss_tcp + bound, "porthog {tcp} TCP sockets, ss {ss_tcp}");
     assert_eq!(udp, ss(&["-Huan"]), "{kernel:#?}");
 }
 
