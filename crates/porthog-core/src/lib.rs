@@ -4,6 +4,7 @@
 
 pub mod analyze;
 pub mod bpf_record;
+pub mod btf;
 pub mod cgroup;
 mod culprits;
 mod findings;

@@ -16,6 +16,20 @@ use aya::{Btf, Ebpf, EbpfLoader};
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
 
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel structures `porthog.bpf.c` declares (and so is relocated against): only these
+/// keep their names and members in the BTF given to the loader (`porthog_core::btf`).
+const KERNEL_TYPES: [&str; 26] = [
+    "in6_addr", "net_device", "net", "sock_common", "inode", "file", "sock", "socket",
+    "socket_alloc", "inet_bind_bucket", "inet_connection_sock", "tcp_sock", "timer_list",
+    "inet_timewait_sock", "tcp_timewait_sock", "inet_sock", "udp_sock", "upid", "pid",
+    "nsproxy", "task_struct", "seq_file", "bpf_iter_meta", "bpf_iter__tcp", "bpf_iter__udp",
+    "bpf_iter__task_file",
+];
+/// The kernel functions an iterator program attaches to (`bpf_iter_<target>`).
+const ITERATOR_TARGETS: [&str; 3] = ["bpf_iter_tcp", "bpf_iter_udp", "bpf_iter_task_file"];
+
 /// The three programs of the object: (function name, kernel iterator target).
 const TCP: (&str, &str) = ("porthog_tcp", "tcp");
 const UDP: (&str, &str) = ("porthog_udp", "udp");
@@ -36,7 +50,12 @@ impl Iterators {
     /// Loads the three programs; the error says why BPF cannot be used here.
     pub fn load() -> Result<Iterators> {
         let started = Instant::now();
-        let btf = Btf::from_sys_fs().context("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let vmlinux = std::fs::read(VMLINUX_BTF)
+            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
+        let pruned = porthog_core::btf::keep_only(&vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
+            .with_context(|| format!("in {VMLINUX_BTF}"))?;
+        let btf = Btf::parse(&pruned, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
         // A copy with 8-byte alignment: the ELF reader expects aligned headers.
         let object: Vec<u64> = OBJECT
             .chunks(8)
@@ -49,7 +68,9 @@ impl Iterators {
         // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `OBJECT.len()` initialised
         // bytes; u8 has no alignment or validity requirements.
         let bytes = unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
+        let t_btf = started.elapsed();
         let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(bytes).context("cannot load porthog's BPF object")?;
+        let t_obj = started.elapsed();
         for (name, target) in [TCP, UDP, OWNERS] {
             let program: &mut Iter = ebpf
                 .program_mut(name)
@@ -57,6 +78,9 @@ impl Iterators {
                 .try_into()
                 .with_context(|| format!("{name} is not an iterator program"))?;
             program.load(target, &btf).with_context(|| format!("the kernel refused the iter/{target} program"))?;
+        }
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!("porthog: BTF parsed {t_btf:?}, object relocated and loaded {t_obj:?}, programs {:?}", started.elapsed());
         }
         Ok(Iterators { ebpf, load_time: started.elapsed() })
     }
