@@ -86,7 +86,8 @@ pub fn decode_sockets(bytes: &[u8], out: &mut Vec<Socket>) -> Result<SocketWalk,
             }
         };
         let flags = rec[59];
-        let mut s = Socket::new(protocol, state, (local, u16_at(rec, 52)), (remote, u16_at(rec, 54)));
+        let mut s =
+            Socket::new(protocol, state, (local, u16_at(rec, 52)), (remote, u16_at(rec, 54)));
         s.cookie = u64_at(rec, 0);
         s.inode = u32_at(rec, 40);
         // TIME_WAIT and request sockets have no owner and no user (as in sock_diag).

@@ -92,7 +92,10 @@ fn bind_buckets_tell_bind_from_connect() {
     assert_eq!(p.len(), 5, "{socks:#?}");
     assert!(p.iter().all(|s| s.bucket.as_deref() == Some("connect")), "connect() alone: {p:?}");
     for s in b.iter().chain(&p) {
-        assert_eq!((s.family_v6, s.v6only, s.loopback_dev), (Some(false), Some(false), Some(false)));
+        assert_eq!(
+            (s.family_v6, s.v6only, s.loopback_dev),
+            (Some(false), Some(false), Some(false))
+        );
         assert_ne!(s.cookie, 0);
     }
 }

@@ -6,9 +6,9 @@
 #![cfg(target_os = "linux")]
 
 mod check;
-mod kernel_facts;
 mod child;
 mod cli;
+mod kernel_facts;
 mod loadgen;
 mod netns;
 mod porthog;

@@ -25,8 +25,9 @@ pub fn device_connect(
     for n in 0..count {
         let fd = tcp_socket(&to).map_err(|f| f.describe())?;
         bind_to_device(&fd, device).map_err(|f| format!("{} ({device:?})", f.describe()))?;
-        rustix::net::connect(&fd, &to)
-            .map_err(|errno| format!("connection {n} to {to}: {}", Failure { call: "connect", errno }.describe()))?;
+        rustix::net::connect(&fd, &to).map_err(|errno| {
+            format!("connection {n} to {to}: {}", Failure { call: "connect", errno }.describe())
+        })?;
         if close {
             close_first(fd).map_err(|e| format!("close {to}: {e}"))?;
         } else {
@@ -44,14 +45,16 @@ pub fn udp(to: SocketAddr, count: u64, v6only: bool) -> Result<(Value, Hold), St
     }
     let mut held = Hold::new();
     for n in 0..count {
-        let fd = rustix::net::socket_with(family(&to), SocketType::DGRAM, SocketFlags::CLOEXEC, None)
-            .map_err(|errno| Failure { call: "socket", errno }.describe())?;
+        let fd =
+            rustix::net::socket_with(family(&to), SocketType::DGRAM, SocketFlags::CLOEXEC, None)
+                .map_err(|errno| Failure { call: "socket", errno }.describe())?;
         if to.is_ipv6() {
             rustix::net::sockopt::set_ipv6_v6only(&fd, v6only)
                 .map_err(|errno| Failure { call: "setsockopt", errno }.describe())?;
         }
-        rustix::net::connect(&fd, &to)
-            .map_err(|errno| format!("UDP socket {n} to {to}: {}", Failure { call: "connect", errno }.describe()))?;
+        rustix::net::connect(&fd, &to).map_err(|errno| {
+            format!("UDP socket {n} to {to}: {}", Failure { call: "connect", errno }.describe())
+        })?;
         held.push(fd);
     }
     Ok((json!({"command": "udp", "opened": count, "failed": 0, "v6only": v6only}), held))
@@ -71,6 +74,10 @@ fn bind_to_device(fd: &OwnedFd, device: &str) -> Result<(), Failure> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(Failure { call: "setsockopt", errno: rustix::io::Errno::from_io_error(&std::io::Error::last_os_error()).unwrap_or(rustix::io::Errno::INVAL) })
+        Err(Failure {
+            call: "setsockopt",
+            errno: rustix::io::Errno::from_io_error(&std::io::Error::last_os_error())
+                .unwrap_or(rustix::io::Errno::INVAL),
+        })
     }
 }

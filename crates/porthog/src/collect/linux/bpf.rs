@@ -21,10 +21,31 @@ const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The kernel structures `porthog.bpf.c` declares (and so is relocated against): only these
 /// keep their names and members in the BTF given to the loader (`porthog_core::btf`).
 const KERNEL_TYPES: [&str; 26] = [
-    "in6_addr", "net_device", "net", "sock_common", "inode", "file", "sock", "socket",
-    "socket_alloc", "inet_bind_bucket", "inet_connection_sock", "tcp_sock", "timer_list",
-    "inet_timewait_sock", "tcp_timewait_sock", "inet_sock", "udp_sock", "upid", "pid",
-    "nsproxy", "task_struct", "seq_file", "bpf_iter_meta", "bpf_iter__tcp", "bpf_iter__udp",
+    "in6_addr",
+    "net_device",
+    "net",
+    "sock_common",
+    "inode",
+    "file",
+    "sock",
+    "socket",
+    "socket_alloc",
+    "inet_bind_bucket",
+    "inet_connection_sock",
+    "tcp_sock",
+    "timer_list",
+    "inet_timewait_sock",
+    "tcp_timewait_sock",
+    "inet_sock",
+    "udp_sock",
+    "upid",
+    "pid",
+    "nsproxy",
+    "task_struct",
+    "seq_file",
+    "bpf_iter_meta",
+    "bpf_iter__tcp",
+    "bpf_iter__udp",
     "bpf_iter__task_file",
 ];
 /// The kernel functions an iterator program attaches to (`bpf_iter_<target>`).
@@ -56,6 +77,11 @@ impl Iterators {
             .with_context(|| format!("in {VMLINUX_BTF}"))?;
         let btf = Btf::parse(&pruned, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        // Attaching names the target by its id in the kernel's own BTF.
+        let targets = porthog_core::btf::funcs_in_place(&vmlinux, &ITERATOR_TARGETS)
+            .with_context(|| format!("in {VMLINUX_BTF}"))?;
+        let targets = Btf::parse(&targets, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
         // A copy with 8-byte alignment: the ELF reader expects aligned headers.
         let object: Vec<u64> = OBJECT
             .chunks(8)
@@ -67,9 +93,14 @@ impl Iterators {
             .collect();
         // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `OBJECT.len()` initialised
         // bytes; u8 has no alignment or validity requirements.
-        let bytes = unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
         let t_btf = started.elapsed();
-        let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(bytes).context("cannot load porthog's BPF object")?;
+
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(bytes)
+            .context("cannot load porthog's BPF object")?;
         let t_obj = started.elapsed();
         for (name, target) in [TCP, UDP, OWNERS] {
             let program: &mut Iter = ebpf
@@ -77,10 +108,18 @@ impl Iterators {
                 .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?
                 .try_into()
                 .with_context(|| format!("{name} is not an iterator program"))?;
-            program.load(target, &btf).with_context(|| format!("the kernel refused the iter/{target} program"))?;
+            program
+                .load(target, &targets)
+                .with_context(|| format!("the kernel refused the iter/{target} program"))?;
         }
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
-            eprintln!("porthog: BTF parsed {t_btf:?}, object relocated and loaded {t_obj:?}, programs {:?}", started.elapsed());
+            eprintln!(
+                "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?}, object \
+                 relocated and loaded at {t_obj:?}, iterators loaded at {:?}",
+                pruned.len(),
+                vmlinux.len(),
+                started.elapsed()
+            );
         }
         Ok(Iterators { ebpf, load_time: started.elapsed() })
     }

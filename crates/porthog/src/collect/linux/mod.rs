@@ -4,8 +4,8 @@
 //! when that fails, from sock_diag and /proc/*/fd, and a gap says so. It orchestrates only:
 //! each step lives in its own file.
 
-pub(crate) mod netns;
 mod bpf;
+pub(crate) mod netns;
 mod owners;
 mod process;
 mod settings;

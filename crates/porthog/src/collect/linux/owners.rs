@@ -39,7 +39,10 @@ impl Owners {
             records.iter().map(|o| (o.inode, !o.inside, o.pid)).collect();
         keyed.par_sort_unstable();
         keyed.dedup_by_key(|&mut (inode, _, _)| inode);
-        Owners { by_inode: keyed.into_iter().map(|(inode, _, pid)| (inode, pid)).collect(), ..Owners::default() }
+        Owners {
+            by_inode: keyed.into_iter().map(|(inode, _, pid)| (inode, pid)).collect(),
+            ..Owners::default()
+        }
     }
 
     pub fn pid(&self, inode: u32) -> Option<u32> {
