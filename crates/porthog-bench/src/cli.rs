@@ -106,7 +106,7 @@ impl Cli {
         let dir = here.parent().unwrap_or(Path::new("."));
         let porthog = self.porthog.unwrap_or_else(|| dir.join("porthog"));
         let loadgen = self.loadgen.unwrap_or_else(|| dir.join("porthog-loadgen"));
-        if tools.contains(&Tool::Porthog) {
+        if tools.contains(&Tool::Porthog) || tools.contains(&Tool::PorthogNoBpf) {
             require_file(&porthog, "--porthog", "cargo build --release")?;
         }
         require_file(&loadgen, "--loadgen", "cargo build --release")?;

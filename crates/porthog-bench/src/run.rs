@@ -26,8 +26,10 @@ pub fn run(opts: &Options, id: u32) -> Result<()> {
         "porthog-bench: {} ({} cores), Linux {}, load average {}",
         machine.cpu, machine.cores, machine.kernel, machine.load_average
     );
-    let fast: Vec<Tool> =
-        [Tool::Floor, Tool::Porthog].into_iter().filter(|t| opts.tools.contains(t)).collect();
+    let fast: Vec<Tool> = [Tool::Floor, Tool::Porthog, Tool::PorthogNoBpf]
+        .into_iter()
+        .filter(|t| opts.tools.contains(t))
+        .collect();
     let empty = measure_empty(opts, id, &fast, &floor, &launcher, &scratch.0)
         .context("benchmarking an empty namespace")?;
     println!("{}", report::empty_section(&empty));

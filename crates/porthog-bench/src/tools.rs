@@ -20,6 +20,8 @@ use crate::netns::Netns;
 pub enum Tool {
     Floor,
     Porthog,
+    /// porthog on its fallback path: sock_diag and /proc/*/fd instead of BPF iterators.
+    PorthogNoBpf,
     Ss,
     Netstat,
     Lsof,
@@ -30,13 +32,15 @@ pub const TOLERANCE: f64 = 0.02;
 
 impl Tool {
     /// In the order they run in each round.
-    pub const ALL: [Tool; 5] = [Tool::Floor, Tool::Porthog, Tool::Ss, Tool::Netstat, Tool::Lsof];
+    pub const ALL: [Tool; 6] =
+        [Tool::Floor, Tool::Porthog, Tool::PorthogNoBpf, Tool::Ss, Tool::Netstat, Tool::Lsof];
 
     /// The command line as shown in the tables.
     pub fn label(self) -> &'static str {
         match self {
             Tool::Floor => "C floor (sock_diag + /proc/*/fd)",
             Tool::Porthog => "porthog --json --netns NS",
+            Tool::PorthogNoBpf => "porthog --json --no-bpf --netns NS",
             Tool::Ss => "ss -tanp",
             Tool::Netstat => "netstat -tanp",
             Tool::Lsof => "lsof -nP -iTCP",
@@ -75,13 +79,23 @@ impl Setup<'_> {
                 None,
                 vec![self.porthog.into(), "--json".into(), "--netns".into(), self.ns.name().into()],
             ),
+            Tool::PorthogNoBpf => (
+                None,
+                vec![
+                    self.porthog.into(),
+                    "--json".into(),
+                    "--no-bpf".into(),
+                    "--netns".into(),
+                    self.ns.name().into(),
+                ],
+            ),
             Tool::Floor => (None, vec![self.floor.into(), ns.into()]),
             Tool::Ss => (Some(ns), vec!["ss".into(), "-tanp".into()]),
             Tool::Netstat => (Some(ns), vec!["netstat".into(), "-tanp".into()]),
             Tool::Lsof => (Some(ns), vec!["lsof".into(), "-nP".into(), "-iTCP".into()]),
         };
         let name = format!("{tool:?}").to_lowercase();
-        let stdout = matches!(tool, Tool::Porthog | Tool::Floor)
+        let stdout = matches!(tool, Tool::Porthog | Tool::PorthogNoBpf | Tool::Floor)
             .then(|| self.scratch.join(format!("{name}.out")));
         let stderr = self.scratch.join(format!("{name}.err"));
         let job = Job {
@@ -109,7 +123,8 @@ impl Invocation {
         if sample.timed_out {
             return Some(format!("killed after {:.0} s", sample.wall.as_secs_f64()));
         }
-        let ok_codes: &[i32] = if tool == Tool::Porthog { &[0, 1, 2] } else { &[0] };
+        let ok_codes: &[i32] =
+            if matches!(tool, Tool::Porthog | Tool::PorthogNoBpf) { &[0, 1, 2] } else { &[0] };
         let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         match sample.exit_code {
             Some(code) if ok_codes.contains(&code) => {}
@@ -120,7 +135,7 @@ impl Invocation {
         }
         let out = self.stdout.as_ref().map(std::fs::read_to_string)?.unwrap_or_default();
         let seen = match tool {
-            Tool::Porthog => match porthog_sockets(&out) {
+            Tool::Porthog | Tool::PorthogNoBpf => match porthog_sockets(&out) {
                 Some(n) => n,
                 None => return Some("no totals.sockets in porthog's JSON".into()),
             },

@@ -4,6 +4,8 @@
 
 pub mod analyze;
 pub mod bind_pool;
+pub mod bpf_record;
+pub mod btf;
 pub mod cgroup;
 mod culprits;
 mod findings;

@@ -140,7 +140,7 @@ fn open_one(to: SocketAddr, bind_first: bool, device: Option<&str>) -> Result<Ow
 /// Closes our side first, then waits for the server's FIN: receiving it in FIN_WAIT2 moves
 /// the socket to TIME_WAIT (tcp_fin() in net/ipv4/tcp_input.c), so when this returns the
 /// TIME_WAIT entry exists and the ready line tells the truth.
-fn close_first(fd: OwnedFd) -> io::Result<()> {
+pub fn close_first(fd: OwnedFd) -> io::Result<()> {
     let mut stream = TcpStream::from(fd);
     stream.shutdown(std::net::Shutdown::Write)?;
     stream.set_read_timeout(Some(PEER_CLOSE_TIMEOUT))?;

@@ -11,6 +11,8 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod connect;
 #[cfg(target_os = "linux")]
+mod device;
+#[cfg(target_os = "linux")]
 mod ready;
 #[cfg(target_os = "linux")]
 mod serve;

@@ -90,7 +90,7 @@ pub fn errno_name(e: Errno) -> String {
     name.to_string()
 }
 
-fn family(addr: &SocketAddr) -> AddressFamily {
+pub fn family(addr: &SocketAddr) -> AddressFamily {
     if addr.is_ipv4() { AddressFamily::INET } else { AddressFamily::INET6 }
 }
 

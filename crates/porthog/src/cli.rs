@@ -72,6 +72,10 @@ pub enum Command {
     /// TIME_WAIT, the verdict per network namespace, the top holders; collected in the
     /// background every --interval. Listens on 127.0.0.1 unless --listen says otherwise.
     Serve(ServeArgs),
+    /// Print every socket of a live snapshot as JSON Lines, with its owner and the kernel
+    /// facts read (for tests and debugging; not a stable contract).
+    #[command(hide = true)]
+    Sockets(CheckArgs),
 }
 
 /// As root, `watch` and `record` start the kernel tracer of `porthog trace` for the failures;
@@ -489,6 +493,10 @@ pub struct NetnsArg {
     /// PID of a process inside it (a container's or a pod's). Needs root.
     #[arg(long, value_name = "NAME|PATH|PID")]
     netns: Option<String>,
+    /// Read sockets from sock_diag and owners from /proc/*/fd even where porthog could read the
+    /// kernel's own state through BPF iterators (as root). Also PORTHOG_NO_BPF=1.
+    #[arg(long)]
+    pub no_bpf: bool,
 }
 
 impl NetnsArg {

@@ -34,6 +34,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { 0 });
         }
     };
+    let live = match &cli.command {
+        Some(Command::Check(a)) => Some(&a.netns),
+        Some(Command::Trace(a)) => Some(&a.netns),
+        Some(Command::Watch(a)) => Some(&a.netns),
+        Some(Command::Record(a)) => Some(&a.netns),
+        Some(Command::Sockets(a)) => Some(&a.netns),
+        Some(Command::Analyze(_)) => None,
+        None => Some(&cli.check.netns),
+    };
+    if live.is_some_and(|n| n.no_bpf) {
+        collect::disable_bpf();
+    }
     let result = match cli.command {
         Some(Command::Check(args)) => args.validate().and_then(|o| check(&o)),
         Some(Command::Analyze(args)) => args.validate().and_then(|o| analyze(&o)),
@@ -43,6 +55,7 @@ fn main() -> ExitCode {
         Some(Command::Completions { shell }) => completions(shell),
         Some(Command::Man) => man(),
         Some(Command::Serve(args)) => args.validate().and_then(|o| serve::run(&o)),
+        Some(Command::Sockets(args)) => args.validate().and_then(|o| sockets(&o)),
         None => cli.check.validate().and_then(|o| check(&o)),
     };
     match result {
@@ -98,6 +111,16 @@ fn check_all(opts: &CheckOptions) -> Result<u8> {
     };
     write_stdout(text.as_bytes())?;
     Ok(fleet.exit_code())
+}
+
+fn sockets(opts: &CheckOptions) -> Result<u8> {
+    let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(present::sockets::render(&snapshot).as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r.context("writing to standard output")?,
+    }
+    Ok(0)
 }
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {

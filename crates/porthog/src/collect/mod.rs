@@ -5,6 +5,7 @@
 pub(crate) mod linux;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use porthog_core::{Gap, Snapshot};
 
@@ -37,6 +38,22 @@ impl NetnsTarget {
 pub struct CollectOptions {
     /// Inspect this namespace instead of the caller's own.
     pub netns: Option<NetnsTarget>,
+}
+
+static BPF_DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// `--no-bpf`: read sockets from sock_diag and owners from /proc even where the kernel's BPF
+/// iterators are available (for comparison, tests and benchmarks). A process-wide switch, like
+/// the `PORTHOG_NO_BPF` environment variable that also sets it.
+pub fn disable_bpf() {
+    BPF_DISABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether the live collector may use BPF: not disabled by `--no-bpf` or a non-empty
+/// `PORTHOG_NO_BPF` other than "0".
+pub fn bpf_enabled() -> bool {
+    let env = std::env::var_os("PORTHOG_NO_BPF").is_some_and(|v| !v.is_empty() && v != "0");
+    !BPF_DISABLED.load(Ordering::Relaxed) && !env
 }
 
 /// Takes a snapshot of the sockets, their owners and the port settings.

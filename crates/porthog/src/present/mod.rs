@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod json;
 pub mod perfdata;
 pub mod metrics;
+pub mod sockets;
 pub mod text;
 // Only the Linux tracer prints traces; the presenter still builds (and is tested) everywhere.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]

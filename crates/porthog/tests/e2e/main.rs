@@ -19,8 +19,9 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod kernel_cases;
 #[cfg(target_os = "linux")]
-#[cfg(target_os = "linux")]
 mod fleet;
+#[cfg(target_os = "linux")]
+mod kernel_facts;
 #[cfg(target_os = "linux")]
 mod loadgen;
 #[cfg(target_os = "linux")]
@@ -33,7 +34,6 @@ mod porthog;
 mod record;
 #[cfg(target_os = "linux")]
 mod report;
-#[cfg(target_os = "linux")]
 #[cfg(target_os = "linux")]
 mod serve;
 #[cfg(target_os = "linux")]
@@ -68,6 +68,12 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("kernel_facts::bind_buckets_tell_bind_from_connect", Needs::Namespace, kernel_facts::bind_buckets_tell_bind_from_connect),
+        trial("kernel_facts::time_wait_timestamps_are_what_each_socket_recorded", Needs::Namespace, kernel_facts::time_wait_timestamps_are_what_each_socket_recorded),
+        trial("kernel_facts::time_wait_bound_to_the_loopback_device", Needs::Namespace, kernel_facts::time_wait_bound_to_the_loopback_device),
+        trial("kernel_facts::udp_family_and_v6only", Needs::Namespace, kernel_facts::udp_family_and_v6only),
+        trial("kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss", Needs::Namespace, kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss),
+        trial("kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel", Needs::Namespace, kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel),
         trial("fleet::all_netns_finds_every_kind_of_namespace", Needs::Namespace, fleet::all_netns_finds_every_kind_of_namespace),
         trial("serve::serve_exports_every_namespace_to_a_real_prometheus", Needs::Namespace, serve::serve_exports_every_namespace_to_a_real_prometheus),
         trial("serve::serve_on_a_taken_port_says_so", Needs::Nothing, serve::serve_on_a_taken_port_says_so),

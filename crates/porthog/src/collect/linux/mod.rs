@@ -1,9 +1,12 @@
-//! The live Linux collector: enters the namespace, dumps the sockets over sock_diag while walking
-//! /proc/*/fd for their owners, joins the two, reads the owners and the port settings, and
-//! records every gap. It orchestrates only: each step lives in its own file.
+//! The live Linux collector: enters the namespace, reads the sockets and their owners, joins
+//! the two, reads the owners and the port settings, and records every gap. As root, from the
+//! kernel through BPF iterators (`bpf.rs`), with the kernel facts sock_diag lacks; otherwise, or
+//! when that fails, from sock_diag and /proc/*/fd, and a gap says so. It orchestrates only:
+//! each step lives in its own file.
 
 pub(crate) mod discover;
 pub(crate) mod fleet;
+mod bpf;
 pub(crate) mod netns;
 mod owners;
 pub(crate) mod process;
@@ -14,12 +17,14 @@ mod sockets;
 use std::num::NonZeroU32;
 
 use anyhow::anyhow;
+use porthog_core::bpf_record::{decode_owners, decode_sockets};
 use porthog_core::report::plural;
-use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
+use porthog_core::{Gap, GapKind, Os, Protocol, Snapshot, Socket};
 
 use super::CollectOptions;
+use bpf::Iterators;
 use owners::{Owners, ProcessList};
-use sock_diag::SockDiag;
+use sock_diag::{BOUND_INACTIVE, DUMP_TRIES, SockDiag, TABLES};
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     // First, before any thread or socket exists: both inherit this thread's namespace.
@@ -32,10 +37,150 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
     raise_nofile_limit();
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
+    snapshot.settings = settings::read(&mut snapshot.gaps);
 
+    let unavailable = match bpf_refusal() {
+        Some(reason) => reason,
+        None => match with_iterators(|it| from_kernel(it, &mut snapshot)) {
+            Ok(()) => {
+                bound_inactive_gap(&mut snapshot);
+                return Ok(snapshot);
+            }
+            // The chain of causes, verifier log included, on one line.
+            Err(e) => format!("{e:#}").lines().next().unwrap_or_default().to_owned(),
+        },
+    };
+    snapshot.sockets.clear();
+    from_sock_diag(&mut snapshot)?;
+    snapshot.gaps.push(Gap {
+        kind: GapKind::Source,
+        count: None,
+        message: format!(
+            "the kernel's own socket state was not read ({unavailable}): sockets came from \
+             {} and owners from /proc/*/fd, so which call made each port's bind bucket \
+             (bind() or connect()), whether TIME_WAIT sockets recorded timestamps, the device \
+             they are bound to and v6only are unknown, and the analysis assumes them",
+            snapshot.source
+        ),
+        advice: Some(
+            "run as root on a kernel with BPF iterators and BTF (Linux 5.15+, \
+             /sys/kernel/btf/vmlinux), without --no-bpf"
+                .into(),
+        ),
+    });
+    bound_inactive_gap(&mut snapshot);
+    Ok(snapshot)
+}
+
+thread_local! {
+    /// The programs stay loaded for the sampler's next snapshot (`watch`, `record`); the kernel
+    /// frees them when the process exits, however it exits (nothing is pinned).
+    static LOADED: std::cell::RefCell<Option<Iterators>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the loaded programs, loading them on the thread's first snapshot.
+fn with_iterators(f: impl FnOnce(&mut Iterators) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    LOADED.with_borrow_mut(|loaded| {
+        let it = match loaded {
+            Some(it) => it,
+            None => {
+                let it = Iterators::load()?;
+                if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+                    eprintln!(
+                        "porthog: BPF programs loaded in {:.1} ms",
+                        it.load_time.as_secs_f64() * 1e3
+                    );
+                }
+                loaded.insert(it)
+            }
+        };
+        f(it)
+    })
+}
+
+/// Why the BPF path is not even tried, if it is not.
+fn bpf_refusal() -> Option<String> {
+    if !super::bpf_enabled() {
+        return Some("disabled with --no-bpf or PORTHOG_NO_BPF".into());
+    }
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root: BPF iterators need CAP_BPF and CAP_PERFMON".into());
+    }
+    None
+}
+
+/// The BPF path: sockets with their kernel facts from `iter/tcp` and `iter/udp`, owners from
+/// `iter/task_file`, bound-but-inactive TCP sockets (in no table the iterators walk) from a
+/// sock_diag dump of that state alone. The iterators are created here, on the thread that
+/// entered the namespace, and read on two threads at once.
+fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let (tcp, udp, owners) = (it.tcp()?, it.udp()?, it.owners()?);
+    let diag = SockDiag::open();
+    let (walked, owners) = std::thread::scope(|scope| {
+        let walked = scope.spawn(move || -> anyhow::Result<_> {
+            let mut sockets = Vec::new();
+            let tcp = decode_sockets(&tcp.read(1 << 20)?, &mut sockets)?;
+            let udp = decode_sockets(&udp.read(1 << 16)?, &mut sockets)?;
+            let mut bound = 0;
+            let mut interrupted = false;
+            if let Ok(mut diag) = diag {
+                for table in TABLES.iter().filter(|t| t.protocol == Protocol::Tcp) {
+                    let start = sockets.len();
+                    interrupted |= diag.dump(*table, BOUND_INACTIVE, &mut sockets)?.interrupted;
+                    bound += sockets.len() - start;
+                }
+            }
+            Ok((sockets, tcp, udp, bound, interrupted))
+        });
+        let owners = owners.read(1 << 16).map(|b| decode_owners(&b));
+        (walked.join(), owners)
+    });
+    let (sockets, tcp, udp, _bound, interrupted) =
+        walked.map_err(|_| anyhow!("the BPF socket walk thread panicked"))??;
+    let owners = Owners::from_kernel(&owners??);
+    snapshot.source = "bpf".into();
+    snapshot.sockets = sockets;
+    let unknown = tcp.unknown_states + udp.unknown_states;
+    if unknown > 0 {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: Some(unknown),
+            message: format!("{unknown} sockets in a state porthog does not know were left out"),
+            advice: None,
+        });
+    }
+    if tcp.hz.is_none() {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: None,
+            message: "the kernel's tick rate could not be derived from its clocks, so the age \
+                      of TIME_WAIT sockets is unknown"
+                .into(),
+            advice: Some("run again; this happens only around the 300th second of uptime".into()),
+        });
+    }
+    if interrupted {
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: None,
+            message: format!(
+                "the bound TCP sockets changed during the sock_diag dump {DUMP_TRIES} times in a \
+                 row (NLM_F_DUMP_INTR): some may be missing or listed twice"
+            ),
+            advice: Some("take the snapshot again".into()),
+        });
+    }
+    let pids = attribute(&mut snapshot.sockets, &owners);
+    let (processes, exited) = process::read(&pids);
+    snapshot.processes = processes;
+    attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
+    Ok(())
+}
+
+/// The sock_diag path: the dump, and the /proc/*/fd walk at the same time.
+fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
     let diag = SockDiag::open();
     let netns_inode = netns::current_inode()?;
-    snapshot.settings = settings::read(&mut snapshot.gaps);
     // The dump runs on a thread started from here, so a /proc/thread-self/net fallback reads
     // the inspected namespace. The fd walk meanwhile uses rayon's pool; /proc/PID/fd does not
     // depend on the network namespace, whichever namespace the pool's threads were born in.
@@ -71,7 +216,11 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
     attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
-    if snapshot.source == "sock_diag" && !kernel_shows_bound_inactive() {
+    Ok(())
+}
+
+fn bound_inactive_gap(snapshot: &mut Snapshot) {
+    if snapshot.source != "/proc/net" && !kernel_shows_bound_inactive() {
         snapshot.gaps.push(Gap {
             kind: GapKind::Invisible,
             count: None,
@@ -81,7 +230,6 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
             advice: Some("run on Linux 6.10 or later to see bind() leaks".into()),
         });
     }
-    Ok(snapshot)
 }
 
 /// The fd walk holds up to `TABLES_AT_ONCE` fd directories open; a soft limit of 1024 would be
@@ -293,7 +441,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let snapshot = snapshot(&CollectOptions::default()).unwrap();
-        assert_eq!(snapshot.source, "sock_diag");
+        let expected = if rustix::process::geteuid().is_root() { "bpf" } else { "sock_diag" };
+        assert_eq!(snapshot.source, expected, "{:?}", snapshot.gaps);
         assert_eq!(snapshot.netns, None);
         let mine = snapshot.sockets.iter().find(|s| s.local_port == port).unwrap();
         let me = std::process::id();

@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::Context;
+use porthog_core::bpf_record::OwnerRecord;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags, RawDir, openat, readlinkat_raw, statat};
 use rustix::io::Errno;
@@ -34,6 +35,19 @@ pub struct Owners {
 }
 
 impl Owners {
+    /// The owners a BPF `iter/task_file` walk found (`bpf.rs`), chosen as the /proc walk chooses:
+    /// a process inside the namespace before one outside, then the lowest pid.
+    pub fn from_kernel(records: &[OwnerRecord]) -> Owners {
+        let mut keyed: Vec<(u32, bool, u32)> =
+            records.iter().map(|o| (o.inode, !o.inside, o.pid)).collect();
+        keyed.par_sort_unstable();
+        keyed.dedup_by_key(|&mut (inode, _, _)| inode);
+        Owners {
+            by_inode: keyed.into_iter().map(|(inode, _, pid)| (inode, pid)).collect(),
+            ..Owners::default()
+        }
+    }
+
     pub fn pid(&self, inode: u32) -> Option<u32> {
         let i = self.by_inode.binary_search_by_key(&inode, |&(ino, _)| ino).ok()?;
         Some(self.by_inode[i].1)

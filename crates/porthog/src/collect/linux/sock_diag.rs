@@ -48,6 +48,13 @@ const MSG_LEN: usize = 72;
 /// `tcp_twsk_unique` compares `tw_bound_dev_if` with under tcp_tw_reuse=2.
 const LOOPBACK_IFINDEX: u32 = 1;
 
+/// Every state bit, so also 12 (NEW_SYN_RECV) and 13 (BOUND_INACTIVE, 6.10+), which the crate's
+/// flags do not name; older kernels ignore bits they do not know.
+pub const ALL_STATES: u32 = u32::MAX;
+/// Only bound-but-inactive TCP sockets (TCPF_BOUND_INACTIVE, 6.10+): the ones in no table but
+/// the bind hash, which the BPF socket iterators do not walk.
+pub const BOUND_INACTIVE: u32 = 1 << 13;
+
 /// A NETLINK_SOCK_DIAG socket. It belongs to the network namespace of the thread that opened it.
 pub struct SockDiag {
     socket: NetlinkSocket,
@@ -75,11 +82,16 @@ impl SockDiag {
 
     /// Appends every socket of `table` to `out`, retrying the table while the kernel marks the
     /// dump interrupted.
-    pub fn dump(&mut self, table: Table, out: &mut Vec<Socket>) -> io::Result<DumpOutcome> {
+    pub fn dump(
+        &mut self,
+        table: Table,
+        states: u32,
+        out: &mut Vec<Socket>,
+    ) -> io::Result<DumpOutcome> {
         let start = out.len();
         for _ in 0..DUMP_TRIES {
             out.truncate(start);
-            let outcome = self.dump_once(table, out)?;
+            let outcome = self.dump_once(table, states, out)?;
             if !outcome.interrupted {
                 return Ok(outcome);
             }
@@ -87,9 +99,14 @@ impl SockDiag {
         Ok(DumpOutcome { interrupted: true, ..DumpOutcome::default() })
     }
 
-    fn dump_once(&mut self, table: Table, out: &mut Vec<Socket>) -> io::Result<DumpOutcome> {
+    fn dump_once(
+        &mut self,
+        table: Table,
+        states: u32,
+        out: &mut Vec<Socket>,
+    ) -> io::Result<DumpOutcome> {
         self.seq = self.seq.wrapping_add(1);
-        self.send_request(table)?;
+        self.send_request(table, states)?;
         let mut outcome = DumpOutcome::default();
         loop {
             let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
@@ -137,7 +154,7 @@ impl SockDiag {
         }
     }
 
-    fn send_request(&mut self, table: Table) -> io::Result<()> {
+    fn send_request(&mut self, table: Table, states: u32) -> io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         header.sequence_number = self.seq;
@@ -148,9 +165,7 @@ impl SockDiag {
                 Protocol::Udp => IPPROTO_UDP,
             },
             extensions: ExtensionFlags::empty(),
-            // Every state bit, so also 12 (NEW_SYN_RECV) and 13 (BOUND_INACTIVE, 6.10+), which
-            // the crate's flags do not name; older kernels ignore bits they do not know.
-            states: StateFlags::from_bits_retain(u32::MAX),
+            states: StateFlags::from_bits_retain(states),
             socket_id: match table.family {
                 AF_INET => SocketId::new_v4(),
                 _ => SocketId::new_v6(),
@@ -189,6 +204,8 @@ fn socket(protocol: Protocol, payload: &[u8]) -> io::Result<Option<Socket>> {
     socket.cookie = u64::from(u32::from_ne_bytes([c0, c1, c2, c3]))
         | u64::from(u32::from_ne_bytes([c4, c5, c6, c7])) << 32;
     socket.inode = header.inode;
+    // The one kernel fact sock_diag does carry for every socket.
+    socket.facts = KernelFacts::default().with_family_v6(header.family == AF_INET6);
     // TIME_WAIT and request sockets have no owner: the kernel writes uid 0 and inode 0 for them
     // (`inet_twsk_diag_fill`, `inet_req_diag_fill`); 0 is not their user.
     if header.inode != 0 {

@@ -9,7 +9,7 @@ use anyhow::Context;
 use porthog_core::{Gap, GapKind, Socket, proc_net};
 use rustix::io::Errno;
 
-use super::sock_diag::{DUMP_TRIES, DumpOutcome, SockDiag, TABLES, Table};
+use super::sock_diag::{ALL_STATES, DUMP_TRIES, DumpOutcome, SockDiag, TABLES, Table};
 
 /// socket() or the first request failing like this means no sock_diag for this table: the module
 /// is missing (EPROTONOSUPPORT, ENOENT for the family or protocol) or forbidden (EPERM, e.g. by a
@@ -35,7 +35,7 @@ pub fn sockets(
     let mut unknown_states = 0;
     for table in TABLES {
         let start = out.len();
-        let outcome = match diag.as_mut().map(|d| d.dump(table, out)) {
+        let outcome = match diag.as_mut().map(|d| d.dump(table, ALL_STATES, out)) {
             Some(Ok(outcome)) => outcome,
             Some(Err(e)) if !is_unavailable(&e) => {
                 return Err(e).with_context(|| format!("sock_diag dump of {} failed", table.name));

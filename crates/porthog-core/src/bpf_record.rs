@@ -1,0 +1,313 @@
+//! Decodes the records porthog's BPF iterators write (crates/porthog/src/collect/linux/bpf/
+//! porthog.bpf.c, which defines the layouts): 64-byte socket records ending in a clock record,
+//! and 16-byte owner records. Pure: bytes in, sockets out; reading the iterators is the
+//! collector's job. Native endian, like everything the kernel writes for its own machine.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::model::{BucketOrigin, KernelFacts, Protocol, Socket, State};
+
+/// Size of one `struct sock_rec` (and of the final `struct clock_rec`).
+pub const SOCKET_RECORD: usize = 64;
+/// Size of one `struct owner_rec`.
+pub const OWNER_RECORD: usize = 16;
+
+const REC_TCP: u8 = 1;
+const REC_UDP: u8 = 2;
+const REC_CLOCK: u8 = 3;
+const KIND_OFFSET: usize = 56;
+
+const F_BUCKET_KNOWN: u8 = 0x01;
+const F_BUCKET_BIND: u8 = 0x02;
+const F_TW_TS_KNOWN: u8 = 0x04;
+const F_TW_TS: u8 = 0x08;
+const F_V6ONLY: u8 = 0x10;
+const F_LOOPBACK_DEV: u8 = 0x20;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// The kernel's tick rates (`CONFIG_HZ` choices in kernel/Kconfig.hz).
+const HZ_CHOICES: [u64; 4] = [100, 250, 300, 1000];
+
+/// A record stream that is not what porthog's programs write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("BPF iterator output of {len} bytes is not a whole number of {size}-byte records")]
+    Truncated { len: usize, size: usize },
+    #[error("BPF iterator record {index} has unknown kind {kind}")]
+    UnknownKind { index: usize, kind: u8 },
+    #[error("BPF iterator record {index} has unknown address family {family}")]
+    UnknownFamily { index: usize, family: u8 },
+}
+
+/// What a socket walk saw besides its sockets.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SocketWalk {
+    /// Sockets appended to the output.
+    pub sockets: usize,
+    /// Sockets in a state porthog does not know, left out.
+    pub unknown_states: u64,
+    /// The kernel's tick rate, derived from the walk's clock record; `None` when there was none
+    /// or it fit no `CONFIG_HZ` choice, in which case TIME_WAIT timers are left at 0 (unknown).
+    pub hz: Option<u64>,
+}
+
+/// Appends the sockets of one iterator's output to `out`.
+pub fn decode_sockets(bytes: &[u8], out: &mut Vec<Socket>) -> Result<SocketWalk, RecordError> {
+    if !bytes.len().is_multiple_of(SOCKET_RECORD) {
+        return Err(RecordError::Truncated { len: bytes.len(), size: SOCKET_RECORD });
+    }
+    let start = out.len();
+    let mut walk = SocketWalk::default();
+    // TIME_WAIT timers arrive in jiffies; the clock record that converts them comes last.
+    let mut jiffies_left: Vec<(usize, u32)> = Vec::new();
+    for (index, rec) in bytes.chunks_exact(SOCKET_RECORD).enumerate() {
+        let protocol = match rec[KIND_OFFSET] {
+            REC_TCP => Protocol::Tcp,
+            REC_UDP => Protocol::Udp,
+            REC_CLOCK => {
+                walk.hz = hz_from_clocks(u64_at(rec, 0), u64_at(rec, 8));
+                continue;
+            }
+            kind => return Err(RecordError::UnknownKind { index, kind }),
+        };
+        let family = rec[57];
+        let (local, remote) = match family {
+            AF_INET => (IpAddr::from(v4_at(rec, 8)), IpAddr::from(v4_at(rec, 24))),
+            AF_INET6 => (IpAddr::from(v6_at(rec, 8)), IpAddr::from(v6_at(rec, 24))),
+            family => return Err(RecordError::UnknownFamily { index, family }),
+        };
+        let state = match (protocol, State::from_linux(rec[58])) {
+            (_, Some(state)) => state,
+            (_, None) => {
+                walk.unknown_states += 1;
+                continue;
+            }
+        };
+        let flags = rec[59];
+        let mut s =
+            Socket::new(protocol, state, (local, u16_at(rec, 52)), (remote, u16_at(rec, 54)));
+        s.cookie = u64_at(rec, 0);
+        s.inode = u32_at(rec, 40);
+        // TIME_WAIT and request sockets have no owner and no user (as in sock_diag).
+        if s.inode != 0 {
+            s.uid = u32_at(rec, 44);
+        }
+        let mut facts = KernelFacts::default()
+            .with_family_v6(family == AF_INET6)
+            .with_v6only(flags & F_V6ONLY != 0)
+            .with_loopback_dev(flags & F_LOOPBACK_DEV != 0);
+        if flags & F_BUCKET_KNOWN != 0 {
+            let origin =
+                if flags & F_BUCKET_BIND != 0 { BucketOrigin::Bind } else { BucketOrigin::Connect };
+            facts = facts.with_bucket(origin);
+        }
+        if flags & F_TW_TS_KNOWN != 0 {
+            facts = facts.with_tw_timestamps(flags & F_TW_TS != 0);
+        }
+        s.facts = facts;
+        if state == State::TimeWait {
+            jiffies_left.push((out.len(), u32_at(rec, 48)));
+        }
+        out.push(s);
+    }
+    if let Some(hz) = walk.hz {
+        for (i, jiffies) in jiffies_left {
+            let ms = u64::from(jiffies) * 1000 / hz;
+            // A TIME_WAIT that is due this very tick: 1 ms left, not 0, which means "unknown".
+            out[i].timer_ms = u32::try_from(ms.max(1)).unwrap_or(u32::MAX);
+        }
+    }
+    walk.sockets = out.len() - start;
+    Ok(walk)
+}
+
+/// One owner record: the socket inode, the owning pid, and whether that process lives in the
+/// inspected network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OwnerRecord {
+    pub inode: u32,
+    pub pid: u32,
+    pub inside: bool,
+}
+
+/// Decodes the task_file iterator's output.
+pub fn decode_owners(bytes: &[u8]) -> Result<Vec<OwnerRecord>, RecordError> {
+    if !bytes.len().is_multiple_of(OWNER_RECORD) {
+        return Err(RecordError::Truncated { len: bytes.len(), size: OWNER_RECORD });
+    }
+    Ok(bytes
+        .chunks_exact(OWNER_RECORD)
+        .map(|r| OwnerRecord { inode: u32_at(r, 0), pid: u32_at(r, 4), inside: u32_at(r, 8) != 0 })
+        .collect())
+}
+
+/// The tick rate from one reading of `jiffies_64` and CLOCK_MONOTONIC. Jiffies start at
+/// `INITIAL_JIFFIES` = (u32)(-300 * HZ) (include/linux/jiffies.h) and advance HZ per second of
+/// monotonic time, so exactly one `CONFIG_HZ` choice fits, except within seconds of the
+/// 300th second of uptime, where all nearly do: then `None`.
+pub fn hz_from_clocks(jiffies64: u64, monotonic_ns: u64) -> Option<u64> {
+    let uptime_ms = monotonic_ns / 1_000_000;
+    let fits: Vec<u64> = HZ_CHOICES
+        .into_iter()
+        .filter(|&hz| {
+            let initial = (1u64 << 32) - 300 * hz;
+            let Some(ticks) = jiffies64.checked_sub(initial) else { return false };
+            let predicted_ms = ticks * 1000 / hz;
+            // Jiffies and the monotonic clock start a little apart at boot: allow 500 ms.
+            predicted_ms.abs_diff(uptime_ms) < 500
+        })
+        .collect();
+    match fits[..] {
+        [hz] => Some(hz),
+        _ => None,
+    }
+}
+
+fn u16_at(rec: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([rec[at], rec[at + 1]])
+}
+
+fn u32_at(rec: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]])
+}
+
+fn u64_at(rec: &[u8], at: usize) -> u64 {
+    u64::from(u32_at(rec, at)) | u64::from(u32_at(rec, at + 4)) << 32
+}
+
+fn v4_at(rec: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(rec[at], rec[at + 1], rec[at + 2], rec[at + 3])
+}
+
+fn v6_at(rec: &[u8], at: usize) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&rec[at..at + 16]);
+    Ipv6Addr::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `struct sock_rec` as porthog.bpf.c writes it.
+    #[allow(clippy::too_many_arguments)]
+    fn rec(kind: u8, family: u8, state: u8, flags: u8, src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+        let mut r = Vec::with_capacity(SOCKET_RECORD);
+        r.extend(0x1_0000_1234u64.to_ne_bytes()); // cookie
+        r.extend(src);
+        r.extend(dst);
+        r.extend(4242u32.to_ne_bytes()); // inode
+        r.extend(1000u32.to_ne_bytes()); // uid
+        r.extend(250u32.to_ne_bytes()); // TIME_WAIT jiffies left
+        r.extend(40000u16.to_ne_bytes());
+        r.extend(8080u16.to_ne_bytes());
+        r.extend([kind, family, state, flags]);
+        r.extend(1u32.to_ne_bytes()); // bound_dev_if
+        assert_eq!(r.len(), SOCKET_RECORD);
+        r
+    }
+
+    fn clock(hz: u64, uptime_s: u64) -> Vec<u8> {
+        let mut r = vec![0; SOCKET_RECORD];
+        let jiffies = (1u64 << 32) - 300 * hz + uptime_s * hz;
+        r[..8].copy_from_slice(&jiffies.to_ne_bytes());
+        r[8..16].copy_from_slice(&(uptime_s * 1_000_000_000).to_ne_bytes());
+        r[KIND_OFFSET] = REC_CLOCK;
+        r
+    }
+
+    fn v4(a: [u8; 4]) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..4].copy_from_slice(&a);
+        b
+    }
+
+    #[test]
+    fn decodes_facts_of_a_bound_then_connected_socket() {
+        let flags = F_BUCKET_KNOWN | F_BUCKET_BIND;
+        let bytes = rec(REC_TCP, AF_INET, 1, flags, v4([127, 0, 0, 1]), v4([10, 0, 0, 5]));
+        let mut out = Vec::new();
+        let walk = decode_sockets(&bytes, &mut out).unwrap();
+        assert_eq!((walk.sockets, walk.unknown_states, walk.hz), (1, 0, None));
+        let s = out[0];
+        assert_eq!((s.local_port, s.remote_port, s.state), (40000, 8080, State::Established));
+        assert_eq!(s.local_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!((s.cookie, s.inode, s.uid, s.timer_ms), (0x1_0000_1234, 4242, 1000, 0));
+        assert_eq!(s.facts.bucket(), Some(BucketOrigin::Bind));
+        assert_eq!(s.facts.family_v6(), Some(false));
+        assert_eq!(s.facts.v6only(), Some(false));
+        assert_eq!(s.facts.loopback_dev(), Some(false));
+        assert_eq!(s.facts.tw_timestamps(), None);
+    }
+
+    #[test]
+    fn time_wait_timer_converts_with_the_clock_record() {
+        let mapped = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        let flags = F_BUCKET_KNOWN | F_TW_TS_KNOWN | F_LOOPBACK_DEV;
+        let mut bytes = rec(REC_TCP, AF_INET6, 6, flags, mapped, mapped);
+        bytes[40..48].fill(0); // TIME_WAIT: no inode, no uid
+        bytes.extend(clock(250, 3600));
+        let mut out = Vec::new();
+        let walk = decode_sockets(&bytes, &mut out).unwrap();
+        assert_eq!((walk.sockets, walk.hz), (1, Some(250)));
+        let s = out[0];
+        assert_eq!(s.local_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!((s.state, s.timer_ms, s.uid), (State::TimeWait, 1000, Socket::UID_UNKNOWN));
+        assert_eq!(s.facts.bucket(), Some(BucketOrigin::Connect));
+        assert_eq!(s.facts.tw_timestamps(), Some(false));
+        assert_eq!(s.facts.loopback_dev(), Some(true));
+        assert_eq!(s.facts.family_v6(), Some(true));
+    }
+
+    #[test]
+    fn udp_v6only_and_unknown_states() {
+        let ip6 = "::1".parse::<Ipv6Addr>().unwrap().octets();
+        let mut bytes = rec(REC_UDP, AF_INET6, 7, F_V6ONLY, ip6, [0; 16]);
+        bytes.extend(rec(REC_TCP, AF_INET, 42, 0, [0; 16], [0; 16]));
+        let mut out = Vec::new();
+        let walk = decode_sockets(&bytes, &mut out).unwrap();
+        assert_eq!((walk.sockets, walk.unknown_states), (1, 1));
+        assert_eq!((out[0].protocol, out[0].state), (Protocol::Udp, State::Close));
+        assert_eq!(out[0].facts.v6only(), Some(true));
+        assert_eq!(out[0].facts.bucket(), None);
+    }
+
+    #[test]
+    fn malformed_streams_are_errors() {
+        let mut out = Vec::new();
+        let r = decode_sockets(&[0; 63], &mut out);
+        assert_eq!(r, Err(RecordError::Truncated { len: 63, size: 64 }));
+        let r = decode_sockets(&rec(9, AF_INET, 1, 0, [0; 16], [0; 16]), &mut out);
+        assert_eq!(r, Err(RecordError::UnknownKind { index: 0, kind: 9 }));
+        let r = decode_sockets(&rec(REC_TCP, 7, 1, 0, [0; 16], [0; 16]), &mut out);
+        assert_eq!(r, Err(RecordError::UnknownFamily { index: 0, family: 7 }));
+        assert!(decode_owners(&[0; 17]).is_err());
+    }
+
+    #[test]
+    fn owners() {
+        let mut bytes = Vec::new();
+        for v in [77u32, 1234, 1, 0, 78, 99, 0, 0] {
+            bytes.extend(v.to_ne_bytes());
+        }
+        let owners = decode_owners(&bytes).unwrap();
+        assert_eq!(owners[0], OwnerRecord { inode: 77, pid: 1234, inside: true });
+        assert_eq!(owners[1], OwnerRecord { inode: 78, pid: 99, inside: false });
+    }
+
+    #[test]
+    fn tick_rates() {
+        for hz in HZ_CHOICES {
+            for uptime in [5, 60, 299 - 30, 1000, 86_400 * 400] {
+                let j = (1u64 << 32) - 300 * hz + uptime * hz;
+                assert_eq!(hz_from_clocks(j, uptime * 1_000_000_000), Some(hz), "{hz} {uptime}");
+            }
+        }
+        // At 300 s of uptime every choice fits: undecidable, not a guess.
+        let j = 1u64 << 32;
+        assert_eq!(hz_from_clocks(j, 300_000_000_000), None);
+        assert_eq!(hz_from_clocks(0, 1), None);
+    }
+}

@@ -1,0 +1,201 @@
+//! porthog's BPF iterators (`bpf/porthog.bpf.c`, committed built as `bpf/porthog.bpf.o`), loaded
+//! with aya: every TCP and UDP socket of the namespace with the kernel state sock_diag does not
+//! show, and socket inode -> pid from the kernel's fd tables. Loads, runs and returns raw
+//! records; decoding is the core's (`bpf_record.rs`), choosing the fallback is `mod.rs`'s.
+//! Nothing is pinned: the programs and links live only as long as their file descriptors, so
+//! the kernel drops everything when porthog exits, however it exits.
+
+use std::fs::File;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use aya::programs::Iter;
+use aya::{Btf, Ebpf, EbpfLoader};
+
+/// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog.bpf.c`).
+static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
+
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The kernel structures `porthog.bpf.c` declares (and so is relocated against): only these
+/// keep their names and members in the BTF given to the loader (`porthog_core::btf`).
+const KERNEL_TYPES: [&str; 26] = [
+    "in6_addr",
+    "net_device",
+    "net",
+    "sock_common",
+    "inode",
+    "file",
+    "sock",
+    "socket",
+    "socket_alloc",
+    "inet_bind_bucket",
+    "inet_connection_sock",
+    "tcp_sock",
+    "timer_list",
+    "inet_timewait_sock",
+    "tcp_timewait_sock",
+    "inet_sock",
+    "udp_sock",
+    "upid",
+    "pid",
+    "nsproxy",
+    "task_struct",
+    "seq_file",
+    "bpf_iter_meta",
+    "bpf_iter__tcp",
+    "bpf_iter__udp",
+    "bpf_iter__task_file",
+];
+/// The kernel functions an iterator program attaches to (`bpf_iter_<target>`).
+const ITERATOR_TARGETS: [&str; 3] = ["bpf_iter_tcp", "bpf_iter_udp", "bpf_iter_task_file"];
+
+/// The three programs of the object: (function name, kernel iterator target).
+const TCP: (&str, &str) = ("porthog_tcp", "tcp");
+const UDP: (&str, &str) = ("porthog_udp", "udp");
+const OWNERS: (&str, &str) = ("porthog_owners", "task_file");
+
+/// The loaded programs.
+pub struct Iterators {
+    ebpf: Ebpf,
+    /// How long parsing the kernel's BTF, relocating and loading the programs took.
+    pub load_time: Duration,
+}
+
+/// An iterator instance, created in the calling thread's network and pid namespaces; reading it
+/// runs the program over the kernel's objects.
+pub struct Walk(File);
+
+impl Iterators {
+    /// Loads the three programs; the error says why BPF cannot be used here.
+    pub fn load() -> Result<Iterators> {
+        let started = Instant::now();
+        let vmlinux = std::fs::read(VMLINUX_BTF)
+            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
+        let pruned = porthog_core::btf::keep_only(&vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
+            .with_context(|| format!("in {VMLINUX_BTF}"))?;
+        let btf = Btf::parse(&pruned, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        // Attaching names the target by its id in the kernel's own BTF.
+        let targets = porthog_core::btf::funcs_in_place(&vmlinux, &ITERATOR_TARGETS)
+            .with_context(|| format!("in {VMLINUX_BTF}"))?;
+        let targets = Btf::parse(&targets, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        // A copy with 8-byte alignment: the ELF reader expects aligned headers.
+        let object: Vec<u64> = OBJECT
+            .chunks(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                u64::from_ne_bytes(b)
+            })
+            .collect();
+        // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `OBJECT.len()` initialised
+        // bytes; u8 has no alignment or validity requirements.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
+        let t_btf = started.elapsed();
+
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(bytes)
+            .context("cannot load porthog's BPF object")?;
+        let t_obj = started.elapsed();
+        for (name, target) in [TCP, UDP, OWNERS] {
+            let program: &mut Iter = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?
+                .try_into()
+                .with_context(|| format!("{name} is not an iterator program"))?;
+            program
+                .load(target, &targets)
+                .with_context(|| format!("the kernel refused the iter/{target} program"))?;
+        }
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!(
+                "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?}, object \
+                 relocated and loaded at {t_obj:?}, iterators loaded at {:?}",
+                pruned.len(),
+                vmlinux.len(),
+                started.elapsed()
+            );
+        }
+        Ok(Iterators { ebpf, load_time: started.elapsed() })
+    }
+
+    /// The TCP socket walk of the calling thread's network namespace.
+    pub fn tcp(&mut self) -> Result<Walk> {
+        self.walk(TCP.0)
+    }
+
+    pub fn udp(&mut self) -> Result<Walk> {
+        self.walk(UDP.0)
+    }
+
+    /// Every process's socket fds (sockets of the calling thread's network namespace only), in
+    /// the calling thread's pid namespace.
+    pub fn owners(&mut self) -> Result<Walk> {
+        self.walk(OWNERS.0)
+    }
+
+    fn walk(&mut self, name: &str) -> Result<Walk> {
+        let program: &mut Iter = self
+            .ebpf
+            .program_mut(name)
+            .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?
+            .try_into()?;
+        let link = program.attach().with_context(|| format!("cannot attach {name}"))?;
+        let link = program.take_link(link)?;
+        // The iterator keeps its own reference: the link's fd closes here.
+        let file = link.into_file().with_context(|| format!("cannot create a {name} iterator"))?;
+        Ok(Walk(file))
+    }
+}
+
+impl Walk {
+    /// Runs the iterator to its end; `hint` is the expected size, to read with few reallocations.
+    pub fn read(mut self, hint: usize) -> Result<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(hint);
+        self.0.read_to_end(&mut bytes).context("reading a BPF iterator failed")?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use porthog_core::bpf_record::{SOCKET_RECORD, decode_owners, decode_sockets};
+    use porthog_core::{BucketOrigin, State};
+
+    use super::*;
+
+    /// Needs root (CAP_BPF and CAP_PERFMON); skipped otherwise, like the e2e tests are not.
+    fn iterators() -> Option<Iterators> {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return None;
+        }
+        Some(Iterators::load().unwrap())
+    }
+
+    #[test]
+    fn sees_its_own_listener_and_owner() {
+        let Some(mut it) = iterators() else { return };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut sockets = Vec::new();
+        let bytes = it.tcp().unwrap().read(64 * SOCKET_RECORD).unwrap();
+        let walk = decode_sockets(&bytes, &mut sockets).unwrap();
+        assert!(walk.hz.is_some(), "{walk:?}");
+        let mine: Vec<_> = sockets.iter().filter(|s| s.local_port == port).collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0].state, State::Listen);
+        assert_eq!(mine[0].facts.bucket(), Some(BucketOrigin::Bind));
+        assert_ne!(mine[0].inode, 0);
+        assert_ne!(mine[0].cookie, 0);
+
+        let owners = decode_owners(&it.owners().unwrap().read(4096).unwrap()).unwrap();
+        let me = owners.iter().find(|o| o.inode == mine[0].inode).unwrap();
+        assert_eq!((me.pid, me.inside), (std::process::id(), true));
+    }
+}
