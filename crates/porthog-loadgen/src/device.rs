@@ -5,11 +5,10 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use rustix::net::{SocketFlags, SocketType};
 use serde_json::{Value, json};
 
 use crate::connect::close_first;
-use crate::socket::{Failure, Hold, check_count, family, tcp_socket};
+use crate::socket::{Failure, Hold, check_count, tcp_socket};
 
 /// `count` TCP connections to `to`, each bound to `device` before connect().
 pub fn device_connect(

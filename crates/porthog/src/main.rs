@@ -40,7 +40,8 @@ fn main() -> ExitCode {
         Some(Command::Watch(a)) => Some(&a.netns),
         Some(Command::Record(a)) => Some(&a.netns),
         Some(Command::Sockets(a)) => Some(&a.netns),
-        Some(Command::Analyze(_)) => None,
+        Some(Command::Serve(a)) => Some(&a.netns),
+        Some(Command::Analyze(_) | Command::Completions { .. } | Command::Man) => None,
         None => Some(&cli.check.netns),
     };
     if live.is_some_and(|n| n.no_bpf) {

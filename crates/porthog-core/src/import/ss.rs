@@ -392,10 +392,7 @@ mod tests {
         let gap = s.gaps.iter().find(|g| g.message.contains("no State column")).expect("gap");
         assert_eq!(gap.count, Some(1));
         assert!(gap.advice.as_deref().unwrap_or("").contains("without a state filter"));
-        assert!(
-            sources[0].notes.join("; ").contains("no State column"),
-            "{sources:?}"
-        );
+        assert!(sources[0].notes.join("; ").contains("no State column"), "{sources:?}");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 pub mod fleet;
 pub mod json;
-pub mod perfdata;
 pub mod metrics;
+pub mod perfdata;
 pub mod sockets;
 pub mod text;
 // Only the Linux tracer prints traces; the presenter still builds (and is tested) everywhere.

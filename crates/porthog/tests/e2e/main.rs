@@ -17,9 +17,9 @@ mod child;
 #[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
-mod kernel_cases;
-#[cfg(target_os = "linux")]
 mod fleet;
+#[cfg(target_os = "linux")]
+mod kernel_cases;
 #[cfg(target_os = "linux")]
 mod kernel_facts;
 #[cfg(target_os = "linux")]
@@ -68,35 +68,147 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
-        trial("kernel_facts::bind_buckets_tell_bind_from_connect", Needs::Namespace, kernel_facts::bind_buckets_tell_bind_from_connect),
-        trial("kernel_facts::time_wait_timestamps_are_what_each_socket_recorded", Needs::Namespace, kernel_facts::time_wait_timestamps_are_what_each_socket_recorded),
-        trial("kernel_facts::time_wait_bound_to_the_loopback_device", Needs::Namespace, kernel_facts::time_wait_bound_to_the_loopback_device),
-        trial("kernel_facts::udp_family_and_v6only", Needs::Namespace, kernel_facts::udp_family_and_v6only),
-        trial("kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss", Needs::Namespace, kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss),
-        trial("kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel", Needs::Namespace, kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel),
-        trial("fleet::all_netns_finds_every_kind_of_namespace", Needs::Namespace, fleet::all_netns_finds_every_kind_of_namespace),
-        trial("serve::serve_exports_every_namespace_to_a_real_prometheus", Needs::Namespace, serve::serve_exports_every_namespace_to_a_real_prometheus),
-        trial("serve::serve_on_a_taken_port_says_so", Needs::Nothing, serve::serve_on_a_taken_port_says_so),
-        trial("serve::serve_unprivileged_exports_pools", Needs::Namespace, serve::serve_unprivileged_exports_pools),
-        trial("serve::serve_survives_a_scrape_storm", Needs::Nothing, serve::serve_survives_a_scrape_storm),
-        trial("serve::serve_counts_allocation_failures", Needs::Namespace, serve::serve_counts_allocation_failures),
-        trial("oracle::basic_mix_seeds_have_no_wrong_verdict", Needs::Namespace, oracle::basic_mix_seeds_have_no_wrong_verdict),
-        trial("cli::durations_out_of_range_are_usage_errors", Needs::Nothing, cli::durations_out_of_range_are_usage_errors),
+        trial(
+            "kernel_facts::bind_buckets_tell_bind_from_connect",
+            Needs::Namespace,
+            kernel_facts::bind_buckets_tell_bind_from_connect,
+        ),
+        trial(
+            "kernel_facts::time_wait_timestamps_are_what_each_socket_recorded",
+            Needs::Namespace,
+            kernel_facts::time_wait_timestamps_are_what_each_socket_recorded,
+        ),
+        trial(
+            "kernel_facts::time_wait_bound_to_the_loopback_device",
+            Needs::Namespace,
+            kernel_facts::time_wait_bound_to_the_loopback_device,
+        ),
+        trial(
+            "kernel_facts::udp_family_and_v6only",
+            Needs::Namespace,
+            kernel_facts::udp_family_and_v6only,
+        ),
+        trial(
+            "kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss",
+            Needs::Namespace,
+            kernel_facts::both_paths_see_the_same_sockets_and_owners_as_ss,
+        ),
+        trial(
+            "kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel",
+            Needs::Namespace,
+            kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel,
+        ),
+        trial(
+            "fleet::all_netns_finds_every_kind_of_namespace",
+            Needs::Namespace,
+            fleet::all_netns_finds_every_kind_of_namespace,
+        ),
+        trial(
+            "serve::serve_exports_every_namespace_to_a_real_prometheus",
+            Needs::Namespace,
+            serve::serve_exports_every_namespace_to_a_real_prometheus,
+        ),
+        trial(
+            "serve::serve_on_a_taken_port_says_so",
+            Needs::Nothing,
+            serve::serve_on_a_taken_port_says_so,
+        ),
+        trial(
+            "serve::serve_unprivileged_exports_pools",
+            Needs::Namespace,
+            serve::serve_unprivileged_exports_pools,
+        ),
+        trial(
+            "serve::serve_survives_a_scrape_storm",
+            Needs::Nothing,
+            serve::serve_survives_a_scrape_storm,
+        ),
+        trial(
+            "serve::serve_counts_allocation_failures",
+            Needs::Namespace,
+            serve::serve_counts_allocation_failures,
+        ),
+        trial(
+            "oracle::basic_mix_seeds_have_no_wrong_verdict",
+            Needs::Namespace,
+            oracle::basic_mix_seeds_have_no_wrong_verdict,
+        ),
+        trial(
+            "cli::durations_out_of_range_are_usage_errors",
+            Needs::Nothing,
+            cli::durations_out_of_range_are_usage_errors,
+        ),
         trial("cli::completions_and_man_page", Needs::Nothing, cli::completions_and_man_page),
-        trial("record::record_starts_the_tracer_as_root_unless_no_trace", Needs::Namespace, record::record_starts_the_tracer_as_root_unless_no_trace),
-        trial("record::watch_starts_the_tracer_as_root_unless_no_trace", Needs::Namespace, record::watch_starts_the_tracer_as_root_unless_no_trace),
-        trial("trace::trace_prints_its_summary_on_sigterm_and_sighup", Needs::Namespace, trace::trace_prints_its_summary_on_sigterm_and_sighup),
-        trial("kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool", Needs::Namespace, kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool),
-        trial("kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable", Needs::Namespace, kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable),
-        trial("kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl", Needs::Namespace, kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl),
-        trial("kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable", Needs::Namespace, kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable),
-        trial("kernel_cases::case3_bind_pools_are_per_family_and_address", Needs::Namespace, kernel_cases::case3_bind_pools_are_per_family_and_address),
-        trial("kernel_cases::case3_udp_autobind_pools_are_per_family", Needs::Namespace, kernel_cases::case3_udp_autobind_pools_are_per_family),
-        trial("kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo", Needs::Namespace, kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo),
-        trial("kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent", Needs::Namespace, kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent),
-        trial("kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak", Needs::Namespace, kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak),
-        trial("record::case7_analyze_of_a_recording_counts_its_failures", Needs::Namespace, record::case7_analyze_of_a_recording_counts_its_failures),
-        trial("trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion", Needs::Namespace, trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion),
+        trial(
+            "record::record_starts_the_tracer_as_root_unless_no_trace",
+            Needs::Namespace,
+            record::record_starts_the_tracer_as_root_unless_no_trace,
+        ),
+        trial(
+            "record::watch_starts_the_tracer_as_root_unless_no_trace",
+            Needs::Namespace,
+            record::watch_starts_the_tracer_as_root_unless_no_trace,
+        ),
+        trial(
+            "trace::trace_prints_its_summary_on_sigterm_and_sighup",
+            Needs::Namespace,
+            trace::trace_prints_its_summary_on_sigterm_and_sighup,
+        ),
+        trial(
+            "kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool",
+            Needs::Namespace,
+            kernel_cases::case1_bind_before_connect_ports_leave_every_connect_pool,
+        ),
+        trial(
+            "kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable",
+            Needs::Namespace,
+            kernel_cases::case1_bind_before_connect_time_wait_is_not_reusable,
+        ),
+        trial(
+            "kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl",
+            Needs::Namespace,
+            kernel_cases::case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl,
+        ),
+        trial(
+            "kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable",
+            Needs::Namespace,
+            kernel_cases::case2_a_peer_without_timestamps_makes_time_wait_unreusable,
+        ),
+        trial(
+            "kernel_cases::case3_bind_pools_are_per_family_and_address",
+            Needs::Namespace,
+            kernel_cases::case3_bind_pools_are_per_family_and_address,
+        ),
+        trial(
+            "kernel_cases::case3_udp_autobind_pools_are_per_family",
+            Needs::Namespace,
+            kernel_cases::case3_udp_autobind_pools_are_per_family,
+        ),
+        trial(
+            "kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo",
+            Needs::Namespace,
+            kernel_cases::case4_tw_reuse_loopback_covers_sockets_bound_to_lo,
+        ),
+        trial(
+            "kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent",
+            Needs::Namespace,
+            kernel_cases::case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent,
+        ),
+        trial(
+            "kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak",
+            Needs::Namespace,
+            kernel_cases::case7_a_close_wait_leak_is_headlined_as_a_leak,
+        ),
+        trial(
+            "record::case7_analyze_of_a_recording_counts_its_failures",
+            Needs::Namespace,
+            record::case7_analyze_of_a_recording_counts_its_failures,
+        ),
+        trial(
+            "trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion",
+            Needs::Namespace,
+            trace::case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion,
+        ),
         trial(
             "capture::every_capture_command_agrees_with_check_on_the_same_state",
             Needs::Namespace,

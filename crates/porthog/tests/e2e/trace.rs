@@ -326,7 +326,11 @@ pub fn case5_trace_lists_non_local_and_taken_port_binds_as_not_exhaustion() {
         (["listen-at", "--addr", "127.0.0.1:8080", "", ""], "EADDRINUSE"),
     ] {
         let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
-        let out = ns.exec(&loadgen.to_string_lossy()).args(&args).stdin(std::process::Stdio::null()).output();
+        let out = ns
+            .exec(&loadgen.to_string_lossy())
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output();
         let out = out.expect("run porthog-loadgen");
         // The kernel refused, and not for lack of a port: loadgen reports a setup error.
         let text = String::from_utf8_lossy(&out.stdout);

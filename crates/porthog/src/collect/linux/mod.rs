@@ -4,9 +4,9 @@
 //! when that fails, from sock_diag and /proc/*/fd, and a gap says so. It orchestrates only:
 //! each step lives in its own file.
 
+mod bpf;
 pub(crate) mod discover;
 pub(crate) mod fleet;
-mod bpf;
 pub(crate) mod netns;
 mod owners;
 pub(crate) mod process;
