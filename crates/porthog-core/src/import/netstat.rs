@@ -223,8 +223,8 @@ fn endpoint(s: &str) -> Option<Endpoint> {
     }
     let (host, port) = s.rsplit_once(':')?;
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let ip = match parse_endpoint(&format!("{host}:0")) {
-        Some((ip, _)) => ip,
+    let ip = match parse_host(host) {
+        Some(ip) => ip,
         None if host.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
         None if !host.is_empty() && host.chars().all(name_char) => {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
@@ -244,12 +244,16 @@ fn endpoint(s: &str) -> Option<Endpoint> {
 pub(super) fn parse_endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let (addr, port) = s.rsplit_once(':')?;
     let port: u16 = if port == "*" { 0 } else { port.parse().ok()? };
-    let addr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+    Some((parse_host(addr)?, port))
+}
+
+/// `10.0.0.7`, `[::]`, `[fe80::1%12]`, `*`.
+fn parse_host(addr: &str) -> Option<IpAddr> {
+    Some(match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
         Some(v6) => IpAddr::V6(v6.split_once('%').map_or(v6, |(a, _)| a).parse().ok()?),
         None if addr == "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         None => IpAddr::V4(dotted_quad(addr).or_else(|| addr.parse().ok())?),
-    };
-    Some((addr, port))
+    })
 }
 
 /// `10.0.0.7` without std's general parser, which is a tenth of a million-row import; anything
