@@ -212,6 +212,8 @@ mod linux {
             if rss_per_row < 200.0 { "met" } else { "**missed**" },
             rss_per_row
         );
+        // awk is the floor for the simple netstat -ano rows; mawk is slow on the long ss rows
+        // (`users:((...))`), so there it is only a point of comparison.
         if aw > pw && format == Capture::NetstatAno {
             bail!("unexpected: awk slower than porthog; check the machine");
         }
