@@ -68,6 +68,7 @@ enum Needs {
 fn main() -> ExitCode {
     let args = Arguments::from_args();
     let trials = vec![
+        trial("harness::every_test_is_a_registered_trial", Needs::Nothing, every_test_is_a_trial),
         trial(
             "kernel_facts::bind_buckets_tell_bind_from_connect",
             Needs::Namespace,
@@ -398,5 +399,24 @@ fn namespace_missing() -> Option<String> {
             )),
             Err(e) => Some(format!("cannot run `ip` (iproute2): {e}")),
         }
+    }
+}
+
+#[cfg(target_os = "linux")]
+/// With `harness = false`, a function marked with the test attribute is compiled out and never
+/// runs: every e2e test must be a plain `pub fn` listed in `main` (an unlisted one is dead code,
+/// which clippy refuses).
+fn every_test_is_a_trial() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
+    let attribute = concat!("#[", "test]");
+    for entry in std::fs::read_dir(&dir).expect("read tests/e2e") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read an e2e source");
+        assert!(
+            !text.contains(attribute),
+            "{} marks a test with {attribute}, which this harness never runs: make it a pub fn \
+             and list it in main.rs",
+            path.display()
+        );
     }
 }
