@@ -86,7 +86,7 @@ mod tests {
                 // Warn from 51 (half the range), critical from 90: the plugin alerts above.
                 "tcp_127.0.0.1_->_127.0.0.1:7070=60;50;89;0;100",
                 // The global bind() pool has no half-range rule: warn from 70.
-                "tcp_bind()_pool=60;69;89;0;100",
+                "tcp_bind(0.0.0.0,_0)=60;69;89;0;100",
             ]
         );
     }

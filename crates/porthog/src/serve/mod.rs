@@ -211,7 +211,10 @@ mod tests {
         );
         let e = serve(&["--listen", "localhost"]).unwrap_err().to_string();
         assert!(e.starts_with("--listen localhost: an address and port"), "{e}");
-        assert!(serve(&["--json"]).unwrap_err().to_string().contains("drop --json"));
+        assert!(
+            serve(&["--json"]).unwrap_err().to_string().contains("--json"),
+            "serve has no --json"
+        );
         assert!(serve(&["--interval", "0"]).is_err());
         assert!(serve(&["--all-netns", "--netns", "blue"]).is_err(), "one or the other");
     }
