@@ -107,7 +107,8 @@ pub fn decode_sockets(bytes: &[u8], out: &mut Vec<Socket>) -> Result<SocketWalk,
             facts = facts.with_tw_timestamps(flags & F_TW_TS != 0);
         }
         s.facts = facts;
-        if state == State::TimeWait {
+        // TIME_WAIT, and an orphaned FIN_WAIT2 (a timewait socket too), carry their timer.
+        if state == State::TimeWait || u32_at(rec, 48) != 0 {
             jiffies_left.push((out.len(), u32_at(rec, 48)));
         }
         out.push(s);

@@ -419,7 +419,10 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
             s.protocol == Protocol::Tcp
                 && (s.state == State::Bound
                     || (s.state == State::Listen && tcp.is_pool_port(s.local_port))
-                    || s.facts.bucket() == Some(BucketOrigin::Bind))
+                    // A bind-made port in the range; an accepted socket on a listener's
+                    // fixed port outside it shares that listener's bucket and says nothing.
+                    || (s.facts.bucket() == Some(BucketOrigin::Bind)
+                        && tcp.is_pool_port(s.local_port)))
         });
     for caller in bind_pool::callers(&snapshot.sockets, Protocol::Tcp, |p| tcp.is_pool_port(p)) {
         let mut pool = caller_pool(snapshot, caller, PoolKind::Bind, &tcp, thresholds);

@@ -1,6 +1,6 @@
 //! The known disagreements, as named fixed scenarios (issue 7, "What was wrong", and what the
 //! oracle found since). Each says whether porthog must agree on it today: `Expect::Agree` once
-//! the model follows that rule (three flipped with the i7-model merge), `Expect::Disagree`
+//! the model follows that rule (three flipped with the i7-model merge, five more with the BPF path), `Expect::Disagree`
 //! while it does not; the test fails when a case starts to agree, so it is flipped then.
 
 use std::net::SocketAddr;
@@ -85,7 +85,7 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "bind_before_connect_shrinks_other_destinations",
         rule: "a port from bind(addr, 0) + connect() is skipped by connect() to every destination",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
         about: PoolKind::Connect,
         scenario: s,
     });
@@ -103,7 +103,7 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "bind_before_connect_time_wait_is_not_reusable",
         rule: "a TIME_WAIT keeps its bind-type bucket, so tw_reuse cannot take the port",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
         about: PoolKind::Connect,
         scenario: s,
     });
@@ -118,7 +118,7 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "peer_without_timestamps_time_wait_is_not_reusable",
         rule: "tcp_twsk_unique needs the timestamps the TIME_WAIT socket recorded",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
         about: PoolKind::Connect,
         scenario: s,
     });
@@ -134,7 +134,7 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "timestamps_switched_off_later_do_not_stop_reuse",
         rule: "reusability follows the TIME_WAIT socket, not today's tcp_timestamps",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
         about: PoolKind::Connect,
         scenario: s,
     });
@@ -146,7 +146,7 @@ pub fn cases() -> Vec<Case> {
     v.push(Case {
         name: "udp_v6only_ports_do_not_block_ipv4",
         rule: "udp_lib_get_port compares family and address (v6only)",
-        expect: Expect::Disagree,
+        expect: Expect::Agree,
         about: PoolKind::Udp,
         scenario: s,
     });

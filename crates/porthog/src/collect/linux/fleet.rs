@@ -13,7 +13,7 @@ use std::io;
 use porthog_core::{Gap, GapKind, Snapshot, cgroup};
 
 use super::discover::Found;
-use super::{netns, snapshot_here};
+use super::{netns, snapshot_here_without_bpf};
 use crate::collect::Collected;
 
 /// Reads every namespace of `found`; those that vanish before they are entered, or cannot be
@@ -90,7 +90,7 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String) -> Outcome {
         Ok(entered) => entered,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
-    match snapshot_here(Some(label.clone())) {
+    match snapshot_here_without_bpf(Some(label.clone())) {
         Ok(snapshot) => Outcome::Read(Box::new(snapshot)),
         Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
     }

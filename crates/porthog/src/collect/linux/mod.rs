@@ -73,6 +73,18 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
 }
 
 thread_local! {
+    /// Set on the threads of `--all-netns`, which read one namespace each and end.
+    static SOCK_DIAG_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`snapshot_here`] from sock_diag and /proc only, on this thread: for short-lived threads
+/// that would load the BPF programs for a single snapshot.
+pub fn snapshot_here_without_bpf(label: Option<String>) -> anyhow::Result<Snapshot> {
+    SOCK_DIAG_ONLY.set(true);
+    snapshot_here(label)
+}
+
+thread_local! {
     /// The programs stay loaded for the sampler's next snapshot (`watch`, `record`); the kernel
     /// frees them when the process exits, however it exits (nothing is pinned).
     static LOADED: std::cell::RefCell<Option<Iterators>> = const { std::cell::RefCell::new(None) };
@@ -102,6 +114,13 @@ fn with_iterators(f: impl FnOnce(&mut Iterators) -> anyhow::Result<()>) -> anyho
 fn bpf_refusal() -> Option<String> {
     if !super::bpf_enabled() {
         return Some("disabled with --no-bpf or PORTHOG_NO_BPF".into());
+    }
+    if SOCK_DIAG_ONLY.get() {
+        return Some(
+            "--all-netns reads each namespace on a thread of its own, and loading the BPF \
+             programs there for every namespace and every sample would cost 0.13 s each"
+                .into(),
+        );
     }
     if !rustix::process::geteuid().is_root() {
         return Some("not root: BPF iterators need CAP_BPF and CAP_PERFMON".into());

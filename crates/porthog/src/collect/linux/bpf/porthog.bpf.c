@@ -67,7 +67,11 @@ struct inet_bind_bucket { signed char fastreuse; signed char fastreuseport; };
 struct inet_connection_sock { struct inet_bind_bucket *icsk_bind_hash; };
 struct tcp_sock { struct inet_connection_sock inet_conn; };
 struct timer_list { unsigned long expires; };
-struct inet_timewait_sock { struct timer_list tw_timer; struct inet_bind_bucket *tw_tb; };
+struct inet_timewait_sock {
+	struct timer_list tw_timer;
+	struct inet_bind_bucket *tw_tb;
+	volatile unsigned char tw_substate;
+};
 struct tcp_timewait_sock { struct inet_timewait_sock tw_sk; int tw_ts_recent_stamp; };
 struct inet_sock { struct sock sk; };
 struct udp_sock { struct inet_sock inet; };
@@ -216,6 +220,9 @@ int porthog_tcp(struct bpf_iter__tcp *ctx)
 	if (r.state == TCP_TIME_WAIT) {
 		struct tcp_timewait_sock *tw = skc_to_tcp_timewait_sock(skc);
 		if (tw) {
+			// An orphaned FIN_WAIT2 is a timewait socket too; its real state is the substate
+			// (what sock_diag reports).
+			r.state = tw->tw_sk.tw_substate;
 			long left = (long)(tw->tw_sk.tw_timer.expires - bpf_jiffies64());
 			r.tw_jiffies_left = left > 0 ? left : 0;
 			bucket(tw->tw_sk.tw_tb, &r);
