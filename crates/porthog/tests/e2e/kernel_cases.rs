@@ -69,7 +69,8 @@ pub fn case1_bind_before_connect_time_wait_is_not_reusable() {
         &["connect", "--to", "127.0.0.1:5000", "--bind-first", "--close", "--count", "100"],
     );
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
-    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
+    wait_for_state(&ns, "time-wait", 100);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -97,7 +98,8 @@ pub fn case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl() {
     let churn =
         Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:7070", "--close", "--count", "100"]);
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
-    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
+    wait_for_state(&ns, "time-wait", 100);
     ns.sysctl("net.ipv4.tcp_timestamps", "0").expect("sysctl");
     std::thread::sleep(PAST_REUSE_DELAY);
 
@@ -131,7 +133,8 @@ pub fn case2_a_peer_without_timestamps_makes_time_wait_unreusable() {
     let churn =
         Loadgen::start(&ns, &["connect", "--to", "10.8.0.2:7070", "--close", "--count", "100"]);
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
-    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
+    wait_for_state(&ns, "time-wait", 100);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -232,7 +235,8 @@ pub fn case4_tw_reuse_loopback_covers_sockets_bound_to_lo() {
         &["connect", "--to", "10.7.7.7:7070", "--close", "--count", "100", "--device", "lo"],
     );
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
-    assert_eq!(ns.ss_count("time-wait", ""), 100);
+    // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
+    wait_for_state(&ns, "time-wait", 100);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -265,6 +269,7 @@ pub fn case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent() {
     let churn =
         Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:7070", "--close", "--count", "99"]);
     assert_eq!(churn.opened(), 99, "{:?}", churn.ready);
+    wait_for_state(&ns, "time-wait", 99);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
