@@ -50,7 +50,8 @@ pub fn disable_bpf() {
 }
 
 /// Whether the live collector may use BPF: not disabled by `--no-bpf` or a non-empty
-/// `PORTHOG_NO_BPF` other than "0".
+/// `PORTHOG_NO_BPF` other than "0". Only the Linux collector has a BPF path.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "BPF is Linux only"))]
 pub fn bpf_enabled() -> bool {
     let env = std::env::var_os("PORTHOG_NO_BPF").is_some_and(|v| !v.is_empty() && v != "0");
     !BPF_DISABLED.load(Ordering::Relaxed) && !env
