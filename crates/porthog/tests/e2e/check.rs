@@ -133,7 +133,7 @@ pub fn time_wait_without_reuse_exhausts_the_pool() {
 /// Scenario 4b: the same churn with tcp_tw_reuse=2 (loopback only, the default): once older
 /// than a second the TIME_WAIT ports can be reused, so the pool is fine.
 pub fn time_wait_reusable_on_loopback_is_not_a_problem() {
-    let Some(ns) = Netns::for_test("tw-reuse-loopback", &[("net.ipv4.tcp_tw_reuse", "2")]) else {
+    let Some(ns) = Netns::for_test("tw-reuse-loopback", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
         return;
     };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
@@ -142,6 +142,9 @@ pub fn time_wait_reusable_on_loopback_is_not_a_problem() {
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "95", "--close"]);
     assert_eq!((client.opened(), client.failed()), (95, 0), "{:?}", client.ready);
     assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 95);
+    // The churn ran with tw_reuse off: a slow churn (a loaded CI machine) would otherwise reuse
+    // its own first TIME_WAIT ports once they are a second old, and the count would not be 95.
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "2").expect("tcp_tw_reuse=2");
     // The thing waited on is the kernel's clock, not another thread: tw reuse needs the
     // TIME_WAIT socket to be older than net.ipv4.tcp_tw_reuse_delay (1000 ms by default;
     // tcp_twsk_unique() in net/ipv4/tcp_ipv4.c), and nothing announces that moment.

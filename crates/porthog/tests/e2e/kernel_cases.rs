@@ -91,7 +91,7 @@ pub fn case1_bind_before_connect_time_wait_is_not_reusable() {
 /// Case 2: reuse follows what the TIME_WAIT socket recorded, not today's sysctl. Timestamps
 /// turned off after the connections closed do not stop connect() from reusing their ports.
 pub fn case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl() {
-    let Some(ns) = Netns::for_test("case2-tw-timestamps", &[("net.ipv4.tcp_tw_reuse", "1")]) else {
+    let Some(ns) = Netns::for_test("case2-tw-timestamps", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
         return;
     };
     let _server = Loadgen::start(&ns, &["serve", "--listen", "127.0.0.1:7070"]);
@@ -100,6 +100,8 @@ pub fn case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl() {
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
     wait_for_state(&ns, "time-wait", 100);
+    // Reuse only now: during a slow churn it would take the churn's own older TIME_WAIT ports.
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "1").expect("sysctl");
     ns.sysctl("net.ipv4.tcp_timestamps", "0").expect("sysctl");
     std::thread::sleep(PAST_REUSE_DELAY);
 
@@ -221,7 +223,7 @@ pub fn case3_udp_autobind_pools_are_per_family() {
 /// Case 4: tcp_tw_reuse=2 also covers a TIME_WAIT socket bound to lo (SO_BINDTODEVICE) with
 /// addresses that are not loopback. porthog said EXHAUSTED while connect() worked.
 pub fn case4_tw_reuse_loopback_covers_sockets_bound_to_lo() {
-    let Some(ns) = Netns::for_test("case4-bound-to-lo", &[("net.ipv4.tcp_tw_reuse", "2")]) else {
+    let Some(ns) = Netns::for_test("case4-bound-to-lo", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
         return;
     };
     let out = std::process::Command::new("ip")
@@ -237,6 +239,8 @@ pub fn case4_tw_reuse_loopback_covers_sockets_bound_to_lo() {
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
     wait_for_state(&ns, "time-wait", 100);
+    // Reuse only now: during a slow churn it would take the churn's own older TIME_WAIT ports.
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "2").expect("sysctl");
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -260,7 +264,7 @@ pub fn case4_tw_reuse_loopback_covers_sockets_bound_to_lo() {
 /// Case 6: a listener on an ephemeral port got it from bind(0); with the rest of the range in
 /// TIME_WAIT, bind(0.0.0.0, 0) really fails. porthog capped the pool at WARN ("latent").
 pub fn case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent() {
-    let Some(ns) = Netns::for_test("case6-bind-not-latent", &[("net.ipv4.tcp_tw_reuse", "2")])
+    let Some(ns) = Netns::for_test("case6-bind-not-latent", &[("net.ipv4.tcp_tw_reuse", "0")])
     else {
         return;
     };
