@@ -155,7 +155,10 @@ pub fn hz_from_clocks(jiffies64: u64, monotonic_ns: u64) -> Option<u64> {
         .filter(|&hz| {
             let initial = (1u64 << 32) - 300 * hz;
             let Some(ticks) = jiffies64.checked_sub(initial) else { return false };
-            let predicted_ms = ticks * 1000 / hz;
+            // Garbage clocks (a corrupt record) must not overflow: no fit then.
+            let Some(predicted_ms) = ticks.checked_mul(1000).map(|t| t / hz) else {
+                return false;
+            };
             // Jiffies and the monotonic clock start a little apart at boot: allow 500 ms.
             predicted_ms.abs_diff(uptime_ms) < 500
         })
@@ -223,6 +226,12 @@ mod tests {
         let mut b = [0; 16];
         b[..4].copy_from_slice(&a);
         b
+    }
+
+    #[test]
+    fn garbage_clocks_fit_no_tick_rate() {
+        assert_eq!(hz_from_clocks(u64::MAX, 0), None);
+        assert_eq!(hz_from_clocks(u64::MAX / 3, u64::MAX), None);
     }
 
     #[test]
