@@ -79,19 +79,6 @@ pub enum Command {
         #[arg(long)]
         until_fail: bool,
     },
-    /// TCP connections bound to a device (SO_BINDTODEVICE) before connect().
-    DeviceConnect {
-        #[arg(long, value_name = "ADDR:PORT")]
-        to: SocketAddr,
-        /// Interface name, e.g. lo.
-        #[arg(long, value_name = "NAME")]
-        device: String,
-        #[arg(long, value_name = "N")]
-        count: u64,
-        /// Close each one first, so it ends in TIME_WAIT here.
-        #[arg(long)]
-        close: bool,
-    },
     /// Connected UDP sockets: each autobinds a port at connect() and holds it.
     #[command(group(ArgGroup::new("amount").required(true).args(["count", "until_fail"])))]
     Udp {

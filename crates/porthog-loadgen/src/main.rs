@@ -11,7 +11,6 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod connect;
 #[cfg(target_os = "linux")]
-mod device;
 #[cfg(target_os = "linux")]
 mod ready;
 #[cfg(target_os = "linux")]

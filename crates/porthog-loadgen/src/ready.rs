@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use crate::bind::{bind, listen_at};
 use crate::cli::{Cli, Command};
 use crate::connect::connect;
-use crate::device::device_connect;
 use crate::serve::serve;
 use crate::socket::{Hold, raise_nofile};
 use crate::udp::udp;
@@ -45,9 +44,6 @@ fn run(command: Command) -> Result<(Value, Hold), String> {
         }
         Command::Bind { addr, count, until_fail: _ } => bind(addr, count),
         Command::ListenAt { addr } => listen_at(addr),
-        Command::DeviceConnect { to, device, count, close } => {
-            device_connect(to, &device, count, close)
-        }
         Command::Udp { to, count, until_fail: _, v6only } => udp(to, count, v6only),
     }
 }

@@ -169,23 +169,13 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     Some((ip, port))
 }
 
-/// lsof's TCP state names (`print_tcptpi` in lsof's dialects/linux).
+/// lsof's TCP state names (`print_tcptpi` in lsof's dialects/linux): the kernel's names, which
+/// are the model's, except CLOSED for a bound socket.
 fn state(s: &str) -> Option<State> {
-    Some(match s {
-        "ESTABLISHED" => State::Established,
-        "SYN_SENT" => State::SynSent,
-        "SYN_RECV" => State::SynRecv,
-        "FIN_WAIT1" => State::FinWait1,
-        "FIN_WAIT2" => State::FinWait2,
-        "TIME_WAIT" => State::TimeWait,
-        "CLOSED" | "CLOSE" => State::Bound,
-        "CLOSE_WAIT" => State::CloseWait,
-        "LAST_ACK" => State::LastAck,
-        "LISTEN" => State::Listen,
-        "CLOSING" => State::Closing,
-        "IDLE" | "BOUND" => State::Bound,
-        _ => return None,
-    })
+    match s {
+        "CLOSED" | "CLOSE" => Some(State::Bound),
+        _ => State::from_name(s),
+    }
 }
 
 #[cfg(test)]

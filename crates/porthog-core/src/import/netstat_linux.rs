@@ -262,22 +262,10 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     Some((ip, port))
 }
 
-/// net-tools and busybox state names (`tcp_state` in net-tools' netstat.c).
+/// net-tools and busybox state names (`tcp_state` in net-tools' netstat.c): the kernel's names,
+/// which are the model's.
 fn state(s: &str) -> Option<State> {
-    Some(match s {
-        "ESTABLISHED" => State::Established,
-        "SYN_SENT" => State::SynSent,
-        "SYN_RECV" => State::SynRecv,
-        "FIN_WAIT1" => State::FinWait1,
-        "FIN_WAIT2" => State::FinWait2,
-        "TIME_WAIT" => State::TimeWait,
-        "CLOSE" => State::Close,
-        "CLOSE_WAIT" => State::CloseWait,
-        "LAST_ACK" => State::LastAck,
-        "LISTEN" => State::Listen,
-        "CLOSING" => State::Closing,
-        _ => return None,
-    })
+    State::from_name(s)
 }
 
 #[cfg(test)]

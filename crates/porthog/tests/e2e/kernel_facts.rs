@@ -129,7 +129,7 @@ pub fn time_wait_timestamps_are_what_each_socket_recorded() {
 pub fn time_wait_bound_to_the_loopback_device() {
     let Some(ns) = Netns::for_test("bpf_tw_lo", &[]) else { return };
     let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER, "--listen", SERVER2]);
-    let dev = ["device-connect", "--to", SERVER, "--device", "lo", "--count", "2", "--close"];
+    let dev = ["connect", "--to", SERVER, "--device", "lo", "--count", "2", "--close"];
     let _lo = Loadgen::start(&ns, &dev);
     let _plain = Loadgen::start(&ns, &["connect", "--to", SERVER2, "--count", "2", "--close"]);
 
