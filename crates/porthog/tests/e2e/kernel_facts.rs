@@ -209,23 +209,43 @@ pub fn a_killed_porthog_leaves_no_program_in_the_kernel() {
         assert!(Instant::now() < deadline, "record wrote no samples in 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let during = porthog_programs();
+    // This process's programs (other porthog runs, e.g. a test's `serve`, may hold their own).
+    let held = held_programs(record.child.id());
+    let during = porthog_programs(&held);
     let _ = record.child.kill(); // SIGKILL
     let _ = record.child.wait();
     let _ = std::fs::remove_file(&out);
     assert!(during >= 3, "porthog's 3 programs were not loaded while it ran ({during})");
     // The kernel frees a program once its last reference is gone, after an RCU grace period.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while porthog_programs() > 0 {
+    while porthog_programs(&held) > 0 {
         assert!(Instant::now() < deadline, "porthog programs left in the kernel after SIGKILL");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Programs named like porthog's in the kernel now (walking every program id).
-fn porthog_programs() -> usize {
+/// Ids of the BPF programs a process holds a file descriptor of (`prog_id:` in its fdinfo).
+fn held_programs(pid: u32) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut ids: Vec<u32> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Of `ids`, the programs named like porthog's that the kernel still has (every program id).
+fn porthog_programs(ids: &[u32]) -> usize {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("porthog_")))
+        .filter(|p| ids.contains(&p.id()))
         .count()
 }
