@@ -9,7 +9,8 @@ use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind, Unknowns};
 use crate::report::{
-    Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped, plural,
+    ConntrackReport, Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals,
+    grouped, plural,
 };
 
 /// How the report is cut down and judged.
@@ -42,7 +43,7 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
     let above_ok = pools.iter().take_while(|p| p.level > Level::Ok).count();
     pools.truncate(above_ok.saturating_add(opts.ok_pools));
 
-    Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION,
         verdict,
         summary,
@@ -64,6 +65,50 @@ pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
         gaps: snapshot.gaps.clone(),
         sources: Vec::new(),
         evidence: Vec::new(),
+        conntrack: None,
+    };
+    if let Some(ct) = &snapshot.conntrack {
+        conntrack(ct, &mut report);
+    }
+    report
+}
+
+/// The conntrack table's summary, and its failure counters as evidence: growing
+/// `insert_failed`/`drop` on a box that source-NATs is what a full SNAT pool leaves behind
+/// (the client only times out), so it raises the verdict as a logged Windows 4231 does.
+fn conntrack(ct: &crate::snat::Conntrack, report: &mut Report) {
+    let snat_entries = ct.entries.iter().filter(|e| e.src_nat).count() as u64;
+    report.conntrack = Some(ConntrackReport {
+        entries: ct.entries.len() as u64,
+        snat_entries,
+        insert_failed: ct.stats.map(|s| s.insert_failed),
+        drop: ct.stats.map(|s| s.drop),
+        rules_from: ct.rules.as_ref().map(|r| r.source.clone()),
+    });
+    let Some(stats) = ct.stats else { return };
+    for (counter, count, meaning) in [
+        ("insert_failed", stats.insert_failed, crate::snat::INSERT_FAILED_MEANING),
+        ("drop", stats.drop, crate::snat::DROP_MEANING),
+    ] {
+        if count > 0 {
+            report.evidence.push(Evidence {
+                kind: "conntrack".to_owned(),
+                id: 0,
+                counter: Some(counter.to_owned()),
+                count,
+                first: None,
+                last: None,
+                meaning: meaning.to_owned(),
+            });
+        }
+    }
+    let nat = snat_entries > 0 || ct.rules.as_ref().is_some_and(|r| !r.rules.is_empty());
+    if let Some(f) = findings::snat_failures(&stats, nat) {
+        if f.level >= Level::Critical {
+            report.raise(Level::Critical, &f.message);
+        }
+        report.findings.push(f);
+        report.findings.sort_by_key(|f| std::cmp::Reverse(f.level));
     }
 }
 
@@ -483,12 +528,49 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_insert_failures_on_a_nat_box_raise_the_verdict_as_a_4231_does() {
+        use crate::snat::{Conntrack, ConntrackEntry, ConntrackStats};
+        let sa = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let entry = ConntrackEntry {
+            protocol: Protocol::Tcp,
+            orig_src: sa("10.0.1.2:50000"),
+            orig_dst: sa("10.0.3.2:8080"),
+            reply_src: sa("10.0.3.2:8080"),
+            reply_dst: sa("10.0.2.1:50000"),
+            src_nat: true,
+            time_wait: false,
+        };
+        let mut s = snap((32768, 60999));
+        s.conntrack = Some(Conntrack {
+            entries: vec![entry],
+            stats: Some(ConntrackStats { insert_failed: 7, drop: 0 }),
+            rules: None,
+        });
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Critical);
+        assert!(r.summary.starts_with("conntrack counted 7 failed inserts and 0 drops"), "{}", r.summary);
+        assert_eq!(r.findings[0].kind, FindingKind::SnatFailures);
+        assert_eq!(r.evidence.len(), 1);
+        assert_eq!((r.evidence[0].counter.as_deref(), r.evidence[0].count), (Some("insert_failed"), 7));
+        let ct = r.conntrack.as_ref().unwrap();
+        assert_eq!((ct.entries, ct.snat_entries, ct.insert_failed), (1, 1, Some(7)));
+        assert_eq!(r.pools[0].kind, PoolKind::Snat);
+
+        // Without any source NAT, failed inserts are races: informed, not raised.
+        s.conntrack.as_mut().unwrap().entries[0].src_nat = false;
+        let r = analyze(&s, &AnalyzeOptions::default());
+        assert_eq!(r.verdict, Level::Ok);
+        assert_eq!(r.findings.iter().find(|f| f.kind == FindingKind::SnatFailures).map(|f| f.level), Some(Level::Info));
+    }
+
+    #[test]
     fn a_logged_4231_makes_a_healthy_snapshot_critical() {
         let mut s = snap((49152, 65535));
         s.os = Os::Windows;
         let ev = vec![crate::report::Evidence {
             kind: "event".into(),
             id: 4231,
+            counter: None,
             count: 3,
             first: Some("2024-01-15T10:23:45".into()),
             last: Some("2024-01-15T11:00:00".into()),

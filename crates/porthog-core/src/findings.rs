@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
+use crate::snat::ConntrackStats;
 use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped, plural};
 
 /// Most findings of one kind that are listed one by one.
@@ -717,6 +718,42 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
     });
 }
 
+/// conntrack's failure counters on this namespace: on a box that source-NATs (a SNAT entry or
+/// rule exists) they are past SNAT failures, critical as a logged Windows 4231 is; elsewhere
+/// they are insert races (e.g. parallel DNS queries over UDP) and only inform.
+pub(crate) fn snat_failures(stats: &ConntrackStats, nat: bool) -> Option<Finding> {
+    if stats.insert_failed == 0 && stats.drop == 0 {
+        return None;
+    }
+    let counted = format!(
+        "conntrack counted {} and {} in this namespace since it started",
+        plural(stats.insert_failed, "failed insert"),
+        plural(stats.drop, "drop")
+    );
+    Some(if nat {
+        Finding {
+            kind: FindingKind::SnatFailures,
+            level: Level::Critical,
+            pid: None,
+            message: format!(
+                "{counted}: connections through the source NAT were dropped (their clients saw a timeout, not an error)"
+            ),
+            advice: "Widen the SNAT port range (snat to IP:LOW-HIGH, MASQUERADE --to-ports) or add SNAT addresses, and \
+                     reuse connections; watch porthog_conntrack_insert_failed_total grow to see when it happens."
+                .to_owned(),
+        }
+    } else {
+        Finding {
+            kind: FindingKind::SnatFailures,
+            level: Level::Info,
+            pid: None,
+            message: format!("{counted}; no source NAT is seen here, so these were insert races, not a full pool"),
+            advice: "Nothing to do for ports; parallel UDP queries with the same tuple (DNS over one socket) cause these."
+                .to_owned(),
+        }
+    })
+}
+
 /// Findings from logged events: what failed before, even if the snapshot looks healthy now.
 pub(crate) fn from_evidence(evidence: &[Evidence]) -> Vec<Finding> {
     let when = |e: &Evidence| match (&e.first, &e.last) {
@@ -726,6 +763,7 @@ pub(crate) fn from_evidence(evidence: &[Evidence]) -> Vec<Finding> {
     };
     evidence
         .iter()
+        .filter(|e| e.kind == "event")
         .filter_map(|e| {
             let times = if e.count == 1 { "once".to_owned() } else { format!("{} times", grouped(e.count)) };
             let (kind, level, advice) = match e.id {

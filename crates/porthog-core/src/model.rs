@@ -404,6 +404,9 @@ pub struct Snapshot {
     /// Owners of the sockets' `pid`s, sorted by pid.
     pub processes: Vec<Process>,
     pub gaps: Vec<Gap>,
+    /// The conntrack table, its statistics and NAT rules, when the source read them (live
+    /// Linux): SNAT pools come from it.
+    pub conntrack: Option<crate::snat::Conntrack>,
 }
 
 impl Snapshot {
@@ -416,6 +419,7 @@ impl Snapshot {
             sockets: Vec::new(),
             processes: Vec::new(),
             gaps: Vec::new(),
+            conntrack: None,
         }
     }
 

@@ -33,6 +33,9 @@ pub enum PoolKind {
     Udp,
     /// Windows: the machine-wide dynamic port pool of one protocol.
     Global,
+    /// Linux source NAT: translated ports per (SNAT IP, destination), from conntrack
+    /// (`nf_nat_l4proto_unique_tuple`; `snat.rs`).
+    Snat,
 }
 
 /// A process's share of a pool.
@@ -71,10 +74,14 @@ pub struct Pool {
     pub latent: bool,
     /// Processes holding the most ports of this pool (live sockets only: TIME_WAIT has no owner).
     pub owners: Vec<PoolOwner>,
+    /// Where the capacity comes from where that is not the ephemeral range: a SNAT pool's NAT
+    /// rule, or the kernel's default NAT port range and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_from: Option<String>,
 }
 
 impl Pool {
-    fn new(kind: PoolKind, protocol: Protocol, capacity: u32) -> Pool {
+    pub(crate) fn new(kind: PoolKind, protocol: Protocol, capacity: u32) -> Pool {
         Pool {
             kind,
             protocol,
@@ -89,6 +96,7 @@ impl Pool {
             level: Level::Ok,
             latent: false,
             owners: Vec::new(),
+            range_from: None,
         }
     }
 
@@ -105,6 +113,8 @@ impl Pool {
             (PoolKind::Udp, Some(l), _) => format!("udp autobind {}", bind_pool::caller_addr(l)),
             (PoolKind::Udp, None, _) => "udp pool".to_owned(),
             (PoolKind::Global, _, _) => format!("{} global pool", self.protocol),
+            (PoolKind::Snat, Some(l), Some(r)) => format!("{} SNAT {l} -> {r}", self.protocol),
+            (PoolKind::Snat, _, _) => format!("{} SNAT pool", self.protocol),
         }
     }
 
@@ -115,6 +125,7 @@ impl Pool {
             (PoolKind::Udp, _) | (_, Protocol::Udp) => None,
             (PoolKind::Connect | PoolKind::Bind, Protocol::Tcp) => Some(LINUX_TIME_WAIT_MS),
             (PoolKind::Global, Protocol::Tcp) => Some(WINDOWS_TIME_WAIT_MS),
+            (PoolKind::Snat, Protocol::Tcp) => Some(crate::snat::CONNTRACK_TIME_WAIT_MS),
         }
     }
 
@@ -133,6 +144,9 @@ impl Pool {
             PoolKind::Global => {
                 "new connections fail (WSAENOBUFS 10055 or WSAEADDRINUSE 10048; Tcpip event 4231/4266)"
             }
+            PoolKind::Snat => {
+                "new connections through the NAT are dropped (conntrack insert_failed): clients see a timeout, never EADDRNOTAVAIL"
+            }
         }
     }
 
@@ -146,7 +160,7 @@ impl Pool {
         thresholds.first_used_at(level, self.capacity, self.half_range())
     }
 
-    fn finish(&mut self, thresholds: &Thresholds) {
+    pub(crate) fn finish(&mut self, thresholds: &Thresholds) {
         self.effective = self.used - self.time_wait_reusable;
         // One decimal is all a reader needs, and keeps the JSON tidy.
         self.percent = (percent(self.effective, self.capacity) * 10.0).round() / 10.0;
@@ -290,6 +304,9 @@ pub fn pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         Os::Linux => linux_pools(snapshot, thresholds),
         Os::Windows => windows_pools(snapshot, thresholds),
     };
+    if let Some(ct) = &snapshot.conntrack {
+        set.pools.extend(crate::snat::pools(ct, thresholds));
+    }
     set.pools.sort_by(|a, b| {
         b.level
             .cmp(&a.level)
@@ -306,9 +323,10 @@ pub fn pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
 fn kind_rank(kind: PoolKind) -> u8 {
     match kind {
         PoolKind::Connect => 0,
-        PoolKind::Global => 1,
-        PoolKind::Bind => 2,
-        PoolKind::Udp => 3,
+        PoolKind::Snat => 1,
+        PoolKind::Global => 2,
+        PoolKind::Bind => 3,
+        PoolKind::Udp => 4,
     }
 }
 

@@ -47,6 +47,24 @@ pub struct Report {
     /// Offline input: past failures the inputs prove, e.g. Windows Tcpip event 4231.
     #[serde(default)]
     pub evidence: Vec<Evidence>,
+    /// Live Linux: what the namespace's conntrack table showed, when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack: Option<ConntrackReport>,
+}
+
+/// The conntrack table of the namespace: the SNAT pools' source and its failure counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackReport {
+    pub entries: u64,
+    /// Entries whose source the kernel translated (`IPS_SRC_NAT`).
+    pub snat_entries: u64,
+    /// Counters since conntrack started in the namespace, summed over CPUs; `None` when the
+    /// statistics could not be read.
+    pub insert_failed: Option<u64>,
+    pub drop: Option<u64>,
+    /// Which listing gave the NAT rules ("nft -j list ruleset", "iptables-save"); `None` when
+    /// none could be read.
+    pub rules_from: Option<String>,
 }
 
 impl Report {
@@ -91,10 +109,13 @@ pub struct SourceInfo {
 /// A past failure the inputs prove.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
-    /// "event" (a Windows event log entry).
+    /// "event" (a Windows event log entry) or "conntrack" (a Linux conntrack counter).
     pub kind: String,
-    /// Event id, e.g. 4231.
+    /// Event id, e.g. 4231; 0 for a counter.
     pub id: u32,
+    /// The counter of kind "conntrack": "insert_failed" or "drop".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<String>,
     pub count: u64,
     /// Times of the first and last occurrence, as ISO 8601 where the input's format allowed.
     pub first: Option<String>,
@@ -187,6 +208,9 @@ pub enum FindingKind {
     PastExhaustion,
     /// The inputs prove TIME_WAIT collisions (Windows Tcpip event 4227).
     TimeWaitCollision,
+    /// conntrack counted failed inserts or drops on a box that source-NATs: connections
+    /// through it were dropped, and their clients timed out.
+    SnatFailures,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

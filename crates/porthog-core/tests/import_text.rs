@@ -363,7 +363,7 @@ mod windows_netstat_variants {
 
     /// The pools as numbers: without PIDs the owners are unknown, everything else must agree.
     fn pools(r: &Report) -> Vec<porthog_core::Pool> {
-        r.pools.iter().map(|p| porthog_core::Pool { owners: Vec::new(), ..*p }).collect()
+        r.pools.iter().map(|p| porthog_core::Pool { owners: Vec::new(), ..p.clone() }).collect()
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub fn evidence(events: &[(u32, Option<String>)]) -> Vec<Evidence> {
             (count > 0).then(|| Evidence {
                 kind: "event".to_owned(),
                 id,
+                counter: None,
                 count,
                 first: first.map(|t| (*t).to_owned()),
                 last: last.map(|t| (*t).to_owned()),

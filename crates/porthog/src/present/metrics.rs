@@ -57,12 +57,12 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
     let pools = PoolGauges {
         used: vec(
             "porthog_pool_used_ports",
-            "Ports of the pool in use, TIME_WAIT included (kind connect: per local IP and destination; bind, udp: per namespace).",
+            "Ports of the pool in use, TIME_WAIT included (kind connect: per local IP and destination; bind, udp: per namespace; snat: translated ports per SNAT IP (local) and destination (remote), from conntrack).",
             &POOL_LABELS,
         )?,
         capacity: vec(
             "porthog_pool_capacity_ports",
-            "Ports the kernel's allocator can hand out in this pool: the range minus reserved ports and, for connect(), ports held by listeners or bound sockets.",
+            "Ports the kernel's allocator can hand out in this pool: the range minus reserved ports and, for connect(), ports held by listeners or bound sockets; for snat, the NAT rule's port range or the kernel's default NAT range.",
             &POOL_LABELS,
         )?,
         time_wait: vec(
@@ -125,6 +125,19 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
             counter.with_label_values(&[netns.as_str(), process, remote, errno]).inc_by(*n);
         }
     }
+    let conntrack = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), &["netns"])?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let insert_failed = conntrack(
+        "porthog_conntrack_insert_failed_total",
+        "conntrack entries the kernel could not insert in this namespace (summed over CPUs, since conntrack started there): on a box that source-NATs, a full SNAT port range drops the SYN and counts here. Absent where conntrack is not loaded or not readable (ctnetlink needs CAP_NET_ADMIN).",
+    )?;
+    let dropped = conntrack(
+        "porthog_conntrack_drop_total",
+        "Packets conntrack dropped in this namespace because no entry could be made (summed over CPUs, since conntrack started there). Absent where conntrack is not loaded or not readable.",
+    )?;
     info.with_label_values(&[s.mode]).set(1);
     namespaces.set(s.fleet.namespaces.len() as i64);
     duration.set(s.collect_seconds);
@@ -141,6 +154,12 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
             .with_label_values(&[netns.as_str()])
             .set(i64::from(ns.report.verdict.metric_value()));
         export_pools(&pools, &netns, &ns.report.pools, s.top_pools);
+        if let Some(ct) = &ns.report.conntrack {
+            if let (Some(failed), Some(drop)) = (ct.insert_failed, ct.drop) {
+                insert_failed.with_label_values(&[netns.as_str()]).inc_by(failed);
+                dropped.with_label_values(&[netns.as_str()]).inc_by(drop);
+            }
+        }
         export_holders(&holders, &netns, &ns.report.processes, s.top_processes);
     }
 
@@ -208,6 +227,7 @@ fn kind_label(p: &Pool) -> &'static str {
         porthog_core::PoolKind::Bind => "bind",
         porthog_core::PoolKind::Udp => "udp",
         porthog_core::PoolKind::Global => "global",
+        porthog_core::PoolKind::Snat => "snat",
     }
 }
 
