@@ -89,6 +89,24 @@ pub struct Conntrack {
     pub rules: Option<NatRules>,
 }
 
+/// `/proc/net/stat/nf_conntrack`: a header of column names, then one line of hex counters per
+/// CPU (`ct_cpu_seq_show`); `insert_failed` and `drop` summed. `None` when the header lacks
+/// either column or a line is not hex.
+pub fn parse_proc_stat(text: &str) -> Option<ConntrackStats> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (failed, drop) = (col("insert_failed")?, col("drop")?);
+    let mut stats = ConntrackStats::default();
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| cells.get(i).and_then(|c| u64::from_str_radix(c, 16).ok());
+        stats.insert_failed = stats.insert_failed.saturating_add(hex(failed)?);
+        stats.drop = stats.drop.saturating_add(hex(drop)?);
+    }
+    Some(stats)
+}
+
 /// The ports the kernel picks from when the rule gives no range (`nf_nat_l4proto_unique_tuple`,
 /// net/netfilter/nf_nat_core.c): it keeps the client's port class, 1-511 for ports below 512,
 /// 600-1023 for 512-1023, 1024-65535 for the rest. (It first keeps the client's own port when
@@ -293,6 +311,16 @@ mod tests {
         let ct = Conntrack { entries: vec![nat(50000, 40005)], stats: None, rules: Some(rs) };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p[0].capacity, 20);
+    }
+
+    #[test]
+    fn proc_stat_sums_the_cpus() {
+        let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
+            00000014  00000000 00000000 00000000 00000003 00000000 00000000 00000000 00000000 000002bc 00000001 00000000 00000000  00000000 00000000 00000000 00000000\n\
+            00000014  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000000 00000000 00000000  00000000 00000000 00000000 00000000\n";
+        assert_eq!(parse_proc_stat(text), Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 }));
+        assert_eq!(parse_proc_stat("entries drop\n1 2\n"), None);
+        assert_eq!(parse_proc_stat("insert_failed drop\nzz 1\n"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! each step lives in its own file.
 
 mod bpf;
+mod conntrack;
 pub(crate) mod discover;
 pub(crate) mod fleet;
 pub(crate) mod netns;
@@ -38,6 +39,7 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
     snapshot.settings = settings::read(&mut snapshot.gaps);
+    snapshot.conntrack = conntrack::read(&mut snapshot.gaps);
 
     let unavailable = match bpf_refusal() {
         Some(reason) => reason,
