@@ -91,6 +91,10 @@ fn pressure(snapshot: &Snapshot, set: &PoolSet, procs: &[ProcessReport], out: &m
     // A latent bind() pool has its own finding.
     let candidates = set.pools.iter().filter(|p| p.level >= Level::Warn && !p.latent);
     for pool in candidates.take(MAX_PER_KIND) {
+        if pool.kind == PoolKind::Snat {
+            out.push(snat_pool(pool));
+            continue;
+        }
         let blocking_tw = pool.time_wait - pool.time_wait_reusable;
         let live = pool.used - pool.time_wait;
         let (pid, who) = culprit(pool, procs);
@@ -716,6 +720,26 @@ fn bind_before_connect(set: &PoolSet, out: &mut Vec<Finding>) {
                  connect() and shared across destinations; or do not bind() outgoing sockets at all."
             .to_owned(),
     });
+}
+
+/// A full SNAT pool: the NAT box's clients, not a process here, hold its ports.
+fn snat_pool(pool: &Pool) -> Finding {
+    Finding {
+        kind: FindingKind::SnatPool,
+        level: pool.level,
+        pid: None,
+        message: format!(
+            "{} conntrack entries ({} in TIME_WAIT) hold translated ports of {}, from {}",
+            grouped(pool.used),
+            grouped(pool.time_wait),
+            pool.label(),
+            pool.range_from.as_deref().unwrap_or("the kernel's default NAT range")
+        ),
+        advice: "Widen the rule's port range (snat to IP:LOW-HIGH, MASQUERADE --to-ports) or SNAT to more \
+                 addresses; clients behind the NAT should reuse connections. Entries outlive their clients \
+                 (conntrack keeps TIME_WAIT 120 s), so the pool stays full after they exit."
+            .to_owned(),
+    }
 }
 
 /// conntrack's failure counters on this namespace: on a box that source-NATs (a SNAT entry or

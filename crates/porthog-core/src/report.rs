@@ -211,6 +211,8 @@ pub enum FindingKind {
     /// conntrack counted failed inserts or drops on a box that source-NATs: connections
     /// through it were dropped, and their clients timed out.
     SnatFailures,
+    /// A SNAT pool (from conntrack) at warn or above.
+    SnatPool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

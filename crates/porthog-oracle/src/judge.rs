@@ -251,6 +251,7 @@ fn kind_name(kind: PoolKind) -> &'static str {
         PoolKind::Bind => "bind()",
         PoolKind::Udp => "udp",
         PoolKind::Global => "global",
+        PoolKind::Snat => "snat",
     }
 }
 

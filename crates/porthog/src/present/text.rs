@@ -121,11 +121,14 @@ fn context(report: &Report, p: &Painter, out: &mut String) {
             (Some(a), _) => format!(", {a}"),
             _ => String::new(),
         };
+        let what = match &e.counter {
+            Some(counter) => format!("{} {counter}", e.kind),
+            None => format!("event {}", e.id),
+        };
         let _ = writeln!(
             out,
-            "{}  event {} ×{}{span}: {}",
+            "{}  {what} ×{}{span}: {}",
             p.dim("Logged "),
-            e.id,
             grouped(e.count),
             e.meaning
         );

@@ -37,6 +37,8 @@ mod report;
 #[cfg(target_os = "linux")]
 mod serve;
 #[cfg(target_os = "linux")]
+mod snat;
+#[cfg(target_os = "linux")]
 mod trace;
 #[cfg(target_os = "linux")]
 mod watch;
@@ -129,6 +131,12 @@ fn main() -> ExitCode {
             Needs::Namespace,
             serve::serve_counts_allocation_failures,
         ),
+        trial(
+            "snat::snat_pool_is_exhausted_and_insert_failures_are_evidence",
+            Needs::Namespace,
+            snat::snat_pool_is_exhausted_and_insert_failures_are_evidence,
+        ),
+        trial("snat::ctnetlink_unavailable_is_a_gap", Needs::Namespace, snat::ctnetlink_unavailable_is_a_gap),
         trial(
             "oracle::basic_mix_seeds_have_no_wrong_verdict",
             Needs::Namespace,

@@ -51,7 +51,10 @@ pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
         Err(e) => gaps.push(unavailable(&e)),
     }
     ct.stats = cpu_stats().ok().or(proc_stats);
-    if ct.entries.iter().any(|e| e.src_nat) {
+    // Rules only size SNAT pools and tell NAT failures from races: read them when either is
+    // possible, so a box that NATs nothing pays no process spawn.
+    let failures = ct.stats.is_some_and(|s| s.insert_failed > 0 || s.drop > 0);
+    if failures || ct.entries.iter().any(|e| e.src_nat) {
         ct.rules = rules(gaps);
     }
     Some(ct)
