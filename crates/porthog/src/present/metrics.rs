@@ -283,6 +283,7 @@ mod tests {
             level,
             latent: false,
             owners: vec![],
+            range_from: None,
         }
     }
 
@@ -307,7 +308,15 @@ mod tests {
             porthog_core::analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
         report.pools = (0..30).map(|i| pool(7000 + i, 100 - u32::from(i), Level::Warn)).collect();
         report.pools[0].level = Level::Exhausted;
+        report.pools[1].kind = PoolKind::Snat;
         report.verdict = Level::Exhausted;
+        report.conntrack = Some(porthog_core::report::ConntrackReport {
+            entries: 10,
+            snat_entries: 10,
+            insert_failed: Some(30),
+            drop: Some(2),
+            rules_from: None,
+        });
         report.processes = vec![
             process(1, "client", 50),
             process(2, "client", 30),
@@ -373,6 +382,10 @@ mod tests {
         assert!(text.contains("porthog_collect_errors_total{reason=\"namespace_vanished\"} 2"));
         assert!(text.contains("porthog_collect_errors_total{reason=\"collect_failed\"} 0"));
         assert!(text.contains("porthog_namespaces 2"));
+        assert!(text.contains("porthog_conntrack_insert_failed_total{netns=\"a\"} 30"), "{text}");
+        assert!(text.contains("porthog_conntrack_drop_total{netns=\"net:[2]\"} 2"), "{text}");
+        assert!(text.contains("# TYPE porthog_conntrack_insert_failed_total counter"));
+        assert!(text.contains("porthog_pool_level{kind=\"snat\",local=\"10.0.0.1\",netns=\"a\",protocol=\"tcp\",remote=\"10.0.0.2:7001\"} 1"), "{text}");
         assert!(text.contains("# TYPE porthog_collect_errors_total counter"));
     }
 
