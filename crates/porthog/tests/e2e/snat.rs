@@ -140,6 +140,27 @@ pub fn snat_pool_is_exhausted_and_insert_failures_are_evidence() {
         "{}",
         report["findings"]
     );
+    let schema: Value =
+        serde_json::from_str(include_str!("../../../../docs/report.schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("the schema is valid");
+    let errors: Vec<String> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "the SNAT report breaks its schema: {errors:#?}");
+
+    // --all-netns reads the NAT namespace's conntrack too.
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["check", "--all-netns", "--json"]);
+    let all = porthog::run(cmd);
+    let fleet: Value = serde_json::from_str(all.stdout())
+        .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", all.context()));
+    let ns = fleet["namespaces"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["name"] == nat.name()))
+        .unwrap_or_else(|| panic!("the NAT namespace is not in --all-netns\n{}", all.context()));
+    let snat = ns["report"]["pools"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["kind"] == "snat"))
+        .unwrap_or_else(|| panic!("no snat pool with --all-netns: {}", ns["report"]["pools"]));
+    assert_eq!((snat["used"].as_u64(), snat["capacity"].as_u64()), (Some(10), Some(10)), "{snat}");
     drop(spawned);
 }
 
