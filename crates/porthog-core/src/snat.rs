@@ -161,7 +161,7 @@ struct Key {
 /// source-NAT entry uses. Used ports are the distinct translated ports of every entry in that
 /// tuple space (the box's own connections from the SNAT IP take ports too); TIME_WAIT entries
 /// count as used (the kernel evicts one only in its last attempts for a new TCP SYN whose
-/// sequence number advanced: `nf_nat_used_tuple_harder`, Linux 6.4+).
+/// sequence number advanced: `nf_nat_used_tuple_harder`, recent kernels).
 pub fn pools(ct: &Conntrack, thresholds: &Thresholds) -> Vec<Pool> {
     let rules = ct.rules.as_ref();
     let mut keys: HashMap<Key, usize> = HashMap::default();
