@@ -72,8 +72,17 @@ fn check(opts: &CheckOptions) -> Result<u8> {
     if opts.all_netns {
         return check_all(opts);
     }
+    let started = std::time::Instant::now();
     let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
+    let collected = started.elapsed();
     let report = porthog_core::analyze(&snapshot, &opts.report.analyze);
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        eprintln!(
+            "porthog: collected in {:.1} ms, analyzed (pools, findings) in {:.1} ms",
+            collected.as_secs_f64() * 1e3,
+            (started.elapsed() - collected).as_secs_f64() * 1e3
+        );
+    }
     if opts.perfdata {
         let line = present::perfdata::status_line(
             &report,

@@ -45,17 +45,27 @@ pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(_) => None,
     };
+    let started = std::time::Instant::now();
     let mut ct = Conntrack::default();
     match dump(&mut ct.entries) {
         Ok(()) => {}
         Err(e) => gaps.push(unavailable(&e)),
     }
+    let dumped = started.elapsed();
     ct.stats = cpu_stats().ok().or(proc_stats);
     // Rules only size SNAT pools and tell NAT failures from races: read them when either is
     // possible, so a box that NATs nothing pays no process spawn.
     let failures = ct.stats.is_some_and(|s| s.insert_failed > 0 || s.drop > 0);
     if failures || ct.entries.iter().any(|e| e.src_nat) {
         ct.rules = rules(gaps);
+    }
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        eprintln!(
+            "porthog: conntrack: {} entries dumped in {:.1} ms; with statistics and NAT rules {:.1} ms",
+            ct.entries.len(),
+            dumped.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3
+        );
     }
     Some(ct)
 }
