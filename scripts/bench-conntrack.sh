@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cost of reading SNAT pools from conntrack (issue 9's target: 100k entries read and pooled in
-# under 0.3 s). Makes a client and a NAT namespace; the NAT masquerades (the kernel's default
-# range) out of a dummy device that drops everything; the client sends one UDP datagram from
+# under 0.3 s). Makes a client, a NAT and a sink namespace; the NAT masquerades (the kernel's
+# default range) towards the sink, which does not forward and drops everything; the client sends one UDP datagram from
 # each of 2 addresses x PORTS source ports to 2 destination ports, so the NAT holds
 # 4 x PORTS entries in 2 SNAT pools (UDP timeout raised so they stay). Then RUNS times:
 # `porthog --netns NAT --json` (with PORTHOG_TIMINGS: dump, analysis), its wall time, and
@@ -15,10 +15,12 @@ porthog=${CARGO_TARGET_DIR:-target}/release/porthog
 [[ -x $porthog ]] || { echo "missing $porthog: cargo build --release -p porthog" >&2; exit 2; }
 client=porthog-bench-ct-client-$$
 nat=porthog-bench-ct-nat-$$
-cleanup() { ip netns del "$client" 2>/dev/null || true; ip netns del "$nat" 2>/dev/null || true; }
+sink=porthog-bench-ct-sink-$$
+cleanup() { for ns in "$client" "$nat" "$sink"; do ip netns del "$ns" 2>/dev/null || true; done; }
 trap cleanup EXIT
 ip netns add "$client"
 ip netns add "$nat"
+ip netns add "$sink"
 ip link add ct0 netns "$client" type veth peer name ct1 netns "$nat"
 ip -n "$client" addr add 10.66.1.2/24 dev ct0
 ip -n "$client" addr add 10.66.1.3/24 dev ct0
@@ -27,10 +29,12 @@ ip -n "$client" link set lo up
 ip -n "$client" route add default via 10.66.1.1
 ip -n "$nat" addr add 10.66.1.1/24 dev ct1
 ip -n "$nat" link set ct1 up
-ip -n "$nat" link add out0 type dummy
-ip -n "$nat" addr add 10.66.0.1/16 dev out0
+ip link add out0 netns "$nat" type veth peer name in0 netns "$sink"
+ip -n "$nat" addr add 10.66.0.1/24 dev out0
 ip -n "$nat" link set out0 up
-ip -n "$nat" route add 10.99.0.0/16 dev out0
+ip -n "$sink" addr add 10.66.0.2/24 dev in0
+ip -n "$sink" link set in0 up
+ip -n "$nat" route add 10.99.0.0/16 via 10.66.0.2
 ip netns exec "$nat" sysctl -qw net.ipv4.ip_forward=1
 ip netns exec "$nat" nft -f - <<'NFT'
 table ip porthog_bench { chain post { type nat hook postrouting priority srcnat; oifname "out0" masquerade; }; }

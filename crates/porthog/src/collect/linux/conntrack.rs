@@ -322,3 +322,52 @@ fn run(tool: &str, args: &[&str]) -> Result<String, String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_netfilter::conntrack::{Protocol as CtProtocol, Status};
+
+    use super::*;
+
+    fn tuple_of(src: &str, dst: &str, sport: u16, dport: u16, proto: CtProtocol) -> Vec<Tuple> {
+        vec![
+            Tuple::Ip(vec![
+                IPTuple::SourceAddress(src.parse().unwrap()),
+                IPTuple::DestinationAddress(dst.parse().unwrap()),
+            ]),
+            Tuple::Proto(vec![
+                ProtoTuple::Protocol(proto),
+                ProtoTuple::SourcePort(sport),
+                ProtoTuple::DestinationPort(dport),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn a_masqueraded_tcp_entry_in_time_wait() {
+        let attrs = vec![
+            ConntrackAttribute::CtaTupleOrig(tuple_of("10.0.1.2", "10.0.3.2", 50000, 8080, CtProtocol::Tcp)),
+            ConntrackAttribute::CtaTupleReply(tuple_of("10.0.3.2", "10.0.2.1", 8080, 40003, CtProtocol::Tcp)),
+            ConntrackAttribute::CtaStatus(Status::from_bits_retain(IPS_SRC_NAT | 0b1110)),
+            ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(7)])]),
+        ];
+        let e = entry(&attrs).unwrap();
+        assert_eq!(e.protocol, Protocol::Tcp);
+        assert_eq!(e.reply_dst, "10.0.2.1:40003".parse().unwrap());
+        assert_eq!(e.reply_src, "10.0.3.2:8080".parse().unwrap());
+        assert!(e.src_nat && e.time_wait);
+    }
+
+    #[test]
+    fn other_protocols_and_partial_entries_are_skipped() {
+        let icmp = vec![
+            ConntrackAttribute::CtaTupleOrig(tuple_of("10.0.1.2", "10.0.3.2", 1, 1, CtProtocol::Icmp)),
+            ConntrackAttribute::CtaTupleReply(tuple_of("10.0.3.2", "10.0.2.1", 1, 1, CtProtocol::Icmp)),
+        ];
+        assert_eq!(entry(&icmp), None);
+        let orig_only = vec![ConntrackAttribute::CtaTupleOrig(tuple_of(
+            "10.0.1.2", "10.0.3.2", 1, 2, CtProtocol::Udp,
+        ))];
+        assert_eq!(entry(&orig_only), None);
+    }
+}
