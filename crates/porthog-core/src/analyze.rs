@@ -9,8 +9,8 @@ use crate::level::{Level, Thresholds};
 use crate::model::{GapKind, Os, Snapshot, State};
 use crate::pool::{self, Allocation, Pool, PoolKind, Unknowns};
 use crate::report::{
-    ConntrackReport, Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals,
-    grouped, plural,
+    ConntrackReport, Evidence, Report, SCHEMA_VERSION, SettingsReport, SourceInfo, Totals, grouped,
+    plural,
 };
 
 /// How the report is cut down and judged.
@@ -548,10 +548,17 @@ mod tests {
         });
         let r = analyze(&s, &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Critical);
-        assert!(r.summary.starts_with("conntrack counted 7 failed inserts and 0 drops"), "{}", r.summary);
+        assert!(
+            r.summary.starts_with("conntrack counted 7 failed inserts and 0 drops"),
+            "{}",
+            r.summary
+        );
         assert_eq!(r.findings[0].kind, FindingKind::SnatFailures);
         assert_eq!(r.evidence.len(), 1);
-        assert_eq!((r.evidence[0].counter.as_deref(), r.evidence[0].count), (Some("insert_failed"), 7));
+        assert_eq!(
+            (r.evidence[0].counter.as_deref(), r.evidence[0].count),
+            (Some("insert_failed"), 7)
+        );
         let ct = r.conntrack.as_ref().unwrap();
         assert_eq!((ct.entries, ct.snat_entries, ct.insert_failed), (1, 1, Some(7)));
         assert_eq!(r.pools[0].kind, PoolKind::Snat);
@@ -560,7 +567,10 @@ mod tests {
         s.conntrack.as_mut().unwrap().entries[0].src_nat = false;
         let r = analyze(&s, &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Ok);
-        assert_eq!(r.findings.iter().find(|f| f.kind == FindingKind::SnatFailures).map(|f| f.level), Some(Level::Info));
+        assert_eq!(
+            r.findings.iter().find(|f| f.kind == FindingKind::SnatFailures).map(|f| f.level),
+            Some(Level::Info)
+        );
     }
 
     #[test]

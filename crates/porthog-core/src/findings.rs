@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use crate::level::Level;
 use crate::model::{Os, Protocol, Snapshot, State, TwReuse};
 use crate::pool::{LINUX_TIME_WAIT_MS, Pool, PoolKind, PoolSet};
-use crate::snat::ConntrackStats;
 use crate::report::{Evidence, Finding, FindingKind, ProcessReport, grouped, plural};
+use crate::snat::ConntrackStats;
 
 /// Most findings of one kind that are listed one by one.
 const MAX_PER_KIND: usize = 5;

@@ -131,7 +131,8 @@ pub fn parse_iptables_save(text: &str) -> Vec<NatRule> {
             continue;
         }
         let words: Vec<&str> = line.split_whitespace().collect();
-        let after = |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1));
+        let after =
+            |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1));
         let protocol = match after("-p").copied() {
             Some("tcp" | "6") => Some(Protocol::Tcp),
             Some("udp" | "17") => Some(Protocol::Udp),
@@ -253,10 +254,16 @@ mod tests {
         let r = parse_iptables_save(SAVE);
         assert_eq!(r.len(), 5, "{r:#?}");
         assert_eq!(r[0].text, "MASQUERADE --to-ports 40000-40009");
-        assert_eq!((r[0].protocol, r[0].ports), (Some(Protocol::Tcp), PortRange::new(40000, 40009)));
+        assert_eq!(
+            (r[0].protocol, r[0].ports),
+            (Some(Protocol::Tcp), PortRange::new(40000, 40009))
+        );
         assert_eq!(r[1].addrs.map(|a| a.1.to_string()), Some("10.0.2.2".into()));
         assert_eq!(r[1].ports, PortRange::new(1000, 2000));
-        assert_eq!((r[2].ports, r[2].addrs.map(|a| a.0.to_string())), (None, Some("10.0.2.9".into())));
+        assert_eq!(
+            (r[2].ports, r[2].addrs.map(|a| a.0.to_string())),
+            (None, Some("10.0.2.9".into()))
+        );
         assert_eq!(r[3].addrs.map(|a| a.0.to_string()), Some("2001:db8::1".into()));
         assert_eq!(r[3].ports, PortRange::new(3000, 3001));
         assert_eq!((r[4].text.as_str(), r[4].ports), ("MASQUERADE", None));

@@ -27,8 +27,7 @@ pub const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
 /// What a growing `insert_failed` means, for the report's evidence.
 pub const INSERT_FAILED_MEANING: &str = "conntrack entries that could not be inserted: the tuple was taken (a full SNAT port range, or a race); the packet was dropped";
 /// What a growing `drop` means.
-pub const DROP_MEANING: &str =
-    "packets dropped because no conntrack entry could be made (table full, or NAT found no free tuple)";
+pub const DROP_MEANING: &str = "packets dropped because no conntrack entry could be made (table full, or NAT found no free tuple)";
 
 /// One conntrack entry, as far as SNAT pools need it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +126,9 @@ fn range_note(rule: Option<&NatRule>, rules: Option<&NatRules>, range: PortRange
     );
     match (rule, rules) {
         (Some(r), Some(rs)) if r.ports.is_some() => format!("{} ({})", r.text, rs.source),
-        (Some(r), Some(rs)) => format!("{default}: `{}` gives no port range ({})", r.text, rs.source),
+        (Some(r), Some(rs)) => {
+            format!("{default}: `{}` gives no port range ({})", r.text, rs.source)
+        }
         (None, Some(rs)) => format!("{default}: no source-NAT rule in {} matches", rs.source),
         _ => format!("{default}: the NAT rules were not read"),
     }
@@ -255,10 +256,16 @@ mod tests {
         };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p.len(), 1);
-        assert_eq!((p[0].kind, p[0].used, p[0].capacity, p[0].level), (PoolKind::Snat, 10, 10, Level::Exhausted));
+        assert_eq!(
+            (p[0].kind, p[0].used, p[0].capacity, p[0].level),
+            (PoolKind::Snat, 10, 10, Level::Exhausted)
+        );
         assert_eq!(p[0].local, Some("10.0.2.1".parse().unwrap()));
         assert_eq!(p[0].remote, Some(sa("10.0.3.2:8080")));
-        assert_eq!(p[0].range_from.as_deref(), Some("masquerade to :40000-40009 (nft -j list ruleset)"));
+        assert_eq!(
+            p[0].range_from.as_deref(),
+            Some("masquerade to :40000-40009 (nft -j list ruleset)")
+        );
         assert_eq!(p[0].label(), "tcp SNAT 10.0.2.1 -> 10.0.3.2:8080");
     }
 
@@ -266,13 +273,22 @@ mod tests {
     fn without_a_port_range_the_kernel_default_keeps_the_port_class() {
         let mut entries = vec![nat(50000, 50000), nat(50001, 50001), nat(700, 700)];
         // Not translated, but the box's own connection from the SNAT IP takes a port too.
-        entries.push(ConntrackEntry { src_nat: false, orig_src: sa("10.0.2.1:50002"), reply_dst: sa("10.0.2.1:50002"), ..nat(0, 0) });
+        entries.push(ConntrackEntry {
+            src_nat: false,
+            orig_src: sa("10.0.2.1:50002"),
+            reply_dst: sa("10.0.2.1:50002"),
+            ..nat(0, 0)
+        });
         let ct = Conntrack { entries, stats: None, rules: rules("masquerade", None) };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p.len(), 2);
         let high = p.iter().find(|p| p.capacity == 64512).unwrap();
         assert_eq!(high.used, 3);
-        assert!(high.range_from.as_deref().unwrap().contains("default NAT port range 1024-65535"), "{:?}", high.range_from);
+        assert!(
+            high.range_from.as_deref().unwrap().contains("default NAT port range 1024-65535"),
+            "{:?}",
+            high.range_from
+        );
         assert!(high.range_from.as_deref().unwrap().contains("`masquerade` gives no port range"));
         let low = p.iter().find(|p| p.capacity == 424).unwrap();
         assert_eq!(low.used, 1);
@@ -298,14 +314,24 @@ mod tests {
         let rs = NatRules {
             source: "iptables-save".into(),
             rules: vec![
-                NatRule { text: "udp only".into(), protocol: Some(Protocol::Udp), addrs: None, ports: PortRange::new(1, 2) },
+                NatRule {
+                    text: "udp only".into(),
+                    protocol: Some(Protocol::Udp),
+                    addrs: None,
+                    ports: PortRange::new(1, 2),
+                },
                 NatRule {
                     text: "other ip".into(),
                     protocol: None,
                     addrs: Some(("10.9.0.1".parse().unwrap(), "10.9.0.9".parse().unwrap())),
                     ports: PortRange::new(3, 4),
                 },
-                NatRule { text: "SNAT --to-source 10.0.2.1:40000-40019".into(), protocol: None, addrs: None, ports: PortRange::new(40000, 40019) },
+                NatRule {
+                    text: "SNAT --to-source 10.0.2.1:40000-40019".into(),
+                    protocol: None,
+                    addrs: None,
+                    ports: PortRange::new(40000, 40019),
+                },
             ],
         };
         let ct = Conntrack { entries: vec![nat(50000, 40005)], stats: None, rules: Some(rs) };
@@ -318,7 +344,10 @@ mod tests {
         let text = "entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart\n\
             00000014  00000000 00000000 00000000 00000003 00000000 00000000 00000000 00000000 000002bc 00000001 00000000 00000000  00000000 00000000 00000000 00000000\n\
             00000014  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000000 00000000 00000000  00000000 00000000 00000000 00000000\n";
-        assert_eq!(parse_proc_stat(text), Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 }));
+        assert_eq!(
+            parse_proc_stat(text),
+            Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 })
+        );
         assert_eq!(parse_proc_stat("entries drop\n1 2\n"), None);
         assert_eq!(parse_proc_stat("insert_failed drop\nzz 1\n"), None);
     }

@@ -136,7 +136,11 @@ fn main() -> ExitCode {
             Needs::Namespace,
             snat::snat_pool_is_exhausted_and_insert_failures_are_evidence,
         ),
-        trial("snat::ctnetlink_unavailable_is_a_gap", Needs::Namespace, snat::ctnetlink_unavailable_is_a_gap),
+        trial(
+            "snat::ctnetlink_unavailable_is_a_gap",
+            Needs::Namespace,
+            snat::ctnetlink_unavailable_is_a_gap,
+        ),
         trial(
             "oracle::basic_mix_seeds_have_no_wrong_verdict",
             Needs::Namespace,

@@ -71,7 +71,15 @@ pub fn snat_pool_is_exhausted_and_insert_failures_are_evidence() {
     let server = clients.peer(&[]);
     clients.link_veth(&nat, "10.88.1.2", "10.88.1.1");
     nat.link_veth(&server, "10.88.2.1", "10.88.2.2");
-    sh(Command::new("ip").args(["-n", clients.name(), "route", "add", "default", "via", "10.88.1.1"]));
+    sh(Command::new("ip").args([
+        "-n",
+        clients.name(),
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.88.1.1",
+    ]));
     nft(&nat, NAT_RULES);
     let _server = Loadgen::start(&server, &["serve", "--listen", SERVER]);
 
@@ -127,16 +135,21 @@ pub fn snat_pool_is_exhausted_and_insert_failures_are_evidence() {
     let seen_failed = ct["insert_failed"].as_u64().expect("insert_failed read");
     let seen_dropped = ct["drop"].as_u64().expect("drop read");
     assert!(seen_failed > 0 || seen_dropped > 0, "no failures counted: {ct}");
-    assert!(seen_failed <= failed && seen_dropped <= dropped, "{ct} vs conntrack -S {failed}/{dropped}");
     assert!(
-        report["evidence"]
-            .as_array()
-            .is_some_and(|e| e.iter().any(|e| e["kind"] == "conntrack" && e["count"].as_u64() > Some(0))),
+        seen_failed <= failed && seen_dropped <= dropped,
+        "{ct} vs conntrack -S {failed}/{dropped}"
+    );
+    assert!(
+        report["evidence"].as_array().is_some_and(|e| e
+            .iter()
+            .any(|e| e["kind"] == "conntrack" && e["count"].as_u64() > Some(0))),
         "{}",
         report["evidence"]
     );
     assert!(
-        report["findings"].as_array().is_some_and(|f| f.iter().any(|f| f["kind"] == "snat_failures")),
+        report["findings"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["kind"] == "snat_failures")),
         "{}",
         report["findings"]
     );
@@ -193,5 +206,9 @@ pub fn ctnetlink_unavailable_is_a_gap() {
         .unwrap_or_else(|| panic!("no conntrack gap\n{}", run.context()));
     assert!(gap["message"].as_str().is_some_and(|m| m.contains("ctnetlink")), "{gap}");
     assert!(gap["advice"].as_str().is_some_and(|a| a.contains("CAP_NET_ADMIN")), "{gap}");
-    assert!(report["conntrack"]["insert_failed"].is_u64(), "/proc counters: {}", report["conntrack"]);
+    assert!(
+        report["conntrack"]["insert_failed"].is_u64(),
+        "/proc counters: {}",
+        report["conntrack"]
+    );
 }

@@ -118,7 +118,8 @@ fn dump_with(
     let mut request = vec![0; packet.buffer_len()];
     packet.serialize(&mut request);
     socket.send(&request, 0)?;
-    let invalid = |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let invalid =
+        |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut interrupted = false;
     loop {
@@ -254,12 +255,12 @@ fn tuple(parts: &[Tuple]) -> Option<(Protocol, SocketAddr, SocketAddr)> {
             Tuple::Proto(ps) => {
                 for pt in ps {
                     match pt {
-                        ProtoTuple::Protocol(netlink_packet_netfilter::conntrack::Protocol::Tcp) => {
-                            proto = Some(Protocol::Tcp)
-                        }
-                        ProtoTuple::Protocol(netlink_packet_netfilter::conntrack::Protocol::Udp) => {
-                            proto = Some(Protocol::Udp)
-                        }
+                        ProtoTuple::Protocol(
+                            netlink_packet_netfilter::conntrack::Protocol::Tcp,
+                        ) => proto = Some(Protocol::Tcp),
+                        ProtoTuple::Protocol(
+                            netlink_packet_netfilter::conntrack::Protocol::Udp,
+                        ) => proto = Some(Protocol::Udp),
                         ProtoTuple::SourcePort(p) => sport = Some(*p),
                         ProtoTuple::DestinationPort(p) => dport = Some(*p),
                         _ => {}
@@ -346,8 +347,20 @@ mod tests {
     #[test]
     fn a_masqueraded_tcp_entry_in_time_wait() {
         let attrs = vec![
-            ConntrackAttribute::CtaTupleOrig(tuple_of("10.0.1.2", "10.0.3.2", 50000, 8080, CtProtocol::Tcp)),
-            ConntrackAttribute::CtaTupleReply(tuple_of("10.0.3.2", "10.0.2.1", 8080, 40003, CtProtocol::Tcp)),
+            ConntrackAttribute::CtaTupleOrig(tuple_of(
+                "10.0.1.2",
+                "10.0.3.2",
+                50000,
+                8080,
+                CtProtocol::Tcp,
+            )),
+            ConntrackAttribute::CtaTupleReply(tuple_of(
+                "10.0.3.2",
+                "10.0.2.1",
+                8080,
+                40003,
+                CtProtocol::Tcp,
+            )),
             ConntrackAttribute::CtaStatus(Status::from_bits_retain(IPS_SRC_NAT | 0b1110)),
             ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(7)])]),
         ];
@@ -361,12 +374,28 @@ mod tests {
     #[test]
     fn other_protocols_and_partial_entries_are_skipped() {
         let icmp = vec![
-            ConntrackAttribute::CtaTupleOrig(tuple_of("10.0.1.2", "10.0.3.2", 1, 1, CtProtocol::Icmp)),
-            ConntrackAttribute::CtaTupleReply(tuple_of("10.0.3.2", "10.0.2.1", 1, 1, CtProtocol::Icmp)),
+            ConntrackAttribute::CtaTupleOrig(tuple_of(
+                "10.0.1.2",
+                "10.0.3.2",
+                1,
+                1,
+                CtProtocol::Icmp,
+            )),
+            ConntrackAttribute::CtaTupleReply(tuple_of(
+                "10.0.3.2",
+                "10.0.2.1",
+                1,
+                1,
+                CtProtocol::Icmp,
+            )),
         ];
         assert_eq!(entry(&icmp), None);
         let orig_only = vec![ConntrackAttribute::CtaTupleOrig(tuple_of(
-            "10.0.1.2", "10.0.3.2", 1, 2, CtProtocol::Udp,
+            "10.0.1.2",
+            "10.0.3.2",
+            1,
+            2,
+            CtProtocol::Udp,
         ))];
         assert_eq!(entry(&orig_only), None);
     }
