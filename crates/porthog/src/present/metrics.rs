@@ -154,11 +154,11 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
             .with_label_values(&[netns.as_str()])
             .set(i64::from(ns.report.verdict.metric_value()));
         export_pools(&pools, &netns, &ns.report.pools, s.top_pools);
-        if let Some(ct) = &ns.report.conntrack {
-            if let (Some(failed), Some(drop)) = (ct.insert_failed, ct.drop) {
-                insert_failed.with_label_values(&[netns.as_str()]).inc_by(failed);
-                dropped.with_label_values(&[netns.as_str()]).inc_by(drop);
-            }
+        if let Some(ct) = &ns.report.conntrack
+            && let (Some(failed), Some(drop)) = (ct.insert_failed, ct.drop)
+        {
+            insert_failed.with_label_values(&[netns.as_str()]).inc_by(failed);
+            dropped.with_label_values(&[netns.as_str()]).inc_by(drop);
         }
         export_holders(&holders, &netns, &ns.report.processes, s.top_processes);
     }
