@@ -1,5 +1,5 @@
 //! Source-NAT rules from `nft -j list ruleset` and `iptables-save` text: which addresses and
-//! port ranges a SNAT pool can use (docs/DOMAIN.md §4). Pure parsers; the live collector runs
+//! port ranges a SNAT pool can use (docs/DOMAIN.md §1.7). Pure parsers; the live collector runs
 //! the tools in the namespace. Rules iptables-nft made show in nft's JSON only as opaque `xt`
 //! targets, so both listings are read and each keeps the rules it alone can show.
 

@@ -1,4 +1,4 @@
-//! SNAT pools from the conntrack table (docs/DOMAIN.md §4): a box that masquerades or SNATs
+//! SNAT pools from the conntrack table (docs/DOMAIN.md §1.7): a box that masquerades or SNATs
 //! for others hands out one translated source port per connection, unique per (protocol,
 //! SNAT IP, destination IP, destination port). This module owns that model, the kernel's
 //! default NAT port ranges and the conntrack statistics' meaning; it reads nothing itself
