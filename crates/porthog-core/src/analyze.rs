@@ -102,7 +102,13 @@ fn conntrack(ct: &crate::snat::Conntrack, report: &mut Report) {
             });
         }
     }
-    let nat = snat_entries > 0 || ct.rules.as_ref().is_some_and(|r| !r.rules.is_empty());
+    let nat = if snat_entries > 0 || ct.rules.as_ref().is_some_and(|r| !r.rules.is_empty()) {
+        Some(true)
+    } else if ct.unread && ct.rules.is_none() {
+        None
+    } else {
+        Some(false)
+    };
     if let Some(f) = findings::snat_failures(&stats, nat) {
         if f.level >= Level::Critical {
             report.raise(Level::Critical, &f.message);
@@ -545,6 +551,7 @@ mod tests {
             entries: vec![entry],
             stats: Some(ConntrackStats { insert_failed: 7, drop: 0 }),
             rules: None,
+            unread: false,
         });
         let r = analyze(&s, &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Critical);

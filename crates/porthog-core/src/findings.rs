@@ -744,8 +744,9 @@ fn snat_pool(pool: &Pool) -> Finding {
 
 /// conntrack's failure counters on this namespace: on a box that source-NATs (a SNAT entry or
 /// rule exists) they are past SNAT failures, critical as a logged Windows 4231 is; elsewhere
-/// they are insert races (e.g. parallel DNS queries over UDP) and only inform.
-pub(crate) fn snat_failures(stats: &ConntrackStats, nat: bool) -> Option<Finding> {
+/// they are insert races (e.g. parallel DNS queries over UDP) and only inform; when neither the
+/// table nor the rules could be read (`nat` None) they are a warning.
+pub(crate) fn snat_failures(stats: &ConntrackStats, nat: Option<bool>) -> Option<Finding> {
     if stats.insert_failed == 0 && stats.drop == 0 {
         return None;
     }
@@ -754,7 +755,19 @@ pub(crate) fn snat_failures(stats: &ConntrackStats, nat: bool) -> Option<Finding
         plural(stats.insert_failed, "failed insert"),
         plural(stats.drop, "drop")
     );
-    Some(if nat {
+    Some(if nat.is_none() {
+        Finding {
+            kind: FindingKind::SnatFailures,
+            level: Level::Warn,
+            pid: None,
+            message: format!(
+                "{counted}; whether this box source-NATs could not be read (the conntrack table and NAT rules need CAP_NET_ADMIN), so they may be dropped connections through a full SNAT range"
+            ),
+            advice:
+                "Run porthog as root to see the SNAT pools and tell a full range from insert races."
+                    .to_owned(),
+        }
+    } else if nat == Some(true) {
         Finding {
             kind: FindingKind::SnatFailures,
             level: Level::Critical,

@@ -86,6 +86,10 @@ pub struct Conntrack {
     /// `None` when no rule listing could be read (a gap says why): capacities then assume the
     /// kernel's default ranges.
     pub rules: Option<NatRules>,
+    /// The table itself could not be read (ctnetlink refused: a gap says why): `entries` is
+    /// empty because unseen, not because nothing is NATed.
+    #[serde(default)]
+    pub unread: bool,
 }
 
 /// `/proc/net/stat/nf_conntrack`: a header of column names, then one line of hex counters per
@@ -253,6 +257,7 @@ mod tests {
             entries: (0..10).map(|i| nat(50000 + i, 40000 + i)).collect(),
             stats: None,
             rules: rules("masquerade to :40000-40009", Some((40000, 40009))),
+            unread: false,
         };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p.len(), 1);
@@ -279,7 +284,8 @@ mod tests {
             reply_dst: sa("10.0.2.1:50002"),
             ..nat(0, 0)
         });
-        let ct = Conntrack { entries, stats: None, rules: rules("masquerade", None) };
+        let ct =
+            Conntrack { entries, stats: None, rules: rules("masquerade", None), unread: false };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p.len(), 2);
         let high = p.iter().find(|p| p.capacity == 64512).unwrap();
@@ -301,7 +307,7 @@ mod tests {
         let mut other = nat(50010, 40000);
         other.reply_src = sa("10.0.3.3:8080");
         entries.push(other);
-        let ct = Conntrack { entries, stats: None, rules: None };
+        let ct = Conntrack { entries, stats: None, rules: None, unread: false };
         let mut p = pools(&ct, &Thresholds::default());
         p.sort_by_key(|p| std::cmp::Reverse(p.used));
         assert_eq!((p[0].used, p[0].time_wait, p[0].capacity), (4, 1, 64512));
@@ -334,7 +340,12 @@ mod tests {
                 },
             ],
         };
-        let ct = Conntrack { entries: vec![nat(50000, 40005)], stats: None, rules: Some(rs) };
+        let ct = Conntrack {
+            entries: vec![nat(50000, 40005)],
+            stats: None,
+            rules: Some(rs),
+            unread: false,
+        };
         let p = pools(&ct, &Thresholds::default());
         assert_eq!(p[0].capacity, 20);
     }

@@ -49,7 +49,10 @@ pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
     let mut ct = Conntrack::default();
     match dump(&mut ct.entries) {
         Ok(()) => {}
-        Err(e) => gaps.push(unavailable(&e)),
+        Err(e) => {
+            ct.unread = true;
+            gaps.push(unavailable(&e));
+        }
     }
     let dumped = started.elapsed();
     ct.stats = cpu_stats().ok().or(proc_stats);
