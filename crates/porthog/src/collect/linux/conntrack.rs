@@ -374,6 +374,27 @@ mod tests {
         assert!(e.src_nat && e.time_wait);
     }
 
+    /// One per-CPU statistics answer as the 6.18 kernel sends it (seen with strace): nfgenmsg,
+    /// then u32 big-endian attributes; insert_failed (9) = 700, drop (10) = 3.
+    #[test]
+    fn per_cpu_statistics_decode() {
+        let mut payload = vec![0u8, 0, 0, 1];
+        for (kind, value) in [(2u16, 5u32), (8, 11), (9, 700), (10, 3), (15, 0)] {
+            payload.extend(8u16.to_ne_bytes());
+            payload.extend(kind.to_ne_bytes());
+            payload.extend(value.to_be_bytes());
+        }
+        let mut header = NetlinkHeader::default();
+        header.message_type = (1 << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
+        let m = NetfilterMessage::deserialize(&header, &payload).unwrap();
+        let NetfilterMessageInner::Conntrack(ConntrackMessage::Other { attributes, .. }) = &m.inner
+        else {
+            panic!("not a conntrack statistics message: {m:?}");
+        };
+        assert_eq!(stat(attributes, CTA_STATS_INSERT_FAILED), 700);
+        assert_eq!(stat(attributes, CTA_STATS_DROP), 3);
+    }
+
     #[test]
     fn other_protocols_and_partial_entries_are_skipped() {
         let icmp = vec![
