@@ -244,9 +244,21 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
             owners.merge_counts(&outside);
         }
         let still = unowned(&snapshot.sockets);
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!(
+                "porthog: {} sockets without a cached owner: every fd table read again; {} left \
+                 without one",
+                left.len(),
+                still.len()
+            );
+        }
         owner_cache::with(|c| c.remember_unowned(still));
         pids.sort_unstable();
         pids.dedup();
+    }
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        let (read, reused) = owner_cache::with(|c| (c.read, c.reused));
+        eprintln!("porthog: fd tables read {read}, reused {reused} since start");
     }
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
