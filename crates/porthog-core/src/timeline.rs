@@ -3,7 +3,7 @@
 //! `porthog record` writes and `analyze` / `watch --replay` read back. Pure data and
 //! bookkeeping: the tracer and the sampler feed it, nothing here reads the system.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,7 @@ pub struct OwnerBook {
 impl OwnerBook {
     /// `ttl`: how long to keep an entry after it was last seen, in seconds.
     pub fn new(ttl: f64) -> OwnerBook {
-        OwnerBook { ttl, by_tuple: HashMap::new(), by_cookie: HashMap::new() }
+        OwnerBook { ttl, by_tuple: HashMap::default(), by_cookie: HashMap::default() }
     }
 
     /// Records that `pid` (`name`) holds the connection `tuple` at time `now`.
@@ -295,7 +295,7 @@ impl OwnerBook {
     /// Attributes the snapshot's ownerless TIME_WAIT sockets: sets their `pid` and adds the
     /// openers that exited to `processes`. Returns TIME_WAIT counts per opener, most first.
     pub fn attribute_time_wait(&self, snapshot: &mut Snapshot) -> Vec<OwnerCount> {
-        let mut counts: HashMap<(u32, String), u64> = HashMap::new();
+        let mut counts: HashMap<(u32, String), u64> = HashMap::default();
         for s in
             snapshot.sockets.iter_mut().filter(|s| s.state == State::TimeWait && s.pid.is_none())
         {

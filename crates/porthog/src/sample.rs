@@ -3,7 +3,6 @@
 //! check's report, and the connections that appeared since the previous sample with their
 //! openers. Reads the system only through `collect::snapshot`; `digest` is pure and tested.
 
-use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::time::{Instant, SystemTime};
 
@@ -13,6 +12,7 @@ use porthog_core::timeline::{
 use porthog_core::{
     AnalyzeOptions, PortRange, Protocol, Report, Snapshot, State, analyze, timestamp,
 };
+use rustc_hash::FxHashSet as HashSet;
 
 use crate::collect::{self, CollectOptions};
 
@@ -131,7 +131,10 @@ fn opened(
         .filter(|s| s.protocol == Protocol::Tcp && s.state == State::Listen)
         .map(|s| s.local_port)
         .collect();
-    let mut seen = HashSet::with_capacity(previous.map_or(0, HashSet::len));
+    let mut seen = HashSet::with_capacity_and_hasher(
+        previous.map_or(0, HashSet::len),
+        rustc_hash::FxBuildHasher,
+    );
     let mut out = Vec::new();
     for s in snapshot.sockets.iter().filter(|s| s.is_connected()) {
         let (range, reserved) = match s.protocol {

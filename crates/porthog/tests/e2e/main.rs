@@ -279,6 +279,11 @@ fn main() -> ExitCode {
             record::a_recording_names_the_owner_of_time_wait_after_it_exited,
         ),
         trial(
+            "record::a_recording_without_bpf_finds_a_new_process_within_one_sample",
+            Needs::Namespace,
+            record::a_recording_without_bpf_finds_a_new_process_within_one_sample,
+        ),
+        trial(
             "record::record_stops_cleanly_on_sigint_sigterm_and_sighup",
             Needs::Nothing,
             record::record_stops_cleanly_on_sigint_sigterm_and_sighup,

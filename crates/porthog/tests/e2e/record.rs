@@ -124,6 +124,50 @@ pub fn a_recording_names_the_owner_of_time_wait_after_it_exited() {
     assert_eq!(now.findings_of("ownerless_time_wait").len(), 1, "\n{}", now.summary());
 }
 
+/// Owners kept across samples (the sock_diag path reads again only the fd tables that changed)
+/// still find a process started mid-recording in the first sample that begins after its
+/// connections exist, and keep finding it while its fd table stays the same.
+pub fn a_recording_without_bpf_finds_a_new_process_within_one_sample() {
+    let Some(ns) = Netns::for_test("record-nobpf", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
+        return;
+    };
+    let dir = TempDir::new("record-nobpf");
+    let file = dir.0.join("rec.jsonl");
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["record", "--no-bpf", "-o"])
+        .arg(&file)
+        .args(["--duration", "6", "--interval", "0.25", "--netns", ns.name()])
+        .stdin(Stdio::null());
+    let recorder = child::spawn(&mut cmd);
+    wait_until("two samples", Duration::from_secs(10), || samples(&file).len() >= 2);
+
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "20"]);
+    let pid = client.pid();
+    assert_eq!((client.opened(), client.failed()), (CONNECTIONS as u64, 0), "{:?}", client.ready);
+    // A sample may be under way now; the one after it began once the connections existed.
+    let n0 = samples(&file).len();
+    wait_until("four more samples", Duration::from_secs(5), || samples(&file).len() >= n0 + 4);
+    let all = samples(&file);
+    for (i, s) in all.iter().enumerate().skip(n0 + 1).take(3) {
+        let holds = s["report"]["processes"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["pid"] == pid && p["states"]["ESTABLISHED"] == serde_json::json!(CONNECTIONS)
+            })
+        });
+        assert!(
+            holds,
+            "sample {i} (client ready before sample {n0}) misses pid {pid}: {}",
+            s["report"]["processes"]
+        );
+        assert_eq!(s["report"]["source"], "sock_diag", "{}", s["report"]["source"]);
+    }
+    drop(client);
+    let done = recorder.wait(Duration::from_secs(30));
+    assert_eq!(done.code, Some(EXIT_OK), "{}", done.context());
+}
+
 /// Stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP: the recording is flushed, complete, and the exit is 0.
 /// Needs no privilege: it records porthog's own namespace.
 pub fn record_stops_cleanly_on_sigint_sigterm_and_sighup() {

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use porthog_core::nsfs;
 
+use super::owner_cache;
+use super::owners::{ProcessList, open_proc};
+
 /// One network namespace found.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -71,6 +74,15 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
     let mut mount_namespaces: HashSet<(u64, u64)> = HashSet::new();
     let nsfs_dev = rustix::fs::stat("/proc/self/ns/net").ok().map(|st| st.st_dev);
     let own_mnt = rustix::fs::stat("/proc/self/ns/mnt").ok().map(|st| (st.st_dev, st.st_ino));
+    // The fds that may hold a namespace, from the fd tables the owner cache keeps (read again
+    // only where they changed): the fd walk is the costly part of finding namespaces.
+    let proc = open_proc()?;
+    let mut listed = ProcessList::read(None)?.inside;
+    listed.sort_unstable_by_key(|l| l.pid);
+    let mut held: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (pid, fd) in owner_cache::with(|c| c.namespace_fds(&proc, &listed)) {
+        held.entry(pid).or_default().push(fd);
+    }
     for pid in pids {
         let base = PathBuf::from(format!("/proc/{pid}"));
         let own = walk.add(base.join("ns/net"), HeldBy::Process, Some(pid));
@@ -86,18 +98,16 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
                 }
             }
         }
-        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
-            for fd in fds.flatten() {
-                let Ok(target) = std::fs::read_link(fd.path()) else { continue };
-                let target = target.as_os_str().as_encoded_bytes();
-                // An fd opened through a bind mount (`/run/netns/NAME`) links to that path, not
-                // to `net:[...]`: a path on the nsfs device is checked by asking its type.
-                let held = nsfs::net_link_inode(target).is_some()
-                    || (target.starts_with(b"/")
-                        && nsfs_dev.is_some_and(|dev| is_netns(&fd.path(), dev)));
-                if held {
-                    walk.add(fd.path(), HeldBy::Fd, None);
-                }
+        for fd in held.get(&pid).into_iter().flatten() {
+            let path = base.join(format!("fd/{fd}"));
+            let Ok(target) = std::fs::read_link(&path) else { continue };
+            let target = target.as_os_str().as_encoded_bytes();
+            // An fd opened through a bind mount (`/run/netns/NAME`) links to that path, not
+            // to `net:[...]`: a path on the nsfs device is checked by asking its type.
+            let held = nsfs::net_link_inode(target).is_some()
+                || (target.starts_with(b"/") && nsfs_dev.is_some_and(|dev| is_netns(&path, dev)));
+            if held {
+                walk.add(path, HeldBy::Fd, None);
             }
         }
         // Each mount namespace's table once: processes sharing one see the same mounts.

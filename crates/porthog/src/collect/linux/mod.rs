@@ -9,6 +9,7 @@ mod conntrack;
 pub(crate) mod discover;
 pub(crate) mod fleet;
 pub(crate) mod netns;
+mod owner_cache;
 mod owners;
 pub(crate) mod process;
 mod settings;
@@ -198,7 +199,8 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
     Ok(())
 }
 
-/// The sock_diag path: the dump, and the /proc/*/fd walk at the same time.
+/// The sock_diag path: the dump, and the /proc/*/fd walk at the same time. The walk reads
+/// again only the fd tables that changed since the last snapshot (`owner_cache.rs`).
 fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
     let diag = SockDiag::open();
     let netns_inode = netns::current_inode()?;
@@ -211,8 +213,8 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
             let mut gaps = Vec::new();
             sockets::sockets(diag, &mut sockets, &mut gaps).map(|source| (source, sockets, gaps))
         });
-        let owners = ProcessList::read(netns_inode).map(|list| {
-            let owners = list.scan_inside();
+        let owners = ProcessList::read(Some(netns_inode)).map(|list| {
+            let owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, false));
             (list, owners)
         });
         (dump.join(), owners)
@@ -223,16 +225,42 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
     snapshot.sockets = sockets;
     snapshot.gaps.extend(gaps);
 
-    // Pass 2 only for sockets no process inside the namespace holds (a socket created before its
-    // process moved, or passed over a unix socket); an owner inside always wins, so the answer
-    // does not depend on unrelated sockets.
     let mut pids = attribute(&mut snapshot.sockets, &owners);
-    if snapshot.sockets.iter().any(|s| s.inode != 0 && s.pid.is_none()) {
-        let outside = list.scan_outside();
-        pids.extend(attribute(&mut snapshot.sockets, &outside));
+    let unowned = |sockets: &[Socket]| -> Vec<u32> {
+        sockets.iter().filter(|s| s.inode != 0 && s.pid.is_none()).map(|s| s.inode).collect()
+    };
+    // A live socket no cached table holds: a table changed in a way its key does not show
+    // (an fd replaced by a socket), so every table inside is read again, unless the last such
+    // walk already found nobody holding these sockets (kernel sockets).
+    let left = unowned(&snapshot.sockets);
+    let checked = left.iter().all(|&inode| owner_cache::with(|c| c.known_unowned(inode)));
+    if !checked {
+        owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, true));
+        pids.extend(attribute(&mut snapshot.sockets, &owners));
+        // Pass 2 only for sockets no process inside the namespace holds (a socket created
+        // before its process moved, or passed over a unix socket); an owner inside always
+        // wins, so the answer does not depend on unrelated sockets.
+        if !unowned(&snapshot.sockets).is_empty() {
+            let outside = owner_cache::with(|c| c.owners(&list.proc, &list.outside, true));
+            pids.extend(attribute(&mut snapshot.sockets, &outside));
+            owners.merge_counts(&outside);
+        }
+        let still = unowned(&snapshot.sockets);
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!(
+                "porthog: {} sockets without a cached owner: every fd table read again; {} left \
+                 without one",
+                left.len(),
+                still.len()
+            );
+        }
+        owner_cache::with(|c| c.remember_unowned(still));
         pids.sort_unstable();
         pids.dedup();
-        owners.merge_counts(&outside);
+    }
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        let (read, reused) = owner_cache::with(|c| (c.read, c.reused));
+        eprintln!("porthog: fd tables read {read}, reused {reused} since start");
     }
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
@@ -471,6 +499,27 @@ mod tests {
         assert_eq!(snapshot.process(me).map(|p| p.pid), Some(me));
         assert!(snapshot.settings.tcp_range.is_some());
         assert!(snapshot.processes.windows(2).all(|w| w[0].pid < w[1].pid));
+    }
+
+    /// The sock_diag path keeps owners across snapshots: a socket opened after the first is
+    /// attributed in the second, and so is one that replaced another one for one (the fd count
+    /// unchanged: found by the walk a socket without a cached owner triggers).
+    #[test]
+    fn sock_diag_path_follows_new_sockets_across_snapshots() {
+        let me = std::process::id();
+        let owner = |port: u16| {
+            let snapshot = snapshot_here_without_bpf(None).unwrap();
+            assert_eq!(snapshot.source, "sock_diag", "{:?}", snapshot.gaps);
+            snapshot.sockets.iter().find(|s| s.local_port == port).and_then(|s| s.pid)
+        };
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+        assert_eq!(owner(port(&first)).map(NonZeroU32::get), Some(me));
+        let second = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(owner(port(&second)).map(NonZeroU32::get), Some(me));
+        drop(first);
+        let third = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert_eq!(owner(port(&third)).map(NonZeroU32::get), Some(me));
     }
 
     #[test]

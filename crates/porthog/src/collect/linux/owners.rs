@@ -1,7 +1,8 @@
 //! Socket inode -> owning pid, from one pass over the `socket:[INODE]` links in /proc/*/fd,
 //! parallel over processes and, for processes with many fds, inside each process. Counts the
 //! processes it was not allowed to read and those that exited meanwhile; neither is fatal.
-//! Knows nothing about sockets beyond their inode, and reads nothing but fd tables.
+//! Knows nothing about sockets beyond their inode, and reads nothing but fd tables (and, for
+//! `--all-netns`, which fds hold a namespace). Which tables to read again is `owner_cache.rs`'s.
 
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
@@ -48,6 +49,13 @@ impl Owners {
         }
     }
 
+    /// The owners of `pairs` (inode, pid), the lowest pid per inode, with `counts`' tallies of
+    /// unreadable processes.
+    pub fn from_pairs(mut pairs: Vec<(u32, u32)>, counts: Owners) -> Owners {
+        lowest_pid_per_inode(&mut pairs);
+        Owners { by_inode: pairs, ..counts }
+    }
+
     pub fn pid(&self, inode: u32) -> Option<u32> {
         let i = self.by_inode.binary_search_by_key(&inode, |&(ino, _)| ino).ok()?;
         Some(self.by_inode[i].1)
@@ -78,44 +86,64 @@ const DENIED_EXAMPLES: usize = 3;
 /// descriptors, whatever the number of processes (the soft RLIMIT_NOFILE is often 1024).
 const TABLES_AT_ONCE: usize = 512;
 
+/// What a process's fd table looked like from outside: the fd directory's inode (a new one
+/// for a new process with a reused pid) and its size, which is the number of open fds
+/// (`proc_fd_getattr`, Linux 6.2+; older kernels report 0, so nothing looks changed there and
+/// the cache's checks alone catch changes). `None` when it could not be stat'ed.
+pub type FdKey = Option<(u64, u64)>;
+
+/// A process listed in /proc, with its [`FdKey`].
+#[derive(Debug, Clone, Copy)]
+pub struct Listed {
+    pub pid: u32,
+    pub key: FdKey,
+}
+
 /// The processes of the host, split by whether they live in the inspected network namespace.
 pub struct ProcessList {
-    proc: OwnedFd,
+    pub proc: OwnedFd,
     /// In the namespace, or unknown (its ns link could not be read): read first.
-    inside: Vec<u32>,
+    pub inside: Vec<Listed>,
     /// In another namespace: read only when sockets are left without an owner, since a process
     /// can hold sockets of a namespace it has left (setns after socket(), fds passed over unix
     /// sockets), but rarely does. On a host full of containers this skips most fd tables.
-    outside: Vec<u32>,
+    pub outside: Vec<Listed>,
 }
 
 impl ProcessList {
-    /// Lists /proc; `netns` is the inode of the inspected namespace (`netns::current_inode`).
-    pub fn read(netns: u64) -> anyhow::Result<ProcessList> {
-        let proc = openat(rustix::fs::CWD, "/proc", dir_flags(), Mode::empty())
-            .context("cannot open /proc")?;
+    /// Lists /proc; `netns` is the inode of the inspected namespace (`netns::current_inode`),
+    /// `None` to take every process as inside.
+    pub fn read(netns: Option<u64>) -> anyhow::Result<ProcessList> {
+        let proc = open_proc()?;
         let pids = list_numeric(&proc).context("cannot list /proc")?;
-        let elsewhere: Vec<bool> = pids
+        let listed: Vec<(Listed, bool)> = pids
             .par_iter()
-            .map(|pid| {
-                statat(&proc, format!("{pid}/ns/net"), AtFlags::empty())
-                    .is_ok_and(|st| st.st_ino != netns)
+            .map(|&pid| {
+                let elsewhere = netns.is_some_and(|netns| {
+                    statat(&proc, format!("{pid}/ns/net"), AtFlags::empty())
+                        .is_ok_and(|st| st.st_ino != netns)
+                });
+                (Listed { pid, key: fd_key(&proc, pid) }, elsewhere)
             })
             .collect();
         let (mut inside, mut outside) = (Vec::new(), Vec::new());
-        for (pid, elsewhere) in pids.into_iter().zip(elsewhere) {
-            if elsewhere { outside.push(pid) } else { inside.push(pid) }
+        for (listed, elsewhere) in listed {
+            if elsewhere { outside.push(listed) } else { inside.push(listed) }
         }
         Ok(ProcessList { proc, inside, outside })
     }
+}
 
-    pub fn scan_inside(&self) -> Owners {
-        scan(&self.proc, &self.inside)
-    }
+pub fn open_proc() -> anyhow::Result<OwnedFd> {
+    openat(rustix::fs::CWD, "/proc", dir_flags(), Mode::empty()).context("cannot open /proc")
+}
 
-    pub fn scan_outside(&self) -> Owners {
-        scan(&self.proc, &self.outside)
-    }
+fn fd_key(proc: &OwnedFd, pid: u32) -> FdKey {
+    let mut name = [0u8; 12];
+    let mut path = decimal(pid, &mut name).to_bytes().to_vec();
+    path.extend_from_slice(b"/fd");
+    let st = statat(proc, path.as_slice(), AtFlags::empty()).ok()?;
+    Some((st.st_ino, u64::try_from(st.st_size).unwrap_or(0)))
 }
 
 impl Owners {
@@ -145,30 +173,47 @@ impl Owners {
     }
 }
 
+/// What reading some fd tables found.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    /// (socket inode, pid), unsorted.
+    pub sockets: Vec<(u32, u32)>,
+    /// (pid, fd) of fds that may hold a namespace: `net:[...]` links, and absolute paths on
+    /// the nsfs device (a bind mount such as /run/netns/NAME opened by path). `discover.rs`
+    /// decides.
+    pub namespace_fds: Vec<(u32, u32)>,
+    /// The pids whose table was read (the others are counted in `counts`).
+    pub read: Vec<u32>,
+    /// Unreadable processes; its `by_inode` is empty.
+    pub counts: Owners,
+}
+
 /// Reads the fd tables of `pids`.
 ///
 /// This loop runs once per fd (250,000 times on a busy host), so it uses rustix's getdents and
 /// readlinkat relative to the fd directory rather than the procfs crate, whose `Process::fd()`
 /// also stats every link and allocates a path per fd.
-fn scan(proc: &OwnedFd, pids: &[u32]) -> Owners {
-    let mut owners = Owners::default();
-    let mut pairs: Vec<(u32, u32)> = Vec::new();
+pub fn scan(proc: &OwnedFd, pids: &[u32]) -> Scanned {
+    let mut scanned = Scanned::default();
+    let nsfs = rustix::fs::stat("/proc/self/ns/net").ok().map(|st| st.st_dev);
     for batch in pids.chunks(TABLES_AT_ONCE) {
-        scan_batch(proc, batch, &mut owners, &mut pairs);
+        scan_batch(proc, batch, nsfs, &mut scanned);
     }
-    lowest_pid_per_inode(&mut pairs);
-    owners.by_inode = pairs;
-    owners
+    scanned
 }
 
 /// Opens the fd tables of `pids`, reads them in parallel chunks, and closes them again.
-fn scan_batch(proc: &OwnedFd, pids: &[u32], owners: &mut Owners, pairs: &mut Vec<(u32, u32)>) {
+fn scan_batch(proc: &OwnedFd, pids: &[u32], nsfs: Option<u64>, scanned: &mut Scanned) {
+    let owners = &mut scanned.counts;
     let opened: Vec<Result<FdTable, Skipped>> =
         pids.par_iter().map(|&pid| FdTable::open(proc, pid)).collect();
     let mut tables = Vec::with_capacity(opened.len());
     for (&pid, result) in pids.iter().zip(opened) {
         match result {
-            Ok(table) => tables.push(table),
+            Ok(table) => {
+                scanned.read.push(pid);
+                tables.push(table)
+            }
             Err(Skipped::Denied(e)) => {
                 owners.denied += 1;
                 owners.note_denied(pid, Some(e));
@@ -180,28 +225,35 @@ fn scan_batch(proc: &OwnedFd, pids: &[u32], owners: &mut Owners, pairs: &mut Vec
 
     let chunks: Vec<(&FdTable, &[u32])> =
         tables.iter().flat_map(|t| t.fds.chunks(CHUNK).map(move |c| (t, c))).collect();
-    let found: Vec<(u32, u32)> = chunks
+    let (sockets, namespace_fds) = chunks
         .par_iter()
-        .fold(Vec::new, |mut acc, &(table, fds)| {
-            table.socket_inodes(fds, &mut acc);
+        .fold(Links::default, |mut acc, &(table, fds)| {
+            table.links(fds, nsfs, &mut acc);
             acc
         })
-        .reduce(Vec::new, |mut a, mut b| {
-            if a.len() < b.len() {
+        .reduce(Links::default, |mut a, mut b| {
+            if a.0.len() < b.0.len() {
                 std::mem::swap(&mut a, &mut b);
             }
-            a.append(&mut b);
+            a.0.append(&mut b.0);
+            a.1.append(&mut b.1);
             a
         });
-    pairs.extend(found);
+    scanned.sockets.extend(sockets);
+    scanned.namespace_fds.extend(namespace_fds);
     for t in &tables {
         let raw = t.denied.load(Ordering::Relaxed);
         if raw != 0 {
-            owners.denied += 1;
-            owners.note_denied(t.pid, Some(Errno::from_raw_os_error(raw)));
+            // A table with a refused link is not complete: not cached as read.
+            scanned.read.retain(|&p| p != t.pid);
+            scanned.counts.denied += 1;
+            scanned.counts.note_denied(t.pid, Some(Errno::from_raw_os_error(raw)));
         }
     }
 }
+
+/// (socket inode, pid) and (pid, fd) of possible namespace fds, as one rayon fold collects them.
+type Links = (Vec<(u32, u32)>, Vec<(u32, u32)>);
 
 /// A socket shared by several processes (a pre-fork server's listener, a socket passed over a
 /// unix socket, fds inherited across fork) goes to the lowest pid: usually the parent that
@@ -224,15 +276,23 @@ impl FdTable {
         Ok(FdTable { pid, dir, fds, denied: AtomicI32::new(0) })
     }
 
-    /// Pushes (inode, pid) for every fd of `fds` that is a socket.
-    fn socket_inodes(&self, fds: &[u32], out: &mut Vec<(u32, u32)>) {
+    /// Pushes (inode, pid) for every fd of `fds` that is a socket, and (pid, fd) for every fd
+    /// that may hold a network namespace (`nsfs` is the nsfs device).
+    fn links(&self, fds: &[u32], nsfs: Option<u64>, out: &mut Links) {
         let mut name = [0u8; 12];
         let mut target = [0u8; 64];
         for &fd in fds {
+            // A longer link is truncated to 64 bytes: enough to tell a socket, `net:[...]` or
+            // an absolute path.
             match readlinkat_raw(&self.dir, decimal(fd, &mut name), &mut target[..]) {
                 Ok(len) => {
-                    if let Some(inode) = target.get(..len).and_then(socket_inode) {
-                        out.push((inode, self.pid));
+                    let link = target.get(..len).unwrap_or_default();
+                    if let Some(inode) = socket_inode(link) {
+                        out.0.push((inode, self.pid));
+                    } else if link.starts_with(b"net:[")
+                        || (link.starts_with(b"/") && self.on_device(fd, nsfs))
+                    {
+                        out.1.push((self.pid, fd));
                     }
                 }
                 Err(e @ (Errno::ACCESS | Errno::PERM)) => {
@@ -242,6 +302,17 @@ impl FdTable {
                 Err(_) => {}
             }
         }
+    }
+}
+
+impl FdTable {
+    /// Whether what `fd` opened lives on the nsfs device.
+    fn on_device(&self, fd: u32, nsfs: Option<u64>) -> bool {
+        let mut name = [0u8; 12];
+        nsfs.is_some_and(|dev| {
+            statat(&self.dir, decimal(fd, &mut name), AtFlags::empty())
+                .is_ok_and(|st| st.st_dev == dev)
+        })
     }
 }
 
@@ -321,9 +392,16 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let me = std::process::id();
         let here = rustix::fs::stat("/proc/thread-self/ns/net").unwrap().st_ino;
-        let list = ProcessList::read(here).unwrap();
-        assert!(list.inside.contains(&me) && !list.outside.contains(&me));
-        let owners = list.scan_inside();
+        let list = ProcessList::read(Some(here)).unwrap();
+        let me_listed = list.inside.iter().find(|l| l.pid == me).unwrap();
+        assert!(!list.outside.iter().any(|l| l.pid == me));
+        let fds = std::fs::read_dir("/proc/self/fd").unwrap().count() as u64;
+        // The listing's own fd came and went: within a few of the count read here.
+        assert!(me_listed.key.unwrap().1.abs_diff(fds) <= 4, "{me_listed:?} vs {fds}");
+        let pids: Vec<u32> = list.inside.iter().map(|l| l.pid).collect();
+        let scanned = scan(&list.proc, &pids);
+        assert!(scanned.read.contains(&me));
+        let owners = Owners::from_pairs(scanned.sockets, scanned.counts);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
         let inode = socket_inode(link.as_os_str().as_encoded_bytes()).unwrap();
