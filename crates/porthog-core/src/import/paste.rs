@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use super::cursor::Release;
+
 /// How many lines carried each kind of noise, and where truncation was seen first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Noise {
@@ -45,11 +47,15 @@ struct Kinds {
 }
 
 /// The text without its pasting noise, and what was removed.
+#[cfg(test)]
 pub fn normalize(text: &str) -> (Cow<'_, str>, Noise) {
+    normalize_paged(text, Release::NONE)
+}
+
+/// [`normalize`], releasing the text it has scanned as it goes (see [`Release`]).
+pub fn normalize_paged<'a>(text: &'a str, release: Release<'_>) -> (Cow<'a, str>, Noise) {
     let kinds = detect(text);
-    let fenced = memchr::memmem::find(text.as_bytes(), b"```").is_some()
-        || memchr::memmem::find(text.as_bytes(), b"~~~").is_some();
-    let marked = has_truncation_mark(text);
+    let (fenced, marked) = fences_and_marks(text, release);
     if !(kinds.quote || kinds.timestamp || kinds.number || fenced || marked) {
         return (Cow::Borrowed(text), Noise::default());
     }
@@ -249,17 +255,43 @@ fn is_cut_row(t: &str) -> bool {
     (s.starts_with("TCP ") || s.starts_with("UDP ")) && (s.ends_with("...") || s.ends_with('…'))
 }
 
-fn has_truncation_mark(text: &str) -> bool {
+/// Whether the text has a code fence, and whether it has a truncation mark: one pass for both
+/// (every million-row capture pays it), a few MiB at a time, each piece released after.
+fn fences_and_marks(text: &str, release: Release<'_>) -> (bool, bool) {
+    const FENCES: usize = 2;
+    static NEEDLES: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+        std::sync::LazyLock::new(|| {
+            aho_corasick::AhoCorasick::new(["```", "~~~", "...", "…", "truncated"]).ok()
+        });
     let b = text.as_bytes();
-    let finder = memchr::memmem::Finder::new(b"...");
-    let ellipsis = memchr::memmem::Finder::new("…".as_bytes());
-    let truncated = memchr::memmem::Finder::new(b"truncated");
-    finder.find_iter(b).chain(ellipsis.find_iter(b)).chain(truncated.find_iter(b)).any(|at| {
-        let start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
-        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
-        let line = &text[start..end];
-        is_truncation_mark(line) || is_cut_row(line)
-    })
+    let (mut fenced, mut marked) = (false, false);
+    let Some(needles) = NEEDLES.as_ref() else {
+        // Cannot happen (fixed needles); read as if marked, which only costs a slower path.
+        return (true, true);
+    };
+    let mut start = 0;
+    while start < b.len() && !(fenced && marked) {
+        let end = (start + Release::EVERY).min(b.len());
+        // A needle may start before the piece's end and finish after it.
+        let window = &b[start..(end + 8).min(b.len())];
+        for m in needles.find_iter(window) {
+            let at = start + m.start();
+            if at >= end {
+                continue;
+            }
+            if m.pattern().as_usize() < FENCES {
+                fenced = true;
+            } else if !marked {
+                let from = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+                let to = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+                let line = &text[from..to];
+                marked = is_truncation_mark(line) || is_cut_row(line);
+            }
+        }
+        start = end;
+        (release.0)(&b[..start]);
+    }
+    (fenced, marked)
 }
 
 /// The index of the last line with text.
