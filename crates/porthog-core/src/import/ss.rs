@@ -4,6 +4,9 @@
 //! UNCONN, else TCP (the header is the same for both).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::model::{Gap, GapKind, Protocol, Socket, State};
@@ -93,29 +96,43 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         if t.is_empty() || is_header(t) {
             break;
         }
-        // A row of another format ends the section; anything else is a bad ss row.
-        let stateless_row = is_stateless_row(t);
-        if !starts(line) && !looks_like_row(t) && !stateless_row {
-            break;
-        }
-        cur.next();
-        any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
-        match row(t, stateless || stateless_row) {
+        // The hot path: a row that parses is taken at once; the shape tests below only tell a
+        // line of another format (the section ends) from a bad ss row.
+        let parsed = row(t, stateless).or_else(|| if stateless { None } else { row(t, true) });
+        let parsed = match parsed {
+            Some(r) => Some(r),
+            None => {
+                let stateless_row = is_stateless_row(t);
+                if !starts(line) && !looks_like_row(t) && !stateless_row {
+                    break;
+                }
+                None
+            }
+        };
+        cur.consume(line);
+        match parsed {
             Some(r) => {
+                any_unconn |= r.sock.state == State::Close
+                    && t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
                 total += 1;
                 netid |= r.netid.is_some();
                 assumed += u64::from(r.assumed);
                 owned += u64::from(r.name.is_some());
                 live += u64::from(r.sock.state != State::TimeWait);
-                if let Some(name) = r.name {
-                    b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+                if let Some(name) = r.name
+                    && !b.names.contains_key(&r.pid)
+                {
+                    b.names.insert(r.pid, name.to_owned());
                 }
                 b.socket(Format::Ss, r.sock, r.pid);
             }
-            None => b.malformed(
-                lenient,
-                ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
-            )?,
+            None => {
+                any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
+                b.malformed(
+                    lenient,
+                    ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
+                )?
+            }
         }
     }
     if total == 0 {
@@ -229,9 +246,11 @@ fn row(t: &str, stateless: bool) -> Option<Row<'_>> {
 /// Splits a row into what precedes `users:(`, the users list, and what follows its `))`.
 fn split_users(t: &str) -> (&str, Option<&str>, &str) {
     const MARK: &str = "users:(";
-    let Some(i) = t.find(MARK) else { return (t, None, "") };
+    static FIND: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARK));
+    static CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("))"));
+    let Some(i) = FIND.find(t.as_bytes()) else { return (t, None, "") };
     let rest = &t[i + MARK.len()..];
-    let end = rest.find("))").map_or(rest.len(), |e| e + 2);
+    let end = CLOSE.find(rest.as_bytes()).map_or(rest.len(), |e| e + 2);
     (&t[..i], Some(&rest[..end]), &rest[end..])
 }
 
@@ -239,14 +258,31 @@ fn split_users(t: &str) -> (&str, Option<&str>, &str) {
 /// by several processes goes to the lowest pid, as the live collector does. A name with spaces
 /// or commas is whole between its quotes (ss prints the comm as is).
 fn lowest_owner(users: &str) -> Option<(u32, &str)> {
-    users
-        .split("(\"")
-        .filter_map(|entry| {
-            let (name, rest) = entry.split_once("\",pid=")?;
-            let pid: u32 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-            Some((pid, name))
-        })
-        .min_by_key(|(pid, _)| *pid)
+    static OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("(\""));
+    static PID: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new("\",pid="));
+    // The entries are what lies between the `("` marks (memmem: no searcher built per row).
+    let mut starts = OPEN.find_iter(users.as_bytes()).map(|i| i + 2).peekable();
+    let mut best: Option<(u32, &str)> = None;
+    let mut from = 0;
+    loop {
+        let next = starts.next();
+        let to = next.map_or(users.len(), |i| i - 2);
+        let entry = &users[from..to];
+        if let Some(i) = PID.find(entry.as_bytes()) {
+            let rest = &entry[i + 6..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(pid) = rest[..digits].parse::<u32>()
+                && best.is_none_or(|(b, _)| pid < b)
+            {
+                best = Some((pid, &entry[..i]));
+            }
+        }
+        match next {
+            Some(i) => from = i,
+            None => return best,
+        }
+    }
 }
 
 /// `55sec,0)` or `1min2sec,0)` or `500ms,0)`.
