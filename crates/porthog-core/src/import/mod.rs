@@ -284,8 +284,8 @@ fn owners_command(shell: Option<Shell>) -> &'static str {
 #[derive(Debug, Default)]
 pub struct Builder {
     pub sockets: Vec<Socket>,
-    /// Executable or process names by pid (netstat -b, ss users:(...)).
-    pub names: HashMap<u32, String>,
+    /// Executable or process names by pid (netstat -b, ss users:(...)): see [`Builder::name`].
+    pub names: rustc_hash::FxHashMap<u32, String>,
     /// Ranges, reserved or excluded ports and reuse switches, as the inputs gave them.
     pub settings: crate::model::Settings,
     pub events: Vec<(u32, Option<String>)>,
@@ -347,6 +347,14 @@ impl Builder {
         let notes = self.notes.entry((self.file, format)).or_default();
         if !notes.iter().any(|n| n == note) {
             notes.push(note.to_owned());
+        }
+    }
+
+    /// Names `pid`, unless an earlier row did (the first name a capture gives a pid stands).
+    /// Called for every row of a million-row capture: no allocation once the pid is named.
+    pub fn name(&mut self, pid: u32, name: &str) {
+        if !self.names.contains_key(&pid) {
+            self.names.insert(pid, name.to_owned());
         }
     }
 

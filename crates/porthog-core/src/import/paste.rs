@@ -7,6 +7,10 @@
 
 use std::borrow::Cow;
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
 use super::cursor::Release;
 
 /// How many lines carried each kind of noise, and where truncation was seen first.
@@ -255,38 +259,45 @@ fn is_cut_row(t: &str) -> bool {
     (s.starts_with("TCP ") || s.starts_with("UDP ")) && (s.ends_with("...") || s.ends_with('…'))
 }
 
-/// Whether the text has a code fence, and whether it has a truncation mark: one pass for both
-/// (every million-row capture pays it), a few MiB at a time, each piece released after.
+/// Whether the text has a code fence, and whether it has a truncation mark, a few MiB at a
+/// time, each piece released after (every million-row capture pays this pass). The bytes looked
+/// for are rare in captures (`` ` ``, `~`, the lead byte of `…`, two dots in a row), so the
+/// SIMD searches skip nearly all of it.
 fn fences_and_marks(text: &str, release: Release<'_>) -> (bool, bool) {
-    const FENCES: usize = 2;
-    static NEEDLES: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
-        std::sync::LazyLock::new(|| {
-            aho_corasick::AhoCorasick::new(["```", "~~~", "...", "…", "truncated"]).ok()
-        });
+    static DOTS: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("..."));
+    static WORD: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new("truncated"));
     let b = text.as_bytes();
-    let (mut fenced, mut marked) = (false, false);
-    let Some(needles) = NEEDLES.as_ref() else {
-        // Cannot happen (fixed needles); read as if marked, which only costs a slower path.
-        return (true, true);
+    let line_of = |at: usize| {
+        let from = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        let to = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        &text[from..to]
     };
+    let is_mark = |at: usize| {
+        let line = line_of(at);
+        is_truncation_mark(line) || is_cut_row(line)
+    };
+    let (mut fenced, mut marked) = (false, false);
     let mut start = 0;
     while start < b.len() && !(fenced && marked) {
         let end = (start + Release::EVERY).min(b.len());
         // A needle may start before the piece's end and finish after it.
         let window = &b[start..(end + 8).min(b.len())];
-        for m in needles.find_iter(window) {
-            let at = start + m.start();
-            if at >= end {
-                continue;
-            }
-            if m.pattern().as_usize() < FENCES {
+        let starts_here = |i: &usize| *i < end - start;
+        for i in memchr::memchr3_iter(b'`', b'~', 0xE2, window).filter(starts_here) {
+            let rest = &window[i..];
+            if rest.starts_with(b"```") || rest.starts_with(b"~~~") {
                 fenced = true;
-            } else if !marked {
-                let from = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
-                let to = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
-                let line = &text[from..to];
-                marked = is_truncation_mark(line) || is_cut_row(line);
+            } else if !marked && rest.starts_with("…".as_bytes()) {
+                marked = is_mark(start + i);
             }
+        }
+        if !marked {
+            marked = DOTS
+                .find_iter(window)
+                .chain(WORD.find_iter(window))
+                .filter(starts_here)
+                .any(|i| is_mark(start + i));
         }
         start = end;
         (release.0)(&b[..start]);
@@ -342,6 +353,24 @@ mod tests {
             let (out, noise) = normalize(text);
             assert_eq!((out.as_ref(), noise.is_empty()), (text, true), "{text}");
         }
+    }
+
+    #[test]
+    fn fences_and_marks_are_found_past_the_first_piece() {
+        let rows = "  TCP    10.0.0.7:1   10.0.0.5:443   ESTABLISHED   1\n".repeat(
+            Release::EVERY / 50 + 1,
+        );
+        for (tail, fenced, marked) in
+            [("```\n", true, false), ("…\n", false, true), ("[truncated]\n", false, true)]
+        {
+            let text = rows.clone() + tail;
+            assert_eq!(fences_and_marks(&text, Release::NONE), (fenced, marked), "{tail}");
+        }
+        // A needle across the end of a piece.
+        let mut text = "x".repeat(Release::EVERY - 5) + "\n...\n";
+        assert_eq!(fences_and_marks(&text, Release::NONE), (false, true));
+        text = "x".repeat(Release::EVERY - 2) + "\n```\n";
+        assert_eq!(fences_and_marks(&text, Release::NONE), (true, false));
     }
 
     #[test]

@@ -119,10 +119,8 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                 assumed += u64::from(r.assumed);
                 owned += u64::from(r.name.is_some());
                 live += u64::from(r.sock.state != State::TimeWait);
-                if let Some(name) = r.name
-                    && !b.names.contains_key(&r.pid)
-                {
-                    b.names.insert(r.pid, name.to_owned());
+                if let Some(name) = r.name {
+                    b.name(r.pid, name);
                 }
                 b.socket(Format::Ss, r.sock, r.pid);
             }
@@ -317,7 +315,7 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let ip = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
         Some(v6) => IpAddr::V6(v6.split_once('%').map_or(v6, |(a, _)| a).parse().ok()?),
         None if addr == "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        None => addr.parse().ok()?,
+        None => super::netstat::ip_addr(addr)?,
     };
     Some((ip, port))
 }
