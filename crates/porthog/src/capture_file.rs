@@ -43,7 +43,9 @@ pub fn open(path: &Path, map_at_least: u64) -> Result<Contents> {
         return Ok(Contents::Read(buf));
     }
     let read = || -> Result<Contents> {
-        Ok(Contents::Read(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?))
+        Ok(Contents::Read(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        ))
     };
     #[cfg(not(target_os = "linux"))]
     {
@@ -117,11 +119,7 @@ impl<'a> Pager<'a> {
                 // MADV_DONTNEED a read faults the same bytes back in from the file, so every
                 // slice the importer holds stays valid and unchanged.
                 let _ = unsafe {
-                    map.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        from,
-                        end - from,
-                    )
+                    map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
                 };
             }
             dropped.set(end);

@@ -130,9 +130,11 @@ fn analyze(opts: &OfflineOptions) -> Result<u8> {
     let mut names = Vec::with_capacity(opts.files.len());
     for path in &opts.files {
         contents.push(capture_file::open(path, capture_file::MAP_AT_LEAST)?);
-        names.push(
-            if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() },
-        );
+        names.push(if path.as_os_str() == "-" {
+            "<stdin>".to_owned()
+        } else {
+            path.display().to_string()
+        });
     }
     let inputs: Vec<Input<'_>> =
         names.iter().zip(&contents).map(|(name, bytes)| Input { name, bytes }).collect();

@@ -168,7 +168,11 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let port: u16 = if port == "*" { 0 } else { port.parse().ok()? };
     let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
     let addr = addr.split_once('%').map_or(addr, |(a, _)| a);
-    let ip = if addr == "*" { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { super::netstat::ip_addr(addr)? };
+    let ip = if addr == "*" {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        super::netstat::ip_addr(addr)?
+    };
     Some((ip, port))
 }
 

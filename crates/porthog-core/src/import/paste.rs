@@ -357,9 +357,8 @@ mod tests {
 
     #[test]
     fn fences_and_marks_are_found_past_the_first_piece() {
-        let rows = "  TCP    10.0.0.7:1   10.0.0.5:443   ESTABLISHED   1\n".repeat(
-            Release::EVERY / 50 + 1,
-        );
+        let rows = "  TCP    10.0.0.7:1   10.0.0.5:443   ESTABLISHED   1\n"
+            .repeat(Release::EVERY / 50 + 1);
         for (tail, fenced, marked) in
             [("```\n", true, false), ("…\n", false, true), ("[truncated]\n", false, true)]
         {

@@ -138,6 +138,17 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     }
     // Without a Netid column the protocol is the section's: UDP when any row is UNCONN.
     let section = if any_unconn && !netid { Protocol::Udp } else { Protocol::Tcp };
+    // `ss -tan` and `ss -uan` print the same header: say which the rows were taken for.
+    if !netid {
+        b.note(
+            Format::Ss,
+            if section == Protocol::Udp {
+                "no Netid column: read as UDP (`ss -uan`), as its rows are UNCONN"
+            } else {
+                "no Netid column: read as TCP (`ss -tan`), as no row is UNCONN"
+            },
+        );
+    }
     let mut listeners = 0u64;
     for sock in &mut b.sockets[start..] {
         if section == Protocol::Udp {
@@ -396,6 +407,26 @@ mod tests {
         assert_eq!(s.sockets[0].pid.map(|p| p.get()), Some(4321));
         assert_eq!(s.sockets[0].inode, 77);
         assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("Web Content"));
+    }
+
+    #[test]
+    fn the_protocol_read_without_a_netid_column_is_said() {
+        let notes = |text: &str| match import(
+            &[Input { name: "ss.txt", bytes: text.as_bytes() }],
+            &ImportOptions::default(),
+        ) {
+            Ok(Imported::Snapshot { sources, .. }) => sources[0].notes.join("; "),
+            other => panic!("{other:?}"),
+        };
+        let header = "State  Recv-Q Send-Q Local Address:Port Peer Address:Port\n";
+        let udp = notes(&format!("{header}UNCONN 0 0 0.0.0.0:68 0.0.0.0:*\n"));
+        assert!(udp.contains("no Netid column: read as UDP"), "{udp}");
+        let tcp = notes(&format!("{header}ESTAB 0 0 10.0.0.7:40000 10.0.0.5:443\n"));
+        assert!(tcp.contains("no Netid column: read as TCP"), "{tcp}");
+        let both = notes(
+            "Netid State Recv-Q Send-Q Local Address:Port Peer Address:Port\nudp UNCONN 0 0 0.0.0.0:68 0.0.0.0:*\n",
+        );
+        assert!(!both.contains("Netid"), "{both}");
     }
 
     #[test]
