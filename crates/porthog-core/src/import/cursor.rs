@@ -65,7 +65,7 @@ impl<'a> Cursor<'a> {
         self.rest = rest;
         let done = self.text.len() - rest.len();
         if done.saturating_sub(self.released) >= Release::EVERY {
-            (self.release.0)(self.text[..done].as_bytes());
+            (self.release.0)(&self.text.as_bytes()[..done]);
             self.released = done;
         }
     }

@@ -353,9 +353,7 @@ impl Builder {
     /// Names `pid`, unless an earlier row did (the first name a capture gives a pid stands).
     /// Called for every row of a million-row capture: no allocation once the pid is named.
     pub fn name(&mut self, pid: u32, name: &str) {
-        if !self.names.contains_key(&pid) {
-            self.names.insert(pid, name.to_owned());
-        }
+        self.names.entry(pid).or_insert_with(|| name.to_owned());
     }
 
     /// Adds a socket owned by `pid` (0: no owner, as Windows reports TIME_WAIT).
