@@ -88,6 +88,8 @@ fn still_written(meta: &std::fs::Metadata) -> bool {
 
 /// What the importer calls with each prefix it has read: drops the pages of a mapped input it
 /// covers. They come back from the file if the importer looks back (an error quoting a line).
+/// Elsewhere than Linux nothing is mapped, so it has nothing to do.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Pager<'a> {
     inputs: &'a [Contents],
     /// Per input, where the last drop ended (a new pass over the input starts again at 0).
