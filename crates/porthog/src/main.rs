@@ -1,6 +1,7 @@
 //! porthog: is this machine running out of ephemeral ports, and who is eating them?
 //! The top of the pipeline: options -> collector -> analysis -> presenter -> exit status.
 
+mod capture_file;
 mod cli;
 mod collect;
 mod fleet;
@@ -12,7 +13,7 @@ mod signals;
 mod trace;
 mod watch;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
@@ -135,21 +136,21 @@ fn sockets(opts: &CheckOptions) -> Result<u8> {
 
 fn analyze(opts: &OfflineOptions) -> Result<u8> {
     let mut contents = Vec::with_capacity(opts.files.len());
+    let mut names = Vec::with_capacity(opts.files.len());
     for path in &opts.files {
-        let bytes = if path.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).context("reading standard input")?;
-            buf
+        contents.push(capture_file::open(path, capture_file::MAP_AT_LEAST)?);
+        names.push(if path.as_os_str() == "-" {
+            "<stdin>".to_owned()
         } else {
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?
-        };
-        let name =
-            if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
-        contents.push((name, bytes));
+            path.display().to_string()
+        });
     }
     let inputs: Vec<Input<'_>> =
-        contents.iter().map(|(name, bytes)| Input { name, bytes }).collect();
-    let report = match import::import(&inputs, &opts.import)? {
+        names.iter().zip(&contents).map(|(name, bytes)| Input { name, bytes }).collect();
+    let pager = capture_file::Pager::new(&contents);
+    let release = |done: &[u8]| pager.release(done);
+    let imported = import::import_paged(&inputs, &opts.import, import::Release(&release))?;
+    let report = match imported {
         Imported::Snapshot { snapshot, sources, evidence } => {
             // An empty listing is an answer (no sockets); no listing at all is not. `ss -s`
             // has totals and no rows: its report says so and exits 3 (issue 11).

@@ -46,6 +46,9 @@ mod linux {
         /// Which capture to generate.
         #[arg(long, value_enum, default_value_t = Capture::NetstatAno)]
         format: Capture,
+        /// Only write the capture to this file (to profile `porthog analyze` on it) and exit.
+        #[arg(long)]
+        save: Option<PathBuf>,
     }
 
     /// The captures the benchmark can generate.
@@ -114,6 +117,9 @@ mod linux {
     pub fn main() -> Result<()> {
         let cli = Cli::parse();
         ensure!(cli.runs >= 1 && cli.rows >= 1, "--runs and --rows must be at least 1");
+        if let Some(path) = &cli.save {
+            return write_any(path, cli.rows, cli.format);
+        }
         let porthog = match cli.porthog {
             Some(p) => p,
             None => std::env::current_exe()?.with_file_name("porthog"),
@@ -140,11 +146,7 @@ mod linux {
         runs: usize,
         format: Capture,
     ) -> Result<String> {
-        if format.is_linux() {
-            write_linux_capture(file, rows, format)?;
-        } else {
-            write_capture(file, rows, format)?;
-        }
+        write_any(file, rows, format)?;
         let bytes = std::fs::metadata(file)?.len();
         let f = file.to_str().context("temp path is not UTF-8")?;
         let porthog_s = porthog.to_str().context("porthog path is not UTF-8")?;
@@ -218,6 +220,14 @@ mod linux {
             bail!("unexpected: awk slower than porthog; check the machine");
         }
         Ok(s)
+    }
+
+    fn write_any(path: &Path, rows: u64, format: Capture) -> Result<()> {
+        if format.is_linux() {
+            write_linux_capture(path, rows, format)
+        } else {
+            write_capture(path, rows, format)
+        }
     }
 
     fn median(runs: &[Run], f: impl Fn(&Run) -> Duration) -> Duration {

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use super::cursor::Release;
+
 /// A text encoding porthog reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Encoding {
@@ -103,11 +105,20 @@ impl clap::ValueEnum for Encoding {
 /// Decodes `bytes` with `forced`, or with the encoding they look like. Never fails: bytes that
 /// do not fit become U+FFFD, which later shows up in the line that cannot be parsed.
 pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding) {
+    decode_paged(bytes, forced, Release::NONE)
+}
+
+/// [`decode`], releasing the bytes it has validated as it goes (see [`Release`]).
+pub fn decode_paged<'a>(
+    bytes: &'a [u8],
+    forced: Option<Encoding>,
+    release: Release<'_>,
+) -> (Cow<'a, str>, Encoding) {
     // The common case, BOM-less UTF-8 (and ASCII), is validated once and borrowed.
     if forced.is_none()
         && !bytes.starts_with(b"\xEF\xBB\xBF")
-        && let Ok(text) = std::str::from_utf8(bytes)
         && !looks_utf16(bytes)
+        && let Some(text) = utf8_paged(bytes, release)
     {
         return (Cow::Borrowed(text), Encoding::Utf8);
     }
@@ -140,6 +151,27 @@ pub fn decode(bytes: &[u8], forced: Option<Encoding>) -> (Cow<'_, str>, Encoding
         )),
     };
     (text, enc)
+}
+
+/// `bytes` as UTF-8 if they are, validated a few MiB at a time with each piece released after.
+fn utf8_paged<'a>(bytes: &'a [u8], release: Release<'_>) -> Option<&'a str> {
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + Release::EVERY).min(bytes.len());
+        match std::str::from_utf8(&bytes[start..end]) {
+            Ok(_) => start = end,
+            // A character split by the piece's end: the next piece starts with it.
+            Err(e) if e.error_len().is_none() && end < bytes.len() && e.valid_up_to() > 0 => {
+                start += e.valid_up_to();
+            }
+            Err(_) => return None,
+        }
+        (release.0)(&bytes[..start]);
+    }
+    // SAFETY: every byte of `bytes` was checked above, in pieces that end on character
+    // boundaries (a piece ends either at the end or where its last whole character does), so
+    // the whole is valid UTF-8.
+    Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
 /// Whether `text`, decoded from `bytes` as `enc`, is a binary file rather than captured text:
@@ -228,6 +260,22 @@ fn is_japanese(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf8_is_validated_in_released_pieces() {
+        // A three-byte character straddles the end of the first piece.
+        let mut text = "a".repeat(Release::EVERY - 1) + "€";
+        text += &"b".repeat(Release::EVERY);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let record = |b: &[u8]| seen.borrow_mut().push(b.len());
+        let (out, enc) = decode_paged(text.as_bytes(), None, Release(&record));
+        assert_eq!((out, enc), (Cow::Borrowed(text.as_str()), Encoding::Utf8));
+        assert_eq!(*seen.borrow(), [Release::EVERY - 1, 2 * Release::EVERY - 1, text.len()]);
+        // A bad byte anywhere is not UTF-8, however far in.
+        let mut bad = text.into_bytes();
+        bad.push(0x99);
+        assert_eq!(decode(&bad, None).1, Encoding::Cp850);
+    }
 
     #[test]
     fn boms_decide() {

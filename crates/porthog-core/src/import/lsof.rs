@@ -44,20 +44,23 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     let mut rows = 0u64;
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
-        if !is_row(t) {
+        // The hot path: a row that parses is one; the shape test only tells a bad row from a
+        // line of another format.
+        let parsed = row(t);
+        if parsed.is_none() && !is_row(t) {
             if is_header(t) {
-                cur.next();
+                cur.consume(line);
                 continue;
             }
             break;
         }
-        cur.next();
-        let Some(r) = row(t) else {
+        cur.consume(line);
+        let Some(r) = parsed else {
             b.malformed(lenient, ImportError::malformed(cur.name(), line, Format::Lsof, EXPECTED))?;
             continue;
         };
         rows += 1;
-        b.names.entry(r.pid).or_insert_with(|| r.command.to_owned());
+        b.name(r.pid, r.command);
         b.socket(Format::Lsof, r.sock, r.pid);
     }
     let shared = once_per_inode(&mut b.sockets, start);
@@ -165,7 +168,11 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let port: u16 = if port == "*" { 0 } else { port.parse().ok()? };
     let addr = addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')).unwrap_or(addr);
     let addr = addr.split_once('%').map_or(addr, |(a, _)| a);
-    let ip = if addr == "*" { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { addr.parse().ok()? };
+    let ip = if addr == "*" {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        super::netstat::ip_addr(addr)?
+    };
     Some((ip, port))
 }
 

@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use cursor::{Cursor, Line};
+pub use cursor::{Cursor, Line, Release};
 pub use decode::Encoding;
 pub use error::{ImportError, printable};
 
@@ -284,8 +284,8 @@ fn owners_command(shell: Option<Shell>) -> &'static str {
 #[derive(Debug, Default)]
 pub struct Builder {
     pub sockets: Vec<Socket>,
-    /// Executable or process names by pid (netstat -b, ss users:(...)).
-    pub names: HashMap<u32, String>,
+    /// Executable or process names by pid (netstat -b, ss users:(...)): see [`Builder::name`].
+    pub names: rustc_hash::FxHashMap<u32, String>,
     /// Ranges, reserved or excluded ports and reuse switches, as the inputs gave them.
     pub settings: crate::model::Settings,
     pub events: Vec<(u32, Option<String>)>,
@@ -306,8 +306,9 @@ pub struct Builder {
     /// Malformed rows skipped in lenient mode, with the first one's place.
     pub skipped: u64,
     pub first_skipped: Option<String>,
-    /// Records each (file, format) contributed.
-    counts: HashMap<(usize, Format), u64>,
+    /// Records each (file, format) contributed, in the order first seen (a handful of entries:
+    /// a linear search, and the hot path hits the last one).
+    counts: Vec<((usize, Format), u64)>,
     /// How each (file, format) was read, where that is not plain (`SourceInfo::notes`).
     notes: HashMap<(usize, Format), Vec<String>>,
     file: usize,
@@ -324,7 +325,20 @@ pub struct Builder {
 impl Builder {
     /// Counts one record of `format` for the current file.
     pub fn record(&mut self, format: Format) {
-        *self.counts.entry((self.file, format)).or_default() += 1;
+        *self.count_of(format) += 1;
+    }
+
+    /// The record count of the current file's `format`, made 0 if it has none yet.
+    fn count_of(&mut self, format: Format) -> &mut u64 {
+        let key = (self.file, format);
+        let i = match self.counts.iter().rposition(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                self.counts.push((key, 0));
+                self.counts.len() - 1
+            }
+        };
+        &mut self.counts[i].1
     }
 
     /// Says how the current file's `format` section was read (a variant, an assumption); each
@@ -334,6 +348,12 @@ impl Builder {
         if !notes.iter().any(|n| n == note) {
             notes.push(note.to_owned());
         }
+    }
+
+    /// Names `pid`, unless an earlier row did (the first name a capture gives a pid stands).
+    /// Called for every row of a million-row capture: no allocation once the pid is named.
+    pub fn name(&mut self, pid: u32, name: &str) {
+        self.names.entry(pid).or_insert_with(|| name.to_owned());
     }
 
     /// Adds a socket owned by `pid` (0: no owner, as Windows reports TIME_WAIT).
@@ -375,10 +395,21 @@ impl Builder {
 
 /// Reads every input into one snapshot of one machine.
 pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, ImportError> {
+    import_paged(inputs, opts, Release::NONE)
+}
+
+/// [`import`], telling `release` which part of each input it has read (a caller that mapped a
+/// large file drops those pages: the text is scanned twice, to validate it and to find pasting
+/// noise, then read once, and none of it needs to stay in memory whole).
+pub fn import_paged(
+    inputs: &[Input<'_>],
+    opts: &ImportOptions,
+    release: Release<'_>,
+) -> Result<Imported, ImportError> {
     let mut b = Builder::default();
     let mut encodings = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
-        let (text, enc) = decode::decode(input.bytes, opts.encoding);
+        let (text, enc) = decode::decode_paged(input.bytes, opts.encoding, release);
         if decode::is_binary(input.bytes, &text, enc) {
             return Err(ImportError::binary(input.name));
         }
@@ -401,7 +432,7 @@ pub fn import(inputs: &[Input<'_>], opts: &ImportOptions) -> Result<Imported, Im
         // A recognised section counts even when it holds no rows: a header-only `/proc/net/tcp6`
         // or `ss -tanp` is a capture of zero sockets, not an unknown format (issue 8).
         let before = b.section;
-        read_text(input.name, &text, opts, &mut b)?;
+        read_text(input.name, &text, opts, release, &mut b)?;
         if b.section == before {
             return Err(ImportError::unrecognized(input.name, &text, opts.format));
         }
@@ -436,14 +467,15 @@ fn read_text(
     name: &str,
     text: &str,
     opts: &ImportOptions,
+    release: Release<'_>,
     b: &mut Builder,
 ) -> Result<(), ImportError> {
-    let (text, noise) = paste::normalize(text);
+    let (text, noise) = paste::normalize_paged(text, release);
     if noise.first_truncated.is_some() && b.first_truncated_file.is_none() {
         b.first_truncated_file = Some(printable(name).into_owned());
     }
     b.paste.add(&noise);
-    let mut cur = Cursor::new(name, &text);
+    let mut cur = Cursor::paged(name, &text, release);
     // The last non-blank line no parser took: a netstat header, or the prompt of a fragment.
     let mut skipped: Option<&str> = None;
     while let Some(line) = cur.peek() {
@@ -457,7 +489,7 @@ fn read_text(
         if let Some(f) = fmt {
             b.section += 1;
             // Listed in `sources` with 0 records if the section turns out empty.
-            b.counts.entry((b.file, f)).or_default();
+            b.count_of(f);
         }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient, skipped)?,
@@ -514,7 +546,7 @@ fn finish(
     encodings: &[Encoding],
     mut b: Builder,
 ) -> Result<Imported, ImportError> {
-    let mut formats: Vec<(usize, Format)> = b.counts.keys().copied().collect();
+    let mut formats: Vec<(usize, Format)> = b.counts.iter().map(|(k, _)| *k).collect();
     formats.sort_unstable();
     let oses: Vec<Os> = formats.iter().map(|(_, f)| f.os()).collect();
     let os = oses.first().copied().unwrap_or(Os::Linux);
@@ -536,7 +568,7 @@ fn finish(
             file: inputs[i].name.to_owned(),
             format: f.as_str().to_owned(),
             encoding: encodings[i].as_str().to_owned(),
-            records: b.counts[&(i, f)],
+            records: b.counts.iter().find(|(k, _)| *k == (i, f)).map_or(0, |(_, n)| *n),
             notes: b.notes.remove(&(i, f)).unwrap_or_default(),
         })
         .collect();

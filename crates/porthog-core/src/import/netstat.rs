@@ -86,7 +86,7 @@ pub fn parse(
             match owner_line(t) {
                 Some(owner) if last_pid.is_some() => {
                     if let (Owner::Exe(exe), Some(pid)) = (owner, last_pid) {
-                        b.names.entry(pid).or_insert_with(|| exe.to_owned());
+                        b.name(pid, exe);
                     }
                     cur.consume(line);
                     continue;
@@ -254,6 +254,15 @@ fn parse_host(addr: &str) -> Option<IpAddr> {
         None if addr == "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         None => IpAddr::V4(dotted_quad(addr).or_else(|| addr.parse().ok())?),
     })
+}
+
+/// An address as text: dotted IPv4 on the fast path below, anything else (IPv6, odd forms) by
+/// std. Every importer's rows go through it.
+pub(super) fn ip_addr(s: &str) -> Option<IpAddr> {
+    match dotted_quad(s) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => s.parse().ok(),
+    }
 }
 
 /// `10.0.0.7` without std's general parser, which is a tenth of a million-row import; anything

@@ -94,7 +94,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         if let Some((pid, name)) = r.owner {
             owned_rows += 1;
             if pid != 0 && !name.is_empty() {
-                b.names.entry(pid).or_insert_with(|| name.to_owned());
+                b.name(pid, name);
             }
         }
         let pid = r.owner.map_or(0, |(p, _)| p);

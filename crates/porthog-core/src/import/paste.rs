@@ -7,6 +7,12 @@
 
 use std::borrow::Cow;
 
+use std::sync::LazyLock;
+
+use memchr::memmem;
+
+use super::cursor::Release;
+
 /// How many lines carried each kind of noise, and where truncation was seen first.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Noise {
@@ -45,11 +51,15 @@ struct Kinds {
 }
 
 /// The text without its pasting noise, and what was removed.
+#[cfg(test)]
 pub fn normalize(text: &str) -> (Cow<'_, str>, Noise) {
+    normalize_paged(text, Release::NONE)
+}
+
+/// [`normalize`], releasing the text it has scanned as it goes (see [`Release`]).
+pub fn normalize_paged<'a>(text: &'a str, release: Release<'_>) -> (Cow<'a, str>, Noise) {
     let kinds = detect(text);
-    let fenced = memchr::memmem::find(text.as_bytes(), b"```").is_some()
-        || memchr::memmem::find(text.as_bytes(), b"~~~").is_some();
-    let marked = has_truncation_mark(text);
+    let (fenced, marked) = fences_and_marks(text, release);
     if !(kinds.quote || kinds.timestamp || kinds.number || fenced || marked) {
         return (Cow::Borrowed(text), Noise::default());
     }
@@ -249,17 +259,50 @@ fn is_cut_row(t: &str) -> bool {
     (s.starts_with("TCP ") || s.starts_with("UDP ")) && (s.ends_with("...") || s.ends_with('…'))
 }
 
-fn has_truncation_mark(text: &str) -> bool {
+/// Whether the text has a code fence, and whether it has a truncation mark, a few MiB at a
+/// time, each piece released after (every million-row capture pays this pass). The bytes looked
+/// for are rare in captures (`` ` ``, `~`, the lead byte of `…`, two dots in a row), so the
+/// SIMD searches skip nearly all of it.
+fn fences_and_marks(text: &str, release: Release<'_>) -> (bool, bool) {
+    static DOTS: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("..."));
+    static WORD: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new("truncated"));
     let b = text.as_bytes();
-    let finder = memchr::memmem::Finder::new(b"...");
-    let ellipsis = memchr::memmem::Finder::new("…".as_bytes());
-    let truncated = memchr::memmem::Finder::new(b"truncated");
-    finder.find_iter(b).chain(ellipsis.find_iter(b)).chain(truncated.find_iter(b)).any(|at| {
-        let start = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
-        let end = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
-        let line = &text[start..end];
+    let line_of = |at: usize| {
+        let from = memchr::memrchr(b'\n', &b[..at]).map_or(0, |i| i + 1);
+        let to = memchr::memchr(b'\n', &b[at..]).map_or(b.len(), |i| at + i);
+        &text[from..to]
+    };
+    let is_mark = |at: usize| {
+        let line = line_of(at);
         is_truncation_mark(line) || is_cut_row(line)
-    })
+    };
+    let (mut fenced, mut marked) = (false, false);
+    let mut start = 0;
+    while start < b.len() && !(fenced && marked) {
+        let end = (start + Release::EVERY).min(b.len());
+        // A needle may start before the piece's end and finish after it.
+        let window = &b[start..(end + 8).min(b.len())];
+        let starts_here = |i: &usize| *i < end - start;
+        for i in memchr::memchr3_iter(b'`', b'~', 0xE2, window).filter(starts_here) {
+            let rest = &window[i..];
+            if rest.starts_with(b"```") || rest.starts_with(b"~~~") {
+                fenced = true;
+            } else if !marked && rest.starts_with("…".as_bytes()) {
+                marked = is_mark(start + i);
+            }
+        }
+        if !marked {
+            marked = DOTS
+                .find_iter(window)
+                .chain(WORD.find_iter(window))
+                .filter(starts_here)
+                .any(|i| is_mark(start + i));
+        }
+        start = end;
+        (release.0)(&b[..start]);
+    }
+    (fenced, marked)
 }
 
 /// The index of the last line with text.
@@ -310,6 +353,23 @@ mod tests {
             let (out, noise) = normalize(text);
             assert_eq!((out.as_ref(), noise.is_empty()), (text, true), "{text}");
         }
+    }
+
+    #[test]
+    fn fences_and_marks_are_found_past_the_first_piece() {
+        let rows = "  TCP    10.0.0.7:1   10.0.0.5:443   ESTABLISHED   1\n"
+            .repeat(Release::EVERY / 50 + 1);
+        for (tail, fenced, marked) in
+            [("```\n", true, false), ("…\n", false, true), ("[truncated]\n", false, true)]
+        {
+            let text = rows.clone() + tail;
+            assert_eq!(fences_and_marks(&text, Release::NONE), (fenced, marked), "{tail}");
+        }
+        // A needle across the end of a piece.
+        let mut text = "x".repeat(Release::EVERY - 5) + "\n...\n";
+        assert_eq!(fences_and_marks(&text, Release::NONE), (false, true));
+        text = "x".repeat(Release::EVERY - 2) + "\n```\n";
+        assert_eq!(fences_and_marks(&text, Release::NONE), (true, false));
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn address(s: &str, cut: &mut u8) -> Option<IpAddr> {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         });
     }
-    s.split_once('%').map_or(s, |(a, _)| a).parse().ok()
+    super::netstat::ip_addr(s.split_once('%').map_or(s, |(a, _)| a))
 }
 
 /// MSFT_NetTCPConnection.State by name, as tables, CSV and `ConvertTo-Json -EnumsAsStrings`

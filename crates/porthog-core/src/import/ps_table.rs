@@ -56,6 +56,22 @@ impl<'h> Layout<'h> {
     pub fn cells(&self, row: &str, cells: &mut Vec<Option<(usize, usize)>>) {
         cells.clear();
         cells.resize(self.cols.len(), None);
+        if row.is_ascii() {
+            // The hot path (a million rows): a byte is a column, and words are found by bytes.
+            let b = row.as_bytes();
+            let space = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+            let mut i = 0;
+            while i < b.len() {
+                let Some(start) = b[i..].iter().position(|c| !space(c)).map(|k| i + k) else {
+                    break;
+                };
+                let end = b[start..].iter().position(space).map_or(b.len(), |k| start + k);
+                let cell = &mut cells[self.column_of(start, end)];
+                *cell = Some(cell.map_or((start, end), |(s, _)| (s, end)));
+                i = end;
+            }
+            return;
+        }
         let mut word: Option<(usize, usize)> = None; // (byte, column) where the word began
         let ends = std::iter::once((row.len(), ' '));
         for (col, (byte, ch)) in row.char_indices().chain(ends).enumerate() {

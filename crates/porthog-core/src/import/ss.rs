@@ -4,6 +4,9 @@
 //! UNCONN, else TCP (the header is the same for both).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::model::{Gap, GapKind, Protocol, Socket, State};
@@ -93,29 +96,41 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         if t.is_empty() || is_header(t) {
             break;
         }
-        // A row of another format ends the section; anything else is a bad ss row.
-        let stateless_row = is_stateless_row(t);
-        if !starts(line) && !looks_like_row(t) && !stateless_row {
-            break;
-        }
-        cur.next();
-        any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
-        match row(t, stateless || stateless_row) {
+        // The hot path: a row that parses is taken at once; the shape tests below only tell a
+        // line of another format (the section ends) from a bad ss row.
+        let parsed = row(t, stateless).or_else(|| if stateless { None } else { row(t, true) });
+        let parsed = match parsed {
+            Some(r) => Some(r),
+            None => {
+                let stateless_row = is_stateless_row(t);
+                if !starts(line) && !looks_like_row(t) && !stateless_row {
+                    break;
+                }
+                None
+            }
+        };
+        cur.consume(line);
+        match parsed {
             Some(r) => {
+                any_unconn |= r.sock.state == State::Close
+                    && t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
                 total += 1;
                 netid |= r.netid.is_some();
                 assumed += u64::from(r.assumed);
                 owned += u64::from(r.name.is_some());
                 live += u64::from(r.sock.state != State::TimeWait);
                 if let Some(name) = r.name {
-                    b.names.entry(r.pid).or_insert_with(|| name.to_owned());
+                    b.name(r.pid, name);
                 }
                 b.socket(Format::Ss, r.sock, r.pid);
             }
-            None => b.malformed(
-                lenient,
-                ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
-            )?,
+            None => {
+                any_unconn |= t.split_ascii_whitespace().take(2).any(|x| x == "UNCONN");
+                b.malformed(
+                    lenient,
+                    ImportError::malformed(cur.name(), line, Format::Ss, EXPECTED),
+                )?
+            }
         }
     }
     if total == 0 {
@@ -123,6 +138,17 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     }
     // Without a Netid column the protocol is the section's: UDP when any row is UNCONN.
     let section = if any_unconn && !netid { Protocol::Udp } else { Protocol::Tcp };
+    // `ss -tan` and `ss -uan` print the same header: say which the rows were taken for.
+    if !netid {
+        b.note(
+            Format::Ss,
+            if section == Protocol::Udp {
+                "no Netid column: read as UDP (`ss -uan`), as its rows are UNCONN"
+            } else {
+                "no Netid column: read as TCP (`ss -tan`), as no row is UNCONN"
+            },
+        );
+    }
     let mut listeners = 0u64;
     for sock in &mut b.sockets[start..] {
         if section == Protocol::Udp {
@@ -229,9 +255,11 @@ fn row(t: &str, stateless: bool) -> Option<Row<'_>> {
 /// Splits a row into what precedes `users:(`, the users list, and what follows its `))`.
 fn split_users(t: &str) -> (&str, Option<&str>, &str) {
     const MARK: &str = "users:(";
-    let Some(i) = t.find(MARK) else { return (t, None, "") };
+    static FIND: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(MARK));
+    static CLOSE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("))"));
+    let Some(i) = FIND.find(t.as_bytes()) else { return (t, None, "") };
     let rest = &t[i + MARK.len()..];
-    let end = rest.find("))").map_or(rest.len(), |e| e + 2);
+    let end = CLOSE.find(rest.as_bytes()).map_or(rest.len(), |e| e + 2);
     (&t[..i], Some(&rest[..end]), &rest[end..])
 }
 
@@ -239,14 +267,31 @@ fn split_users(t: &str) -> (&str, Option<&str>, &str) {
 /// by several processes goes to the lowest pid, as the live collector does. A name with spaces
 /// or commas is whole between its quotes (ss prints the comm as is).
 fn lowest_owner(users: &str) -> Option<(u32, &str)> {
-    users
-        .split("(\"")
-        .filter_map(|entry| {
-            let (name, rest) = entry.split_once("\",pid=")?;
-            let pid: u32 = rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-            Some((pid, name))
-        })
-        .min_by_key(|(pid, _)| *pid)
+    static OPEN: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("(\""));
+    static PID: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new("\",pid="));
+    // The entries are what lies between the `("` marks (memmem: no searcher built per row).
+    let mut starts = OPEN.find_iter(users.as_bytes()).map(|i| i + 2).peekable();
+    let mut best: Option<(u32, &str)> = None;
+    let mut from = 0;
+    loop {
+        let next = starts.next();
+        let to = next.map_or(users.len(), |i| i - 2);
+        let entry = &users[from..to];
+        if let Some(i) = PID.find(entry.as_bytes()) {
+            let rest = &entry[i + 6..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if let Ok(pid) = rest[..digits].parse::<u32>()
+                && best.is_none_or(|(b, _)| pid < b)
+            {
+                best = Some((pid, &entry[..i]));
+            }
+        }
+        match next {
+            Some(i) => from = i,
+            None => return best,
+        }
+    }
 }
 
 /// `55sec,0)` or `1min2sec,0)` or `500ms,0)`.
@@ -281,7 +326,7 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
     let ip = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
         Some(v6) => IpAddr::V6(v6.split_once('%').map_or(v6, |(a, _)| a).parse().ok()?),
         None if addr == "*" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        None => addr.parse().ok()?,
+        None => super::netstat::ip_addr(addr)?,
     };
     Some((ip, port))
 }
@@ -362,6 +407,26 @@ mod tests {
         assert_eq!(s.sockets[0].pid.map(|p| p.get()), Some(4321));
         assert_eq!(s.sockets[0].inode, 77);
         assert_eq!(s.process(4321).map(|p| p.name.as_str()), Some("Web Content"));
+    }
+
+    #[test]
+    fn the_protocol_read_without_a_netid_column_is_said() {
+        let notes = |text: &str| match import(
+            &[Input { name: "ss.txt", bytes: text.as_bytes() }],
+            &ImportOptions::default(),
+        ) {
+            Ok(Imported::Snapshot { sources, .. }) => sources[0].notes.join("; "),
+            other => panic!("{other:?}"),
+        };
+        let header = "State  Recv-Q Send-Q Local Address:Port Peer Address:Port\n";
+        let udp = notes(&format!("{header}UNCONN 0 0 0.0.0.0:68 0.0.0.0:*\n"));
+        assert!(udp.contains("no Netid column: read as UDP"), "{udp}");
+        let tcp = notes(&format!("{header}ESTAB 0 0 10.0.0.7:40000 10.0.0.5:443\n"));
+        assert!(tcp.contains("no Netid column: read as TCP"), "{tcp}");
+        let both = notes(
+            "Netid State Recv-Q Send-Q Local Address:Port Peer Address:Port\nudp UNCONN 0 0 0.0.0.0:68 0.0.0.0:*\n",
+        );
+        assert!(!both.contains("Netid"), "{both}");
     }
 
     #[test]
