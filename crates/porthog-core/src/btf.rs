@@ -29,13 +29,10 @@ pub enum BtfError {
 /// and unions of `structs` with everything their members reach, and the functions of `funcs`.
 /// A named struct or union not in `structs` is kept only as an empty placeholder where a kept
 /// type points to it, and function prototypes and enums lose their parameters and values.
-/// Types are renumbered; names keep their string offsets.
+/// Types are renumbered and the string section holds only the names kept.
 pub fn keep_only(btf: &[u8], structs: &[&str], funcs: &[&str]) -> Result<Vec<u8>, BtfError> {
     let (records, strings) = records(btf)?;
-    let name = |off: u32| -> &[u8] {
-        let rest = strings.get(off as usize..).unwrap_or_default();
-        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
-    };
+    let name = |off: u32| name_at(strings, off);
     let wanted = |names: &[&str], off: u32| names.iter().any(|n| n.as_bytes() == name(off));
     let kind_of = |r: &[u8]| (u32_at(r, 4).unwrap_or(0) >> 24) & 0x1f;
     let name_of = |r: &[u8]| u32_at(r, 0).unwrap_or(0);
@@ -75,9 +72,15 @@ pub fn keep_only(btf: &[u8], structs: &[&str], funcs: &[&str]) -> Result<Vec<u8>
 
     let remap = |old: u32| new_id.get(old as usize).copied().unwrap_or(0);
     let mut out_types = Vec::new();
+    let mut out_strings = Strings::new();
     for &old in &order {
         let r = records[old];
         let (kind, info) = (kind_of(r), u32_at(r, 4).unwrap_or(0));
+        let name = match kind {
+            KIND_STRUCT | KIND_UNION if !followed(r) => 0,
+            KIND_ENUM | KIND_ENUM64 | KIND_DATASEC | KIND_FUNC_PROTO => 0,
+            _ => out_strings.intern(name(name_of(r))),
+        };
         let head = |out: &mut Vec<u8>, name: u32, info: u32, size_or_type: u32| {
             out.extend(name.to_ne_bytes());
             out.extend(info.to_ne_bytes());
@@ -86,9 +89,10 @@ pub fn keep_only(btf: &[u8], structs: &[&str], funcs: &[&str]) -> Result<Vec<u8>
         let third = u32_at(r, 8).unwrap_or(0);
         match kind {
             KIND_STRUCT | KIND_UNION if followed(r) => {
-                head(&mut out_types, name_of(r), info, third);
+                head(&mut out_types, name, info, third);
                 for m in r[12..].chunks_exact(12) {
-                    out_types.extend(&m[..4]);
+                    let member = out_strings.intern(name_at(strings, u32_at(m, 0).unwrap_or(0)));
+                    out_types.extend(member.to_ne_bytes());
                     out_types.extend(remap(u32_at(m, 4).unwrap_or(0)).to_ne_bytes());
                     out_types.extend(&m[8..12]);
                 }
@@ -98,62 +102,89 @@ pub fn keep_only(btf: &[u8], structs: &[&str], funcs: &[&str]) -> Result<Vec<u8>
                 head(&mut out_types, 0, info & !0xffff, third);
             }
             KIND_FUNC_PROTO => head(&mut out_types, 0, info & !0xffff, 0),
-            KIND_FUNC => head(&mut out_types, name_of(r), info, 0),
+            KIND_FUNC => head(&mut out_types, name, info, 0),
             // PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, VAR, DECL_TAG, TYPE_TAG
             2 | 8..=11 | 14 | 17 | 18 => {
-                head(&mut out_types, name_of(r), info, remap(third));
+                head(&mut out_types, name, info, remap(third));
                 out_types.extend(&r[12..]);
             }
             3 => {
-                head(&mut out_types, name_of(r), info, third);
+                head(&mut out_types, name, info, third);
                 out_types.extend(remap(u32_at(r, 12).unwrap_or(0)).to_ne_bytes());
                 out_types.extend(remap(u32_at(r, 16).unwrap_or(0)).to_ne_bytes());
                 out_types.extend(&r[20..24]);
             }
             // INT, FWD, FLOAT: no references.
-            _ => out_types.extend(r),
+            _ => {
+                head(&mut out_types, name, info, third);
+                out_types.extend(&r[12..]);
+            }
         }
     }
+    Ok(assemble(btf, &out_types, &out_strings.bytes))
+}
 
-    let mut out = Vec::with_capacity(HEADER + out_types.len() + strings.len());
-    out.extend(&btf[..4]); // magic, version, flags
-    for v in [HEADER, 0, out_types.len(), out_types.len(), strings.len()] {
+/// The header of `original` (magic, version, flags) over new type and string sections.
+fn assemble(original: &[u8], types: &[u8], strings: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + types.len() + strings.len());
+    out.extend(&original[..4]);
+    for v in [HEADER, 0, types.len(), types.len(), strings.len()] {
         out.extend((v as u32).to_ne_bytes());
     }
-    out.extend(out_types);
+    out.extend(types);
     out.extend(strings);
-    Ok(out)
+    out
+}
+
+/// A string section holding only the names the copy uses (the kernel's is ~2.5 MB, and the
+/// loader keeps a copy of whatever it is given).
+struct Strings<'a> {
+    bytes: Vec<u8>,
+    offsets: std::collections::HashMap<&'a [u8], u32>,
+}
+
+impl<'a> Strings<'a> {
+    fn new() -> Self {
+        Strings { bytes: vec![0], offsets: std::collections::HashMap::new() }
+    }
+
+    /// The new offset of `name` (0, the empty string, for no name).
+    fn intern(&mut self, name: &'a [u8]) -> u32 {
+        if name.is_empty() {
+            return 0;
+        }
+        *self.offsets.entry(name).or_insert_with(|| {
+            let at = self.bytes.len() as u32;
+            self.bytes.extend(name);
+            self.bytes.push(0);
+            at
+        })
+    }
 }
 
 /// A BTF in which the functions of `funcs` keep their type ids and every other type is a
 /// placeholder (a pointer to void): what an iterator program's attach (`attach_btf_id`, an id
-/// in the kernel's own BTF) is looked up in, cheaply.
+/// in the kernel's own BTF) is looked up in, cheaply. It ends at the last of those functions and
+/// its strings are their names alone.
 pub fn funcs_in_place(btf: &[u8], funcs: &[&str]) -> Result<Vec<u8>, BtfError> {
-    // The copy keeps the whole string section, so names keep their offsets.
     let (records, strings) = records(btf)?;
-    let name = |off: u32| -> &[u8] {
-        let rest = strings.get(off as usize..).unwrap_or_default();
-        &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
-    };
-    let mut out_types = Vec::with_capacity(records.len() * 12);
+    let mut out_strings = Strings::new();
+    let mut out_types = Vec::new();
+    let mut last = 0;
     for r in records.iter().skip(1) {
         let info = u32_at(r, 4).unwrap_or(0);
-        let name_off = u32_at(r, 0).unwrap_or(0);
-        let func = (info >> 24) & 0x1f == KIND_FUNC
-            && funcs.iter().any(|f| f.as_bytes() == name(name_off));
-        let (name_off, info) = if func { (name_off, info) } else { (0, 2 << 24) };
+        let name = name_at(strings, u32_at(r, 0).unwrap_or(0));
+        let func = (info >> 24) & 0x1f == KIND_FUNC && funcs.iter().any(|f| f.as_bytes() == name);
+        let (name_off, info) = if func { (out_strings.intern(name), info) } else { (0, 2 << 24) };
         out_types.extend(name_off.to_ne_bytes());
         out_types.extend(info.to_ne_bytes());
         out_types.extend(0u32.to_ne_bytes());
+        if func {
+            last = out_types.len();
+        }
     }
-    let mut out = Vec::with_capacity(HEADER + out_types.len() + strings.len());
-    out.extend(&btf[..4]);
-    for v in [HEADER, 0, out_types.len(), out_types.len(), strings.len()] {
-        out.extend((v as u32).to_ne_bytes());
-    }
-    out.extend(out_types);
-    out.extend(strings);
-    Ok(out)
+    out_types.truncate(last);
+    Ok(assemble(btf, &out_types, &out_strings.bytes))
 }
 
 /// Every type's record (index = type id; 0 is void) and the string section.
@@ -209,6 +240,12 @@ fn references(r: &[u8], followed: bool) -> Vec<u32> {
     }
 }
 
+/// The NUL-terminated string at `off` of a string section (empty when out of range).
+fn name_at(strings: &[u8], off: u32) -> &[u8] {
+    let rest = strings.get(off as usize..).unwrap_or_default();
+    &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+}
+
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
@@ -249,16 +286,40 @@ mod tests {
     #[test]
     fn keeps_the_named_and_what_they_reach_renumbered() {
         let out = keep_only(&sample(), &["keep"], &[]).unwrap();
-        let types = &out[24..out.len() - b"\0keep\0drop\0f\0m\0".len()];
+        // Only the names kept: `keep` (at 1) and its member `m` (at 6).
+        let strings = b"\0keep\0m\0";
+        assert!(out.ends_with(strings), "{out:?}");
+        let types = &out[24..out.len() - strings.len()];
         // keep (new id 1) with its member now pointing at the int (new id 2); drop and f gone.
         let mut keep = record(1, KIND_STRUCT, 1, 4);
-        keep.extend([13u32, 2, 0].iter().flat_map(|v| v.to_ne_bytes()));
+        keep.extend([6u32, 2, 0].iter().flat_map(|v| v.to_ne_bytes()));
         let mut int = record(0, 1, 0, 4);
         int.extend(0x0100_0020u32.to_ne_bytes());
         assert_eq!(types, [keep, int].concat());
-        assert!(out.ends_with(b"\0keep\0drop\0f\0m\0"));
         let with_f = keep_only(&sample(), &[], &["f"]).unwrap();
-        assert_eq!(&with_f[24..36], &record(11, KIND_FUNC, 0, 0)[..]);
+        assert_eq!(&with_f[24..36], &record(1, KIND_FUNC, 0, 0)[..]);
+        assert!(with_f.ends_with(b"\0f\0"));
+    }
+
+    #[test]
+    fn funcs_keep_their_ids_and_the_copy_ends_at_the_last() {
+        let out = funcs_in_place(&sample(), &["f"]).unwrap();
+        // ids 1-3 placeholders (pointers to void), f at id 4 as in the original, named at 1.
+        let placeholder = record(0, 2, 0, 0);
+        let types =
+            [placeholder.clone(), placeholder.clone(), placeholder, record(1, KIND_FUNC, 0, 0)]
+                .concat();
+        assert_eq!(out, [&sample()[..4], &header(types.len(), 3)[..], &types, b"\0f\0"].concat());
+        // A function that is not there: no types at all.
+        let none = funcs_in_place(&sample(), &["g"]).unwrap();
+        assert_eq!(none, [&sample()[..4], &header(0, 1)[..], b"\0"].concat());
+    }
+
+    fn header(types: usize, strings: usize) -> Vec<u8> {
+        [24, 0, types as u32, types as u32, strings as u32]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect()
     }
 
     #[test]

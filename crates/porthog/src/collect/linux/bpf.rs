@@ -82,6 +82,9 @@ impl Iterators {
             .with_context(|| format!("in {VMLINUX_BTF}"))?;
         let targets = Btf::parse(&targets, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        // The 5.5 MB read is not needed past here: freed before the loader's own allocations.
+        let vmlinux_len = vmlinux.len();
+        drop(vmlinux);
         // A copy with 8-byte alignment: the ELF reader expects aligned headers.
         let object: Vec<u64> = OBJECT
             .chunks(8)
@@ -117,7 +120,7 @@ impl Iterators {
                 "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?}, object \
                  relocated and loaded at {t_obj:?}, iterators loaded at {:?}",
                 pruned.len(),
-                vmlinux.len(),
+                vmlinux_len,
                 started.elapsed()
             );
         }

@@ -121,7 +121,7 @@ fn bpf_refusal() -> Option<String> {
     if SOCK_DIAG_ONLY.get() {
         return Some(
             "--all-netns reads each namespace on a thread of its own, and loading the BPF \
-             programs there for every namespace and every sample would cost 0.13 s each"
+             programs there for every namespace and every sample would cost ~0.09 s each"
                 .into(),
         );
     }
