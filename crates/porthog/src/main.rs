@@ -72,8 +72,15 @@ fn check(opts: &CheckOptions) -> Result<u8> {
     if opts.all_netns {
         return check_all(opts);
     }
-    let snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
-    let report = porthog_core::analyze(&snapshot, &opts.report.analyze);
+    let mut snapshot = collect::snapshot(&collect::CollectOptions { netns: opts.netns.clone() })?;
+    let (evidence, gaps) = collect::evidence(opts.since);
+    snapshot.gaps.extend(gaps);
+    let report = if evidence.is_empty() {
+        porthog_core::analyze(&snapshot, &opts.report.analyze)
+    } else {
+        // A logged 4231/4266 raises the verdict exactly as the offline importers' evidence does.
+        porthog_core::analyze_imported(&snapshot, Vec::new(), evidence, &opts.report.analyze)
+    };
     if opts.perfdata {
         let line = present::perfdata::status_line(
             &report,
