@@ -176,7 +176,7 @@ pub fn netsh_commands() -> Vec<(Vec<&'static str>, Format)> {
 /// prints nothing) is a gap: the default range is assumed, or the exclusions are unknown.
 pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
     let mut settings = Settings::default();
-    let mut failed: Vec<String> = Vec::new();
+    let mut failed: Vec<(Format, &str, String)> = Vec::new();
     let mut exclusions_read = [false, false];
     for out in outputs {
         let why = match &out.output {
@@ -197,11 +197,19 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
             }
         };
         if let Some(why) = why {
-            failed.push(format!("`{}` {why}", out.command));
+            failed.push((out.format, out.command.as_str(), why));
         }
     }
     let mut gaps = Vec::new();
-    let why = if failed.is_empty() { String::new() } else { format!(" ({})", failed.join("; ")) };
+    // What went wrong with the commands behind one setting (its format, `tcp` or `udp`).
+    let why = |format: Format, proto: &str| {
+        let these: Vec<String> = failed
+            .iter()
+            .filter(|(f, command, _)| *f == format && command.ends_with(proto))
+            .map(|(_, command, why)| format!("`{command}` {why}"))
+            .collect();
+        if these.is_empty() { String::new() } else { format!(" ({})", these.join("; ")) }
+    };
     let setting_gap = |message: String, advice: &str| Gap {
         kind: GapKind::Setting,
         count: None,
@@ -213,7 +221,8 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
             let d = PortRange::WINDOWS_DEFAULT;
             gaps.push(setting_gap(
                 format!(
-                    "the {proto} dynamic port range could not be read{why}: assumed the default range {}-{} ({} ports)",
+                    "the {proto} dynamic port range could not be read{}: assumed the default range {}-{} ({} ports)",
+                    why(Format::NetshDynamicport, &proto.to_ascii_lowercase()),
                     d.start,
                     d.end,
                     d.len()
@@ -229,8 +238,9 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
         if !read {
             gaps.push(setting_gap(
                 format!(
-                    "the {} excluded port ranges could not be read{why}: none assumed, the pool may be smaller than shown (Hyper-V, WinNAT, WSL and Docker reserve blocks)",
-                    proto.to_ascii_uppercase()
+                    "the {} excluded port ranges could not be read{}: none assumed, the pool may be smaller than shown (Hyper-V, WinNAT, WSL and Docker reserve blocks)",
+                    proto.to_ascii_uppercase(),
+                    why(Format::NetshExcluded, proto)
                 ),
                 &format!("check `netsh int ipv4 show excludedportrange protocol={proto}` by hand"),
             ));
@@ -407,7 +417,17 @@ mod tests {
             "{}",
             gaps[0].message
         );
-        assert!(gaps[0].message.contains("printed nothing"), "{}", gaps[0].message);
+        assert!(
+            gaps[0].message.contains("`netsh int ipv6 show dynamicport tcp` printed nothing"),
+            "{}",
+            gaps[0].message
+        );
+        assert!(!gaps[0].message.contains("udp"), "{}", gaps[0].message);
+        assert!(
+            gaps[1].message.contains("dynamicport udp` printed what porthog cannot read"),
+            "{}",
+            gaps[1].message
+        );
         assert!(gaps.iter().all(|g| g.kind == GapKind::Setting));
     }
 }
