@@ -283,4 +283,13 @@ pub fn netsh_and_event_log_failures_are_gaps() {
     text.assert_code(EXIT_OK);
     assert!(text.first_line().starts_with("OK"), "{}", text.context());
     assert!(text.stdout().contains("Not seen"), "{}", text.context());
+
+    // `record` samples the same tables on Windows (wine maps Z: to /).
+    let out = wine.prefix.join("rec.jsonl");
+    let z = format!("Z:{}", out.display()).replace('/', "\\");
+    let rec = wine.porthog(&ns, &["record", "-o", &z, "--duration", "3", "--interval", "1"]);
+    rec.assert_code(EXIT_OK);
+    let lines = std::fs::read_to_string(&out).unwrap_or_default();
+    let samples = lines.lines().filter(|l| l.contains(r#""type":"sample""#)).count();
+    assert!(samples >= 1 && lines.contains(r#""os":"windows""#), "{lines}\n{}", rec.context());
 }
