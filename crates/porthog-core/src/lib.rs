@@ -26,6 +26,7 @@ pub mod timeline;
 pub mod timestamp;
 pub mod trace_report;
 pub mod tracepoint;
+pub mod win_table;
 
 pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
 pub use fleet::{FleetReport, NamespaceReport};

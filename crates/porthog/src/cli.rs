@@ -212,6 +212,11 @@ pub struct CheckArgs {
     /// open fds and nsfs mounts; the worst first, then each namespace's report.
     #[arg(long, conflicts_with = "netns")]
     pub all_netns: bool,
+    /// Windows: read the Tcpip events 4227, 4231 and 4266 of the last SECS seconds from the
+    /// System log (default 86400, a day); a 4231 or 4266 makes the verdict critical. Ignored on
+    /// Linux.
+    #[arg(long, value_name = "SECS", value_parser = duration, default_value = "86400")]
+    pub since: Duration,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -307,6 +312,8 @@ pub struct CheckOptions {
     /// The monitoring plugin's status line with performance data first.
     pub perfdata: bool,
     pub all_netns: bool,
+    /// How far back the Windows event log is read.
+    pub since: Duration,
     pub report: ReportOptions,
 }
 
@@ -457,6 +464,7 @@ impl CheckArgs {
             netns: self.netns.target(),
             perfdata: self.perfdata,
             all_netns: self.all_netns,
+            since: self.since,
             report: self.report.validate(self.json)?,
         })
     }

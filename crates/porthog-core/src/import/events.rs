@@ -33,10 +33,20 @@ pub fn record(
     time: Option<&str>,
 ) {
     b.record(format);
-    let tcpip = provider.is_none_or(|p| p.trim().eq_ignore_ascii_case("Tcpip"));
-    if tcpip && MEANINGS.iter().any(|(i, _)| *i == id) {
+    if kept(provider, id) {
         b.events.push((id, time.map(normalise_time)));
     }
+}
+
+/// Whether an event is a Tcpip event porthog knows (offline and live alike).
+pub fn kept(provider: Option<&str>, id: u32) -> bool {
+    let tcpip = provider.is_none_or(|p| p.trim().eq_ignore_ascii_case("Tcpip"));
+    tcpip && MEANINGS.iter().any(|(i, _)| *i == id)
+}
+
+/// The event ids porthog keeps, for a live query's filter.
+pub fn kept_ids() -> impl Iterator<Item = u32> {
+    MEANINGS.iter().map(|(id, _)| *id)
 }
 
 /// One [`Evidence`] per event id, sorted by id. First and last are the earliest and latest of the

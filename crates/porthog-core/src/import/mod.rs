@@ -6,6 +6,7 @@
 mod cursor;
 pub mod decode;
 mod error;
+pub mod event_xml;
 mod events;
 mod lsof;
 mod netsh;
@@ -35,6 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use cursor::{Cursor, Line, Release};
 pub use decode::Encoding;
 pub use error::{ImportError, printable};
+pub use events::kept_ids as kept_event_ids;
+pub use powershell::state_code as windows_tcp_state;
 
 use crate::model::{Gap, GapKind, Os, Process, Snapshot, Socket};
 pub use crate::report::{Evidence, SourceInfo};

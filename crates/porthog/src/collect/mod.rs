@@ -3,6 +3,8 @@
 
 #[cfg(target_os = "linux")]
 pub(crate) mod linux;
+#[cfg(windows)]
+mod windows;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +36,10 @@ impl NetnsTarget {
 
 /// What the collector needs to know.
 #[derive(Debug, Clone, Default)]
-#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "live collection is Linux only"))]
+#[cfg_attr(
+    not(any(target_os = "linux", windows)),
+    allow(dead_code, reason = "live collection is Linux and Windows only")
+)]
 pub struct CollectOptions {
     /// Inspect this namespace instead of the caller's own.
     pub netns: Option<NetnsTarget>,
@@ -63,7 +68,25 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     linux::snapshot(opts)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(windows)]
+pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
+    windows::snapshot(opts)
+}
+
+/// Past failures the OS logged during the last `since` (Windows: Tcpip events 4227, 4231, 4266
+/// of the System log), with gaps for what could not be read. Linux logs none (`trace` watches
+/// failures as they happen).
+#[cfg(windows)]
+pub fn evidence(since: std::time::Duration) -> (Vec<porthog_core::import::Evidence>, Vec<Gap>) {
+    windows::evidence(since)
+}
+
+#[cfg(not(windows))]
+pub fn evidence(_since: std::time::Duration) -> (Vec<porthog_core::import::Evidence>, Vec<Gap>) {
+    (Vec::new(), Vec::new())
+}
+
+#[cfg(not(any(target_os = "linux", windows)))]
 pub fn snapshot(_opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     anyhow::bail!(
         "live collection is not supported on this OS yet; capture netstat or PowerShell output and use `porthog analyze`"

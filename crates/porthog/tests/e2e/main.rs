@@ -42,6 +42,8 @@ mod snat;
 mod trace;
 #[cfg(target_os = "linux")]
 mod watch;
+#[cfg(target_os = "linux")]
+mod wine;
 
 #[cfg(target_os = "linux")]
 use std::process::{Command, ExitCode};
@@ -64,6 +66,8 @@ enum Needs {
     Namespace,
     /// A namespace, and tmux to give `watch` a terminal.
     NamespaceAndTmux,
+    /// A namespace, wine, mingw-w64 and the cross-built porthog.exe (issue 10).
+    NamespaceAndWine,
 }
 
 #[cfg(target_os = "linux")]
@@ -343,6 +347,21 @@ fn main() -> ExitCode {
             Needs::NamespaceAndTmux,
             watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q,
         ),
+        trial(
+            "wine::exe_sees_the_sockets_porthog_sees",
+            Needs::NamespaceAndWine,
+            wine::exe_sees_the_sockets_porthog_sees,
+        ),
+        trial(
+            "wine::a_wine_client_is_named_as_the_owner",
+            Needs::NamespaceAndWine,
+            wine::a_wine_client_is_named_as_the_owner,
+        ),
+        trial(
+            "wine::netsh_and_event_log_failures_are_gaps",
+            Needs::NamespaceAndWine,
+            wine::netsh_and_event_log_failures_are_gaps,
+        ),
     ];
     let mut trials = trials;
     trials.extend(oracle::regression_trials());
@@ -376,6 +395,7 @@ fn trial(
 fn missing(needs: Needs) -> Option<String> {
     static NAMESPACE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     static TMUX: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    static WINE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let said = |why: Option<String>| {
         if let Some(why) = &why {
             eprintln!("e2e: tests that need it are ignored: {why}");
@@ -398,6 +418,9 @@ fn missing(needs: Needs) -> Option<String> {
             })
             .clone()
         }),
+        Needs::NamespaceAndWine => {
+            namespace().or_else(|| WINE.get_or_init(|| said(wine::missing())).clone())
+        }
     }
 }
 

@@ -1,0 +1,433 @@
+//! The live Windows sources as plain data: rows of `GetExtendedTcpTable` /
+//! `GetExtendedUdpTable`, the owners porthog could name, and what `netsh` printed, turned into
+//! the `Snapshot` that the offline importers make of `netstat -ano` and netsh captures, so that
+//! `porthog.exe check` and `porthog analyze` of the same machine give one report (issue 10).
+//! Pure: the Windows collector (crates/porthog/src/collect/windows/) makes the calls.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+
+use crate::import::{self, Format, ImportOptions, Imported, Input};
+use crate::model::{Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket};
+use crate::ports::{PortRange, PortSet};
+use crate::report::plural;
+
+/// What `Snapshot::source` says of a live Windows snapshot.
+pub const SOURCE: &str = "GetExtendedTcpTable + GetExtendedUdpTable";
+
+/// The System process: kernel sockets (http.sys, SMB) are owned by pid 4.
+pub const SYSTEM_PID: u32 = 4;
+
+/// One row of either table. `state` is the `MIB_TCP_STATE` number (TCP only; the same numbers
+/// as `Get-NetTCPConnection`'s State, 100 being BOUND).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub protocol: Protocol,
+    pub state: u32,
+    pub local: (IpAddr, u16),
+    pub remote: (IpAddr, u16),
+    pub pid: u32,
+}
+
+/// A port as the tables give it: a DWORD whose low 16 bits hold the port in network byte order
+/// (`MIB_TCPROW_OWNER_PID::dwLocalPort`); the high bits are undefined.
+pub fn port(dword: u32) -> u16 {
+    u16::from_be((dword & 0xffff) as u16)
+}
+
+/// The socket of a row, or `None` for a TCP state number porthog does not know. Pid 0 (the
+/// owner of every TIME_WAIT row) is no owner.
+pub fn socket(row: &Row) -> Option<Socket> {
+    let (state, remote) = match row.protocol {
+        Protocol::Tcp => (import::windows_tcp_state(u64::from(row.state))?, row.remote),
+        // An unconnected UDP endpoint, as netstat prints `*:*`.
+        Protocol::Udp => (crate::model::State::Close, (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+    };
+    let mut s = Socket::new(row.protocol, state, row.local, remote);
+    s.pid = NonZeroU32::new(row.pid);
+    Some(s)
+}
+
+/// What porthog could learn about one owning process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    /// Full image path (`QueryFullProcessImageNameW`), when the process could be opened.
+    pub path: Option<String>,
+    /// Image name from a toolhelp snapshot, when the path could not be read.
+    pub image: Option<String>,
+    /// `DOMAIN\user`, where readable.
+    pub user: Option<String>,
+    /// Services this process hosts (svchost), as `netstat -b` shows them.
+    pub services: Vec<String>,
+}
+
+impl Owner {
+    /// The process as a report shows it: the image name, the path as its command line, and
+    /// the services it hosts as its unit (the Windows counterpart of a systemd unit).
+    pub fn process(&self) -> Process {
+        let from_path = self.path.as_deref().map(|p| p.rsplit(['\\', '/']).next().unwrap_or(p));
+        let name = match (from_path, self.image.as_deref()) {
+            (Some(n), _) | (None, Some(n)) if !n.is_empty() => n.to_owned(),
+            _ if self.pid == SYSTEM_PID => "System".to_owned(),
+            _ => "?".to_owned(),
+        };
+        Process {
+            pid: self.pid,
+            name,
+            cmdline: self.path.clone().unwrap_or_default(),
+            uid: None,
+            user: self.user.clone(),
+            placement: Placement {
+                unit: (!self.services.is_empty()).then(|| self.services.join(", ")),
+                ..Placement::default()
+            },
+        }
+    }
+}
+
+/// The snapshot of the rows, their owners and the settings; rows with a state number porthog
+/// does not know are left out and counted in a gap.
+pub fn snapshot(rows: &[Row], owners: &[Owner], settings: Settings, gaps: Vec<Gap>) -> Snapshot {
+    let mut snap = Snapshot::new(Os::Windows, SOURCE);
+    snap.settings = settings;
+    snap.gaps = gaps;
+    snap.sockets.reserve(rows.len());
+    let mut unknown = 0u64;
+    for row in rows {
+        match socket(row) {
+            Some(s) => snap.sockets.push(s),
+            None => unknown += 1,
+        }
+    }
+    if unknown > 0 {
+        snap.gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: Some(unknown),
+            message: format!(
+                "{} had a TCP state number porthog does not know and {} left out",
+                plural(unknown, "table row"),
+                if unknown == 1 { "was" } else { "were" }
+            ),
+            advice: Some("report the Windows version at porthog's issue tracker".to_owned()),
+        });
+    }
+    let mut pids: Vec<u32> =
+        snap.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    snap.processes = pids
+        .into_iter()
+        .map(|pid| match owners.iter().find(|o| o.pid == pid) {
+            Some(o) => o.process(),
+            None => Owner { pid, ..Owner::default() }.process(),
+        })
+        .collect();
+    snap
+}
+
+/// The gap for owners porthog could not name: not elevated, processes of other users and
+/// services cannot be opened.
+pub fn unnamed_owners_gap(processes: u64, sockets: u64, elevated: bool) -> Gap {
+    Gap {
+        kind: GapKind::Unattributed,
+        count: Some(sockets),
+        message: format!(
+            "{} of {} could not be named (image path unreadable{}): their sockets are shown by pid",
+            plural(sockets, "socket"),
+            plural(processes, "process"),
+            if elevated { "" } else { "; porthog is not running elevated" }
+        ),
+        advice: (!elevated)
+            .then(|| "run porthog.exe from an elevated prompt (Run as administrator)".to_owned()),
+    }
+}
+
+/// What one `netsh` command printed, or why it could not run.
+#[derive(Debug, Clone)]
+pub struct NetshOutput {
+    /// The command, for messages (`netsh int ipv4 show dynamicport tcp`).
+    pub command: String,
+    /// The format its output has.
+    pub format: Format,
+    pub output: Result<Vec<u8>, String>,
+}
+
+/// The commands whose outputs [`settings`] reads, with the format of each: dynamic range and
+/// exclusions, TCP and UDP, IPv4 and then IPv6.
+pub fn netsh_commands() -> Vec<(Vec<&'static str>, Format)> {
+    let mut out = Vec::new();
+    for family in ["ipv4", "ipv6"] {
+        for proto in ["tcp", "udp"] {
+            out.push((vec!["int", family, "show", "dynamicport", proto], Format::NetshDynamicport));
+        }
+        for proto in ["protocol=tcp", "protocol=udp"] {
+            out.push((
+                vec!["int", family, "show", "excludedportrange", proto],
+                Format::NetshExcluded,
+            ));
+        }
+    }
+    out
+}
+
+/// The dynamic ranges and exclusions from netsh's outputs, read by the offline netsh importers
+/// (any language). A command that failed or printed nothing porthog recognises (wine's netsh
+/// prints nothing) is a gap: the default range is assumed, or the exclusions are unknown.
+pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
+    let mut settings = Settings::default();
+    let mut failed: Vec<(Format, &str, String)> = Vec::new();
+    let mut exclusions_read = [false, false];
+    for out in outputs {
+        let why = match &out.output {
+            Err(e) => Some(e.clone()),
+            Ok(bytes) => {
+                let opts = ImportOptions { format: Some(out.format), ..ImportOptions::default() };
+                match import::import(&[Input { name: &out.command, bytes }], &opts) {
+                    Ok(Imported::Snapshot { snapshot, .. }) => {
+                        merge(&mut settings, &snapshot.settings, &mut exclusions_read);
+                        None
+                    }
+                    Ok(Imported::Report(_)) => Some("printed a porthog report".to_owned()),
+                    Err(_) if bytes.iter().all(u8::is_ascii_whitespace) => {
+                        Some("printed nothing".to_owned())
+                    }
+                    Err(e) => Some(format!("printed what porthog cannot read: {e}")),
+                }
+            }
+        };
+        if let Some(why) = why {
+            failed.push((out.format, out.command.as_str(), why));
+        }
+    }
+    let mut gaps = Vec::new();
+    // What went wrong with the commands behind one setting (its format, `tcp` or `udp`).
+    let why = |format: Format, proto: &str| {
+        let these: Vec<String> = failed
+            .iter()
+            .filter(|(f, command, _)| *f == format && command.ends_with(proto))
+            .map(|(_, command, why)| format!("`{command}` {why}"))
+            .collect();
+        if these.is_empty() { String::new() } else { format!(" ({})", these.join("; ")) }
+    };
+    let setting_gap = |message: String, advice: &str| Gap {
+        kind: GapKind::Setting,
+        count: None,
+        message,
+        advice: Some(advice.to_owned()),
+    };
+    for (range, proto) in [(settings.tcp_range, "TCP"), (settings.udp_range, "UDP")] {
+        if range.is_none() {
+            let d = PortRange::WINDOWS_DEFAULT;
+            gaps.push(setting_gap(
+                format!(
+                    "the {proto} dynamic port range could not be read{}: assumed the default range {}-{} ({} ports)",
+                    why(Format::NetshDynamicport, &proto.to_ascii_lowercase()),
+                    d.start,
+                    d.end,
+                    d.len()
+                ),
+                &format!(
+                    "check `netsh int ipv4 show dynamicport {}` by hand",
+                    proto.to_ascii_lowercase()
+                ),
+            ));
+        }
+    }
+    for (read, proto) in exclusions_read.into_iter().zip(["tcp", "udp"]) {
+        if !read {
+            gaps.push(setting_gap(
+                format!(
+                    "the {} excluded port ranges could not be read{}: none assumed, the pool may be smaller than shown (Hyper-V, WinNAT, WSL and Docker reserve blocks)",
+                    proto.to_ascii_uppercase(),
+                    why(Format::NetshExcluded, proto)
+                ),
+                &format!("check `netsh int ipv4 show excludedportrange protocol={proto}` by hand"),
+            ));
+        }
+    }
+    (settings, gaps)
+}
+
+/// IPv4's range wins over IPv6's (they share one port space); exclusions of both add up.
+fn merge(into: &mut Settings, from: &Settings, exclusions_read: &mut [bool; 2]) {
+    into.tcp_range = into.tcp_range.or(from.tcp_range);
+    into.udp_range = into.udp_range.or(from.udp_range);
+    for (slot, got, read) in [
+        (&mut into.tcp_reserved, &from.tcp_reserved, 0),
+        (&mut into.udp_reserved, &from.udp_reserved, 1),
+    ] {
+        if let Some(set) = got {
+            exclusions_read[read] = true;
+            let merged = slot.get_or_insert_with(PortSet::new);
+            for r in set.ranges() {
+                merged.insert(*r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::State;
+    use crate::{AnalyzeOptions, analyze};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ports_are_network_order_in_the_low_bits() {
+        assert_eq!(port(0x0000_50c3), 50000);
+        assert_eq!(port(0xdead_50c3), 50000);
+        assert_eq!(port(0x0000_5000), 80);
+    }
+
+    #[test]
+    fn states_pids_and_udp() {
+        let tw = Row {
+            protocol: Protocol::Tcp,
+            state: 11,
+            local: (ip("10.0.0.7"), 50000),
+            remote: (ip("10.0.0.5"), 443),
+            pid: 0,
+        };
+        let s = socket(&tw).unwrap();
+        assert_eq!((s.state, s.pid), (State::TimeWait, None));
+        assert_eq!(socket(&Row { state: 100, ..tw }).unwrap().state, State::Bound);
+        assert_eq!(socket(&Row { state: 77, ..tw }), None);
+        let udp = socket(&Row { protocol: Protocol::Udp, state: 0, pid: 9, ..tw }).unwrap();
+        assert_eq!(
+            (udp.state, udp.remote_port, udp.pid.map(NonZeroU32::get)),
+            (State::Close, 0, Some(9))
+        );
+    }
+
+    /// The live rows and `netstat -ano` of the same sockets give the same report.
+    #[test]
+    fn live_rows_and_netstat_give_one_report() {
+        let netstat = "\r\nActive Connections\r\n\r\n  Proto  Local Address          Foreign Address        State           PID\r\n\
+            \x20 TCP    0.0.0.0:135            0.0.0.0:0              LISTENING       912\r\n\
+            \x20 TCP    10.0.0.7:50000         10.0.0.5:443           ESTABLISHED     4321\r\n\
+            \x20 TCP    10.0.0.7:50001         10.0.0.5:443           TIME_WAIT       0\r\n\
+            \x20 TCP    [::1]:50002            [::1]:8080             CLOSE_WAIT      4321\r\n\
+            \x20 UDP    0.0.0.0:50003          *:*                                    4\r\n";
+        let offline = crate::import::testing::snapshot_of("n.txt", netstat);
+        let rows = [
+            (2, ("0.0.0.0", 135), ("0.0.0.0", 0), 912),
+            (5, ("10.0.0.7", 50000), ("10.0.0.5", 443), 4321),
+            (11, ("10.0.0.7", 50001), ("10.0.0.5", 443), 0),
+            (8, ("::1", 50002), ("::1", 8080), 4321),
+        ]
+        .map(|(state, l, r, pid)| Row {
+            protocol: Protocol::Tcp,
+            state,
+            local: (ip(l.0), l.1),
+            remote: (ip(r.0), r.1),
+            pid,
+        });
+        let mut rows = rows.to_vec();
+        rows.push(Row {
+            protocol: Protocol::Udp,
+            state: 0,
+            local: (ip("0.0.0.0"), 50003),
+            remote: (ip("0.0.0.0"), 0),
+            pid: 4,
+        });
+        let live = snapshot(&rows, &[], offline.settings.clone(), Vec::new());
+        assert_eq!(live.sockets, offline.sockets);
+        let (a, b) = (
+            analyze(&live, &AnalyzeOptions::default()),
+            analyze(&offline, &AnalyzeOptions::default()),
+        );
+        assert_eq!(a.pools, b.pools);
+        assert_eq!(a.totals, b.totals);
+        assert_eq!(a.verdict, b.verdict);
+        assert_eq!(live.process(4).unwrap().name, "System");
+    }
+
+    #[test]
+    fn owners_show_image_path_and_services() {
+        let o = Owner {
+            pid: 1200,
+            path: Some(r"C:\Windows\System32\svchost.exe".into()),
+            services: vec!["Dnscache".into(), "RpcSs".into()],
+            user: Some(r"NT AUTHORITY\NETWORK SERVICE".into()),
+            ..Owner::default()
+        };
+        let p = o.process();
+        assert_eq!(
+            (p.name.as_str(), p.placement.unit.as_deref()),
+            ("svchost.exe", Some("Dnscache, RpcSs"))
+        );
+        let p = Owner { pid: 77, image: Some("app.exe".into()), ..Owner::default() }.process();
+        assert_eq!((p.name.as_str(), p.cmdline.as_str()), ("app.exe", ""));
+        assert_eq!(Owner { pid: 78, ..Owner::default() }.process().name, "?");
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn netsh_outputs_in_any_language_give_the_settings() {
+        let outputs: Vec<NetshOutput> = [
+            ("netsh_dynamicport-tcp_de-DE_cp850.txt", Format::NetshDynamicport),
+            ("netsh_excludedportrange-tcp_ja-JP_cp932.txt", Format::NetshExcluded),
+        ]
+        .into_iter()
+        .map(|(f, format)| NetshOutput { command: f.into(), format, output: Ok(fixture(f)) })
+        .collect();
+        let (s, gaps) = settings(&outputs);
+        assert!(s.tcp_range.is_some());
+        assert!(s.tcp_reserved.as_ref().is_some_and(|r| !r.is_empty()));
+        // UDP was not asked: its range and exclusions are gaps.
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert!(gaps.iter().all(|g| g.message.contains("UDP")), "{gaps:?}");
+    }
+
+    #[test]
+    fn silent_or_failing_netsh_is_a_gap_not_an_error() {
+        let outputs: Vec<NetshOutput> = netsh_commands()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (args, format))| NetshOutput {
+                command: format!("netsh {}", args.join(" ")),
+                format,
+                output: if i == 0 {
+                    Err("not found".into())
+                } else if i == 1 {
+                    Ok(b"garbage\n".to_vec())
+                } else {
+                    Ok(Vec::new())
+                },
+            })
+            .collect();
+        let (s, gaps) = settings(&outputs);
+        assert_eq!(s, Settings::default());
+        assert_eq!(gaps.len(), 4);
+        assert!(
+            gaps[0].message.contains("assumed the default range 49152-65535"),
+            "{}",
+            gaps[0].message
+        );
+        assert!(
+            gaps[0].message.contains("`netsh int ipv4 show dynamicport tcp` not found"),
+            "{}",
+            gaps[0].message
+        );
+        assert!(
+            gaps[0].message.contains("`netsh int ipv6 show dynamicport tcp` printed nothing"),
+            "{}",
+            gaps[0].message
+        );
+        assert!(!gaps[0].message.contains("udp"), "{}", gaps[0].message);
+        assert!(
+            gaps[1].message.contains("dynamicport udp` printed what porthog cannot read"),
+            "{}",
+            gaps[1].message
+        );
+        assert!(gaps.iter().all(|g| g.kind == GapKind::Setting));
+    }
+}

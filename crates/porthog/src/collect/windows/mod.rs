@@ -1,0 +1,66 @@
+//! The live Windows collector (issue 10): the socket tables of iphlpapi, their owners, the
+//! dynamic ranges and exclusions from `netsh`, and Tcpip events from the System log. Makes the
+//! calls only; `porthog_core::win_table` turns what they gave into the same `Snapshot` the
+//! netstat/netsh importers make, so live and offline reports of one machine agree.
+
+mod events;
+mod owners;
+mod tables;
+
+use std::num::NonZeroU32;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use porthog_core::import::Evidence;
+use porthog_core::win_table::{self, NetshOutput};
+use porthog_core::{Gap, Snapshot};
+
+use super::CollectOptions;
+
+pub fn snapshot(opts: &CollectOptions) -> Result<Snapshot> {
+    if opts.netns.is_some() {
+        anyhow::bail!("--netns names a Linux network namespace; Windows has none");
+    }
+    let rows = tables::rows()?;
+    let (settings, gaps) = win_table::settings(&netsh());
+    let mut snapshot = win_table::snapshot(&rows, &[], settings, gaps);
+    let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
+    let (owners, unnamed) = owners::owners(&pids);
+    snapshot.processes = owners.iter().map(|o| o.process()).collect();
+    if unnamed > 0 {
+        let unnamed_pids: Vec<u32> = owners
+            .iter()
+            .filter(|o| o.path.is_none() && o.image.is_none() && o.pid != win_table::SYSTEM_PID)
+            .map(|o| o.pid)
+            .collect();
+        let sockets = snapshot
+            .sockets
+            .iter()
+            .filter(|s| s.pid.map(NonZeroU32::get).is_some_and(|p| unnamed_pids.contains(&p)))
+            .count() as u64;
+        snapshot.gaps.push(win_table::unnamed_owners_gap(unnamed, sockets, owners::elevated()));
+    }
+    Ok(snapshot)
+}
+
+/// Tcpip events of the System log of the last `since`.
+pub fn evidence(since: Duration) -> (Vec<Evidence>, Vec<Gap>) {
+    events::evidence(since)
+}
+
+/// Runs each netsh command porthog reads; a command that cannot start is an `Err` for the gap.
+fn netsh() -> Vec<NetshOutput> {
+    win_table::netsh_commands()
+        .into_iter()
+        .map(|(args, format)| {
+            let command = format!("netsh {}", args.join(" "));
+            let output = match Command::new("netsh").args(&args).output() {
+                Ok(out) if out.status.success() => Ok(out.stdout),
+                Ok(out) => Err(format!("exited with {}", out.status)),
+                Err(e) => Err(format!("could not run: {e}")),
+            };
+            NetshOutput { command, format, output }
+        })
+        .collect()
+}
