@@ -262,6 +262,61 @@ pub fn cases() -> Vec<Case> {
         scenario: s,
     });
 
+    // Found by the oracle (class "odd-range"): with an odd number of ports, connect() and
+    // bind(0) scan one fewer per call (`remaining &= ~1U`) from a random even offset, so one
+    // port is reached only by chance; in a range of 3 every call starts at offset 0 and the
+    // range end is never handed out. porthog counts it as free and declares it.
+    let s = base((40000, 40002));
+    v.push(Case {
+        name: "odd_range_scans_one_port_fewer",
+        rule: "inet_csk_find_open_port / __inet_hash_connect scan an even number of ports",
+        expect: Expect::Declared,
+        fallback: Expect::Declared,
+        about: PoolKind::Bind,
+        scenario: s,
+    });
+
+    // Found by the oracle (issue 7 wrong 6, from the other side): bind(addr, 0) + connect()
+    // sockets hold bind(0) ports, so a full bind() pool fails a caller now. The BPF path sees
+    // their bind-made buckets and does not cap the pool; the fallback cannot, caps it at warn
+    // ("latent") and declares that it took them as connect()'s own.
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 5000)];
+    s.steps = vec![Step::Connect {
+        dest: 0,
+        origin: Origin::BindFirst(LO4),
+        count: 100,
+        end: End::Open,
+    }];
+    v.push(Case {
+        name: "bind_pool_beside_bind_before_connect_is_not_latent",
+        rule: "bind(0.0.0.0, 0) fails beside bind(addr, 0) + connect() sockets: exhausted",
+        expect: Expect::Agree,
+        fallback: Expect::Declared,
+        about: PoolKind::Bind,
+        scenario: s,
+    });
+
+    // Found by the oracle (full mix seeds 64, 68, 694): after bind-before-connect to one
+    // destination, a plain connect() fill of another shares no port with it either (connect()
+    // skips bind-made buckets), and the fallback's PROBABLE guess took the fill as bind-first
+    // too, so the first destination's pool read 0 free where connect() to it may still share
+    // the fill's ports. The guess now spares the group with most ports of connect()'s parity.
+    let mut s = base(range);
+    s.dests = vec![dest(LO4, 5000), dest(LO4, 6000)];
+    s.steps = vec![
+        Step::Connect { dest: 0, origin: Origin::BindFirst(LO4), count: 40, end: End::Open },
+        Step::Connect { dest: 1, origin: Origin::Plain, count: 100, end: End::Open },
+    ];
+    v.push(Case {
+        name: "probable_bind_before_connect_spares_a_plain_connect_fill",
+        rule: "connect() shares connect-made buckets across destinations, never bind-made ones",
+        expect: Expect::Agree,
+        fallback: Expect::Agree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
     // Control: loopback TIME_WAIT under tw_reuse=2 is reusable; pools are per destination.
     let mut s = base(range);
     s.dests = vec![dest(LO4, 7000), dest(LO4, 7001)];
