@@ -408,12 +408,15 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         unknowns.probable_bind_before_connect = true;
         let connect_made = likely_connect_made(&entries, tcp.range);
         unknowns.probable_connect_made = connect_made.and_then(|pool| {
-            keys.iter().find(|(_, i)| **i == pool).map(|(&(_, remote, port), _)| {
-                SocketAddr::new(remote, port)
-            })
+            keys.iter()
+                .find(|(_, i)| **i == pool)
+                .map(|(&(_, remote, port), _)| SocketAddr::new(remote, port))
         });
         bind_bucket = PortBits::new();
-        entries.iter().filter(|e| Some(e.pool) != connect_made).for_each(|e| bind_bucket.set(e.port));
+        entries
+            .iter()
+            .filter(|e| Some(e.pool) != connect_made)
+            .for_each(|e| bind_bucket.set(e.port));
     }
     let skipped = (tcp.range.start..=tcp.range.end)
         .filter(|&p| !tcp.reserved.contains(p) && (listen_bound.get(p) || bind_bucket.get(p)))

@@ -41,7 +41,7 @@ impl PortRange {
     /// ports of the range start's parity first (`offset &= ~1U`), and bind(port 0) the others
     /// first (`offset |= 1U` in `inet_csk_find_open_port`, "to not pollute connect() users").
     pub fn connect_parity(&self, port: u16) -> bool {
-        port.wrapping_sub(self.start) % 2 == 0
+        port.wrapping_sub(self.start).is_multiple_of(2)
     }
 
     /// The port an allocation reaches only by chance, in a range of an odd number of ports.

@@ -282,12 +282,8 @@ pub fn cases() -> Vec<Case> {
     // ("latent") and declares that it took them as connect()'s own.
     let mut s = base(range);
     s.dests = vec![dest(LO4, 5000)];
-    s.steps = vec![Step::Connect {
-        dest: 0,
-        origin: Origin::BindFirst(LO4),
-        count: 100,
-        end: End::Open,
-    }];
+    s.steps =
+        vec![Step::Connect { dest: 0, origin: Origin::BindFirst(LO4), count: 100, end: End::Open }];
     v.push(Case {
         name: "bind_pool_beside_bind_before_connect_is_not_latent",
         rule: "bind(0.0.0.0, 0) fails beside bind(addr, 0) + connect() sockets: exhausted",
