@@ -223,12 +223,18 @@ fn assumptions(
     }
     if snapshot.os == Os::Linux {
         if unknowns.probable_bind_before_connect {
-            out.push(
+            let spared = match unknowns.probable_connect_made {
+                Some(dest) => format!(
+                    "those to {dest} (most ports of the parity connect() tries first) were taken as connect()'s own, \
+                     every other connected socket"
+                ),
+                None => "every connected socket".to_owned(),
+            };
+            out.push(format!(
                 "PROBABLE bind-before-connect: the source does not show which call made each port's bind bucket, and \
-                 connections to several destinations share no port, which connect() alone would have done; every \
-                 connected socket was taken as bind() + connect(), its port lost to every destination"
-                    .to_owned(),
-            );
+                 connections to several destinations share no port, which connect() alone would have done; {spared} \
+                 as bind() + connect(), its port lost to every destination"
+            ));
         } else if unknowns.bucket {
             out.push(
                 "connected sockets were taken to have their port from connect(), not bind() first (the source does \
@@ -275,6 +281,16 @@ fn assumptions(
                 "net.ipv4.tcp_timestamps was not given: on (the kernel default) was assumed"
                     .to_owned(),
             );
+        }
+        if let Some(range) = snapshot.settings.tcp_range
+            && let Some(port) = range.chance_port()
+        {
+            out.push(format!(
+                "net.ipv4.ip_local_port_range holds an odd number of ports ({}): connect() and bind(port 0) scan one \
+                 fewer per call (the kernel pairs the parities), and from a random start, so port {port} is handed out \
+                 only by chance; it was counted as free, and a pool may give one port fewer than its free count",
+                range.len()
+            ));
         }
         out.push("a per-socket range (IP_LOCAL_PORT_RANGE, Linux 6.3+) cannot be seen from outside and is not modelled".to_owned());
     }

@@ -16,6 +16,8 @@ const REC_TCP: u8 = 1;
 const REC_UDP: u8 = 2;
 const REC_CLOCK: u8 = 3;
 const KIND_OFFSET: usize = 56;
+/// `bound_dev_if`: the device the socket is bound to, 0 for none.
+const BOUND_DEV_OFFSET: usize = 60;
 
 const F_BUCKET_KNOWN: u8 = 0x01;
 const F_BUCKET_BIND: u8 = 0x02;
@@ -97,7 +99,8 @@ pub fn decode_sockets(bytes: &[u8], out: &mut Vec<Socket>) -> Result<SocketWalk,
         let mut facts = KernelFacts::default()
             .with_family_v6(family == AF_INET6)
             .with_v6only(flags & F_V6ONLY != 0)
-            .with_loopback_dev(flags & F_LOOPBACK_DEV != 0);
+            .with_loopback_dev(flags & F_LOOPBACK_DEV != 0)
+            .with_bound_dev(u32_at(rec, BOUND_DEV_OFFSET) != 0);
         if flags & F_BUCKET_KNOWN != 0 {
             let origin =
                 if flags & F_BUCKET_BIND != 0 { BucketOrigin::Bind } else { BucketOrigin::Connect };
@@ -249,6 +252,7 @@ mod tests {
         assert_eq!(s.facts.family_v6(), Some(false));
         assert_eq!(s.facts.v6only(), Some(false));
         assert_eq!(s.facts.loopback_dev(), Some(false));
+        assert_eq!(s.facts.bound_dev(), Some(true), "bound_dev_if 1 is a device");
         assert_eq!(s.facts.tw_timestamps(), None);
     }
 
@@ -275,12 +279,14 @@ mod tests {
     fn udp_v6only_and_unknown_states() {
         let ip6 = "::1".parse::<Ipv6Addr>().unwrap().octets();
         let mut bytes = rec(REC_UDP, AF_INET6, 7, F_V6ONLY, ip6, [0; 16]);
+        bytes[BOUND_DEV_OFFSET..SOCKET_RECORD].fill(0);
         bytes.extend(rec(REC_TCP, AF_INET, 42, 0, [0; 16], [0; 16]));
         let mut out = Vec::new();
         let walk = decode_sockets(&bytes, &mut out).unwrap();
         assert_eq!((walk.sockets, walk.unknown_states), (1, 1));
         assert_eq!((out[0].protocol, out[0].state), (Protocol::Udp, State::Close));
         assert_eq!(out[0].facts.v6only(), Some(true));
+        assert_eq!(out[0].facts.bound_dev(), Some(false));
         assert_eq!(out[0].facts.bucket(), None);
     }
 

@@ -171,6 +171,7 @@ impl KernelFacts {
     const LOOPBACK_DEV: u16 = 4;
     const V6ONLY: u16 = 6;
     const FAMILY_V6: u16 = 8;
+    const BOUND_DEV: u16 = 10;
 
     fn get(self, at: u16) -> Option<bool> {
         (self.0 & (1 << at) != 0).then_some(self.0 & (1 << (at + 1)) != 0)
@@ -204,6 +205,14 @@ impl KernelFacts {
     }
     pub fn with_loopback_dev(self, bound: bool) -> KernelFacts {
         self.with(Self::LOOPBACK_DEV, bound)
+    }
+    /// Bound to a network device (SO_BINDTODEVICE, or an IPv6 link-local scope):
+    /// `skc_bound_dev_if != 0`, which sock_diag shows as `idiag_if` for every socket.
+    pub fn bound_dev(self) -> Option<bool> {
+        self.get(Self::BOUND_DEV)
+    }
+    pub fn with_bound_dev(self, bound: bool) -> KernelFacts {
+        self.with(Self::BOUND_DEV, bound)
     }
     /// An AF_INET6 socket with `IPV6_V6ONLY` set.
     pub fn v6only(self) -> Option<bool> {

@@ -210,9 +210,13 @@ pub struct Unknowns {
     /// Connected sockets whose port's bind bucket origin is unknown: taken as connect()'s own
     /// (shareable), unless `probable_bind_before_connect`.
     pub bucket: bool,
-    /// Ports are never shared across destinations: every connected socket was taken as
-    /// bind-before-connect, its port lost to every other destination.
+    /// Ports are never shared across destinations: every connected socket but those of
+    /// `probable_connect_made` was taken as bind-before-connect, its port lost to every other
+    /// destination.
     pub probable_bind_before_connect: bool,
+    /// The destination whose connections were taken as connect()'s own when bind-before-connect
+    /// is probable: the one with most ports of connect()'s first parity.
+    pub probable_connect_made: Option<SocketAddr>,
     /// TIME_WAIT sockets tw_reuse could take, whose recorded timestamps are unknown: today's
     /// `tcp_timestamps` was taken as what they negotiated.
     pub tw_timestamps: u32,
@@ -377,6 +381,15 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
         let next = keys.len() as u32;
         let pool = *keys.entry((s.local_ip, s.remote_ip, s.remote_port)).or_insert(next);
+        // A connection bound to a device holds its 4-tuple only for callers bound to that
+        // device: `__inet_check_established` passes the caller's `sk_bound_dev_if` to
+        // `inet_match`, and `inet_bound_dev_eq` never matches a device-bound socket for an
+        // unbound caller (dif 0). The pools are the unbound caller's: the destination stays,
+        // the port is free for it (its bucket, connect-made, is shareable; a bind-made one
+        // was taken off every pool in pass 1).
+        if s.facts.bound_dev() == Some(true) {
+            continue;
+        }
         let tw = match s.state {
             State::TimeWait if tw_reusable(s, settings) => 1,
             State::TimeWait => 2,
@@ -406,8 +419,22 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     if unknowns.bucket && no_port_sharing {
         // Without the kernel's word, the pattern decides: ports that connect() alone would have
         // shared are not, so bind() made their buckets, and they are lost to every destination.
+        // Two connect()-made groups would have shared (each bucket is shareable), so at most
+        // one destination's ports came from connect(): the one holding most ports of the
+        // parity connect() scans first (`PortRange::connect_parity`; bind(0) starts with the
+        // other), e.g. a plain connect() fill beside an earlier bind-before-connect.
         unknowns.probable_bind_before_connect = true;
-        bind_bucket = distinct;
+        let connect_made = likely_connect_made(&entries, tcp.range);
+        unknowns.probable_connect_made = connect_made.and_then(|pool| {
+            keys.iter()
+                .find(|(_, i)| **i == pool)
+                .map(|(&(_, remote, port), _)| SocketAddr::new(remote, port))
+        });
+        bind_bucket = PortBits::new();
+        entries
+            .iter()
+            .filter(|e| Some(e.pool) != connect_made)
+            .for_each(|e| bind_bucket.set(e.port));
     }
     let skipped = (tcp.range.start..=tcp.range.end)
         .filter(|&p| !tcp.reserved.contains(p) && (listen_bound.get(p) || bind_bucket.get(p)))
@@ -471,6 +498,24 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         bind_made_ports,
         connect_base: tcp_usable - skipped,
     }
+}
+
+/// The connect() pool (index) whose ports most likely came from connect() itself, when ports are
+/// never shared across destinations: the one with most ports of the parity connect() scans
+/// first; None when no pool holds such a port. `entries` are sorted by pool, then port.
+fn likely_connect_made(entries: &[Entry], range: PortRange) -> Option<u32> {
+    entries
+        .chunk_by(|a, b| a.pool == b.pool)
+        .map(|group| {
+            let first_parity = group
+                .chunk_by(|a, b| a.port == b.port)
+                .filter(|port| range.connect_parity(port[0].port))
+                .count();
+            (first_parity, std::cmp::Reverse(group[0].pool))
+        })
+        .filter(|&(n, _)| n > 0)
+        .max()
+        .map(|(_, std::cmp::Reverse(pool))| pool)
 }
 
 /// The bind(port 0) or UDP autobind pool of one caller: the pool ports on which no socket
@@ -886,7 +931,10 @@ mod tests {
         socks.extend((40050..40100).map(|p| tcp(State::Established, p, (LO, 6000))));
         let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
         assert!(set.unknowns.bucket && set.unknowns.probable_bind_before_connect);
-        let p = connect_pool(&set, "127.0.0.1:6000");
+        // Both hold 25 ports of connect()'s first parity: the first destination seen is taken
+        // as connect()'s, the other as bind-before-connect.
+        assert_eq!(set.unknowns.probable_connect_made, Some("127.0.0.1:5000".parse().unwrap()));
+        let p = connect_pool(&set, "127.0.0.1:5000");
         assert_eq!((p.used, p.capacity, p.level), (50, 50, Level::Exhausted));
         // Shared ports are what connect() does: nothing is assumed beyond "unknown".
         let mut socks: Vec<Socket> =
@@ -895,6 +943,43 @@ mod tests {
         let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
         assert!(set.unknowns.bucket && !set.unknowns.probable_bind_before_connect);
         assert_eq!(connect_pool(&set, "127.0.0.1:6000").capacity, 100);
+    }
+
+    /// The kernel's parities: bind(0) took the 50 odd-offset ports for :5000 (bind-before-
+    /// connect), then plain connect() to :6000 took 30 of the others. Only the :5000 ports
+    /// are lost to other destinations: connect() to :5000 may still share :6000's 30.
+    #[test]
+    fn probable_bind_before_connect_spares_the_group_connect_made() {
+        let mut socks: Vec<Socket> =
+            (40001..40100).step_by(2).map(|p| tcp(State::Established, p, (LO, 5000))).collect();
+        socks.extend((40000..40060).step_by(2).map(|p| tcp(State::Established, p, (LO, 6000))));
+        let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
+        assert!(set.unknowns.probable_bind_before_connect);
+        assert_eq!(set.unknowns.probable_connect_made, Some("127.0.0.1:6000".parse().unwrap()));
+        let bound = connect_pool(&set, "127.0.0.1:5000");
+        assert_eq!((bound.used, bound.capacity), (50, 100));
+        let plain = connect_pool(&set, "127.0.0.1:6000");
+        assert_eq!((plain.used, plain.capacity), (30, 50));
+    }
+
+    /// Connections bound to a device (SO_BINDTODEVICE) do not block an unbound caller's
+    /// connect() to the same destination (`inet_bound_dev_eq` with dif 0): the pool stays,
+    /// empty of them.
+    #[test]
+    fn device_bound_connections_leave_the_unbound_callers_pool() {
+        let socks: Vec<Socket> = (40000..40100)
+            .map(|p| with(tcp(State::Established, p, (LO, 7000)), |f| f.with_bound_dev(true)))
+            .collect();
+        let set = pools(&snapshot((40000, 40099), socks.clone()), &Thresholds::default());
+        let p = connect_pool(&set, "127.0.0.1:7000");
+        assert_eq!((p.used, p.capacity, p.level), (0, 100, Level::Ok));
+        // They still hold their ports against bind(0.0.0.0, 0) (`inet_csk_bind_conflict`).
+        let bind = set.pools.iter().find(|p| p.kind == PoolKind::Bind).unwrap();
+        assert_eq!(bind.used, 100);
+        // Unbound ones block it.
+        let socks = socks.into_iter().map(|s| with(s, |f| f.with_bound_dev(false))).collect();
+        let set = pools(&snapshot((40000, 40099), socks), &Thresholds::default());
+        assert_eq!(connect_pool(&set, "127.0.0.1:7000").level, Level::Exhausted);
     }
 
     /// Issue 7, cases 2 and 4: reuse follows what the TIME_WAIT socket recorded and its device.

@@ -36,6 +36,30 @@ impl PortRange {
     pub fn contains(&self, port: u16) -> bool {
         (self.start..=self.end).contains(&port)
     }
+
+    /// Whether connect() tries `port` in its first pass: `__inet_hash_connect` scans the
+    /// ports of the range start's parity first (`offset &= ~1U`), and bind(port 0) the others
+    /// first (`offset |= 1U` in `inet_csk_find_open_port`, "to not pollute connect() users").
+    pub fn connect_parity(&self, port: u16) -> bool {
+        port.wrapping_sub(self.start).is_multiple_of(2)
+    }
+
+    /// The port an allocation reaches only by chance, in a range of an odd number of ports.
+    /// connect() and bind(port 0) scan an even number per call (`remaining &= ~1U` in
+    /// `__inet_hash_connect` and `inet_csk_find_open_port`) from a random even offset, and
+    /// wrap by that even count: a call starting at offset 0 (2 starts in len-1) leaves out the
+    /// range end, every other call the range start. So the start is the port a call almost
+    /// never reaches; which call does is random. In a range of 3 every call starts at 0, and
+    /// the end is never handed out. `None` for an even range, where every call scans every
+    /// port (and for UDP autobind, which always does: `udp_lib_get_port`).
+    pub fn chance_port(&self) -> Option<u16> {
+        match self.len() {
+            1 => None,
+            3 => Some(self.end),
+            n if n % 2 == 1 => Some(self.start),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for PortRange {
@@ -132,6 +156,19 @@ impl fmt::Display for PortSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parity_and_the_chance_port_of_odd_ranges() {
+        let odd = PortRange::new(40000, 40100).unwrap();
+        assert_eq!(odd.chance_port(), Some(40000));
+        assert!(odd.connect_parity(40000) && odd.connect_parity(40100));
+        assert!(!odd.connect_parity(40001));
+        assert_eq!(PortRange::new(40000, 40099).unwrap().chance_port(), None);
+        assert_eq!(PortRange::LINUX_DEFAULT.chance_port(), None, "28,232 ports");
+        assert_eq!(PortRange::new(5, 5).unwrap().chance_port(), None);
+        assert_eq!(PortRange::new(5, 7).unwrap().chance_port(), Some(7));
+        assert!(PortRange::new(65535, 65535).unwrap().connect_parity(65535));
+    }
     use proptest::prelude::*;
 
     fn r(a: u16, b: u16) -> PortRange {

@@ -17,5 +17,5 @@ pub mod tally;
 
 pub use judge::Judgement;
 pub use netns::Namer;
-pub use run::{Oracle, Outcome};
+pub use run::{Oracle, Outcome, Path};
 pub use scenario::{Mix, Scenario};

@@ -28,7 +28,7 @@ mod linux {
     use clap::Parser;
     use porthog_oracle::regress::{self, Expect};
     use porthog_oracle::tally::Tally;
-    use porthog_oracle::{Mix, Namer, Oracle, Scenario};
+    use porthog_oracle::{Mix, Namer, Oracle, Path, Scenario};
 
     /// Differential test of porthog against the kernel: builds a scenario per seed in its own
     /// network namespaces, runs `porthog check --json`, probes every reported pool with real
@@ -45,10 +45,16 @@ mod linux {
         /// Run the named regression cases instead of seeds.
         #[arg(long)]
         regressions: bool,
+        /// porthog's collector to test: "bpf" (the kernel's facts through BPF iterators; a
+        /// report from any other source is a setup error), "fallback" (sock_diag and /proc,
+        /// porthog run with --no-bpf) or "both" (every seed on each, BPF first).
+        #[arg(long, default_value = "both")]
+        path: String,
         /// The porthog binary under test [default: `porthog` next to this program].
         #[arg(long)]
         porthog: Option<PathBuf>,
-        /// Start no new scenario after this many seconds (the tally covers those run).
+        /// Start no new scenario after this many seconds on each path (the tally covers those
+        /// run).
         #[arg(long, value_name = "SECONDS")]
         r#for: Option<u64>,
         /// Print every scenario, not only those that disagree.
@@ -61,7 +67,7 @@ mod linux {
         if !rustix_is_root() {
             bail!("needs root: it creates network namespaces (run with sudo)");
         }
-        let porthog = match args.porthog {
+        let porthog = match args.porthog.clone() {
             Some(p) => p,
             None => std::env::current_exe()?
                 .parent()
@@ -74,37 +80,63 @@ mod linux {
                 porthog.display()
             );
         }
-        let namer = Namer::new("porthog-oracle-", 0);
-        namer.sweep_stale();
-        let oracle = Oracle { porthog, namer };
-        let mut tally = Tally::default();
-
-        if args.regressions {
-            let mut unexpected = 0;
-            for case in regress::cases() {
-                let outcome = oracle.run(&case.scenario)?;
-                let verdict = case.check(&outcome);
-                unexpected += usize::from(verdict.is_err());
-                match &verdict {
-                    Ok(()) => println!(
-                        "{}: as expected ({:?} on its {:?} pools)",
-                        case.name, case.expect, case.about
-                    ),
-                    Err(e) => println!("{}: UNEXPECTED: {e}", case.name),
-                }
-                if args.verbose || verdict.is_err() || case.expect == Expect::Disagree {
-                    print!("{}", outcome.describe());
-                }
-                tally.add(&outcome);
-            }
-            print!("{}", tally.render());
-            return Ok(if unexpected == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) });
-        }
-
+        let paths = Path::parse_list(&args.path)
+            .with_context(|| format!("--path {:?}: use bpf, fallback or both", args.path))?;
         let mix = Mix::parse(&args.mix)
             .with_context(|| format!("--mix {:?}: use basic or full", args.mix))?;
-        let started = std::time::Instant::now();
-        for seed in parse_seeds(&args.seeds)? {
+        let seeds = parse_seeds(&args.seeds)?;
+        let namer = Namer::new("porthog-oracle-", 0);
+        namer.sweep_stale();
+        let mut oracle = Oracle { porthog, namer, path: Path::Bpf };
+        let mut failed = false;
+        for path in paths {
+            oracle.path = path;
+            println!("== {} path", path.name());
+            failed |= if args.regressions {
+                regressions(&oracle, args.verbose)?
+            } else {
+                run_seeds(&oracle, &args, mix, &seeds, std::time::Instant::now())
+            };
+        }
+        Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    }
+
+    /// The named cases on the oracle's path; true when one showed what it should not.
+    fn regressions(oracle: &Oracle, verbose: bool) -> Result<bool> {
+        let mut tally = Tally::default();
+        let mut unexpected = 0;
+        for case in regress::cases() {
+            let outcome = oracle.run(&case.scenario)?;
+            let verdict = case.check(&outcome);
+            unexpected += usize::from(verdict.is_err());
+            let expect = case.expect_on(oracle.path);
+            match &verdict {
+                Ok(()) => println!(
+                    "{}: as expected ({expect:?} on its {:?} pools)",
+                    case.name, case.about
+                ),
+                Err(e) => println!("{}: UNEXPECTED: {e}", case.name),
+            }
+            if verbose || verdict.is_err() || expect != Expect::Agree {
+                print!("{}", outcome.describe());
+            }
+            tally.add(&outcome);
+        }
+        print!("{}", tally.render());
+        Ok(unexpected > 0)
+    }
+
+    /// The seeds on the oracle's path until the time budget is spent; true when anything was
+    /// wrong or a scenario could not be run.
+    fn run_seeds(
+        oracle: &Oracle,
+        args: &Args,
+        mix: Mix,
+        seeds: &[u64],
+        started: std::time::Instant,
+    ) -> bool {
+        let mut tally = Tally::default();
+        for &seed in seeds {
             if args.r#for.is_some_and(|budget| started.elapsed().as_secs() >= budget) {
                 println!(
                     "time budget of {} s spent: stopping before seed {seed}",
@@ -132,12 +164,9 @@ mod linux {
                 }
             }
         }
+        println!("{} path:", oracle.path.name());
         print!("{}", tally.render());
-        Ok(if tally.wrong == 0 && tally.errors.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+        tally.wrong > 0 || !tally.errors.is_empty()
     }
 
     fn parse_seeds(text: &str) -> Result<Vec<u64>> {

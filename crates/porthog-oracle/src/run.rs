@@ -15,17 +15,53 @@ use crate::netns::{Namer, Netns};
 use crate::probe;
 use crate::scenario::{PEER, Scenario, TwAge, VETH_LOCAL};
 
+/// Which of porthog's collectors a run tests (issue 7: the same seeds on both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The BPF socket iterator with its kernel facts (porthog's default as root). A report
+    /// that did not come from it is a setup error, not a verdict.
+    Bpf,
+    /// sock_diag and /proc, forced with `--no-bpf`: porthog assumes what it cannot see and
+    /// says so.
+    Fallback,
+}
+
+impl Path {
+    pub const BOTH: [Path; 2] = [Path::Bpf, Path::Fallback];
+
+    /// "bpf", "fallback", "both" (both paths, BPF first).
+    pub fn parse_list(text: &str) -> Option<Vec<Path>> {
+        match text {
+            "bpf" => Some(vec![Path::Bpf]),
+            "fallback" => Some(vec![Path::Fallback]),
+            "both" => Some(Path::BOTH.to_vec()),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Bpf => "bpf",
+            Path::Fallback => "fallback",
+        }
+    }
+}
+
 /// What every scenario run needs.
 pub struct Oracle {
     /// The porthog binary under test.
     pub porthog: PathBuf,
     pub namer: Namer,
+    /// The collector porthog must use.
+    pub path: Path,
 }
 
 /// The result of one scenario.
 #[derive(Debug)]
 pub struct Outcome {
     pub scenario: Scenario,
+    /// The collector porthog used.
+    pub path: Path,
     pub checks: Vec<Check>,
     /// Pools the report listed that no probe exists for (e.g. a new pool shape).
     pub unprobed: Vec<String>,
@@ -50,17 +86,15 @@ impl Outcome {
         self.count(|j| *j == Judgement::Agreed) == self.checks.len()
     }
 
-    /// Every probed pool of this kind agreed (None when none was probed).
-    pub fn agrees_on(&self, kind: porthog_core::PoolKind) -> Option<bool> {
-        let mut of_kind = self.checks.iter().filter(|c| c.kind == kind).peekable();
-        of_kind.peek()?;
-        Some(of_kind.all(|c| c.judgement == Judgement::Agreed))
+    /// The judgements of the probed pools of this kind (empty when none was probed).
+    pub fn judgements_of(&self, kind: porthog_core::PoolKind) -> Vec<&Judgement> {
+        self.checks.iter().filter(|c| c.kind == kind).map(|c| &c.judgement).collect()
     }
 
     /// The scenario, then one line per probed pool.
     pub fn describe(&self) -> String {
         let mut out = self.scenario.to_string();
-        let _ = writeln!(out, "  porthog: {}", self.summary);
+        let _ = writeln!(out, "  porthog ({} path): {}", self.path.name(), self.summary);
         for n in &self.notes {
             let _ = writeln!(out, "  note: {n}");
         }
@@ -146,6 +180,7 @@ impl Oracle {
         drop(live);
         Ok(Outcome {
             scenario: scn.clone(),
+            path: self.path,
             checks,
             unprobed,
             notes,
@@ -166,12 +201,15 @@ impl Oracle {
         Ok(peer)
     }
 
-    /// `porthog check --json --netns NS` with every pool listed.
+    /// `porthog check --json --netns NS` with every pool listed, on the oracle's path.
     fn check(&self, ns: &Netns) -> Result<Report> {
-        let out = Command::new(&self.porthog)
-            .args(["check", "--json", "--top", "100000", "--netns", ns.name()])
-            .output()
-            .with_context(|| format!("run {}", self.porthog.display()))?;
+        let mut cmd = Command::new(&self.porthog);
+        cmd.args(["check", "--json", "--top", "100000", "--netns", ns.name()]);
+        cmd.env_remove("PORTHOG_NO_BPF");
+        if self.path == Path::Fallback {
+            cmd.arg("--no-bpf");
+        }
+        let out = cmd.output().with_context(|| format!("run {}", self.porthog.display()))?;
         let report: Report = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
                 "porthog check printed no JSON report (exit {:?}); stderr: {}",
@@ -179,6 +217,16 @@ impl Oracle {
                 String::from_utf8_lossy(&out.stderr).trim()
             )
         })?;
+        // The report's source is "bpf" only when the iterators were read (collect/linux).
+        match (self.path, report.source.as_str()) {
+            (Path::Bpf, "bpf") => {}
+            (Path::Bpf, other) => bail!(
+                "the BPF path was asked for but porthog read {other}: {}",
+                report.gaps.first().map_or("no gap given", |g| g.message.as_str())
+            ),
+            (Path::Fallback, "bpf") => bail!("porthog used BPF despite --no-bpf"),
+            (Path::Fallback, _) => {}
+        }
         Ok(report)
     }
 }

@@ -29,6 +29,7 @@ pub fn render(snapshot: &Snapshot) -> String {
             }),
             "tw_timestamps": f.tw_timestamps(),
             "loopback_dev": f.loopback_dev(),
+            "bound_dev": f.bound_dev(),
             "v6only": f.v6only(),
             "family_v6": f.family_v6(),
         });

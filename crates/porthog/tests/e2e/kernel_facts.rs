@@ -36,6 +36,7 @@ struct Sock {
     bucket: Option<String>,
     tw_timestamps: Option<bool>,
     loopback_dev: Option<bool>,
+    bound_dev: Option<bool>,
     v6only: Option<bool>,
     family_v6: Option<bool>,
 }
@@ -139,6 +140,16 @@ pub fn time_wait_bound_to_the_loopback_device() {
     assert_eq!((lo.len(), plain.len()), (2, 2), "{socks:#?}");
     assert!(lo.iter().all(|s| s.loopback_dev == Some(true)), "SO_BINDTODEVICE lo: {lo:?}");
     assert!(plain.iter().all(|s| s.loopback_dev == Some(false)), "unbound: {plain:?}");
+    // Bound to a device at all (what keeps them out of the unbound caller's connect() pool),
+    // on the BPF path and in sock_diag's idiag_if alike.
+    let (_, diag) = sockets(&ns, false);
+    for (path, socks) in [("bpf", &socks), ("sock_diag", &diag)] {
+        let bound = |server| -> Vec<Option<bool>> {
+            to(socks, server, "TIME_WAIT").iter().map(|s| s.bound_dev).collect()
+        };
+        assert_eq!(bound(SERVER), vec![Some(true); 2], "{path}: {socks:#?}");
+        assert_eq!(bound(SERVER2), vec![Some(false); 2], "{path}: {socks:#?}");
+    }
 }
 
 pub fn udp_family_and_v6only() {

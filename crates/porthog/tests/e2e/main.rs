@@ -151,6 +151,11 @@ fn main() -> ExitCode {
             oracle::basic_mix_seeds_have_no_wrong_verdict,
         ),
         trial(
+            "oracle::basic_mix_seeds_have_no_wrong_verdict_on_fallback",
+            Needs::Namespace,
+            oracle::basic_mix_seeds_have_no_wrong_verdict_on_fallback,
+        ),
+        trial(
             "cli::durations_out_of_range_are_usage_errors",
             Needs::Nothing,
             cli::durations_out_of_range_are_usage_errors,

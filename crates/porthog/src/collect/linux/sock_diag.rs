@@ -223,13 +223,14 @@ fn socket(protocol: Protocol, payload: &[u8]) -> io::Result<Option<Socket>> {
 
 /// What sock_diag says beyond the addresses (issue 7): the family (v4-mapped addresses are
 /// IPv4 in the model but the socket is AF_INET6), whether the socket (TIME_WAIT included:
-/// `inet_diag_msg_common_fill` copies `sk_bound_dev_if`) is bound to lo, and for full IPv6
+/// `inet_diag_msg_common_fill` copies `sk_bound_dev_if`) is bound to a device and to lo, and for full IPv6
 /// sockets the v6only flag (`INET_DIAG_SKV6ONLY`, sent unasked but only for sockets in LISTEN
 /// or CLOSE, `inet_diag_msg_attrs_fill`: connected and TIME_WAIT sockets stay unknown).
 fn facts(family: u8, interface: u32, attributes: &[u8]) -> KernelFacts {
     let mut facts = KernelFacts::default()
         .with_family_v6(family == AF_INET6)
-        .with_loopback_dev(interface == LOOPBACK_IFINDEX);
+        .with_loopback_dev(interface == LOOPBACK_IFINDEX)
+        .with_bound_dev(interface != 0);
     for nla in NlasIterator::new(attributes).map_while(Result::ok) {
         if nla.kind() == INET_DIAG_SKV6ONLY
             && let Some(&flag) = nla.value().first()
@@ -307,15 +308,18 @@ mod tests {
         m.extend([9, 0]);
         let f = socket(Protocol::Tcp, &m).unwrap().unwrap().facts;
         assert_eq!(
-            (f.family_v6(), f.loopback_dev(), f.v6only()),
-            (Some(true), Some(true), Some(true))
+            (f.family_v6(), f.loopback_dev(), f.bound_dev(), f.v6only()),
+            (Some(true), Some(true), Some(true), Some(true))
         );
         let f =
             socket(Protocol::Tcp, &message(AF_INET, 6, 3, v4([127, 0, 0, 1]), v4([127, 0, 0, 1])))
                 .unwrap()
                 .unwrap()
                 .facts;
-        assert_eq!((f.family_v6(), f.loopback_dev(), f.v6only()), (Some(false), Some(false), None));
+        assert_eq!(
+            (f.family_v6(), f.loopback_dev(), f.bound_dev(), f.v6only()),
+            (Some(false), Some(false), Some(false), None)
+        );
         // What only a BPF iterator can read stays unknown.
         assert_eq!((f.bucket(), f.tw_timestamps()), (None, None));
     }
