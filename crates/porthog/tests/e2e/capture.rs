@@ -171,7 +171,7 @@ pub fn every_capture_command_agrees_with_check_on_the_same_state() {
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--until-fail"]);
     assert_eq!(client.opened(), 99, "the listener at 40050 leaves 99 ports: {:?}", client.ready);
     assert_eq!(client.errno(), Some("EADDRNOTAVAIL"), "{:?}", client.ready);
-    assert_eq!(ns.ss_count("time-wait", &format!("dst {CHURN}")), 30);
+    ns.wait_for_count("time-wait", &format!("dst {CHURN}"), 30);
 
     let check = porthog::json_in(&ns, &[]);
     check.assert_code(EXIT_CRITICAL);

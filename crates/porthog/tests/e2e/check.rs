@@ -118,7 +118,7 @@ pub fn time_wait_without_reuse_exhausts_the_pool() {
     // 1337 assassination with tcp_rfc1337=0) and its port serves one more connect(). Seen twice
     // in ~15 runs; the pool is full again either way, which is what porthog must say.
     assert!((100..=101).contains(&client.opened()), "{:?}", client.ready);
-    assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 100);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 100);
 
     let run = porthog::json_in(&ns, &[]);
     let report = run.report();
@@ -141,7 +141,7 @@ pub fn time_wait_reusable_on_loopback_is_not_a_problem() {
     // would refuse the 101st connection now.
     let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "95", "--close"]);
     assert_eq!((client.opened(), client.failed()), (95, 0), "{:?}", client.ready);
-    assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 95);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 95);
     // The churn ran with tw_reuse off: a slow churn (a loaded CI machine) would otherwise reuse
     // its own first TIME_WAIT ports once they are a second old, and the count would not be 95.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "2").expect("tcp_tw_reuse=2");

@@ -3,7 +3,7 @@
 //! decides is only readable with a BPF socket iterator (bind bucket origin, recorded
 //! timestamps), porthog without it must declare the assumption it made instead.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::loadgen::Loadgen;
 use crate::netns::Netns;
@@ -11,19 +11,6 @@ use crate::porthog::{self, EXIT_CRITICAL};
 
 /// Past `tcp_tw_reuse_delay` (1 s): TIME_WAIT sockets are then old enough to be reused.
 const PAST_REUSE_DELAY: Duration = Duration::from_millis(1300);
-
-/// Waits (polling the kernel, bounded) until `ss` counts `n` sockets in `state`.
-fn wait_for_state(ns: &Netns, state: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ns.ss_count(state, "") != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} sockets in {state} after 10 s, not {n}",
-            ns.ss_count(state, "")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Case 1: 50 sockets bind(0)+connect to :5000; plain connect() to :6000 then gets only the
 /// other 50 ports of 100. porthog said WARN, pool :6000 at 50/100 "connect() still works".
@@ -70,7 +57,7 @@ pub fn case1_bind_before_connect_time_wait_is_not_reusable() {
     );
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
-    wait_for_state(&ns, "time-wait", 100);
+    ns.wait_for_state("time-wait", 100);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -99,7 +86,7 @@ pub fn case2_time_wait_reuse_follows_recorded_timestamps_not_todays_sysctl() {
         Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:7070", "--close", "--count", "100"]);
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
-    wait_for_state(&ns, "time-wait", 100);
+    ns.wait_for_state("time-wait", 100);
     // Reuse only now: during a slow churn it would take the churn's own older TIME_WAIT ports.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "1").expect("sysctl");
     ns.sysctl("net.ipv4.tcp_timestamps", "0").expect("sysctl");
@@ -136,7 +123,7 @@ pub fn case2_a_peer_without_timestamps_makes_time_wait_unreusable() {
         Loadgen::start(&ns, &["connect", "--to", "10.8.0.2:7070", "--close", "--count", "100"]);
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
-    wait_for_state(&ns, "time-wait", 100);
+    ns.wait_for_state("time-wait", 100);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -239,7 +226,7 @@ pub fn case4_tw_reuse_loopback_covers_sockets_bound_to_lo() {
     );
     assert_eq!(churn.opened(), 100, "{:?}", churn.ready);
     // The last closes reach TIME_WAIT a moment after connect() returned: wait for the kernel.
-    wait_for_state(&ns, "time-wait", 100);
+    ns.wait_for_state("time-wait", 100);
     // Reuse only now: during a slow churn it would take the churn's own older TIME_WAIT ports.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "2").expect("sysctl");
     std::thread::sleep(PAST_REUSE_DELAY);
@@ -279,7 +266,7 @@ pub fn case6_a_full_bind_pool_with_an_ephemeral_listener_is_not_latent() {
     let churn =
         Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:7070", "--close", "--count", "99"]);
     assert_eq!(churn.opened(), 99, "{:?}", churn.ready);
-    wait_for_state(&ns, "time-wait", 99);
+    ns.wait_for_state("time-wait", 99);
     std::thread::sleep(PAST_REUSE_DELAY);
 
     let run = porthog::json_in(&ns, &[]);
@@ -305,8 +292,8 @@ pub fn case7_a_close_wait_leak_is_headlined_as_a_leak() {
     assert_eq!(client.opened(), 100, "{:?}", client.ready);
     // The client exits: its sockets close, the server never closes its side.
     drop(client);
-    wait_for_state(&ns, "fin-wait-2", 100);
-    wait_for_state(&ns, "close-wait", 100);
+    ns.wait_for_state("fin-wait-2", 100);
+    ns.wait_for_state("close-wait", 100);
 
     let run = porthog::json_in(&ns, &[]);
     let report = run.report();

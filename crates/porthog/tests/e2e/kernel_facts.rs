@@ -112,7 +112,7 @@ pub fn time_wait_timestamps_are_what_each_socket_recorded() {
     ns.sysctl("net.ipv4.tcp_timestamps", "1").unwrap();
     let with = Loadgen::start(&ns, &["connect", "--to", SERVER2, "--count", "4", "--close"]);
     assert_eq!(with.opened(), 4);
-    assert_eq!(ns.ss_count("time-wait", ""), 7);
+    ns.wait_for_state("time-wait", 7);
 
     let socks = from_kernel(&ns);
     let off = to(&socks, SERVER, "TIME_WAIT");

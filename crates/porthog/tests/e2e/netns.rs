@@ -174,6 +174,26 @@ impl Netns {
     }
 
     /// Counts TCP sockets in `state` (an `ss` state name) matching the `ss` filter `filter`.
+    /// Waits (polling the kernel, at most 10 s) until `ss` counts `n` sockets in `state`: a
+    /// close reaches TIME_WAIT after the FIN exchange, not when close() returns.
+    pub fn wait_for_state(&self, state: &str, n: usize) {
+        self.wait_for_count(state, "", n);
+    }
+
+    /// [`Netns::wait_for_state`] for the sockets an `ss` filter (e.g. `dst ADDR`) selects.
+    pub fn wait_for_count(&self, state: &str, filter: &str, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.ss_count(state, filter) != n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} sockets in {state} {filter} in {} after 10 s, not {n}",
+                self.ss_count(state, filter),
+                self.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn ss_count(&self, state: &str, filter: &str) -> usize {
         let mut cmd = self.exec("ss");
         cmd.args(["-Htan", "state", state]);

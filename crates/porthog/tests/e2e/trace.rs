@@ -203,7 +203,7 @@ pub fn trace_names_the_owner_of_time_wait_after_it_exited() {
     let pid = client.pid();
     // Kill and reap the client: its TIME_WAIT sockets stay, owned by no process.
     drop(client);
-    assert_eq!(ns.ss_count("time-wait", &format!("dst {SERVER}")), 50);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 50);
 
     let t = trace.stop();
     // 50 of 100 ports are in TIME_WAIT: ok, or warn while they are younger than tw_reuse's 1 s.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::child;
 use crate::loadgen::Loadgen;
@@ -148,19 +148,6 @@ impl Drop for Wine {
     }
 }
 
-/// Polls until `ss` counts `n` sockets in `state` (bounded).
-fn wait_for_state(ns: &Netns, state: &str, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while ns.ss_count(state, "") != n {
-        assert!(
-            Instant::now() < deadline,
-            "{} sockets in {state}, not {n}",
-            ns.ss_count(state, "")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Distinct local ports inside Windows' default pool of the `ss -Hna` (`-t` or `-u`) rows.
 fn pool_ports(ns: &Netns, proto_flag: &str) -> usize {
     let out = ns.exec("ss").args(["-Hna", proto_flag]).output().expect("ss (iproute2)");
@@ -202,9 +189,9 @@ pub fn exe_sees_the_sockets_porthog_sees() {
     // The leak's client exits: its sockets close, the server never closes its side.
     drop(Loadgen::start(&ns, &["connect", "--to", "127.0.0.1:7072", "--count", "10"]));
     let _udp = Loadgen::start(&ns, &["udp", "--to", "127.0.0.1:9999", "--count", "10"]);
-    wait_for_state(&ns, "time-wait", 20);
-    wait_for_state(&ns, "close-wait", 10);
-    wait_for_state(&ns, "fin-wait-2", 10);
+    ns.wait_for_state("time-wait", 20);
+    ns.wait_for_state("close-wait", 10);
+    ns.wait_for_state("fin-wait-2", 10);
 
     let linux = porthog::json_in(&ns, &[]);
     let linux = linux.report();
