@@ -114,9 +114,9 @@ pub fn time_wait_without_reuse_exhausts_the_pool() {
         "the kernel never refused: {:?}",
         client.ready
     );
-    // Usually exactly 100; rarely 101, when a TIME_WAIT socket is killed early (a late RST: RFC
-    // 1337 assassination with tcp_rfc1337=0) and its port serves one more connect(). Seen twice
-    // in ~15 runs; the pool is full again either way, which is what porthog must say.
+    // Exactly 100 since test namespaces set tcp_rfc1337=1; before, rarely 101, when a TIME_WAIT
+    // socket was killed early (a late RST: RFC 1337 assassination) and its port served one more
+    // connect(). The pool is full again either way, which is what porthog must say.
     assert!((100..=101).contains(&client.opened()), "{:?}", client.ready);
     ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 100);
 

@@ -121,6 +121,10 @@ impl Netns {
         let ns = Netns { name, spawned: Mutex::new(Vec::new()), _turn: turn };
         run_ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
         ns.sysctl("net.ipv4.ip_local_port_range", RANGE)?;
+        // A late RST would end a TIME_WAIT early (RFC 1337 "assassination", the default 0), so
+        // a churn's TIME_WAIT count came up one short (or a full pool one port freer) in about
+        // one run of fifteen; with 1 the kernel keeps every TIME_WAIT for its whole 60 s.
+        ns.sysctl("net.ipv4.tcp_rfc1337", "1")?;
         for (key, value) in sysctls {
             ns.sysctl(key, value)?;
         }
@@ -186,11 +190,20 @@ impl Netns {
         while self.ss_count(state, filter) != n {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{} sockets in {state} {filter} in {} after 10 s, not {n}",
+                "{} sockets in {state} {filter} in {} after 10 s, not {n}; all TCP sockets:\n{}",
                 self.ss_count(state, filter),
-                self.name
+                self.name,
+                self.ss_states()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// `ss -Htan` of the namespace, for a failure message.
+    fn ss_states(&self) -> String {
+        match self.exec("ss").arg("-Htan").output() {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("(cannot run ss: {e})"),
         }
     }
 
