@@ -214,13 +214,16 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
             sockets::sockets(diag, &mut sockets, &mut gaps).map(|source| (source, sockets, gaps))
         });
         let owners = ProcessList::read(Some(netns_inode)).map(|list| {
-            let owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, false));
+            let owners = owner_cache::with(|c| {
+                let owners = c.owners(&list.proc, &list.inside, false);
+                (owners, c.read_all)
+            });
             (list, owners)
         });
         (dump.join(), owners)
     });
     let (source, sockets, gaps) = dump.map_err(|_| anyhow!("the sock_diag thread panicked"))??;
-    let (list, mut owners) = owners?;
+    let (list, (mut owners, read_all)) = owners?;
     snapshot.source = source.to_string();
     snapshot.sockets = sockets;
     snapshot.gaps.extend(gaps);
@@ -229,17 +232,26 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
     let unowned = |sockets: &[Socket]| -> Vec<u32> {
         sockets.iter().filter(|s| s.inode != 0 && s.pid.is_none()).map(|s| s.inode).collect()
     };
-    // A live socket no cached table holds: a table changed in a way its key does not show
-    // (an fd replaced by a socket), so every table inside is read again, unless the last such
-    // walk already found nobody holding these sockets (kernel sockets).
+    let known = |inodes: &[u32]| owner_cache::with(|c| inodes.iter().all(|&i| c.known_unowned(i)));
     let left = unowned(&snapshot.sockets);
-    let checked = left.iter().all(|&inode| owner_cache::with(|c| c.known_unowned(inode)));
-    if !checked {
-        owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, true));
-        pids.extend(attribute(&mut snapshot.sockets, &owners));
+    if !known(&left) {
         // Pass 2 only for sockets no process inside the namespace holds (a socket created
-        // before its process moved, or passed over a unix socket); an owner inside always
-        // wins, so the answer does not depend on unrelated sockets.
+        // before its process moved, or passed over a unix socket): first the cached tables of
+        // the processes outside, which hold them sample after sample without a walk.
+        let outside = owner_cache::with(|c| c.owners(&list.proc, &list.outside, false));
+        pids.extend(attribute(&mut snapshot.sockets, &outside));
+        owners.merge_counts(&outside);
+    }
+    // A live socket no cached table holds: a table changed in a way its key does not show
+    // (an fd replaced by a socket), so every table is read again (inside first: an owner
+    // inside always wins), unless the last such walk already found nobody holding these
+    // sockets (kernel sockets), or the first pass read every table anyway (a first sample).
+    let left = unowned(&snapshot.sockets);
+    if !known(&left) {
+        if !read_all {
+            owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, true));
+            pids.extend(attribute(&mut snapshot.sockets, &owners));
+        }
         if !unowned(&snapshot.sockets).is_empty() {
             let outside = owner_cache::with(|c| c.owners(&list.proc, &list.outside, true));
             pids.extend(attribute(&mut snapshot.sockets, &outside));
@@ -255,9 +267,9 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
             );
         }
         owner_cache::with(|c| c.remember_unowned(still));
-        pids.sort_unstable();
-        pids.dedup();
     }
+    pids.sort_unstable();
+    pids.dedup();
     if std::env::var_os("PORTHOG_TIMINGS").is_some() {
         let (read, reused) = owner_cache::with(|c| (c.read, c.reused));
         eprintln!("porthog: fd tables read {read}, reused {reused} since start");

@@ -193,9 +193,15 @@ pub struct Scanned {
 /// This loop runs once per fd (250,000 times on a busy host), so it uses rustix's getdents and
 /// readlinkat relative to the fd directory rather than the procfs crate, whose `Process::fd()`
 /// also stats every link and allocates a path per fd.
-pub fn scan(proc: &OwnedFd, pids: &[u32]) -> Scanned {
+/// With `namespaces`, also the fds that may hold a network namespace (a stat of every absolute
+/// path: only `--all-netns` discovery asks).
+pub fn scan(proc: &OwnedFd, pids: &[u32], namespaces: bool) -> Scanned {
     let mut scanned = Scanned::default();
-    let nsfs = rustix::fs::stat("/proc/self/ns/net").ok().map(|st| st.st_dev);
+    let nsfs = if namespaces {
+        rustix::fs::stat("/proc/self/ns/net").ok().map(|st| st.st_dev)
+    } else {
+        None
+    };
     for batch in pids.chunks(TABLES_AT_ONCE) {
         scan_batch(proc, batch, nsfs, &mut scanned);
     }
@@ -289,8 +295,9 @@ impl FdTable {
                     let link = target.get(..len).unwrap_or_default();
                     if let Some(inode) = socket_inode(link) {
                         out.0.push((inode, self.pid));
-                    } else if link.starts_with(b"net:[")
-                        || (link.starts_with(b"/") && self.on_device(fd, nsfs))
+                    } else if nsfs.is_some()
+                        && (link.starts_with(b"net:[")
+                            || (link.starts_with(b"/") && self.on_device(fd, nsfs)))
                     {
                         out.1.push((self.pid, fd));
                     }
@@ -399,7 +406,13 @@ mod tests {
         // The listing's own fd came and went: within a few of the count read here.
         assert!(me_listed.key.unwrap().1.abs_diff(fds) <= 4, "{me_listed:?} vs {fds}");
         let pids: Vec<u32> = list.inside.iter().map(|l| l.pid).collect();
-        let scanned = scan(&list.proc, &pids);
+        // A namespace fd is looked for only when asked (discovery): a stat per absolute path.
+        let ns = std::fs::File::open("/proc/self/ns/net").unwrap();
+        let ns_fd = std::os::fd::AsRawFd::as_raw_fd(&ns) as u32;
+        let with = scan(&list.proc, &[me], true);
+        assert!(with.namespace_fds.contains(&(me, ns_fd)), "{:?}", with.namespace_fds);
+        let scanned = scan(&list.proc, &pids, false);
+        assert!(scanned.namespace_fds.is_empty(), "{:?}", scanned.namespace_fds);
         assert!(scanned.read.contains(&me));
         let owners = Owners::from_pairs(scanned.sockets, scanned.counts);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
