@@ -177,10 +177,10 @@ fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
 }
 
 /// lsof's TCP state names (`print_tcptpi` in lsof's dialects/linux): the kernel's names, which
-/// are the model's, except CLOSED for a bound socket.
+/// are the model's, except CLOSED for a bound socket, and IDLE, which other dialects print for one.
 fn state(s: &str) -> Option<State> {
     match s {
-        "CLOSED" | "CLOSE" => Some(State::Bound),
+        "CLOSED" | "CLOSE" | "IDLE" => Some(State::Bound),
         _ => State::from_name(s),
     }
 }
@@ -203,6 +203,16 @@ porthog-l 12199 root    3u  IPv4  15687      0t0  TCP 127.0.0.1:40004->127.0.0.1
 porthog-l 12206 root    3u  IPv4  15702      0t0  TCP 127.0.0.1:40005 (LISTEN)
 dhclient    500 root    7u  IPv4   2222      0t0  UDP *:68
 ";
+
+    #[test]
+    fn bound_sockets_by_every_name_lsof_gives_them() {
+        for name in ["CLOSED", "CLOSE", "IDLE", "BOUND"] {
+            assert_eq!(state(name), Some(State::Bound), "{name}");
+        }
+        assert_eq!(state("ESTABLISHED"), Some(State::Established));
+        assert_eq!(state("SYN_SENT"), Some(State::SynSent));
+        assert_eq!(state("NONSENSE"), None);
+    }
 
     #[test]
     fn owners_sockets_once_and_the_time_wait_gap() {
