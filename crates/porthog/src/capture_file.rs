@@ -118,8 +118,10 @@ impl<'a> Pager<'a> {
             let from = if dropped.get() > end { 0 } else { dropped.get() };
             if end > from {
                 // SAFETY: the range lies inside this private, read-only file mapping; after
-                // MADV_DONTNEED a read faults the same bytes back in from the file, so every
-                // slice the importer holds stays valid and unchanged.
+                // MADV_DONTNEED a read faults the bytes back in from the file. They are the
+                // same bytes only while nobody writes the file: the assumption every file
+                // mapping makes (see `map`), narrowed by mapping only files unchanged for 2 s.
+                // A capture rewritten during the analysis can break the UTF-8 check's promise.
                 let _ = unsafe {
                     map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
                 };

@@ -170,7 +170,9 @@ fn utf8_paged<'a>(bytes: &'a [u8], release: Release<'_>) -> Option<&'a str> {
     }
     // SAFETY: every byte of `bytes` was checked above, in pieces that end on character
     // boundaries (a piece ends either at the end or where its last whole character does), so
-    // the whole is valid UTF-8.
+    // the whole is valid UTF-8, provided the bytes do not change after they were checked: a
+    // released page of a mapped file is read back from the file, which the caller must not
+    // let be written meanwhile (`Release`).
     Some(unsafe { std::str::from_utf8_unchecked(bytes) })
 }
 
