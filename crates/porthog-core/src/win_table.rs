@@ -4,6 +4,7 @@
 //! `porthog.exe check` and `porthog analyze` of the same machine give one report (issue 10).
 //! Pure: the Windows collector (crates/porthog/src/collect/windows/) makes the calls.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 
@@ -63,6 +64,12 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// Neither its image path nor its toolhelp image name could be read (System is named by
+    /// its pid).
+    pub fn is_unnamed(&self) -> bool {
+        self.path.is_none() && self.image.is_none() && self.pid != SYSTEM_PID
+    }
+
     /// The process as a report shows it: the image name, the path as its command line, and
     /// the services it hosts as its unit (the Windows counterpart of a systemd unit).
     pub fn process(&self) -> Process {
@@ -112,24 +119,43 @@ pub fn snapshot(rows: &[Row], owners: &[Owner], settings: Settings, gaps: Vec<Ga
             advice: Some("report the Windows version at porthog's issue tracker".to_owned()),
         });
     }
+    name_processes(&mut snap, owners);
+    snap
+}
+
+/// The pids that own sockets in `snap`, sorted: whose owners the collector looks up.
+pub fn owner_pids(snap: &Snapshot) -> Vec<u32> {
     let mut pids: Vec<u32> =
         snap.sockets.iter().filter_map(|s| s.pid.map(NonZeroU32::get)).collect();
     pids.sort_unstable();
     pids.dedup();
-    snap.processes = pids
+    pids
+}
+
+/// `snap`'s processes from `owners` (a pid without one gets a bare entry).
+pub fn name_processes(snap: &mut Snapshot, owners: &[Owner]) {
+    let by_pid: HashMap<u32, &Owner> = owners.iter().map(|o| (o.pid, o)).collect();
+    snap.processes = owner_pids(snap)
         .into_iter()
-        .map(|pid| match owners.iter().find(|o| o.pid == pid) {
+        .map(|pid| match by_pid.get(&pid) {
             Some(o) => o.process(),
             None => Owner { pid, ..Owner::default() }.process(),
         })
         .collect();
-    snap
 }
 
-/// The gap for owners porthog could not name: not elevated, processes of other users and
-/// services cannot be opened.
-pub fn unnamed_owners_gap(processes: u64, sockets: u64, elevated: bool) -> Gap {
-    Gap {
+/// The gap for owners porthog could not name (not elevated, processes of other users and
+/// services cannot be opened), counting their sockets in `snap`; None when all were named.
+pub fn unnamed_owners_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> Option<Gap> {
+    let unnamed: HashSet<u32> = owners.iter().filter(|o| o.is_unnamed()).map(|o| o.pid).collect();
+    if unnamed.is_empty() {
+        return None;
+    }
+    let processes = unnamed.len() as u64;
+    let sockets =
+        snap.sockets.iter().filter(|s| s.pid.is_some_and(|p| unnamed.contains(&p.get()))).count()
+            as u64;
+    Some(Gap {
         kind: GapKind::Unattributed,
         count: Some(sockets),
         message: format!(
@@ -140,7 +166,7 @@ pub fn unnamed_owners_gap(processes: u64, sockets: u64, elevated: bool) -> Gap {
         ),
         advice: (!elevated)
             .then(|| "run porthog.exe from an elevated prompt (Run as administrator)".to_owned()),
-    }
+    })
 }
 
 /// What one `netsh` command printed, or why it could not run.
@@ -275,6 +301,33 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn owners_name_processes_and_the_unnamed_are_a_gap() {
+        let row = |pid, port| Row {
+            protocol: Protocol::Tcp,
+            state: 5,
+            local: (ip("10.0.0.7"), port),
+            remote: (ip("10.0.0.5"), 443),
+            pid,
+        };
+        let rows = [row(9, 50000), row(9, 50001), row(4, 50002), row(12, 50003), row(0, 50004)];
+        let mut snap = snapshot(&rows, &[], Settings::default(), Vec::new());
+        assert_eq!(owner_pids(&snap), vec![4, 9, 12]);
+        let owners = [
+            Owner { pid: 9, ..Owner::default() },
+            Owner { pid: 4, ..Owner::default() },
+            Owner { pid: 12, image: Some("app.exe".into()), ..Owner::default() },
+        ];
+        name_processes(&mut snap, &owners);
+        let names: Vec<_> = snap.processes.iter().map(|p| (p.pid, p.name.as_str())).collect();
+        assert_eq!(names, [(4, "System"), (9, "?"), (12, "app.exe")]);
+        let gap = unnamed_owners_gap(&snap, &owners, false).unwrap();
+        assert_eq!(gap.count, Some(2), "pid 9's two sockets: {gap:?}");
+        assert!(gap.message.contains("1 process"), "{}", gap.message);
+        assert!(gap.advice.is_some());
+        assert!(unnamed_owners_gap(&snap, &owners[1..], true).is_none());
     }
 
     #[test]

@@ -7,7 +7,6 @@ mod events;
 mod owners;
 mod tables;
 
-use std::num::NonZeroU32;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,22 +24,9 @@ pub fn snapshot(opts: &CollectOptions) -> Result<Snapshot> {
     let rows = tables::rows()?;
     let (settings, gaps) = win_table::settings(&netsh());
     let mut snapshot = win_table::snapshot(&rows, &[], settings, gaps);
-    let pids: Vec<u32> = snapshot.processes.iter().map(|p| p.pid).collect();
-    let (owners, unnamed) = owners::owners(&pids);
-    snapshot.processes = owners.iter().map(|o| o.process()).collect();
-    if unnamed > 0 {
-        let unnamed_pids: Vec<u32> = owners
-            .iter()
-            .filter(|o| o.path.is_none() && o.image.is_none() && o.pid != win_table::SYSTEM_PID)
-            .map(|o| o.pid)
-            .collect();
-        let sockets = snapshot
-            .sockets
-            .iter()
-            .filter(|s| s.pid.map(NonZeroU32::get).is_some_and(|p| unnamed_pids.contains(&p)))
-            .count() as u64;
-        snapshot.gaps.push(win_table::unnamed_owners_gap(unnamed, sockets, owners::elevated()));
-    }
+    let owners = owners::owners(&win_table::owner_pids(&snapshot));
+    win_table::name_processes(&mut snapshot, &owners);
+    snapshot.gaps.extend(win_table::unnamed_owners_gap(&snapshot, &owners, owners::elevated()));
     Ok(snapshot)
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use porthog_core::win_table::{Owner, SYSTEM_PID};
+use porthog_core::win_table::Owner;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_MORE_DATA, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Security::{
     GetTokenInformation, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation,
@@ -22,29 +22,19 @@ use windows_sys::Win32::System::Threading::{
     PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW,
 };
 
-/// The owners of `pids`, and how many could not be named at all.
-pub fn owners(pids: &[u32]) -> (Vec<Owner>, u64) {
+/// The owners of `pids`.
+pub fn owners(pids: &[u32]) -> Vec<Owner> {
     let images = toolhelp_images();
     let services = services_by_pid();
-    let mut unnamed = 0;
-    let owners = pids
-        .iter()
-        .map(|&pid| {
-            let path = image_path(pid);
-            let image = images.get(&pid).cloned();
-            if path.is_none() && image.is_none() && pid != SYSTEM_PID {
-                unnamed += 1;
-            }
-            Owner {
-                pid,
-                path,
-                image,
-                user: None,
-                services: services.get(&pid).cloned().unwrap_or_default(),
-            }
+    pids.iter()
+        .map(|&pid| Owner {
+            pid,
+            path: image_path(pid),
+            image: images.get(&pid).cloned(),
+            user: None,
+            services: services.get(&pid).cloned().unwrap_or_default(),
         })
-        .collect();
-    (owners, unnamed)
+        .collect()
 }
 
 /// Whether porthog runs elevated (TokenElevation of its own token).
