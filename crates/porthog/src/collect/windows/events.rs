@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use porthog_core::import::{Evidence, event_xml, kept_event_ids};
 use porthog_core::{Gap, GapKind};
+
+use super::{from_wide_nul, to_wide_nul};
 use windows_sys::Win32::Foundation::{
     ERROR_INSUFFICIENT_BUFFER, ERROR_NO_MORE_ITEMS, GetLastError,
 };
@@ -52,10 +54,6 @@ pub fn evidence(since: Duration) -> (Vec<Evidence>, Vec<Gap>) {
     }
 }
 
-fn wide(s: &str) -> Vec<u16> {
-    s.encode_utf16().chain(Some(0)).collect()
-}
-
 struct Handle(EVT_HANDLE);
 
 impl Drop for Handle {
@@ -78,7 +76,7 @@ fn rendered(since: Duration) -> Result<Vec<String>, String> {
         ids.join(" or "),
         since.as_millis()
     );
-    let (path, query) = (wide("System"), wide(&query));
+    let (path, query) = (to_wide_nul("System"), to_wide_nul(&query));
     // SAFETY: both strings are NUL-terminated and outlive the call; 0 is the local session.
     let results = unsafe {
         EvtQuery(0, path.as_ptr(), query.as_ptr(), EvtQueryChannelPath | EvtQueryReverseDirection)
@@ -131,9 +129,7 @@ fn render(event: EVT_HANDLE, buf: &mut Vec<u16>) -> Result<String, String> {
         };
         if ok != 0 {
             let chars = (used as usize / 2).min(buf.len());
-            let text = &buf[..chars];
-            let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
-            return Ok(String::from_utf16_lossy(&text[..end]));
+            return Ok(from_wide_nul(&buf[..chars]));
         }
         // SAFETY: plain call.
         if unsafe { GetLastError() } != ERROR_INSUFFICIENT_BUFFER {

@@ -50,3 +50,14 @@ fn netsh() -> Vec<NetshOutput> {
         })
         .collect()
 }
+
+/// `s` as a NUL-terminated UTF-16 string, for a W function.
+fn to_wide_nul(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(Some(0)).collect()
+}
+
+/// The UTF-16 text of `buf` up to its first NUL (all of it without one).
+fn from_wide_nul(buf: &[u16]) -> String {
+    let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
+    String::from_utf16_lossy(&buf[..end])
+}

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 
 use porthog_core::win_table::Owner;
+
+use super::from_wide_nul;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_MORE_DATA, HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::Security::{
     GetTokenInformation, TOKEN_ELEVATION, TOKEN_QUERY, TokenElevation,
@@ -96,9 +98,7 @@ fn toolhelp_images() -> HashMap<u32, String> {
     // SAFETY: `entry` has its dwSize set as the API requires; `snap` is valid.
     let mut ok = unsafe { Process32FirstW(snap, &mut entry) };
     while ok != 0 {
-        let name = &entry.szExeFile;
-        let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-        out.insert(entry.th32ProcessID, String::from_utf16_lossy(&name[..end]));
+        out.insert(entry.th32ProcessID, from_wide_nul(&entry.szExeFile));
         // SAFETY: as above.
         ok = unsafe { Process32NextW(snap, &mut entry) };
     }
