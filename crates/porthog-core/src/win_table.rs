@@ -8,9 +8,9 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 
-use crate::import::{self, Format, ImportOptions, Imported, Input};
+use crate::import::{self, Format, ImportOptions, Imported, Input, netsh};
 use crate::model::{Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket};
-use crate::ports::{PortRange, PortSet};
+use crate::ports::PortRange;
 use crate::report::plural;
 
 /// What `Snapshot::source` says of a live Windows snapshot.
@@ -203,7 +203,6 @@ pub fn netsh_commands() -> Vec<(Vec<&'static str>, Format)> {
 pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
     let mut settings = Settings::default();
     let mut failed: Vec<(Format, &str, String)> = Vec::new();
-    let mut exclusions_read = [false, false];
     for out in outputs {
         let why = match &out.output {
             Err(e) => Some(e.clone()),
@@ -211,7 +210,7 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
                 let opts = ImportOptions { format: Some(out.format), ..ImportOptions::default() };
                 match import::import(&[Input { name: &out.command, bytes }], &opts) {
                     Ok(Imported::Snapshot { snapshot, .. }) => {
-                        merge(&mut settings, &snapshot.settings, &mut exclusions_read);
+                        merge(&mut settings, &snapshot.settings);
                         None
                     }
                     Ok(Imported::Report(_)) => Some("printed a porthog report".to_owned()),
@@ -260,8 +259,8 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
             ));
         }
     }
-    for (read, proto) in exclusions_read.into_iter().zip(["tcp", "udp"]) {
-        if !read {
+    for (exclusions, proto) in [(&settings.tcp_reserved, "tcp"), (&settings.udp_reserved, "udp")] {
+        if exclusions.is_none() {
             gaps.push(setting_gap(
                 format!(
                     "the {} excluded port ranges could not be read{}: none assumed, the pool may be smaller than shown (Hyper-V, WinNAT, WSL and Docker reserve blocks)",
@@ -275,20 +274,16 @@ pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
     (settings, gaps)
 }
 
-/// IPv4's range wins over IPv6's (they share one port space); exclusions of both add up.
-fn merge(into: &mut Settings, from: &Settings, exclusions_read: &mut [bool; 2]) {
+/// IPv4's range wins over IPv6's (they share one port space); exclusions of both add up, as
+/// the netsh importer merges them.
+fn merge(into: &mut Settings, from: &Settings) {
     into.tcp_range = into.tcp_range.or(from.tcp_range);
     into.udp_range = into.udp_range.or(from.udp_range);
-    for (slot, got, read) in [
-        (&mut into.tcp_reserved, &from.tcp_reserved, 0),
-        (&mut into.udp_reserved, &from.udp_reserved, 1),
-    ] {
+    for (slot, got) in
+        [(&mut into.tcp_reserved, &from.tcp_reserved), (&mut into.udp_reserved, &from.udp_reserved)]
+    {
         if let Some(set) = got {
-            exclusions_read[read] = true;
-            let merged = slot.get_or_insert_with(PortSet::new);
-            for r in set.ranges() {
-                merged.insert(*r);
-            }
+            netsh::add_exclusions(slot, set);
         }
     }
 }

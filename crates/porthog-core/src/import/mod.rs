@@ -9,7 +9,7 @@ mod error;
 pub mod event_xml;
 mod events;
 mod lsof;
-mod netsh;
+pub(crate) mod netsh;
 mod netstat;
 mod netstat_linux;
 mod paste;

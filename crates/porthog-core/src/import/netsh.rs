@@ -179,13 +179,18 @@ pub fn parse_excluded(cur: &mut Cursor<'_>, b: &mut Builder) -> Result<(), Impor
     } else {
         &mut b.settings.udp_reserved
     };
-    // ipv4 and ipv6 exclusions both take ports out of the shared pool.
+    add_exclusions(slot, &set);
+    b.record(Format::NetshExcluded);
+    Ok(())
+}
+
+/// Adds one listing's excluded ranges to `slot`: ipv4 and ipv6 exclusions both take ports out
+/// of the shared pool, so they add up (the dynamic range instead: the first one given wins).
+pub(crate) fn add_exclusions(slot: &mut Option<PortSet>, set: &PortSet) {
     let merged = slot.get_or_insert_with(PortSet::new);
     for r in set.ranges() {
         merged.insert(*r);
     }
-    b.record(Format::NetshExcluded);
-    Ok(())
 }
 
 #[cfg(test)]
