@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use netlink_packet_core::{
-    DefaultNla, ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    DefaultNla, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload,
 };
 use netlink_packet_netfilter::conntrack::{
     ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Tuple,
@@ -26,6 +26,9 @@ use porthog_core::snat::{
 };
 use porthog_core::{Gap, GapKind, Protocol};
 
+use super::netlink_dump;
+use super::sock_diag::DUMP_TRIES;
+
 /// `IPCTNL_MSG_CT_GET_STATS_CPU` (`enum cntl_msg_types`).
 const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
 /// `CTA_STATS_INSERT_FAILED` and `CTA_STATS_DROP` (`enum ctattr_stats_cpu`), u32 big-endian.
@@ -33,6 +36,9 @@ const CTA_STATS_INSERT_FAILED: u16 = 9;
 const CTA_STATS_DROP: u16 = 10;
 /// One dump message is at most 32 KiB; a larger buffer only reserves address space.
 const RECV_BUFFER: usize = 1 << 20;
+
+/// Each request goes out on a socket of its own, so one sequence number serves.
+const SEQ: u32 = 1;
 /// The per-namespace statistics; present exactly when nf_conntrack is loaded. Through
 /// thread-self: /proc/self/net would show the namespace of the main thread, not this one.
 const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
@@ -48,7 +54,16 @@ pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
     let started = std::time::Instant::now();
     let mut ct = Conntrack::default();
     match dump(&mut ct.entries) {
-        Ok(()) => {}
+        Ok(true) => {}
+        Ok(false) => gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: None,
+            message: format!(
+                "the conntrack table changed during the dump {DUMP_TRIES} times in a row: SNAT \
+                 pools may be short of some entries"
+            ),
+            advice: Some("run porthog again".into()),
+        }),
         Err(e) => {
             ct.unread = true;
             gaps.push(unavailable(&e));
@@ -108,7 +123,7 @@ fn dump_with(
     let socket = socket()?;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    header.sequence_number = 1;
+    header.sequence_number = SEQ;
     // AF_UNSPEC: every layer-3 family (ctnetlink_dump_table filters only on a given one).
     let mut packet = NetlinkMessage::new(
         header,
@@ -121,52 +136,34 @@ fn dump_with(
     let mut request = vec![0; packet.buffer_len()];
     packet.serialize(&mut request);
     socket.send(&request, 0)?;
-    let invalid =
-        |e: netlink_packet_core::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
     let mut buf = vec![0u8; RECV_BUFFER];
-    let mut interrupted = false;
-    loop {
-        let len = match socket.recv(&mut &mut buf[..], 0) {
-            Ok(len) => len,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let mut rest = buf.get(..len).unwrap_or(&buf[..]);
-        while !rest.is_empty() {
-            let msg = NetlinkBuffer::new_checked(rest).map_err(invalid)?;
-            let msg_len = msg.length() as usize;
-            interrupted |= msg.flags() & NLM_F_DUMP_INTR != 0;
-            match msg.message_type() {
-                NLMSG_DONE => return Ok(interrupted),
-                NLMSG_ERROR => {
-                    let error = ErrorBuffer::new_checked(msg.payload()).map_err(invalid)?;
-                    if let Some(code) = error.code() {
-                        return Err(io::Error::from_raw_os_error(-code.get()));
-                    }
-                }
-                kind => {
-                    let mut h = NetlinkHeader::default();
-                    h.message_type = kind;
-                    // An entry the crate cannot decode is skipped, not fatal: one odd protocol
-                    // must not hide every SNAT pool.
-                    if let Ok(m) = NetfilterMessage::deserialize(&h, msg.payload()) {
-                        each(&m);
-                    }
-                }
-            }
-            rest = rest.get(msg_len.next_multiple_of(4)..).unwrap_or(&[]);
+    netlink_dump::receive(&socket, &mut buf, SEQ, |kind, payload| {
+        let mut h = NetlinkHeader::default();
+        h.message_type = kind;
+        // An entry the crate cannot decode is skipped, not fatal: one odd protocol must not
+        // hide every SNAT pool.
+        if let Ok(m) = NetfilterMessage::deserialize(&h, payload) {
+            each(&m);
         }
-    }
+        Ok(())
+    })
 }
 
-/// Every TCP and UDP entry of the table.
-fn dump(out: &mut Vec<ConntrackEntry>) -> io::Result<()> {
-    dump_with(ConntrackMessage::Get(vec![]), |m| {
-        if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = &m.inner {
-            out.extend(entry(attrs));
+/// Every TCP and UDP entry of the table; retried while the kernel says the table changed under
+/// the dump. Ok(false): still interrupted after [`DUMP_TRIES`] tries (the entries may be short).
+fn dump(out: &mut Vec<ConntrackEntry>) -> io::Result<bool> {
+    for _ in 0..DUMP_TRIES {
+        out.clear();
+        let interrupted = dump_with(ConntrackMessage::Get(vec![]), |m| {
+            if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = &m.inner {
+                out.extend(entry(attrs));
+            }
+        })?;
+        if !interrupted {
+            return Ok(true);
         }
-    })
-    .map(|_| ())
+    }
+    Ok(false)
 }
 
 /// The per-CPU statistics, summed.

@@ -8,6 +8,7 @@ mod bpf;
 mod conntrack;
 pub(crate) mod discover;
 pub(crate) mod fleet;
+mod netlink_dump;
 pub(crate) mod netns;
 mod owner_cache;
 mod owners;

@@ -7,8 +7,7 @@
 use std::io;
 
 use netlink_packet_core::{
-    ErrorBuffer, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NlasIterator, Parseable,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NlasIterator, Parseable,
 };
 use netlink_packet_sock_diag::{
     AF_INET, AF_INET6, INET_DIAG_SKV6ONLY, IPPROTO_TCP, IPPROTO_UDP, SOCK_DIAG_BY_FAMILY,
@@ -17,6 +16,8 @@ use netlink_packet_sock_diag::{
 };
 use netlink_sys::{Socket as NetlinkSocket, SocketAddr, protocols::NETLINK_SOCK_DIAG};
 use porthog_core::{KernelFacts, Protocol, Socket, State};
+
+use super::netlink_dump;
 
 /// One of the kernel's four socket tables, named as under /proc/net.
 #[derive(Debug, Clone, Copy)]
@@ -108,50 +109,19 @@ impl SockDiag {
         self.seq = self.seq.wrapping_add(1);
         self.send_request(table, states)?;
         let mut outcome = DumpOutcome::default();
-        loop {
-            let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
-                Ok(len) => len,
-                // A signal (e.g. the TUI's SIGWINCH) is no reason to lose the dump.
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let mut rest = self.buf.get(..len).unwrap_or(&self.buf[..]);
-            while !rest.is_empty() {
-                let msg = NetlinkBuffer::new_checked(rest).map_err(invalid)?;
-                let msg_len = msg.length() as usize;
-                if msg.flags() & NLM_F_DUMP_INTR != 0 {
-                    outcome.interrupted = true;
-                }
-                // Messages of an earlier, abandoned request are not ours.
-                if msg.sequence_number() == self.seq {
-                    match msg.message_type() {
-                        NLMSG_DONE => {
-                            // The payload is the dump's final status (`netlink_dump_done`).
-                            return match msg.payload().get(..4) {
-                                Some(&[a, b, c, d]) if i32::from_ne_bytes([a, b, c, d]) < 0 => {
-                                    let code = i32::from_ne_bytes([a, b, c, d]);
-                                    Err(io::Error::from_raw_os_error(-code))
-                                }
-                                _ => Ok(outcome),
-                            };
-                        }
-                        NLMSG_ERROR => {
-                            let error = ErrorBuffer::new_checked(msg.payload()).map_err(invalid)?;
-                            if let Some(code) = error.code() {
-                                return Err(io::Error::from_raw_os_error(-code.get()));
-                            }
-                        }
-                        SOCK_DIAG_BY_FAMILY => match socket(table.protocol, msg.payload())? {
-                            Some(s) => out.push(s),
-                            None => outcome.unknown_states += 1,
-                        },
-                        _ => {}
+        let mut unknown_states = 0;
+        outcome.interrupted =
+            netlink_dump::receive(&self.socket, &mut self.buf, self.seq, |kind, payload| {
+                if kind == SOCK_DIAG_BY_FAMILY {
+                    match socket(table.protocol, payload)? {
+                        Some(s) => out.push(s),
+                        None => unknown_states += 1,
                     }
                 }
-                // Messages are padded to 4 bytes (NLMSG_ALIGN).
-                rest = rest.get(msg_len.next_multiple_of(4)..).unwrap_or(&[]);
-            }
-        }
+                Ok(())
+            })?;
+        outcome.unknown_states = unknown_states;
+        Ok(outcome)
     }
 
     fn send_request(&mut self, table: Table, states: u32) -> io::Result<()> {
