@@ -135,6 +135,9 @@ pub fn analyze_imported(
     report.findings = past;
     report.findings.sort_by_key(|f| std::cmp::Reverse(f.level));
     report.sources = sources;
+    // The snapshot's own evidence (conntrack's counters) stays beside the imported one.
+    let mut evidence = evidence;
+    evidence.append(&mut report.evidence);
     report.evidence = evidence;
     report
 }
@@ -585,6 +588,19 @@ mod tests {
         let ct = r.conntrack.as_ref().unwrap();
         assert_eq!((ct.entries, ct.snat_entries, ct.insert_failed), (1, 1, Some(7)));
         assert_eq!(r.pools[0].kind, PoolKind::Snat);
+        // A saved snapshot analysed with imported evidence keeps conntrack's too.
+        let logged = Evidence {
+            kind: "event".into(),
+            id: 4266,
+            counter: None,
+            count: 1,
+            first: None,
+            last: None,
+            meaning: "a connect() found no free port".into(),
+        };
+        let imported = analyze_imported(&s, Vec::new(), vec![logged], &Default::default());
+        let kinds: Vec<_> = imported.evidence.iter().map(|e| (e.kind.as_str(), e.count)).collect();
+        assert_eq!(kinds, [("event", 1), ("conntrack", 7)]);
 
         // Without any source NAT, failed inserts are races: informed, not raised.
         s.conntrack.as_mut().unwrap().entries[0].src_nat = false;
