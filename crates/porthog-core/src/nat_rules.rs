@@ -47,10 +47,10 @@ pub fn parse_nft_json(text: &str) -> Result<Vec<NatRule>, NatRulesError> {
                 ("snat", Some(a), p) => {
                     text.push_str(&format!(" to {}", nft_addr_text(a)));
                     if let Some(p) = p {
-                        text.push_str(&format!(":{}", range_text(p)));
+                        text.push_str(&format!(":{p}"));
                     }
                 }
-                (_, _, Some(p)) => text.push_str(&format!(" to :{}", range_text(p))),
+                (_, _, Some(p)) => text.push_str(&format!(" to :{p}")),
                 _ => {}
             }
             out.push(NatRule { text, protocol, addrs, ports });
@@ -103,16 +103,10 @@ fn nft_ports(v: Option<&Value>) -> Option<PortRange> {
     let v = v?;
     let port = |v: &Value| v.as_u64().and_then(|n| u16::try_from(n).ok());
     if let Some(p) = port(v) {
-        return Some(PortRange { start: p, end: p });
+        return Some(either_way(p, p));
     }
     let r = v.get("range")?.as_array()?;
-    let (a, b) = (port(r.first()?)?, port(r.get(1)?)?);
-    // The kernel swaps a reversed range (`nf_nat_l4proto_unique_tuple`).
-    Some(PortRange { start: a.min(b), end: a.max(b) })
-}
-
-fn range_text(r: PortRange) -> String {
-    if r.start == r.end { r.start.to_string() } else { format!("{}-{}", r.start, r.end) }
+    Some(either_way(port(r.first()?)?, port(r.get(1)?)?))
 }
 
 /// The `-j SNAT` and `-j MASQUERADE` rules of the `*nat` table of `iptables-save` (or
@@ -162,8 +156,13 @@ pub fn parse_iptables_save(text: &str) -> Vec<NatRule> {
 /// "40000-40009" or "7000".
 fn port_range(s: &str) -> Option<PortRange> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
-    Some(PortRange { start: a.min(b), end: a.max(b) })
+    Some(either_way(a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A rule's port range given in either order: the kernel swaps a reversed one
+/// (`nf_nat_l4proto_unique_tuple`).
+fn either_way(a: u16, b: u16) -> PortRange {
+    PortRange { start: a.min(b), end: a.max(b) }
 }
 
 /// `--to-source` values: "10.0.2.1", "10.0.2.1-10.0.2.2:1000-2000", "[2001:db8::1]:1000-2000".
