@@ -216,6 +216,7 @@ mod tests {
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
             class: FailureClass::Exhaustion,
+            netns: None,
         }
     }
 
@@ -263,6 +264,7 @@ mod tests {
                 call: "connect".into(),
                 errno: Errno::AddrNotAvail,
                 class: FailureClass::Exhaustion,
+                netns: None,
                 count: 20,
             }],
             time_wait_owners: vec![OwnerCount { pid: 4242, name: "curl".into(), count: 50 }],

@@ -56,6 +56,7 @@ mod tests {
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
             class: FailureClass::Exhaustion,
+            netns: None,
         }
     }
 

@@ -72,6 +72,7 @@ pub fn failure() -> Failure {
         errno: Errno::AddrNotAvail,
         call: "connect".into(),
         class: porthog_core::timeline::FailureClass::Exhaustion,
+        netns: None,
     }
 }
 

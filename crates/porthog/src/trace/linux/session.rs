@@ -130,6 +130,7 @@ pub fn failure<P: ProcSource>(caught: &Caught, tasks: &Tasks<P>, clock: &Clock) 
         errno: caught.errno,
         call: caught.call.as_str().to_owned(),
         class: caught.class,
+        netns: caught.who.netns,
     }
 }
 
