@@ -154,7 +154,8 @@ impl Lifecycle {
         {
             if let Some(pid) = s.pid {
                 let name = snapshot.process(pid.get()).map_or("?", |p| p.name.as_str());
-                let who = Who { pid: pid.get(), tid: pid.get(), name: Arc::from(name), netns: None };
+                let who =
+                    Who { pid: pid.get(), tid: pid.get(), name: Arc::from(name), netns: None };
                 self.preexisting.insert(FourTuple::of(s), who);
             }
         }

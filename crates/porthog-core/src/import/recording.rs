@@ -3,8 +3,8 @@
 //! were already attributed from history when it was recorded. Only the first and the last
 //! lines are parsed: a recording can be long.
 
-use crate::report::{Report, SourceInfo};
 use crate::fleet::{FleetReport, NamespaceReport};
+use crate::report::{Report, SourceInfo};
 use crate::timeline::{Failure, NamespaceSample, RecordLine};
 
 /// The report of the recording's last sample, if `text` is a recording. Of a recording made
@@ -25,9 +25,8 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
             crate::timeline::RECORD_SCHEMA_VERSIONS.end()
         )));
     }
-    let is_sample = |l: &str| {
-        l.contains("\"type\":\"sample\"") || l.contains("\"type\":\"fleet_sample\"")
-    };
+    let is_sample =
+        |l: &str| l.contains("\"type\":\"sample\"") || l.contains("\"type\":\"fleet_sample\"");
     let samples = text.lines().filter(|l| is_sample(l)).count() as u64;
     // Walk back from the end: a recording killed mid-write may end in a cut-off line.
     let mut cut = false;

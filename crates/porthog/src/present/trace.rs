@@ -264,7 +264,6 @@ mod tests {
                 call: "connect".into(),
                 errno: Errno::AddrNotAvail,
                 class: FailureClass::Exhaustion,
-                netns: None,
                 count: 20,
             }],
             time_wait_owners: vec![OwnerCount { pid: 4242, name: "curl".into(), count: 50 }],
