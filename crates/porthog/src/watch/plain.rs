@@ -147,13 +147,9 @@ fn namespaces(fleet: &Fleet, app: &App, out: &mut String) {
     for r in &fleet.rows {
         let mark = if Some(r.inode) == fleet.shown { ">" } else { " " };
         let level = if r.is_gone() { "-".to_owned() } else { r.verdict.as_str().to_uppercase() };
-        let _ = writeln!(
-            out,
-            "{mark} {}  {level}  {}  {}",
-            r.header,
-            if r.tightest.is_empty() { "no pool in use" } else { r.tightest.as_str() },
-            r.presence_text()
-        );
+        let tightest = if r.tightest.is_empty() { "no pool in use" } else { r.tightest.as_str() };
+        let row = format!("{mark} {}  {level}  {tightest}  {}", r.header, r.presence_text());
+        let _ = writeln!(out, "{}", row.trim_end());
     }
     if let Some(label) = fleet.shown.and_then(|i| fleet.label(i)) {
         let _ = writeln!(out, "\n=== network namespace {label} ===");
