@@ -34,8 +34,12 @@ pub struct Scrape<'a> {
     pub top_processes: usize,
     /// Failures the kernel tracer caught since start, by (netns, process, remote, errno);
     /// `None` when no tracer runs (not root).
-    pub failures: Option<&'a BTreeMap<(String, String, String, String), u64>>,
+    pub failures: Option<&'a FailureCounts>,
 }
+
+/// Allocation failures since start: (netns label, process name, remote or "", errno name) ->
+/// count.
+pub type FailureCounts = BTreeMap<(String, String, String, String), u64>;
 
 const POOL_LABELS: [&str; 5] = ["netns", "kind", "protocol", "local", "remote"];
 

@@ -4,7 +4,7 @@
 //! `MAX_SERIES` (netns, process, remote, errno) keys get their own series for good, every
 //! later key counts into one `other` series (netns and process `other`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use porthog_core::timeline::{Failure, FailureClass};
@@ -15,7 +15,7 @@ use crate::present::metrics::OTHER;
 pub const MAX_SERIES: usize = 100;
 
 /// (netns label, process name, remote or "", errno name) -> failures since start.
-pub type Counts = BTreeMap<(String, String, String, String), u64>;
+pub type Counts = crate::present::metrics::FailureCounts;
 
 #[derive(Clone, Default)]
 pub struct Book {
