@@ -23,6 +23,7 @@ pub use linux::{FeedHandle, spawn_feed};
 
 /// Which threads' failures the tracer keeps.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "the tracer is Linux only"))]
 pub enum Scope {
     /// One network namespace: the given one, or porthog's own.
     One(Option<crate::collect::NetnsTarget>),

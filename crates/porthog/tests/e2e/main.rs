@@ -18,6 +18,7 @@ mod child;
 mod cli;
 #[cfg(target_os = "linux")]
 mod fleet;
+#[cfg(target_os = "linux")]
 mod fleet_live;
 #[cfg(target_os = "linux")]
 mod kernel_cases;
