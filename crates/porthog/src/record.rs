@@ -32,16 +32,17 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     signals::forward(move || {
         let _ = stopper.send(Message::Stop);
     })?;
-    let name = opts.output.display().to_string();
-    let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
-    let mut out = BufWriter::new(file);
-    let netns = opts.netns.as_ref().map(|n| n.label());
+    // Before the file: without the privilege --all-netns needs, nothing is created.
     let mut source = if opts.all_netns {
         Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?)
     } else {
         let collect = CollectOptions { netns: opts.netns.clone() };
         Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
     };
+    let name = opts.output.display().to_string();
+    let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
+    let mut out = BufWriter::new(file);
+    let netns = opts.netns.as_ref().map(|n| n.label());
     let mut header = sample::header(netns, opts.interval_s);
     if let RecordLine::Header { all_netns, .. } = &mut header {
         *all_netns = opts.all_netns;

@@ -233,3 +233,30 @@ pub fn serve_all_netns_labels_failures_with_their_namespace() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Without CAP_SYS_ADMIN, `watch` and `record --all-netns` say what they need (exit 3), and
+/// `record` leaves no file behind.
+pub fn all_netns_without_root_says_what_it_needs() {
+    let dir = TempDir::new("all-netns-unprivileged");
+    let file = dir.0.join("rec.jsonl");
+    // The scratch directory is root's: let nobody try to write there, as a user would.
+    let _ = std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777));
+    for args in [
+        vec!["watch", "--all-netns", "--once"],
+        vec!["record", "--all-netns", "--duration", "1", "-o", file.to_str().expect("UTF-8")],
+    ] {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", porthog::binary()])
+            .args(&args);
+        let run = porthog::run(cmd);
+        run.assert_code(crate::porthog::EXIT_ERROR);
+        assert!(
+            run.stderr().contains(
+                "--all-netns enters every network namespace, which needs root (CAP_SYS_ADMIN)"
+            ),
+            "{}",
+            run.context()
+        );
+    }
+    assert!(!file.exists(), "no recording is created");
+}

@@ -123,6 +123,11 @@ fn main() -> ExitCode {
             fleet_live::record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the_worst,
         ),
         trial(
+            "fleet_live::all_netns_without_root_says_what_it_needs",
+            Needs::Namespace,
+            fleet_live::all_netns_without_root_says_what_it_needs,
+        ),
+        trial(
             "fleet_live::serve_all_netns_labels_failures_with_their_namespace",
             Needs::Namespace,
             fleet_live::serve_all_netns_labels_failures_with_their_namespace,
