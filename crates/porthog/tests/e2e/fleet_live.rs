@@ -79,7 +79,7 @@ pub fn record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["record", "--all-netns", "-o"])
         .arg(&file)
-        .args(["--duration", "5", "--interval", "0.5"])
+        .args(["--interval", "0.5"])
         .stdin(Stdio::null());
     let mut recorder = child::spawn(&mut cmd);
     if let Err(e) = recorder.wait_stderr("porthog: recording to", Duration::from_secs(60)) {
@@ -91,10 +91,33 @@ pub fn record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the
     let client = Loadgen::start(&a, &["connect", "--to", SERVER, "--count", "120"]);
     assert_eq!((client.opened(), client.failed()), (100, 20), "{:?}", client.ready);
     let (client_pid, refused) = (client.pid(), client.failed());
-    // It closes everything: the last samples are healthy again, and only the failures can
-    // make A the worst namespace of the recording.
+    // A sample of every namespace can take seconds on a busy host: wait until one saw A
+    // exhausted, then the client closes everything and one more sample sees A healthy again,
+    // so that only the failures can make A the worst namespace of the recording.
+    let verdicts_of_a = || {
+        fleet_samples(&file)
+            .iter()
+            .filter_map(|s| {
+                s["namespaces"]
+                    .as_array()?
+                    .iter()
+                    .find(|ns| ns["inode"].as_u64() == Some(inode_a))
+                    .map(|ns| ns["report"]["verdict"].as_str().unwrap_or("").to_owned())
+            })
+            .collect::<Vec<String>>()
+    };
+    crate::record::wait_until("a sample that sees A exhausted", Duration::from_secs(60), || {
+        verdicts_of_a().iter().any(|v| v == "exhausted")
+    });
     drop(client);
-    let done = recorder.wait(Duration::from_secs(90));
+    crate::record::wait_until(
+        "a sample that sees A healthy again",
+        Duration::from_secs(60),
+        || verdicts_of_a().last().is_some_and(|v| v != "exhausted"),
+    );
+    let pid = rustix::process::Pid::from_raw(recorder.child.id() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("stop the recorder");
+    let done = recorder.wait(Duration::from_secs(60));
     assert_eq!(done.code, Some(EXIT_OK), "{}", done.context());
     assert!(!done.stderr.contains("no failures in the recording"), "{}", done.context());
     let text = std::fs::read_to_string(&file).expect("the recording");
@@ -116,7 +139,7 @@ pub fn record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the
     let pid = u64::from(client_pid);
     let ours: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["type"] == "failure" && l["pid"].as_u64() == Some(pid)).collect();
-    assert_eq!(ours.len() as u64, refused, "one failure line per refusal\n{text}");
+    assert_eq!(ours.len() as u64, refused, "one failure line per refusal");
     for f in &ours {
         assert_eq!(f["netns"].as_u64(), Some(inode_a), "counted in A: {f}");
         assert_eq!(
@@ -126,11 +149,11 @@ pub fn record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the
     }
     let in_b =
         lines.iter().filter(|l| l["type"] == "failure" && l["netns"].as_u64() == Some(inode_b));
-    assert_eq!(in_b.count(), 0, "no failure is counted in B\n{text}");
+    assert_eq!(in_b.count(), 0, "no failure is counted in B");
 
     let fleet: Vec<&serde_json::Value> =
         lines.iter().filter(|l| l["type"] == "fleet_sample").collect();
-    assert!(fleet.len() >= 2, "\n{text}");
+    assert!(fleet.len() >= 2, "{} fleet samples", fleet.len());
     assert!(!lines.iter().any(|l| l["type"] == "sample"), "--all-netns writes fleet samples only");
     let position = |sample: &serde_json::Value, inode: u64| {
         sample["namespaces"]
@@ -144,13 +167,33 @@ pub fn record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the
     let exhausted = fleet
         .iter()
         .find(|s| s["namespaces"][position(s, inode_a)]["report"]["verdict"] == "exhausted")
-        .unwrap_or_else(|| panic!("no sample saw A exhausted\n{text}"));
+        .expect("a sample saw A exhausted");
     let (pa, pb) = (position(exhausted, inode_a), position(exhausted, inode_b));
     assert!(pa < pb, "A is listed before B");
     assert_eq!(exhausted["namespaces"][pa]["name"], a.name());
     assert_eq!(exhausted["namespaces"][pb]["name"], b.name());
     assert_eq!(exhausted["namespaces"][pb]["report"]["verdict"], "ok");
     let last = fleet[fleet.len() - 1]["namespaces"].as_array().expect("namespaces");
+
+    // watch --replay of the file: the namespace list, and the failures named by namespace.
+    let mut replay = Command::new(porthog::binary());
+    replay.args(["watch", "--once", "--replay"]).arg(&file);
+    let run = porthog::run(replay);
+    let frame = run.stdout();
+    assert!(frame.contains("Network namespaces (worst first)"), "{}", run.context());
+    assert!(frame.contains("EADDRNOTAVAIL  in "), "failures named by namespace\n{frame}");
+    // Other tests may make failures on this host too: the pane shows the newest.
+    let others = lines.iter().filter(|l| l["type"] == "failure" && l["pid"].as_u64() != Some(pid));
+    if others.count() == 0 {
+        assert!(frame.contains(&format!("  in {}", a.name())), "failures named in A\n{frame}");
+    }
+    let row = |name: &str| {
+        frame
+            .lines()
+            .position(|l| l.get(2..).is_some_and(|r| r.starts_with(&format!("{name} ("))))
+            .unwrap_or_else(|| panic!("no row for {name}\n{frame}"))
+    };
+    assert!(row(a.name()) < row(b.name()), "{frame}");
 
     let mut analyze = Command::new(porthog::binary());
     analyze.args(["analyze", "--json"]).arg(&file);
@@ -259,4 +302,14 @@ pub fn all_netns_without_root_says_what_it_needs() {
         );
     }
     assert!(!file.exists(), "no recording is created");
+}
+
+/// The fleet sample lines written so far.
+fn fleet_samples(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(r#""type":"fleet_sample""#))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .collect()
 }
