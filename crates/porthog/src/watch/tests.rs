@@ -434,3 +434,22 @@ fn all_namespaces_worst_first_selectable_gone_and_raised_by_their_own_failures()
     assert!(screen(&app, 160, 50).contains("GONE at [clock]"));
     assert!(screen(&app, 160, 50).contains("client in calm"));
 }
+
+/// Recordings of format version 1 (before `--all-netns`) still replay; a newer version is
+/// refused by its header, naming the versions this porthog reads.
+#[test]
+fn version_1_recordings_replay_and_newer_ones_are_refused() {
+    let path = recording("v1");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v1 = text.replacen("\"schema_version\":2", "\"schema_version\":1", 1);
+    assert_ne!(v1, text);
+    std::fs::write(&path, &v1).unwrap();
+    let replay = Replay::open(&path).unwrap();
+    let samples = replay.filter(|e| matches!(e, Ok(Event::Snapshot(_)))).count();
+    assert_eq!(samples, 5);
+    std::fs::write(&path, text.replacen("\"schema_version\":2", "\"schema_version\":3", 1))
+        .unwrap();
+    let e = Replay::open(&path).err().unwrap().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.contains("schema_version 3; this porthog reads versions 1 to 2"), "{e}");
+}
