@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::level::Level;
 use crate::model::Gap;
 use crate::report::Report;
+use crate::timeline::Failure;
 
 /// Version of the fleet JSON contract; bumped on any incompatible change.
 pub const FLEET_SCHEMA_VERSION: u32 = 1;
@@ -68,6 +69,23 @@ impl FleetReport {
         }
         let verdict = namespaces.first().map_or(Level::Ok, |ns| ns.report.verdict);
         FleetReport { schema_version: FLEET_SCHEMA_VERSION, verdict, namespaces, gaps }
+    }
+
+    /// Failures outrank snapshots (issue 7), per namespace: each namespace's verdict is raised
+    /// by the exhaustion failures made in it (`Failure::netns`), naming processes and
+    /// destinations there, and the namespaces are ordered again. Failures of no namespace read
+    /// here change nothing.
+    pub fn raise_for_failures(&mut self, failures: &[Failure], during: &str) {
+        if failures.is_empty() {
+            return;
+        }
+        for ns in &mut self.namespaces {
+            let own = failures.iter().filter(|f| f.netns == Some(ns.inode));
+            crate::timeline::raise_for_failures(&mut ns.report, own, during);
+        }
+        let namespaces = std::mem::take(&mut self.namespaces);
+        let gaps = std::mem::take(&mut self.gaps);
+        *self = FleetReport::new(namespaces, gaps);
     }
 
     /// The worst namespace's exit status, ranked as Nagios aggregates rank them: critical (2)

@@ -32,6 +32,8 @@ pub struct Who {
     /// The thread that ran the event: joins a syscall's exit to its socket's transitions.
     pub tid: u32,
     pub name: Arc<str>,
+    /// The inode of the thread's network namespace when the event ran (None: not known).
+    pub netns: Option<u64>,
 }
 
 /// The system call that failed.
@@ -152,7 +154,8 @@ impl Lifecycle {
         {
             if let Some(pid) = s.pid {
                 let name = snapshot.process(pid.get()).map_or("?", |p| p.name.as_str());
-                let who = Who { pid: pid.get(), tid: pid.get(), name: Arc::from(name) };
+                let who =
+                    Who { pid: pid.get(), tid: pid.get(), name: Arc::from(name), netns: None };
                 self.preexisting.insert(FourTuple::of(s), who);
             }
         }
@@ -345,7 +348,7 @@ mod tests {
     const SERVER: &str = "127.0.0.1:7070";
 
     fn who(pid: u32, tid: u32) -> Who {
-        Who { pid, tid, name: Arc::from("client") }
+        Who { pid, tid, name: Arc::from("client"), netns: None }
     }
 
     fn ev(time: f64, kind: EventKind) -> Event {

@@ -11,8 +11,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Protocol, Snapshot, State};
 use crate::report::Report;
 
-/// Version of the JSON Lines contract (`docs/record.schema.json`).
-pub const RECORD_SCHEMA_VERSION: u32 = 1;
+/// Version of the JSON Lines contract (`docs/record.schema.json`) that `record` writes.
+/// Version 2 added `fleet_sample` lines (`record --all-netns`) and a failure's `netns`.
+pub const RECORD_SCHEMA_VERSION: u32 = 2;
+
+/// The versions a reader accepts: version 1 is version 2 without fleet samples.
+pub const RECORD_SCHEMA_VERSIONS: std::ops::RangeInclusive<u32> = 1..=RECORD_SCHEMA_VERSION;
 
 /// An allocation failure as the kernel returned it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -146,6 +150,10 @@ pub struct Failure {
     /// have no class: all their failures were counted as exhaustion).
     #[serde(default = "FailureClass::exhaustion")]
     pub class: FailureClass,
+    /// The inode of the failing thread's network namespace (`net:[INODE]`), read when the
+    /// event was handled; None where it was not (recordings before version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
 }
 
 /// Failures seen in one interval of `watch` / `record`, or in a whole recording: exhaustion
@@ -336,6 +344,9 @@ pub enum RecordLine {
         schema_version: u32,
         porthog: String,
         netns: Option<String>,
+        /// Every network namespace (`--all-netns`): samples are `fleet_sample` lines.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        all_netns: bool,
         started: String,
         interval_ms: u64,
     },
@@ -351,6 +362,27 @@ pub enum RecordLine {
     Failure(Failure),
     /// Events the kernel dropped (ring buffer overrun) since the previous such line.
     Lost { time: String, count: u64 },
+    /// `record --all-netns` (version 2): one sample of every network namespace, worst first.
+    FleetSample {
+        time: String,
+        namespaces: Vec<NamespaceSample>,
+        /// Namespaces found but not read (vanished mid-scan, or reading failed).
+        #[serde(default)]
+        gaps: Vec<crate::model::Gap>,
+    },
+}
+
+/// One namespace of a `fleet_sample` line: its labels (as in `check --all-netns`) and what a
+/// single-namespace `sample` line carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamespaceSample {
+    pub inode: u64,
+    pub name: Option<String>,
+    pub container: Option<String>,
+    pub pids: Vec<u32>,
+    pub report: Box<Report>,
+    pub opened: Vec<OpenedConnection>,
+    pub time_wait_owners: Vec<OwnerCount>,
 }
 
 /// A connection first seen in a sample or event, with its opener.

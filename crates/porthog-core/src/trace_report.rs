@@ -139,6 +139,7 @@ mod tests {
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
             class: FailureClass::Exhaustion,
+            netns: None,
         });
         let json = serde_json::to_string(&line).unwrap();
         assert_eq!(

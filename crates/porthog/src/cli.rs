@@ -162,6 +162,11 @@ pub struct WatchArgs {
     pub interval: Duration,
     #[command(flatten)]
     pub netns: NetnsArg,
+    /// Every network namespace of the host (needs root): the worst first, each labelled as in
+    /// `check --all-netns`; the screen lists them and shows the selected one (Tab / Shift-Tab
+    /// or n / p to move). Namespaces that vanish are shown as gone, new ones appear.
+    #[arg(long, conflicts_with_all = ["netns", "replay"])]
+    pub all_netns: bool,
     /// Print one plain text frame and exit with the check's exit status.
     #[arg(long)]
     pub once: bool,
@@ -190,6 +195,11 @@ pub struct RecordArgs {
     pub duration: Option<Duration>,
     #[command(flatten)]
     pub netns: NetnsArg,
+    /// Every network namespace of the host (needs root): each sample line is a `fleet_sample`
+    /// with every namespace's report and labels, worst first (recording format 2); failures
+    /// carry their namespace.
+    #[arg(long, conflicts_with = "netns")]
+    pub all_netns: bool,
     #[command(flatten)]
     pub trace: TraceSwitch,
     #[command(flatten)]
@@ -339,6 +349,7 @@ pub struct OfflineOptions {
 pub struct WatchOptions {
     pub interval_s: f64,
     pub netns: Option<NetnsTarget>,
+    pub all_netns: bool,
     pub once: bool,
     pub replay: Option<PathBuf>,
     pub speed: f64,
@@ -354,6 +365,7 @@ pub struct RecordOptions {
     pub interval_s: f64,
     pub duration: Option<Duration>,
     pub netns: Option<NetnsTarget>,
+    pub all_netns: bool,
     /// Start the kernel tracer for failure lines (as root).
     pub trace: bool,
     pub analyze: AnalyzeOptions,
@@ -395,6 +407,7 @@ impl WatchArgs {
         Ok(WatchOptions {
             interval_s: self.interval.as_secs_f64(),
             netns: self.netns.target(),
+            all_netns: self.all_netns,
             once: self.once,
             replay: self.replay,
             speed: self.speed,
@@ -414,6 +427,7 @@ impl RecordArgs {
             interval_s: self.interval.as_secs_f64(),
             duration: self.duration,
             netns: self.netns.target(),
+            all_netns: self.all_netns,
             trace: !self.trace.no_trace,
             analyze: AnalyzeOptions {
                 thresholds: self.thresholds.validate()?,

@@ -16,6 +16,7 @@ use porthog_core::timeline::{Failure, RecordLine, raise_for_failures};
 
 use crate::cli::RecordOptions;
 use crate::collect::CollectOptions;
+use crate::fleet::FleetSampler;
 use crate::sample::{self, Sampler};
 use crate::signals;
 
@@ -31,15 +32,23 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     signals::forward(move || {
         let _ = stopper.send(Message::Stop);
     })?;
+    // Before the file: without the privilege --all-netns needs, nothing is created.
+    let mut source = if opts.all_netns {
+        Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?)
+    } else {
+        let collect = CollectOptions { netns: opts.netns.clone() };
+        Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
+    };
     let name = opts.output.display().to_string();
     let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
     let mut out = BufWriter::new(file);
     let netns = opts.netns.as_ref().map(|n| n.label());
-    let mut sampler =
-        Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.analyze, opts.interval_s);
-    let header = sample::header(netns, opts.interval_s);
+    let mut header = sample::header(netns, opts.interval_s);
+    if let RecordLine::Header { all_netns, .. } = &mut header {
+        *all_netns = opts.all_netns;
+    }
     // The first sample decides whether recording can work at all (namespace, permissions).
-    let first = match sampler.sample() {
+    let first = match source.line(&[]) {
         Ok(s) => s,
         Err(e) => {
             drop(out);
@@ -48,7 +57,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         }
     };
     write_line(&mut out, &header, &name)?;
-    write_line(&mut out, &first.into_record(), &name)?;
+    write_line(&mut out, &first, &name)?;
     // Failures and lost counts come from the tracer's thread; only this thread writes.
     let feed = if opts.trace { start_feed(opts, &tx) } else { None };
     drop(tx);
@@ -80,12 +89,10 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         if stopped {
             break;
         }
-        match sampler.sample() {
-            Ok(mut s) => {
-                // Failures outrank the snapshot (issue 7), as a logged Windows 4231 does.
-                raise_for_failures(&mut s.report, &interval_failures, "since the previous sample");
+        match source.line(&interval_failures) {
+            Ok(line) => {
                 interval_failures.clear();
-                write_line(&mut out, &s.into_record(), &name)?;
+                write_line(&mut out, &line, &name)?;
                 written += 1;
             }
             // A namespace deleted or a scan that failed once: said, counted, and go on.
@@ -112,6 +119,33 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     Ok(0)
 }
 
+/// Where samples come from: one namespace, or every one (`--all-netns`).
+enum Source {
+    One(Sampler),
+    All(FleetSampler),
+}
+
+impl Source {
+    /// One sample as a line. Failures outrank the snapshot (issue 7), as a logged Windows 4231
+    /// does: those since the previous sample raise the verdict of the namespace they were
+    /// made in.
+    fn line(&mut self, failures: &[Failure]) -> Result<RecordLine> {
+        const DURING: &str = "since the previous sample";
+        Ok(match self {
+            Source::One(sampler) => {
+                let mut s = sampler.sample()?;
+                raise_for_failures(&mut s.report, failures, DURING);
+                s.into_record()
+            }
+            Source::All(sampler) => {
+                let mut s = sampler.sample()?;
+                s.fleet.raise_for_failures(failures, DURING);
+                s.into_record()
+            }
+        })
+    }
+}
+
 /// The kernel tracer of `porthog trace`, its failures and lost counts sent as lines. Without
 /// it (not root, no tracefs) the recording goes on with samples only, and says why once.
 fn start_feed(
@@ -120,7 +154,7 @@ fn start_feed(
 ) -> Option<crate::trace::FeedHandle> {
     let (failures, lost) = (tx.clone(), tx.clone());
     let feed = crate::trace::spawn_feed(
-        opts.netns.clone(),
+        crate::trace::Scope::of(opts.all_netns, opts.netns.clone()),
         move |f| {
             let _ = failures.send(Message::Line(RecordLine::Failure(f)));
         },
@@ -170,7 +204,41 @@ mod tests {
         lines.extend(samples().into_iter().map(sample::Sample::into_record));
         lines.push(RecordLine::Failure(failure()));
         lines.push(RecordLine::Lost { time: "2026-11-24T02:00:05.000Z".into(), count: 3 });
+        // --all-netns: a header saying so, a fleet sample, a failure with its namespace.
+        let mut header = sample::header(None, 1.0);
+        if let RecordLine::Header { all_netns, .. } = &mut header {
+            *all_netns = true;
+        }
+        lines.push(header);
+        lines.push(fleet_sample().into_record());
+        lines.push(RecordLine::Failure(porthog_core::timeline::Failure {
+            netns: Some(4026532281),
+            ..failure()
+        }));
         lines.iter().map(|l| serde_json::to_value(l).unwrap()).collect()
+    }
+
+    /// Two namespaces, one with connections, through the fleet sampler.
+    fn fleet_sample() -> crate::fleet::FleetSample {
+        use crate::sample::tests::{conn, snapshot};
+        let ns = |inode, name: Option<&str>, n: u16| crate::collect::Collected {
+            inode,
+            name: name.map(str::to_owned),
+            container: Some("docker 3f4e1c0a9b8d".into()),
+            pids: vec![42],
+            snapshot: snapshot(
+                (40000..40000 + n).map(|p| conn(porthog_core::State::Established, p, 42)).collect(),
+                &[(42, "client")],
+            ),
+        };
+        let mut sampler =
+            crate::fleet::FleetSampler::for_tests(porthog_core::AnalyzeOptions::default(), 1.0);
+        sampler.digest(
+            vec![ns(4026532281, Some("blue"), 90), ns(4026532282, None, 0)],
+            vec![],
+            0.0,
+            "2026-11-24T02:00:06.000Z".into(),
+        )
     }
 
     #[test]
@@ -195,7 +263,14 @@ mod tests {
         bad["opened"] =
             serde_json::json!([{"local": "here", "remote": "127.0.0.1:1", "pid": 1, "name": ""}]);
         assert!(!errors(&[bad]).is_empty());
-        let mut bad = good[good.len() - 2].clone();
+        let fleet = good.iter().find(|l| l["type"] == "fleet_sample").unwrap().clone();
+        let mut bad = fleet.clone();
+        bad["namespaces"][0]["inode"] = "blue".into();
+        assert!(!errors(&[bad]).is_empty(), "a fleet sample's namespaces are checked");
+        let mut bad = fleet;
+        bad["namespaces"][0]["report"]["verdict"] = "fine".into();
+        assert!(!errors(&[bad]).is_empty(), "so are their reports");
+        let mut bad = good.iter().find(|l| l["type"] == "failure").unwrap().clone();
         bad["errno"] = "ENOENT".into();
         assert!(!errors(&[bad]).is_empty());
     }

@@ -51,6 +51,7 @@ pub fn header(netns: Option<String>, interval_s: f64) -> RecordLine {
         schema_version: RECORD_SCHEMA_VERSION,
         porthog: env!("CARGO_PKG_VERSION").to_owned(),
         netns,
+        all_netns: false,
         started: now_text(),
         interval_ms: (interval_s * 1000.0).round() as u64,
     }

@@ -3,10 +3,12 @@
 //! were already attributed from history when it was recorded. Only the first and the last
 //! lines are parsed: a recording can be long.
 
+use crate::fleet::{FleetReport, NamespaceReport};
 use crate::report::{Report, SourceInfo};
-use crate::timeline::RecordLine;
+use crate::timeline::{Failure, NamespaceSample, RecordLine};
 
-/// The report of the recording's last sample, if `text` is a recording.
+/// The report of the recording's last sample, if `text` is a recording. Of a recording made
+/// with `--all-netns` (`fleet_sample` lines), the worst namespace's report, named.
 pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, String>> {
     let first = text.trim_start_matches('\u{feff}').lines().next()?.trim();
     if !(first.starts_with('{') && first.contains("\"header\"")) {
@@ -16,65 +18,117 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
     else {
         return None;
     };
-    if schema_version != crate::timeline::RECORD_SCHEMA_VERSION {
+    if !crate::timeline::RECORD_SCHEMA_VERSIONS.contains(&schema_version) {
         return Some(Err(format!(
-            "a porthog recording of schema_version {schema_version}; this porthog reads version {}",
-            crate::timeline::RECORD_SCHEMA_VERSION
+            "a porthog recording of schema_version {schema_version}; this porthog reads versions {} to {}",
+            crate::timeline::RECORD_SCHEMA_VERSIONS.start(),
+            crate::timeline::RECORD_SCHEMA_VERSIONS.end()
         )));
     }
-    let samples = text.lines().filter(|l| l.contains("\"type\":\"sample\"")).count() as u64;
+    let is_sample =
+        |l: &str| l.contains("\"type\":\"sample\"") || l.contains("\"type\":\"fleet_sample\"");
+    let samples = text.lines().filter(|l| is_sample(l)).count() as u64;
     // Walk back from the end: a recording killed mid-write may end in a cut-off line.
     let mut cut = false;
     for (i, line) in text.lines().rev().filter(|l| !l.trim().is_empty()).enumerate() {
-        if !line.contains("\"type\":\"sample\"") {
+        if !is_sample(line) {
             continue;
         }
-        match serde_json::from_str::<RecordLine>(line) {
+        let (time, mut report, what) = match serde_json::from_str::<RecordLine>(line) {
             Ok(RecordLine::Sample { time, mut report, .. }) => {
                 // Failures anywhere in the recording outrank its last sample (issue 7), as a
                 // logged Windows 4231 outranks a healthy netstat.
-                let failures: Vec<crate::timeline::Failure> = text
-                    .lines()
-                    .filter(|l| l.contains("\"type\":\"failure\""))
-                    .filter_map(|l| match serde_json::from_str::<RecordLine>(l) {
-                        Ok(RecordLine::Failure(f)) => Some(f),
-                        _ => None,
-                    })
-                    .collect();
-                crate::timeline::raise_for_failures(&mut report, &failures, "during the recording");
-                report.sources.push(SourceInfo {
-                    file: name.to_owned(),
-                    format: format!(
-                        "porthog-record (last of {}, at {time})",
-                        crate::report::plural(samples, "sample")
-                    ),
-                    encoding: "utf-8".to_owned(),
-                    records: samples,
-                    notes: Vec::new(),
-                });
-                if cut {
-                    report.gaps.push(crate::model::Gap {
-                        kind: crate::model::GapKind::Source,
-                        count: Some(1),
-                        message: "the recording ends in a cut-off sample line (porthog record \
-                                  was killed while writing?): the last complete sample is shown"
-                            .to_owned(),
-                        advice: None,
-                    });
-                }
-                return Some(Ok(*report));
+                crate::timeline::raise_for_failures(
+                    &mut report,
+                    &failures(text),
+                    "during the recording",
+                );
+                (time, report, String::new())
             }
-            Ok(_) => {}
-            Err(_) if i == 0 => cut = true,
+            Ok(RecordLine::FleetSample { time, namespaces, gaps }) => {
+                let Some((report, what)) = worst_namespace(namespaces, gaps, &failures(text))
+                else {
+                    return Some(Err(format!(
+                        "its last sample ({time}) holds no network namespace: none could be read"
+                    )));
+                };
+                (time, Box::new(report), what)
+            }
+            Ok(_) => continue,
+            Err(_) if i == 0 => {
+                cut = true;
+                continue;
+            }
             Err(e) => {
                 return Some(Err(format!(
                     "sample line {} from the end cannot be read: {e}",
                     i + 1
                 )));
             }
+        };
+        report.sources.push(SourceInfo {
+            file: name.to_owned(),
+            format: format!(
+                "porthog-record (last of {}, at {time}{what})",
+                crate::report::plural(samples, "sample")
+            ),
+            encoding: "utf-8".to_owned(),
+            records: samples,
+            notes: Vec::new(),
+        });
+        if cut {
+            report.gaps.push(crate::model::Gap {
+                kind: crate::model::GapKind::Source,
+                count: Some(1),
+                message: "the recording ends in a cut-off sample line (porthog record \
+                          was killed while writing?): the last complete sample is shown"
+                    .to_owned(),
+                advice: None,
+            });
         }
+        return Some(Ok(*report));
     }
     Some(Err("a porthog recording with no sample: it was stopped before the first one".into()))
+}
+
+/// Every failure line of the recording.
+fn failures(text: &str) -> Vec<Failure> {
+    text.lines()
+        .filter(|l| l.contains("\"type\":\"failure\""))
+        .filter_map(|l| match serde_json::from_str::<RecordLine>(l) {
+            Ok(RecordLine::Failure(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The worst namespace of a fleet sample, each raised first by the failures made in it, with
+/// its name in `netns` and the summary; and what to add to the source's format.
+fn worst_namespace(
+    namespaces: Vec<NamespaceSample>,
+    gaps: Vec<crate::model::Gap>,
+    failures: &[Failure],
+) -> Option<(Report, String)> {
+    let namespaces = namespaces
+        .into_iter()
+        .map(|ns| NamespaceReport {
+            inode: ns.inode,
+            name: ns.name,
+            container: ns.container,
+            pids: ns.pids,
+            report: *ns.report,
+        })
+        .collect();
+    let mut fleet = FleetReport::new(namespaces, gaps);
+    fleet.raise_for_failures(failures, "during the recording");
+    let n = fleet.namespaces.len();
+    let worst = fleet.namespaces.into_iter().next()?;
+    let label = worst.label();
+    let mut report = worst.report;
+    report.summary = format!("network namespace {label} (worst of {n}): {}", report.summary);
+    report.netns = Some(label.clone());
+    report.gaps.extend(fleet.gaps);
+    Some((report, format!("; --all-netns, worst of {n} network namespaces: {label}")))
 }
 
 #[cfg(test)]
@@ -103,6 +157,7 @@ mod tests {
             schema_version: crate::timeline::RECORD_SCHEMA_VERSION,
             porthog: "0.1.0".into(),
             netns: None,
+            all_netns: false,
             started: "2026-11-24T02:00:00.000Z".into(),
             interval_ms: 1000,
         }
@@ -140,6 +195,7 @@ mod tests {
                 errno: Errno::AddrNotAvail,
                 call: "connect".into(),
                 class,
+                netns: None,
             }))
         };
         let mut text = line(&header()) + &line(&sample("first"));
@@ -180,5 +236,81 @@ mod tests {
     fn a_recording_without_samples_says_so() {
         let e = read(&line(&header())).err().unwrap();
         assert!(e.to_string().contains("no sample"), "{e}");
+    }
+
+    /// `record --all-netns`: the worst namespace of the last fleet sample, named; a failure made
+    /// in a healthy namespace raises that one, not the others.
+    #[test]
+    fn a_fleet_recording_reads_as_its_worst_namespace() {
+        use crate::level::Level;
+        use crate::timeline::{Errno, Failure, FailureClass, NamespaceSample};
+        let ns = |inode: u64, name: Option<&str>, verdict: Level| {
+            let RecordLine::Sample { mut report, .. } = sample("ns") else { unreachable!() };
+            report.verdict = verdict;
+            NamespaceSample {
+                inode,
+                name: name.map(str::to_owned),
+                container: None,
+                pids: vec![7],
+                report,
+                opened: vec![],
+                time_wait_owners: vec![],
+            }
+        };
+        let fleet = |namespaces| RecordLine::FleetSample {
+            time: "2026-11-24T02:00:01.000Z".into(),
+            namespaces,
+            gaps: vec![],
+        };
+        let head = line(&RecordLine::Header {
+            schema_version: crate::timeline::RECORD_SCHEMA_VERSION,
+            porthog: "0.1.0".into(),
+            netns: None,
+            all_netns: true,
+            started: "2026-11-24T02:00:00.000Z".into(),
+            interval_ms: 1000,
+        });
+        let text = head.clone()
+            + &line(&fleet(vec![ns(1, Some("blue"), Level::Ok), ns(2, None, Level::Ok)]))
+            + &line(&fleet(vec![ns(1, Some("blue"), Level::Ok), ns(2, Some("red"), Level::Warn)]));
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!((r.verdict, r.netns.as_deref()), (Level::Warn, Some("red")));
+        assert!(r.summary.starts_with("network namespace red (worst of 2): "), "{}", r.summary);
+        assert!(r.sources[0].format.contains("worst of 2 network namespaces: red"));
+
+        let failure = |netns| {
+            line(&RecordLine::Failure(Failure {
+                time: "2026-11-24T02:00:00.500Z".into(),
+                pid: 42,
+                name: "client".into(),
+                container: None,
+                protocol: crate::model::Protocol::Tcp,
+                remote: Some("10.0.0.2:80".parse().unwrap()),
+                errno: Errno::AddrNotAvail,
+                call: "connect".into(),
+                class: FailureClass::Exhaustion,
+                netns,
+            }))
+        };
+        let text = text + &failure(Some(1)) + &failure(Some(1)) + &failure(Some(99));
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!((r.verdict, r.netns.as_deref()), (Level::Critical, Some("blue")));
+        assert!(
+            r.summary.contains("refused 2 allocations for lack of a port during the recording"),
+            "only blue's failures count in blue: {}",
+            r.summary
+        );
+    }
+
+    /// Recordings of version 1 (before `--all-netns`) are still read.
+    #[test]
+    fn version_1_recordings_are_read() {
+        let text = line(&header()).replace("\"schema_version\":2", "\"schema_version\":1")
+            + &line(&sample("last"));
+        assert!(text.contains("\"schema_version\":1"));
+        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        assert_eq!(r.source, "last");
+        let e = read(&text.replace("\"schema_version\":1", "\"schema_version\":3")).err().unwrap();
+        assert!(e.to_string().contains("versions 1 to 2"), "{e}");
     }
 }

@@ -36,7 +36,7 @@ pub fn render_text(fleet: &FleetReport, top: usize, color: bool, width: usize) -
 }
 
 /// "blue (net:[4026532281], container 3f4e1c0a9b8d, pids 12 13)".
-fn header(ns: &NamespaceReport) -> String {
+pub fn header(ns: &NamespaceReport) -> String {
     let mut parts = vec![];
     if ns.name.is_some() {
         parts.push(format!("net:[{}]", ns.inode));

@@ -32,10 +32,14 @@ pub struct Scrape<'a> {
     pub errors: &'a BTreeMap<String, u64>,
     pub top_pools: usize,
     pub top_processes: usize,
-    /// Failures the kernel tracer caught since start, by (process, remote, errno), for the
-    /// (only) namespace; `None` when no tracer runs (not root, or `--all-netns`).
-    pub failures: Option<&'a BTreeMap<(String, String, String), u64>>,
+    /// Failures the kernel tracer caught since start, by (netns, process, remote, errno);
+    /// `None` when no tracer runs (not root).
+    pub failures: Option<&'a FailureCounts>,
 }
+
+/// Allocation failures since start: (netns label, process name, remote or "", errno name) ->
+/// count.
+pub type FailureCounts = BTreeMap<(String, String, String, String), u64>;
 
 const POOL_LABELS: [&str; 5] = ["netns", "kind", "protocol", "local", "remote"];
 
@@ -111,18 +115,17 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
         &["mode"],
     )?;
 
-    if let (Some(failures), Some(ns)) = (s.failures, s.fleet.namespaces.first()) {
+    if let Some(failures) = s.failures {
         let counter = IntCounterVec::new(
             Opts::new(
                 "porthog_allocation_failures_total",
-                "Port allocations the kernel refused since porthog started (connect() EADDRNOTAVAIL, bind() EADDRINUSE, UDP EAGAIN), from its tracepoints: root only, one namespace (not with --all-netns). The first 100 (process, remote, errno) get a series; later ones count as process=\"other\".",
+                "Port allocations the kernel refused since porthog started (connect() EADDRNOTAVAIL, bind() EADDRINUSE, UDP EAGAIN), from its tracepoints: root only. netns is the namespace the failing thread was in (net:[INODE] until a collection names it). The first 100 (netns, process, remote, errno) get a series; later ones count as netns=\"other\", process=\"other\".",
             ),
             &["netns", "process", "remote", "errno"],
         )?;
         registry.register(Box::new(counter.clone()))?;
-        let netns = ns.label();
-        for ((process, remote, errno), n) in failures {
-            counter.with_label_values(&[netns.as_str(), process, remote, errno]).inc_by(*n);
+        for ((netns, process, remote, errno), n) in failures {
+            counter.with_label_values(&[netns, process, remote, errno]).inc_by(*n);
         }
     }
     let conntrack = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
@@ -401,7 +404,12 @@ mod tests {
             top_pools: 5,
             top_processes: 5,
             failures: Some(&BTreeMap::from([(
-                ("client".to_owned(), "10.0.0.2:7000".to_owned(), "EADDRNOTAVAIL".to_owned()),
+                (
+                    "a".to_owned(),
+                    "client".to_owned(),
+                    "10.0.0.2:7000".to_owned(),
+                    "EADDRNOTAVAIL".to_owned(),
+                ),
                 3,
             )])),
         })

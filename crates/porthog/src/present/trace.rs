@@ -216,6 +216,7 @@ mod tests {
             errno: Errno::AddrNotAvail,
             call: "connect".into(),
             class: FailureClass::Exhaustion,
+            netns: None,
         }
     }
 

@@ -50,14 +50,14 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         anyhow::anyhow!("cannot listen on {}: {e}; {hint}", opts.listen)
     })?;
     let mode = if root { "root" } else { "unprivileged" };
-    // The tracer follows one namespace: with --all-netns there is none to give it.
+    // Each failure carries its namespace: with --all-netns every namespace's are counted.
     let book = failures::Book::default();
-    let feed = if opts.all_netns || !root {
+    let feed = if !root {
         None
     } else {
         let counted = book.clone();
-        match crate::trace::spawn_feed(opts.netns.clone(), move |f| counted.record(&f), |_lost| {})
-        {
+        let scope = crate::trace::Scope::of(opts.all_netns, opts.netns.clone());
+        match crate::trace::spawn_feed(scope, move |f| counted.record(&f), |_lost| {}) {
             Ok(feed) => Some(feed),
             Err(e) => {
                 eprintln!("porthog: note: no porthog_allocation_failures_total: {e:#}");
@@ -91,8 +91,7 @@ fn page(mode: &str, failures: bool) -> String {
     let failures = if failures {
         "Allocation failures the kernel refuses are counted (porthog_allocation_failures_total)."
     } else {
-        "No allocation failures are counted: the kernel tracer needs root and one namespace \
-         (not --all-netns)."
+        "No allocation failures are counted: the kernel tracer needs root (and tracefs)."
     };
     format!(
         "<!DOCTYPE html>\n<html><head><title>porthog exporter</title></head><body>\n\
@@ -139,6 +138,11 @@ impl Collector {
                         _ => metrics::ERROR_REASONS[2],
                     };
                     *self.errors.entry(reason.into()).or_default() += gap.count.unwrap_or(1);
+                }
+                if let Some(book) = &self.failures {
+                    book.set_labels(
+                        fleet.namespaces.iter().map(|ns| (ns.inode, ns.label())).collect(),
+                    );
                 }
                 self.last = Some((fleet, start.elapsed().as_secs_f64()));
             }

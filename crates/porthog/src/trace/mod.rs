@@ -21,6 +21,22 @@ pub fn run(_opts: &TraceOptions) -> anyhow::Result<u8> {
 #[cfg(target_os = "linux")]
 pub use linux::{FeedHandle, spawn_feed};
 
+/// Which threads' failures the tracer keeps.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code, reason = "the tracer is Linux only"))]
+pub enum Scope {
+    /// One network namespace: the given one, or porthog's own.
+    One(Option<crate::collect::NetnsTarget>),
+    /// Every network namespace (`--all-netns`), each failure with its namespace's inode.
+    All,
+}
+
+impl Scope {
+    pub fn of(all_netns: bool, netns: Option<crate::collect::NetnsTarget>) -> Scope {
+        if all_netns { Scope::All } else { Scope::One(netns) }
+    }
+}
+
 /// Only Linux has the tracepoints: elsewhere the feed never starts, so no handle exists.
 #[cfg(not(target_os = "linux"))]
 pub enum FeedHandle {}
@@ -34,7 +50,7 @@ impl FeedHandle {
 
 #[cfg(not(target_os = "linux"))]
 pub fn spawn_feed(
-    _netns: Option<crate::collect::NetnsTarget>,
+    _scope: Scope,
     _on_failure: impl Fn(porthog_core::timeline::Failure) + Send + 'static,
     _on_lost: impl Fn(u64) + Send + 'static,
 ) -> anyhow::Result<FeedHandle> {

@@ -11,7 +11,9 @@ use porthog_core::timeline::{Failure, raise_for_failures};
 use porthog_core::{Pool, PoolKind};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use super::fleet::Fleet;
 use super::trend::{History, TimeLeft};
+use crate::fleet::FleetSample;
 use crate::sample::Sample;
 
 /// Failures kept for the pane.
@@ -25,6 +27,8 @@ pub enum Event {
     Key(KeyEvent),
     /// A new sample, live or replayed.
     Snapshot(Box<Sample>),
+    /// A new sample of every namespace (`--all-netns`), live or replayed.
+    Fleet(Box<FleetSample>),
     /// An allocation failure from the kernel tracer (`porthog trace`) or a recording.
     Failure(Failure),
     /// Kernel events the tracer lost.
@@ -150,11 +154,73 @@ pub struct App {
     pub help: bool,
     pub quit: bool,
     pub note: Option<String>,
+    /// `--all-netns`: the namespace list; the panes show the sample of `fleet.shown`.
+    pub fleet: Option<Fleet>,
+    /// The newest fleet sample that arrived while paused; shown on resume.
+    pending_fleet: Option<Box<FleetSample>>,
 }
 
 impl App {
     pub fn new(source: impl Into<String>, interval_s: f64) -> App {
         App { source: source.into(), interval_s, ..App::default() }
+    }
+
+    /// The namespace a failure was made in, as the namespace list labels it (`--all-netns`).
+    pub fn failure_netns(&self, f: &Failure) -> Option<String> {
+        let fleet = self.fleet.as_ref()?;
+        let inode = f.netns?;
+        Some(fleet.label(inode).map_or_else(|| format!("net:[{inode}]"), str::to_owned))
+    }
+
+    /// The exit status of the check: of the worst namespace with `--all-netns`.
+    pub fn exit_code(&self) -> u8 {
+        match self.fleet.as_ref().and_then(|f| f.latest.as_ref()) {
+            Some(fs) => fs.fleet.exit_code(),
+            None => self.latest.as_ref().map_or(0, |s| s.report.exit_code()),
+        }
+    }
+
+    /// A fleet sample: failures since the previous one raise the namespace they were made in
+    /// (issue 7), then the list is rebuilt and the namespace to show is shown.
+    fn take_fleet(&mut self, mut sample: Box<FleetSample>) {
+        sample.fleet.raise_for_failures(&self.interval_failures, "since the previous sample");
+        self.interval_failures.clear();
+        if self.paused {
+            self.skipped += 1;
+            self.pending_fleet = Some(sample);
+            return;
+        }
+        let fleet = self.fleet.get_or_insert_with(Fleet::default);
+        let note = fleet.take(sample);
+        self.show_namespace();
+        if note.is_some() {
+            self.note = note;
+        }
+    }
+
+    /// Shows the target namespace of the latest fleet sample; another namespace than the one
+    /// shown before starts its histories and rates afresh.
+    fn show_namespace(&mut self) {
+        let Some(fleet) = &mut self.fleet else { return };
+        let target = fleet.target();
+        let Some(sample) =
+            fleet.latest.as_ref().and_then(|fs| target.and_then(|inode| fs.namespace(inode)))
+        else {
+            return;
+        };
+        if fleet.shown != target {
+            fleet.shown = target;
+            self.histories.clear();
+            self.last_at = None;
+            self.samples = 0;
+        }
+        let dt = self.last_at.map(|t| sample.at - t).filter(|dt| *dt > 0.0);
+        if dt.is_none() && self.last_at == Some(sample.at) {
+            // The same sample again (a change of selection re-shows it): no new rates.
+            return;
+        }
+        self.last_at = Some(sample.at);
+        self.show(Box::new(sample), dt);
     }
 
     /// Pools tightest first (the report's order), filtered, with trend and rates.
@@ -384,8 +450,26 @@ impl App {
                 {
                     self.show(sample, dt);
                 }
+                if !self.paused
+                    && let Some(sample) = self.pending_fleet.take()
+                {
+                    self.take_fleet(sample);
+                }
+            }
+            KeyCode::Tab | KeyCode::Char('n') if self.fleet.is_some() => self.move_selection(1),
+            KeyCode::BackTab | KeyCode::Char('p') if self.fleet.is_some() => {
+                self.move_selection(-1)
             }
             _ => {}
+        }
+    }
+}
+
+impl App {
+    fn move_selection(&mut self, step: isize) {
+        if let Some(fleet) = &mut self.fleet {
+            fleet.select(step);
+            self.show_namespace();
         }
     }
 }
@@ -412,6 +496,7 @@ pub fn update(app: &mut App, event: Event) {
                 app.show(sample, dt);
             }
         }
+        Event::Fleet(sample) => app.take_fleet(sample),
         Event::Failure(f) => {
             if app.failures.len() == FAILURES {
                 app.failures.pop_front();

@@ -12,14 +12,16 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, Wrap};
 
 use super::app::App;
+use super::fleet::Fleet;
 use super::trend::{TimeLeft, rate_text, sparkline};
 
 const SPARK: usize = 24;
 
 pub fn draw(app: &App, frame: &mut Frame) {
-    let [title, verdict, pools, lists, history, footer] = Layout::vertical([
+    let [title, verdict, namespaces, pools, lists, history, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
+        Constraint::Length(namespaces_height(app)),
         Constraint::Length(pools_height(app)),
         Constraint::Min(6),
         Constraint::Length(8),
@@ -28,6 +30,9 @@ pub fn draw(app: &App, frame: &mut Frame) {
     .areas(frame.area());
     frame.render_widget(Paragraph::new(title_line(app)), title);
     frame.render_widget(Paragraph::new(verdict_line(app)), verdict);
+    if let Some(fleet) = &app.fleet {
+        draw_namespaces(fleet, frame, namespaces);
+    }
     draw_pools(app, frame, pools);
     let [procs, dests] =
         Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(lists);
@@ -89,6 +94,12 @@ pub fn clock(time: &str) -> &str {
 }
 
 fn verdict_line(app: &App) -> Line<'static> {
+    // With --all-netns: whose verdict this is.
+    let place = app
+        .fleet
+        .as_ref()
+        .and_then(|f| f.shown.and_then(|i| f.label(i)))
+        .map_or(String::new(), |label| format!(" {label}:"));
     match &app.latest {
         None => Line::styled(" waiting for the first sample…", dim()),
         Some(s) => Line::from(vec![
@@ -96,9 +107,59 @@ fn verdict_line(app: &App) -> Line<'static> {
                 format!(" {} ", s.report.verdict.as_str().to_uppercase()),
                 bold().fg(level_color(s.report.verdict)),
             ),
-            Span::raw(format!(" {}", s.report.summary)),
+            Span::raw(format!("{place} {}", s.report.summary)),
         ]),
     }
+}
+
+/// `--all-netns`: up to 8 namespaces listed (the shown one kept in view); 0 otherwise.
+fn namespaces_height(app: &App) -> u16 {
+    app.fleet.as_ref().map_or(0, |f| f.rows.len().clamp(1, 8) as u16 + 3)
+}
+
+/// The namespace list: worst first, the shown one marked, gone and new ones said so.
+fn draw_namespaces(fleet: &Fleet, frame: &mut Frame, area: Rect) {
+    let header =
+        Row::new(["", "NAMESPACE", "VERDICT", "TIGHTEST POOL", ""].map(Cell::from)).style(dim());
+    let visible = area.height.saturating_sub(3).max(1) as usize;
+    let shown_at = fleet.rows.iter().position(|r| Some(r.inode) == fleet.shown).unwrap_or(0);
+    let skip = (shown_at + 1).saturating_sub(visible);
+    let rows: Vec<Row> = fleet
+        .rows
+        .iter()
+        .skip(skip)
+        .map(|r| {
+            let shown = Some(r.inode) == fleet.shown;
+            let (level, style) = if r.is_gone() {
+                ("-".to_owned(), dim())
+            } else {
+                (r.verdict.as_str().to_uppercase(), Style::new().fg(level_color(r.verdict)))
+            };
+            let row = Row::new(vec![
+                Cell::from(if shown { "▶" } else { "" }),
+                Cell::from(r.header.clone()),
+                Cell::from(level).style(style),
+                Cell::from(r.tightest.clone()),
+                Cell::from(r.presence_text()).style(bold()),
+            ]);
+            if shown { row.style(bold()) } else { row }
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(1),
+        Constraint::Min(30),
+        Constraint::Length(9),
+        Constraint::Min(30),
+        Constraint::Length(16),
+    ];
+    let title = format!(
+        " Network namespaces: {} (worst first; Tab / n next, Shift-Tab / p previous) ",
+        fleet.present()
+    );
+    frame.render_widget(
+        Table::new(rows, widths).header(header).block(Block::bordered().title(title)),
+        area,
+    );
 }
 
 fn pools_height(app: &App) -> u16 {
@@ -273,7 +334,10 @@ fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
             Row::new(vec![
                 Cell::from(f.time.get(11..23).unwrap_or(&f.time).to_owned()),
                 Cell::from(f.pid.to_string()),
-                Cell::from(f.name.clone()),
+                Cell::from(match app.failure_netns(f) {
+                    Some(ns) => format!("{} in {ns}", f.name),
+                    None => f.name.clone(),
+                }),
                 Cell::from(f.remote.map_or("-".to_owned(), |r| r.to_string())),
                 Cell::from(f.errno.as_str()).style(Style::new().fg(Color::Red)),
             ])
@@ -312,6 +376,7 @@ fn draw_help(frame: &mut Frame) {
         Line::raw("  /        filter by process name, pid or destination (Enter applies,"),
         Line::raw("           Esc clears)"),
         Line::raw("  space    pause: keep the screen still (the newest sample is held)"),
+        Line::raw("  Tab, n   --all-netns: show the next namespace (Shift-Tab, p: previous)"),
         Line::raw("  ?        this help            q, Ctrl-C   quit"),
         Line::raw(""),
         Line::styled("Columns", bold()),

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod draw;
+pub mod fleet;
 pub mod plain;
 pub mod replay;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use ratatui::crossterm::event::{self as term, KeyEventKind};
 
 use crate::cli::WatchOptions;
 use crate::collect::CollectOptions;
+use crate::fleet::FleetSampler;
 use crate::sample::Sampler;
 use crate::signals;
 use app::{App, Event, update};
@@ -32,9 +34,13 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
     let source = match (&replay, &opts.replay, &opts.netns) {
         (Some(r), Some(path), _) => match &r.netns {
             Some(ns) => format!("replay of {} (netns {ns})", path.display()),
+            None if r.all_netns => {
+                format!("replay of {} (all network namespaces)", path.display())
+            }
             None => format!("replay of {}", path.display()),
         },
         (_, _, Some(ns)) => format!("netns {}", ns.label()),
+        _ if opts.all_netns => "all network namespaces".to_owned(),
         _ => "live".to_owned(),
     };
     let interval = replay.as_ref().map_or(opts.interval_s, |r| r.interval_s);
@@ -59,13 +65,12 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
         None => {
             // The first sample here: a missing namespace or a refused setns is an error
             // (exit 3) before the screen is taken over, not a note inside it.
-            let mut sampler = sampler(opts);
-            let first = sampler.sample()?;
-            let _ = tx.send(Event::Snapshot(Box::new(first)));
+            let mut source = Source::new(opts)?;
+            let _ = tx.send(source.sample()?);
             if opts.trace {
                 _feed = start_feed(opts, &tx);
             }
-            spawn_sampler(sampler, opts.interval_s, tx.clone());
+            spawn_sampler(source, opts.interval_s, tx.clone());
         }
     }
     if terminal {
@@ -85,18 +90,35 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
                 update(app, event?);
             }
         }
-        None => {
-            let mut sampler = sampler(opts);
-            update(app, Event::Snapshot(Box::new(sampler.sample()?)));
-        }
+        None => update(app, Source::new(opts)?.sample()?),
     }
-    let code = app.latest.as_ref().map_or(0, |s| s.report.exit_code());
+    let code = app.exit_code();
     crate::write_stdout(plain::frame(app).as_bytes())?;
     Ok(code)
 }
 
-fn sampler(opts: &WatchOptions) -> Sampler {
-    Sampler::new(CollectOptions { netns: opts.netns.clone() }, opts.analyze, opts.interval_s)
+/// Where live samples come from: one namespace, or every one (`--all-netns`).
+enum Source {
+    One(Sampler),
+    All(FleetSampler),
+}
+
+impl Source {
+    fn new(opts: &WatchOptions) -> Result<Source> {
+        Ok(if opts.all_netns {
+            Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?)
+        } else {
+            let collect = CollectOptions { netns: opts.netns.clone() };
+            Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
+        })
+    }
+
+    fn sample(&mut self) -> Result<Event> {
+        Ok(match self {
+            Source::One(s) => Event::Snapshot(Box::new(s.sample()?)),
+            Source::All(s) => Event::Fleet(Box::new(s.sample()?)),
+        })
+    }
 }
 
 /// The failures pane's source: the kernel tracer of `porthog trace`. Without it (not root, no
@@ -104,7 +126,7 @@ fn sampler(opts: &WatchOptions) -> Sampler {
 fn start_feed(opts: &WatchOptions, tx: &Sender<Event>) -> Option<crate::trace::FeedHandle> {
     let (failures, lost) = (tx.clone(), tx.clone());
     let feed = crate::trace::spawn_feed(
-        opts.netns.clone(),
+        crate::trace::Scope::of(opts.all_netns, opts.netns.clone()),
         move |f| {
             let _ = failures.send(Event::Failure(f));
         },
@@ -123,17 +145,15 @@ fn start_feed(opts: &WatchOptions, tx: &Sender<Event>) -> Option<crate::trace::F
 
 /// Samples every interval on its own thread (it enters the namespace on that thread for each
 /// sample and leaves it again).
-fn spawn_sampler(mut sampler: Sampler, interval_s: f64, tx: Sender<Event>) {
+fn spawn_sampler(mut source: Source, interval_s: f64, tx: Sender<Event>) {
     let interval = Duration::from_secs_f64(interval_s);
     let start = Instant::now();
     std::thread::spawn(move || {
         for n in 1u32.. {
             // Samples are due on the interval grid, whatever each one took.
             std::thread::sleep((start + interval * n).saturating_duration_since(Instant::now()));
-            let event = match sampler.sample() {
-                Ok(s) => Event::Snapshot(Box::new(s)),
-                Err(e) => Event::Note(format!("sample failed: {e:#}")),
-            };
+            let event =
+                source.sample().unwrap_or_else(|e| Event::Note(format!("sample failed: {e:#}")));
             if tx.send(event).is_err() {
                 return;
             }
@@ -214,7 +234,7 @@ fn tui(app: &mut App, rx: &Receiver<Event>, tx: Sender<Event>, paused: &AtomicBo
 fn plain_frames(app: &mut App, rx: &Receiver<Event>) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     while let Ok(event) = rx.recv() {
-        let frame = matches!(event, Event::Snapshot(_));
+        let frame = matches!(event, Event::Snapshot(_) | Event::Fleet(_));
         if let Event::Note(note) = &event {
             eprintln!("porthog: {note}");
         }

@@ -8,6 +8,7 @@ use porthog_core::report::grouped;
 
 use super::app::App;
 use super::draw::clock;
+use super::fleet::Fleet;
 use super::trend::{rate_text, sparkline};
 
 /// Rows per list.
@@ -15,8 +16,12 @@ const ROWS: usize = 10;
 
 pub fn frame(app: &App) -> String {
     let mut out = String::new();
+    if let Some(fleet) = &app.fleet {
+        namespaces(fleet, app, &mut out);
+    }
     let Some(sample) = &app.latest else {
-        return "no sample yet\n".to_owned();
+        out.push_str("no sample yet\n");
+        return out;
     };
     let _ = writeln!(
         out,
@@ -96,12 +101,13 @@ pub fn frame(app: &App) -> String {
         for f in failures.iter().take(ROWS) {
             let _ = writeln!(
                 out,
-                "  {}  {} {}  {}  {}",
+                "  {}  {} {}  {}  {}{}",
                 f.time,
                 f.pid,
                 f.name,
                 f.remote.map_or("-".to_owned(), |r| r.to_string()),
-                f.errno.as_str()
+                f.errno.as_str(),
+                app.failure_netns(f).map_or(String::new(), |ns| format!("  in {ns}"))
             );
         }
     }
@@ -113,4 +119,39 @@ pub fn frame(app: &App) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `--all-netns`: the worst verdict, every namespace worst first (gone ones after), then a
+/// heading for the namespace whose detail follows.
+fn namespaces(fleet: &Fleet, app: &App, out: &mut String) {
+    let Some(latest) = &fleet.latest else { return };
+    let n = fleet.present();
+    let worst = fleet.rows.first().filter(|r| !r.is_gone());
+    let _ = writeln!(
+        out,
+        "porthog watch  {}  {} at {}",
+        app.source,
+        porthog_core::report::plural(n as u64, "network namespace"),
+        clock(&latest.time)
+    );
+    let _ = writeln!(
+        out,
+        "{}  worst of {n}: {}",
+        latest.fleet.verdict.as_str().to_uppercase(),
+        worst.map_or("none could be read", |r| r.label.as_str())
+    );
+    for gap in &latest.fleet.gaps {
+        let _ = writeln!(out, "  gap: {}", gap.message);
+    }
+    let _ = writeln!(out, "\nNetwork namespaces (worst first)");
+    for r in &fleet.rows {
+        let mark = if Some(r.inode) == fleet.shown { ">" } else { " " };
+        let level = if r.is_gone() { "-".to_owned() } else { r.verdict.as_str().to_uppercase() };
+        let tightest = if r.tightest.is_empty() { "no pool in use" } else { r.tightest.as_str() };
+        let row = format!("{mark} {}  {level}  {tightest}  {}", r.header, r.presence_text());
+        let _ = writeln!(out, "{}", row.trim_end());
+    }
+    if let Some(label) = fleet.shown.and_then(|i| fleet.label(i)) {
+        let _ = writeln!(out, "\n=== network namespace {label} ===");
+    }
 }

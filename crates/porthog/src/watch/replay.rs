@@ -10,10 +10,11 @@ use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use porthog_core::timeline::{RECORD_SCHEMA_VERSION, RecordLine};
+use porthog_core::timeline::{RECORD_SCHEMA_VERSIONS, RecordLine};
 use porthog_core::timestamp;
 
 use super::app::Event;
+use crate::fleet::FleetSample;
 use crate::sample::Sample;
 
 pub struct Replay {
@@ -21,6 +22,8 @@ pub struct Replay {
     line: u64,
     name: String,
     pub netns: Option<String>,
+    /// Recorded with `--all-netns`: samples are fleet samples.
+    pub all_netns: bool,
     pub interval_s: f64,
     first_ms: Option<u64>,
     samples: u64,
@@ -38,12 +41,15 @@ impl Replay {
             .with_context(|| format!("reading {name}"))?
             .unwrap_or_default();
         let header = serde_json::from_str::<RecordLine>(first.trim_start_matches('\u{feff}'));
-        let Ok(RecordLine::Header { schema_version, netns, interval_ms, .. }) = header else {
+        let Ok(RecordLine::Header { schema_version, netns, all_netns, interval_ms, .. }) = header
+        else {
             bail!("{name}: not a porthog recording (its first line is not a header record)");
         };
-        if schema_version != RECORD_SCHEMA_VERSION {
+        if !RECORD_SCHEMA_VERSIONS.contains(&schema_version) {
             bail!(
-                "{name}: a recording of schema_version {schema_version}; this porthog reads version {RECORD_SCHEMA_VERSION}"
+                "{name}: a recording of schema_version {schema_version}; this porthog reads versions {} to {}",
+                RECORD_SCHEMA_VERSIONS.start(),
+                RECORD_SCHEMA_VERSIONS.end()
             );
         }
         Ok(Replay {
@@ -51,6 +57,7 @@ impl Replay {
             line: 1,
             name,
             netns,
+            all_netns,
             interval_s: interval_ms as f64 / 1000.0,
             first_ms: None,
             samples: 0,
@@ -59,6 +66,18 @@ impl Replay {
 
     pub fn samples(&self) -> u64 {
         self.samples
+    }
+
+    /// Seconds since the first sample, from the recorded time of this one (counted).
+    fn at(&mut self, time: &str) -> f64 {
+        let ms = timestamp::parse_unix_ms(time);
+        let first = *self.first_ms.get_or_insert(ms.unwrap_or(0));
+        let at = match ms {
+            Some(ms) => ms.saturating_sub(first) as f64 / 1000.0,
+            None => self.samples as f64 * self.interval_s,
+        };
+        self.samples += 1;
+        at
     }
 }
 
@@ -82,14 +101,12 @@ impl Iterator for Replay {
                 }
             };
             return Some(Ok(match record {
+                RecordLine::FleetSample { time, namespaces, gaps } => {
+                    let at = self.at(&time);
+                    Event::Fleet(Box::new(FleetSample::from_record(at, time, namespaces, gaps)))
+                }
                 RecordLine::Sample { time, report, opened, time_wait_owners } => {
-                    let ms = timestamp::parse_unix_ms(&time);
-                    let first = *self.first_ms.get_or_insert(ms.unwrap_or(0));
-                    let at = match ms {
-                        Some(ms) => ms.saturating_sub(first) as f64 / 1000.0,
-                        None => self.samples as f64 * self.interval_s,
-                    };
-                    self.samples += 1;
+                    let at = self.at(&time);
                     Event::Snapshot(Box::new(Sample {
                         at,
                         time,
@@ -124,11 +141,16 @@ pub fn play(
                 break;
             }
         };
-        if let Event::Snapshot(s) = &event {
+        let at = match &event {
+            Event::Snapshot(s) => Some(s.at),
+            Event::Fleet(s) => Some(s.at),
+            _ => None,
+        };
+        if let Some(at) = at {
             if let Some(p) = previous {
-                wait(Duration::from_secs_f64(((s.at - p) / speed).clamp(0.0, 3600.0)), &paused);
+                wait(Duration::from_secs_f64(((at - p) / speed).clamp(0.0, 3600.0)), &paused);
             }
-            previous = Some(s.at);
+            previous = Some(at);
         }
         if tx.send(event).is_err() {
             return;

@@ -72,6 +72,7 @@ pub fn failure() -> Failure {
         errno: Errno::AddrNotAvail,
         call: "connect".into(),
         class: porthog_core::timeline::FailureClass::Exhaustion,
+        netns: None,
     }
 }
 
@@ -337,4 +338,118 @@ fn the_unseen_opener_row_shows_unknown_counts_not_zeros() {
     assert_eq!(row.held_text(), ("-".to_owned(), "-".to_owned()));
     let seen = ProcessRow { pid: 42, ports: 3, time_wait: 1_200, ..row };
     assert_eq!(seen.held_text(), ("3".to_owned(), "1,200".to_owned()));
+}
+
+/// `watch --all-netns`, driven through a recording like the one-namespace view: the worst
+/// namespace first and shown; Tab shows the next; a namespace that vanishes is listed as gone
+/// and the view falls back to the worst; a failure made in the calm namespace raises that one
+/// (and only that one), named in the failures pane.
+#[test]
+fn all_namespaces_worst_first_selectable_gone_and_raised_by_their_own_failures() {
+    use crate::collect::Collected;
+    use crate::fleet::FleetSampler;
+    use porthog_core::Level;
+
+    let ns = |inode: u64, name: &str, ports: std::ops::Range<u16>| Collected {
+        inode,
+        name: Some(name.to_owned()),
+        container: None,
+        pids: vec![42],
+        snapshot: snapshot(
+            ports.map(|p| conn(State::Established, p, 42)).collect(),
+            &[(42, "client")],
+        ),
+    };
+    let mut sampler = FleetSampler::for_tests(AnalyzeOptions::default(), 1.0);
+    let s0 = sampler.digest(
+        vec![ns(1, "calm", 40000..40002), ns(2, "full", 40000..40100)],
+        vec![],
+        0.0,
+        "2026-11-24T02:00:00.000Z".into(),
+    );
+    let s1 = sampler.digest(
+        vec![ns(1, "calm", 40000..40002), ns(3, "newcomer", 40000..40001)],
+        vec![],
+        1.0,
+        "2026-11-24T02:00:01.000Z".into(),
+    );
+    let path =
+        std::env::temp_dir().join(format!("porthog-watch-fleet-{}.jsonl", std::process::id()));
+    let mut header = sample::header(None, 1.0);
+    if let RecordLine::Header { all_netns, .. } = &mut header {
+        *all_netns = true;
+    }
+    let calm_failure = Failure { netns: Some(1), ..failure() };
+    let lines = [header, s0.into_record(), RecordLine::Failure(calm_failure), s1.into_record()];
+    let text: String = lines.iter().map(|l| serde_json::to_string(l).unwrap() + "\n").collect();
+    std::fs::write(&path, text).unwrap();
+    let replay = Replay::open(&path).unwrap();
+    assert!(replay.all_netns);
+    let events: Vec<Event> = replay.map(Result::unwrap).collect();
+    std::fs::remove_file(&path).unwrap();
+
+    let mut app = App::new("replay", 1.0);
+    update(&mut app, events[0].clone());
+    let fleet = app.fleet.as_ref().unwrap();
+    let labels: Vec<&str> = fleet.rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(labels, ["full", "calm"]);
+    assert_eq!(fleet.shown, Some(2), "the worst is shown");
+    assert_eq!(app.latest.as_ref().unwrap().report.verdict, Level::Exhausted);
+    assert_eq!(app.exit_code(), 2);
+    let frame = super::plain::frame(&app);
+    assert!(frame.contains("EXHAUSTED  worst of 2: full"), "{frame}");
+    assert!(frame.contains("=== network namespace full ==="), "{frame}");
+    let full_row = frame.lines().position(|l| l.starts_with("> full")).expect(&frame);
+    let calm_row = frame.lines().position(|l| l.starts_with("  calm")).expect(&frame);
+    assert!(full_row < calm_row, "{frame}");
+
+    update(&mut app, special(KeyCode::Tab));
+    assert_eq!(app.fleet.as_ref().unwrap().shown, Some(1), "Tab shows the next namespace");
+    assert_eq!(app.latest.as_ref().unwrap().report.verdict, Level::Ok);
+    update(&mut app, key('p'));
+    assert_eq!(app.fleet.as_ref().unwrap().shown, Some(2));
+    update(&mut app, key('n'));
+
+    // The failure made in calm, then the next sample: full is gone, newcomer is new.
+    for event in &events[1..] {
+        update(&mut app, event.clone());
+    }
+    let fleet = app.fleet.as_ref().unwrap();
+    let rows: Vec<(&str, String)> =
+        fleet.rows.iter().map(|r| (r.label.as_str(), r.presence_text())).collect();
+    assert_eq!(
+        rows,
+        [
+            ("calm", String::new()),
+            ("newcomer", "NEW".to_owned()),
+            ("full", "GONE at 02:00:01".to_owned())
+        ]
+    );
+    let calm = &fleet.latest.as_ref().unwrap().fleet.namespaces[0];
+    assert_eq!(calm.report.verdict, Level::Critical, "calm's own failure raises calm");
+    let newcomer = &fleet.latest.as_ref().unwrap().fleet.namespaces[1];
+    assert_eq!(newcomer.report.verdict, Level::Ok, "and not the others");
+    let frame = super::plain::frame(&app);
+    assert!(frame.contains("EADDRNOTAVAIL  in calm"), "{frame}");
+    assert!(screen(&app, 160, 50).contains("GONE at [clock]"));
+    assert!(screen(&app, 160, 50).contains("client in calm"));
+}
+
+/// Recordings of format version 1 (before `--all-netns`) still replay; a newer version is
+/// refused by its header, naming the versions this porthog reads.
+#[test]
+fn version_1_recordings_replay_and_newer_ones_are_refused() {
+    let path = recording("v1");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let v1 = text.replacen("\"schema_version\":2", "\"schema_version\":1", 1);
+    assert_ne!(v1, text);
+    std::fs::write(&path, &v1).unwrap();
+    let replay = Replay::open(&path).unwrap();
+    let samples = replay.filter(|e| matches!(e, Ok(Event::Snapshot(_)))).count();
+    assert_eq!(samples, 5);
+    std::fs::write(&path, text.replacen("\"schema_version\":2", "\"schema_version\":3", 1))
+        .unwrap();
+    let e = Replay::open(&path).err().unwrap().to_string();
+    std::fs::remove_file(&path).unwrap();
+    assert!(e.contains("schema_version 3; this porthog reads versions 1 to 2"), "{e}");
 }

@@ -19,6 +19,8 @@ mod cli;
 #[cfg(target_os = "linux")]
 mod fleet;
 #[cfg(target_os = "linux")]
+mod fleet_live;
+#[cfg(target_os = "linux")]
 mod kernel_cases;
 #[cfg(target_os = "linux")]
 mod kernel_facts;
@@ -109,6 +111,26 @@ fn main() -> ExitCode {
             "fleet::all_netns_finds_every_kind_of_namespace",
             Needs::Namespace,
             fleet::all_netns_finds_every_kind_of_namespace,
+        ),
+        trial(
+            "fleet_live::watch_all_netns_once_lists_the_exhausted_namespace_first",
+            Needs::Namespace,
+            fleet_live::watch_all_netns_once_lists_the_exhausted_namespace_first,
+        ),
+        trial(
+            "fleet_live::record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the_worst",
+            Needs::Namespace,
+            fleet_live::record_all_netns_counts_failures_in_their_namespace_and_analyze_names_the_worst,
+        ),
+        trial(
+            "fleet_live::all_netns_without_root_says_what_it_needs",
+            Needs::Namespace,
+            fleet_live::all_netns_without_root_says_what_it_needs,
+        ),
+        trial(
+            "fleet_live::serve_all_netns_labels_failures_with_their_namespace",
+            Needs::Namespace,
+            fleet_live::serve_all_netns_labels_failures_with_their_namespace,
         ),
         trial(
             "serve::serve_exports_every_namespace_to_a_real_prometheus",

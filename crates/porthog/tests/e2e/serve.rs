@@ -17,7 +17,7 @@ use crate::porthog::{self, EXIT_ERROR};
 const SERVER: &str = "127.0.0.1:7070";
 
 /// A loopback port free right now (the kernel picked it; the test binds it next).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
@@ -43,7 +43,7 @@ fn assert_no_duplicate_series(text: &str) {
 }
 
 /// Runs promtool check metrics on `text`.
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

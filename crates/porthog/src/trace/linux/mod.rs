@@ -22,7 +22,7 @@ use porthog_core::timestamp::format_unix_ms;
 use porthog_core::trace_report::TraceSummary;
 
 use crate::cli::TraceOptions;
-use crate::collect::{self, NetnsTarget};
+use crate::collect;
 use crate::present::trace::Output;
 use clock::Clock;
 use session::Session;
@@ -31,7 +31,7 @@ pub fn run(opts: &TraceOptions) -> Result<u8> {
     // SIGINT, SIGTERM or SIGHUP ends the loop; a second one, while the summary is being made,
     // ends porthog at once.
     let stop = crate::signals::flag()?;
-    let mut session = Session::open(opts.netns.as_ref())?;
+    let mut session = Session::open(&crate::trace::Scope::One(opts.netns.clone()))?;
     for note in &session.notes {
         eprintln!("porthog: note: {note}");
     }
@@ -105,7 +105,7 @@ impl Drop for FeedHandle {
 /// trace loop there until the handle is dropped; the last records are read and handed over
 /// before the drop returns.
 pub fn spawn_feed(
-    netns: Option<NetnsTarget>,
+    scope: crate::trace::Scope,
     on_failure: impl Fn(Failure) + Send + 'static,
     on_lost: impl Fn(u64) + Send + 'static,
 ) -> Result<FeedHandle> {
@@ -115,7 +115,7 @@ pub fn spawn_feed(
     let thread = std::thread::Builder::new()
         .name("porthog-trace".into())
         .spawn(move || {
-            let mut session = match Session::open(netns.as_ref()) {
+            let mut session = match Session::open(&scope) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -17,7 +17,8 @@ use super::tasks::{LiveProc, ProcSource, Tasks};
 use super::tracefs;
 use super::tracer::Tracer;
 use crate::collect::linux::netns;
-use crate::collect::{self, CollectOptions, NetnsTarget};
+use crate::collect::{self, CollectOptions};
+use crate::trace::Scope;
 
 /// The longest a caught failure waits before it is printed (the reader also wakes at once when
 /// a failure is written, see `Tracepoint::wake_each`).
@@ -52,10 +53,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn open(target: Option<&NetnsTarget>) -> Result<Session> {
-        let netns = match target {
-            Some(target) => netns::inode(target)?,
-            None => netns::current_inode()?,
+    pub fn open(scope: &Scope) -> Result<Session> {
+        let (target, netns) = match scope {
+            Scope::One(Some(target)) => (Some(target), Some(netns::inode(target)?)),
+            Scope::One(None) => (None, Some(netns::current_inode()?)),
+            Scope::All => (None, None),
         };
         let (rings, decoder, notes) = open_tracepoints()?;
         let clock = Clock::now();
@@ -66,9 +68,13 @@ impl Session {
         let started = Instant::now();
         // Who holds the connections open now: those that close during the trace are theirs.
         let collect_opts = CollectOptions { netns: target.cloned() };
-        let first = collect::snapshot(&collect_opts)?;
         let mut tracer = Tracer::new(decoder, Tasks::new(netns, LiveProc), Lifecycle::default());
-        tracer.lifecycle.learn_open(&first);
+        // Every namespace: only failures are wanted (watch and record sample the namespaces
+        // themselves), so no namespace's connections are learnt.
+        if netns.is_some() {
+            let first = collect::snapshot(&collect_opts)?;
+            tracer.lifecycle.learn_open(&first);
+        }
         Ok(Session { rings, tracer, clock, notes, started, collect_opts })
     }
 
@@ -130,6 +136,7 @@ pub fn failure<P: ProcSource>(caught: &Caught, tasks: &Tasks<P>, clock: &Clock) 
         errno: caught.errno,
         call: caught.call.as_str().to_owned(),
         class: caught.class,
+        netns: caught.who.netns,
     }
 }
 

@@ -67,10 +67,13 @@ struct Task {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     pub name: Arc<str>,
+    /// The inode of its network namespace.
+    pub netns: u64,
 }
 
 pub struct Tasks<P: ProcSource> {
-    netns: u64,
+    /// The namespace kept; None: every namespace (`--all-netns`).
+    netns: Option<u64>,
     tasks: HashMap<u32, Task>,
     containers: HashMap<u32, (Option<String>, f64)>,
     proc: P,
@@ -80,8 +83,8 @@ pub struct Tasks<P: ProcSource> {
 }
 
 impl<P: ProcSource> Tasks<P> {
-    /// Keeps threads whose network namespace has inode `netns`.
-    pub fn new(netns: u64, proc: P) -> Tasks<P> {
+    /// Keeps threads whose network namespace has inode `netns`, or every thread when None.
+    pub fn new(netns: Option<u64>, proc: P) -> Tasks<P> {
         Tasks { netns, tasks: HashMap::new(), containers: HashMap::new(), proc, unresolved: 0 }
     }
 
@@ -126,8 +129,9 @@ impl<P: ProcSource> Tasks<P> {
         }
     }
 
-    /// The thread `tid` of process `pid` if it is in the watched namespace; None if it is not,
-    /// or if it is gone and no record said where it was (counted in `unresolved`).
+    /// The thread `tid` of process `pid` if it is in the watched namespace (any, when every
+    /// namespace is watched), with that namespace; None if it is not, or if it is gone and no
+    /// record said where it was (counted in `unresolved`: a gap, never a guess).
     pub fn resolve(&mut self, pid: u32, tid: u32, now: f64) -> Option<Resolved> {
         let netns = match self.tasks.get(&tid).and_then(|t| t.netns) {
             Some(ns) => ns,
@@ -140,7 +144,7 @@ impl<P: ProcSource> Tasks<P> {
                 ns
             }
         };
-        if netns != self.netns {
+        if self.netns.is_some_and(|watched| watched != netns) {
             return None;
         }
         // The process name is its main thread's (what /proc/PID/comm shows); a renamed
@@ -161,7 +165,7 @@ impl<P: ProcSource> Tasks<P> {
         if !self.containers.contains_key(&pid) {
             self.containers.insert(pid, (self.proc.container(pid), now));
         }
-        Some(Resolved { name })
+        Some(Resolved { name, netns })
     }
 
     /// The container of a resolved process (read once, while it was alive).
@@ -270,7 +274,7 @@ mod tests {
     fn a_process_that_is_already_gone_is_known_from_records() {
         let mut proc = FakeProc::default();
         proc.tasks.insert(100, (HOST, "bash"));
-        let mut t = Tasks::new(WATCHED, proc);
+        let mut t = Tasks::new(Some(WATCHED), proc);
         t.apply(TaskRecord::Fork { pid: 200, tid: 200, ppid: 100, ptid: 100 }, 1.0);
         t.apply(TaskRecord::Netns { pid: 200, tid: 200, ino: HOST }, 1.0);
         t.apply(TaskRecord::Comm { pid: 200, tid: 200, comm: "ip".into() }, 1.1);
@@ -281,8 +285,14 @@ mod tests {
         t.apply(TaskRecord::Fork { pid: 200, tid: 201, ppid: 200, ptid: 200 }, 1.4);
         t.apply(TaskRecord::Comm { pid: 200, tid: 201, comm: "worker-1".into() }, 1.4);
         let asked = *t.proc.asked.borrow();
-        assert_eq!(t.resolve(200, 201, 1.5), Some(Resolved { name: Arc::from("client") }));
-        assert_eq!(t.resolve(200, 200, 1.5), Some(Resolved { name: Arc::from("client") }));
+        assert_eq!(
+            t.resolve(200, 201, 1.5),
+            Some(Resolved { name: Arc::from("client"), netns: WATCHED })
+        );
+        assert_eq!(
+            t.resolve(200, 200, 1.5),
+            Some(Resolved { name: Arc::from("client"), netns: WATCHED })
+        );
         assert_eq!(*t.proc.asked.borrow(), asked, "no /proc read for tasks the records describe");
         t.apply(TaskRecord::Exit { pid: 200, tid: 201 }, 2.0);
         t.apply(TaskRecord::Exit { pid: 200, tid: 200 }, 2.0);
@@ -295,7 +305,7 @@ mod tests {
         let mut proc = FakeProc::default();
         proc.tasks.insert(300, (WATCHED, "nginx"));
         proc.tasks.insert(301, (HOST, "sshd"));
-        let mut t = Tasks::new(WATCHED, proc);
+        let mut t = Tasks::new(Some(WATCHED), proc);
         assert_eq!(t.resolve(300, 300, 1.0).map(|r| r.name), Some(Arc::from("nginx")));
         assert_eq!(t.resolve(301, 301, 1.0), None);
         assert_eq!(t.unresolved, 0, "another namespace is not a failure to resolve");

@@ -162,8 +162,9 @@ fn event_kind<P: ProcSource>(
     bind_port: Option<u16>,
     tasks: &mut Tasks<P>,
 ) -> Option<EventKind> {
-    let who =
-        |tasks: &mut Tasks<P>| tasks.resolve(pid, tid, now).map(|r| Who { pid, tid, name: r.name });
+    let who = |tasks: &mut Tasks<P>| {
+        tasks.resolve(pid, tid, now).map(|r| Who { pid, tid, name: r.name, netns: Some(r.netns) })
+    };
     match decoded {
         Decoded::Exit { call, ret } => {
             // The kernel filter may be missing: check again.
@@ -235,6 +236,11 @@ mod tests {
     }
 
     fn tracer() -> Tracer<FakeProc> {
+        tracer_of(Some(WATCHED))
+    }
+
+    /// A tracer keeping the namespace `watched` (None: every namespace).
+    fn tracer_of(watched: Option<u64>) -> Tracer<FakeProc> {
         let bind =
             EXIT_CONNECT.replace("sys_exit_connect", "sys_exit_bind").replace("2229", "2237");
         let decoder = Decoder::new(
@@ -246,7 +252,7 @@ mod tests {
         .and_then(|d| d.with_enter_bind(&parse(ENTER_BIND)?))
         .unwrap();
         let proc = FakeProc(HashMap::from([(10, (WATCHED, "client")), (20, (HOST, "other"))]));
-        Tracer::new(decoder, Tasks::new(WATCHED, proc), Lifecycle::default())
+        Tracer::new(decoder, Tasks::new(watched, proc), Lifecycle::default())
     }
 
     /// A raw `sys_exit_connect` record as the kernel lays it out (offsets of the fixture).
@@ -338,6 +344,21 @@ mod tests {
         t.take(Record::Sample { pid: 10, tid: 10, time: T + 2, raw: &[1, 2, 3] });
         assert!(t.end_round(true).is_empty());
         assert_eq!(t.tasks.unresolved, 0, "pid 20 was placed, in another namespace");
+    }
+
+    /// `--all-netns`: every namespace's failures are kept, each with the inode of the failing
+    /// thread's namespace; a task gone before it could be placed is counted, not guessed.
+    #[test]
+    fn every_namespace_keeps_each_failure_with_its_namespace() {
+        let mut t = tracer_of(None);
+        let failed = exit_connect(-99);
+        t.take(Record::Sample { pid: 10, tid: 10, time: T, raw: &failed });
+        t.take(Record::Sample { pid: 20, tid: 20, time: T + 1, raw: &failed });
+        t.take(Record::Sample { pid: 30, tid: 30, time: T + 2, raw: &failed });
+        let caught: Vec<(u32, Option<u64>)> =
+            t.end_round(true).iter().map(|c| (c.who.pid, c.who.netns)).collect();
+        assert_eq!(caught, [(10, Some(WATCHED)), (20, Some(HOST))]);
+        assert_eq!(t.tasks.unresolved, 1, "pid 30 exited unseen: a gap");
     }
 
     #[test]
