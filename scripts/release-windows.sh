@@ -7,9 +7,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target=x86_64-pc-windows-gnu
+# Where cargo builds: ./target unless CARGO_TARGET_DIR says otherwise.
+target_dir=${CARGO_TARGET_DIR:-target}
 cargo build --release --locked --target "$target" -p porthog
 mkdir -p dist
-cp "target/$target/release/porthog.exe" dist/porthog.exe
+cp "$target_dir/$target/release/porthog.exe" dist/porthog.exe
 (cd dist && sha256sum porthog.exe >porthog.exe.sha256)
 ls -l dist/porthog.exe
 cat dist/porthog.exe.sha256

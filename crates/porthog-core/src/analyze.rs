@@ -127,6 +127,18 @@ pub fn analyze_imported(
     opts: &AnalyzeOptions,
 ) -> Report {
     let mut report = analyze(snapshot, opts);
+    add_evidence(&mut report, evidence);
+    report.sources = sources;
+    report
+}
+
+/// Adds what logged events prove about the past to a report: their findings, and a logged
+/// exhaustion event (4231, 4266) makes the verdict at least critical. `check` with the events
+/// of `--since`, and `watch`/`record` with the events new in each interval, judge alike.
+pub fn add_evidence(report: &mut Report, mut evidence: Vec<Evidence>) {
+    if evidence.is_empty() {
+        return;
+    }
     let mut past = findings::from_evidence(&evidence);
     if let Some(f) = past.iter().find(|f| f.level >= Level::Critical) {
         report.raise(Level::Critical, &f.message);
@@ -134,12 +146,9 @@ pub fn analyze_imported(
     past.append(&mut report.findings);
     report.findings = past;
     report.findings.sort_by_key(|f| std::cmp::Reverse(f.level));
-    report.sources = sources;
-    // The snapshot's own evidence (conntrack's counters) stays beside the imported one.
-    let mut evidence = evidence;
+    // The snapshot's own evidence (conntrack's counters) stays beside the logged one.
     evidence.append(&mut report.evidence);
     report.evidence = evidence;
-    report
 }
 
 fn totals(snapshot: &Snapshot, pools: u64, processes: u64) -> Totals {

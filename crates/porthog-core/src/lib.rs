@@ -8,6 +8,7 @@ pub mod bpf_record;
 pub mod btf;
 pub mod cgroup;
 mod culprits;
+pub mod event_log;
 mod findings;
 pub mod fleet;
 pub mod import;
@@ -28,7 +29,7 @@ pub mod trace_report;
 pub mod tracepoint;
 pub mod win_table;
 
-pub use analyze::{AnalyzeOptions, analyze, analyze_imported};
+pub use analyze::{AnalyzeOptions, add_evidence, analyze, analyze_imported};
 pub use fleet::{FleetReport, NamespaceReport};
 pub use level::{Level, Thresholds};
 pub use model::{

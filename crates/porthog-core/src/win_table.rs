@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use crate::import::{self, Format, ImportOptions, Imported, Input, netsh};
 use crate::model::{Gap, GapKind, Os, Placement, Process, Protocol, Settings, Snapshot, Socket};
@@ -169,6 +170,55 @@ pub fn unnamed_owners_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> 
     })
 }
 
+/// The gap for owners whose user porthog could not read (their token cannot be opened: other
+/// users' processes and services, when not elevated), or None when every owner's was read.
+pub fn unread_users_gap(owners: &[Owner], elevated: bool) -> Option<Gap> {
+    let unread = owners.iter().filter(|o| o.user.is_none()).count() as u64;
+    (unread > 0).then(|| Gap {
+        kind: GapKind::Unattributed,
+        count: Some(unread),
+        message: format!(
+            "the user of {} of {} could not be read (process token not readable{})",
+            unread,
+            plural(owners.len() as u64, "owning process"),
+            if elevated { "" } else { "; porthog is not running elevated" }
+        ),
+        advice: (!elevated)
+            .then(|| "run porthog.exe from an elevated prompt (Run as administrator)".to_owned()),
+    })
+}
+
+/// How long `watch` and `record` keep the dynamic ranges and exclusions read from netsh
+/// before running it again: they change only when an admin or a service (Hyper-V, WinNAT,
+/// Docker) changes them, and eight netsh runs per sample would cost more than the sample.
+pub const NETSH_REFRESH: Duration = Duration::from_secs(300);
+
+/// A value read once, then again only when it is older than `every` (the netsh outputs of a
+/// sampler). The clock is the caller's: `now` is passed in.
+#[derive(Debug, Clone)]
+pub struct Refreshed<T> {
+    every: Duration,
+    value: Option<(T, Instant)>,
+}
+
+impl<T> Refreshed<T> {
+    pub fn new(every: Duration) -> Refreshed<T> {
+        Refreshed { every, value: None }
+    }
+
+    /// The value, read by `read` on the first call and when the last read is `every` old.
+    pub fn get(&mut self, now: Instant, read: impl FnOnce() -> T) -> &T {
+        let stale = self
+            .value
+            .as_ref()
+            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
+        if stale {
+            self.value = None;
+        }
+        &self.value.get_or_insert_with(|| (read(), now)).0
+    }
+}
+
 /// What one `netsh` command printed, or why it could not run.
 #[derive(Debug, Clone)]
 pub struct NetshOutput {
@@ -323,6 +373,40 @@ mod tests {
         assert!(gap.message.contains("1 process"), "{}", gap.message);
         assert!(gap.advice.is_some());
         assert!(unnamed_owners_gap(&snap, &owners[1..], true).is_none());
+    }
+
+    #[test]
+    fn unread_users_are_a_gap() {
+        let owner = |pid, user: Option<&str>| Owner {
+            pid,
+            user: user.map(str::to_owned),
+            ..Owner::default()
+        };
+        let owners = [owner(9, Some(r"HOST\ann")), owner(12, None), owner(4, None)];
+        let gap = unread_users_gap(&owners, false).unwrap();
+        assert_eq!(gap.count, Some(2));
+        assert!(gap.message.starts_with("the user of 2 of 3 owning processes"), "{}", gap.message);
+        assert!(gap.message.contains("not running elevated") && gap.advice.is_some());
+        assert!(unread_users_gap(&owners[..1], false).is_none());
+        let elevated = unread_users_gap(&owners, true).unwrap();
+        assert!(elevated.advice.is_none() && !elevated.message.contains("elevated"));
+    }
+
+    #[test]
+    fn netsh_is_read_once_then_every_refresh() {
+        let start = Instant::now();
+        let mut reads = 0;
+        let mut cache = Refreshed::new(NETSH_REFRESH);
+        for s in [0, 1, 2, 299] {
+            cache.get(start + Duration::from_secs(s), || reads += 1);
+        }
+        assert_eq!(reads, 1, "one read for the first five minutes");
+        cache.get(start + Duration::from_secs(300), || reads += 1);
+        cache.get(start + Duration::from_secs(301), || reads += 1);
+        assert_eq!(reads, 2);
+        // A clock that went back (now before the read) does not read again.
+        cache.get(start, || reads += 1);
+        assert_eq!(reads, 2);
     }
 
     #[test]

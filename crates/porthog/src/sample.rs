@@ -1,11 +1,14 @@
 //! One sample for `watch` and `record`: a live snapshot, its TIME_WAIT attributed from history
 //! (the owner book: a socket seen ESTABLISHED under pid X keeps X when it turns TIME_WAIT), the
 //! check's report, and the connections that appeared since the previous sample with their
-//! openers. Reads the system only through `collect::snapshot`; `digest` is pure and tested.
+//! openers, and the failures the OS logged during the interval (Windows: Tcpip 4227/4231/4266,
+//! which raise the sample's verdict as they raise a check's). Reads the system only through
+//! `collect::snapshot` and `collect::new_events`; `digest` is pure and tested.
 
 use std::num::NonZeroU32;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
+use porthog_core::event_log::EventCursor;
 use porthog_core::timeline::{
     FourTuple, OpenedConnection, OwnerBook, OwnerCount, RECORD_SCHEMA_VERSION, RecordLine,
 };
@@ -82,6 +85,9 @@ pub struct Sampler {
     book: OwnerBook,
     previous: Option<HashSet<ConnKey>>,
     started: Instant,
+    /// Where in the OS's log of failures the next sample resumes.
+    events: EventCursor,
+    interval: Duration,
 }
 
 impl Sampler {
@@ -92,14 +98,21 @@ impl Sampler {
             book: OwnerBook::new(OWNER_TTL_S.max(2.0 * interval_s + 5.0)),
             previous: None,
             started: Instant::now(),
+            events: EventCursor::new(),
+            interval: Duration::try_from_secs_f64(interval_s).unwrap_or(Duration::from_secs(1)),
         }
     }
 
-    /// Collects and digests one sample.
+    /// Collects and digests one sample; the failures logged since the previous one (on the
+    /// first, during the last interval) raise its verdict exactly as they raise a check's.
     pub fn sample(&mut self) -> anyhow::Result<Sample> {
-        let snapshot = collect::snapshot(&self.collect)?;
+        let mut snapshot = collect::snapshot(&self.collect)?;
+        let (logged, gaps) = collect::new_events(&mut self.events, self.interval);
+        snapshot.gaps.extend(gaps);
         let at = self.started.elapsed().as_secs_f64();
-        Ok(self.digest(snapshot, at, now_text()))
+        let mut sample = self.digest(snapshot, at, now_text());
+        porthog_core::add_evidence(&mut sample.report, logged);
+        Ok(sample)
     }
 
     /// Everything after collection: learn owners, attribute TIME_WAIT, find the new

@@ -1,7 +1,7 @@
 //! One Windows event as `EvtRender(EvtRenderEventXml)` (or `wevtutil qe /f:xml`) writes it:
 //! `<Event xmlns=...><System><Provider Name='Tcpip'/><EventID>4231</EventID>...<TimeCreated
-//! SystemTime='2024-01-15T10:23:45.1230000Z'/>...</System>...</Event>`. Only the three fields
-//! porthog keeps are read, by element name; the rest of the document is skipped unread. Pure:
+//! SystemTime='2024-01-15T10:23:45.1230000Z'/><EventRecordID>8812</EventRecordID>...</System>
+//! ...</Event>`. Only the four fields porthog keeps are read, by element name; the rest of the document is skipped unread. Pure:
 //! the live collector (issue 10) hands the rendered text here.
 
 use super::events;
@@ -14,6 +14,9 @@ pub struct EventXml {
     pub id: u32,
     /// `TimeCreated/@SystemTime`, as written.
     pub time: Option<String>,
+    /// `EventRecordID`: the log's own sequence number of the event, which a poll that asks only
+    /// for newer events resumes from (`event_log::EventCursor`).
+    pub record_id: Option<u64>,
 }
 
 /// The start tag `<name` (followed by a space, `/` or `>`), and the text from there to its `>`.
@@ -55,14 +58,22 @@ pub fn parse(xml: &str) -> Option<EventXml> {
     if tag.ends_with('/') {
         return None;
     }
-    let id = after.split('<').next()?.trim().parse().ok()?;
+    let id = element_text(after)?.parse().ok()?;
     let provider = start_tag(xml, "Provider")
         .and_then(|(tag, _)| attribute(tag, "Name"))
         .map(|n| unescape(n).into_owned());
     let time = start_tag(xml, "TimeCreated")
         .and_then(|(tag, _)| attribute(tag, "SystemTime"))
         .map(str::to_owned);
-    Some(EventXml { provider, id, time })
+    let record_id = start_tag(xml, "EventRecordID")
+        .filter(|(tag, _)| !tag.ends_with('/'))
+        .and_then(|(_, after)| element_text(after)?.parse().ok());
+    Some(EventXml { provider, id, time, record_id })
+}
+
+/// The text of an element, from just after its start tag to the next tag, trimmed.
+fn element_text(after: &str) -> Option<&str> {
+    after.split('<').next().map(str::trim)
 }
 
 /// The five predefined entities (a provider name never needs more).
@@ -102,7 +113,7 @@ mod tests {
     const RENDERED: &str = "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System>\
         <Provider Name='Tcpip' Guid='{2F07E2EE-15DB-40F1-90EF-9D7BA282188A}'/><EventID Qualifiers='0'>4231</EventID>\
         <Version>0</Version><Level>3</Level><TimeCreated SystemTime='2024-01-15T10:23:45.1230000Z'/>\
-        <Channel>System</Channel></System><EventData></EventData></Event>";
+        <EventRecordID>8812</EventRecordID><Channel>System</Channel></System><EventData></EventData></Event>";
 
     #[test]
     fn a_rendered_event() {
@@ -111,7 +122,8 @@ mod tests {
             Some(EventXml {
                 provider: Some("Tcpip".into()),
                 id: 4231,
-                time: Some("2024-01-15T10:23:45.1230000Z".into())
+                time: Some("2024-01-15T10:23:45.1230000Z".into()),
+                record_id: Some(8812),
             })
         );
     }
@@ -122,6 +134,9 @@ mod tests {
                    <EventIDs>1</EventIDs><EventID>\r\n4266 </EventID>\r\n </System></Event>";
         let e = parse(xml).unwrap();
         assert_eq!((e.provider.as_deref(), e.id, e.time), (Some("Tcpip"), 4266, None));
+        assert_eq!(e.record_id, None);
+        let odd = parse("<EventID>1</EventID><EventRecordID/><EventRecordID>x</EventRecordID>");
+        assert_eq!(odd.map(|e| e.record_id), Some(None));
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod cursor;
 pub mod decode;
 mod error;
 pub mod event_xml;
-mod events;
+pub(crate) mod events;
 mod lsof;
 pub(crate) mod netsh;
 mod netstat;

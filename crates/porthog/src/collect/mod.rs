@@ -86,6 +86,25 @@ pub fn evidence(_since: std::time::Duration) -> (Vec<porthog_core::import::Evide
     (Vec::new(), Vec::new())
 }
 
+/// The failures the OS logged since `cursor`'s last poll (the last `first` on the first poll),
+/// for `watch` and `record`: each event is returned by one poll only. Windows polls the System
+/// log; Linux logs none.
+#[cfg(windows)]
+pub fn new_events(
+    cursor: &mut porthog_core::event_log::EventCursor,
+    first: std::time::Duration,
+) -> (Vec<porthog_core::import::Evidence>, Vec<Gap>) {
+    windows::new_events(cursor, first)
+}
+
+#[cfg(not(windows))]
+pub fn new_events(
+    _cursor: &mut porthog_core::event_log::EventCursor,
+    _first: std::time::Duration,
+) -> (Vec<porthog_core::import::Evidence>, Vec<Gap>) {
+    (Vec::new(), Vec::new())
+}
+
 #[cfg(not(any(target_os = "linux", windows)))]
 pub fn snapshot(_opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     anyhow::bail!(

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
+use porthog_core::import::Evidence;
 use porthog_core::report::grouped;
 use porthog_core::timeline::{Failure, raise_for_failures};
 use porthog_core::{Pool, PoolKind};
@@ -139,6 +140,11 @@ pub struct App {
     destinations: Vec<DestinationRow>,
     pub failures: VecDeque<Failure>,
     pub failures_total: u64,
+    /// Failures the OS logged (Windows: Tcpip 4227/4231/4266), one entry per event id and
+    /// sample they arrived in; each already raised its own sample's verdict.
+    pub logged: VecDeque<Evidence>,
+    /// Logged events in all.
+    pub logged_total: u64,
     /// Failures since the last sample: they make that sample's verdict at least critical.
     interval_failures: Vec<Failure>,
     pub lost: u64,
@@ -326,6 +332,15 @@ impl App {
             .collect()
     }
 
+    /// Logged events, newest first, filtered by event id (or "tcpip").
+    pub fn recent_logged(&self) -> Vec<&Evidence> {
+        self.logged
+            .iter()
+            .rev()
+            .filter(|e| self.matches(&e.id.to_string()) || self.matches("tcpip"))
+            .collect()
+    }
+
     fn matches(&self, text: &str) -> bool {
         self.filter.is_empty() || text.to_lowercase().contains(&self.filter)
     }
@@ -487,6 +502,13 @@ pub fn update(app: &mut App, event: Event) {
                 "since the previous sample",
             );
             app.interval_failures.clear();
+            for e in sample.report.evidence.iter().filter(|e| e.kind == "event") {
+                if app.logged.len() == FAILURES {
+                    app.logged.pop_front();
+                }
+                app.logged.push_back(e.clone());
+                app.logged_total += e.count;
+            }
             let dt = app.last_at.map(|t| sample.at - t).filter(|dt| *dt > 0.0);
             app.last_at = Some(sample.at);
             if app.paused {

@@ -314,12 +314,20 @@ fn draw_owners(app: &App, frame: &mut Frame, area: Rect) {
 fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
     let lost =
         if app.lost > 0 { format!(", {} lost", plural(app.lost, "event")) } else { String::new() };
-    let block = Block::bordered()
-        .title(format!(" Recent failures ({} in all{lost}) ", grouped(app.failures_total)));
-    let failures = app.recent_failures();
-    if failures.is_empty() {
+    let logged_total = if app.logged_total > 0 {
+        format!(", {} logged by the OS", grouped(app.logged_total))
+    } else {
+        String::new()
+    };
+    let block = Block::bordered().title(format!(
+        " Recent failures ({} in all{lost}{logged_total}) ",
+        grouped(app.failures_total)
+    ));
+    let (failures, logged) = (app.recent_failures(), app.recent_logged());
+    if failures.is_empty() && logged.is_empty() {
         let text = "none seen: allocation failures come from the kernel tracer (porthog trace, \
-                    as root) or a recording that has them; samples cannot see them";
+                    as root), the Windows System log (Tcpip 4227, 4231, 4266) or a recording \
+                    that has them; samples cannot see them";
         frame.render_widget(
             Paragraph::new(Span::styled(text, dim())).wrap(Wrap { trim: true }).block(block),
             area,
@@ -328,7 +336,8 @@ fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
     }
     let header =
         Row::new(["TIME", "PID", "NAME", "DESTINATION", "ERRNO"].map(Cell::from)).style(dim());
-    let rows: Vec<Row> = failures
+    let red = Style::new().fg(Color::Red);
+    let mut rows: Vec<Row> = failures
         .into_iter()
         .map(|f| {
             Row::new(vec![
@@ -339,10 +348,21 @@ fn draw_failures(app: &App, frame: &mut Frame, area: Rect) {
                     None => f.name.clone(),
                 }),
                 Cell::from(f.remote.map_or("-".to_owned(), |r| r.to_string())),
-                Cell::from(f.errno.as_str()).style(Style::new().fg(Color::Red)),
+                Cell::from(f.errno.as_str()).style(red),
             ])
         })
         .collect();
+    // A logged event has no process nor destination: its id, count and meaning instead.
+    rows.extend(logged.into_iter().map(|e| {
+        let time = e.last.as_deref().unwrap_or("-");
+        Row::new(vec![
+            Cell::from(time.get(11..19).unwrap_or(time).to_owned()),
+            Cell::from("-"),
+            Cell::from(format!("Tcpip {} ×{}: {}", e.id, grouped(e.count), e.meaning)),
+            Cell::from("-"),
+            Cell::from("logged").style(red),
+        ])
+    }));
     let widths = [
         Constraint::Length(12),
         Constraint::Length(8),

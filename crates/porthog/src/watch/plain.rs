@@ -111,6 +111,13 @@ pub fn frame(app: &App) -> String {
             );
         }
     }
+    let logged = app.recent_logged();
+    if !logged.is_empty() {
+        let _ = writeln!(out, "\nLogged by the OS ({} in all)", grouped(app.logged_total));
+        for e in logged.iter().take(ROWS) {
+            let _ = writeln!(out, "  {}", logged_line(e));
+        }
+    }
     if app.lost > 0 {
         let _ = writeln!(out, "\n{} kernel events lost", grouped(app.lost));
     }
@@ -154,4 +161,15 @@ fn namespaces(fleet: &Fleet, app: &App, out: &mut String) {
     if let Some(label) = fleet.shown.and_then(|i| fleet.label(i)) {
         let _ = writeln!(out, "\n=== network namespace {label} ===");
     }
+}
+
+/// One logged event row: `2026-11-28T10:00:03  Tcpip 4231 ×2  the global TCP ...`.
+pub fn logged_line(e: &porthog_core::import::Evidence) -> String {
+    format!(
+        "{}  Tcpip {} ×{}  {}",
+        e.last.as_deref().unwrap_or("-"),
+        e.id,
+        grouped(e.count),
+        e.meaning
+    )
 }

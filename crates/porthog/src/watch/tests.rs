@@ -453,3 +453,35 @@ fn version_1_recordings_replay_and_newer_ones_are_refused() {
     std::fs::remove_file(&path).unwrap();
     assert!(e.contains("schema_version 3; this porthog reads versions 1 to 2"), "{e}");
 }
+
+/// Issue 10: a Tcpip 4231 the Windows System log wrote during an interval (added to that
+/// sample's report by the sampler) makes that sample critical, is listed in the failures pane
+/// and the plain frame, and is not shown again by the next sample.
+#[test]
+fn a_logged_4231_is_shown_and_raises_only_its_interval() {
+    let mut cursor = porthog_core::event_log::EventCursor::new();
+    let xml = "<Event><System><Provider Name='Tcpip'/><EventID>4231</EventID>\
+               <TimeCreated SystemTime='2026-11-24T02:00:01.250Z'/>\
+               <EventRecordID>900</EventRecordID></System></Event>";
+    let polled = cursor.take(&[xml, xml]);
+    let mut samples = samples().into_iter();
+    let mut first = samples.next().unwrap();
+    porthog_core::add_evidence(&mut first.report, polled.evidence);
+    let mut app = App::new("live", 1.0);
+    update(&mut app, Event::Snapshot(Box::new(first)));
+    let shown = app.latest.as_ref().unwrap();
+    assert_eq!(shown.report.verdict, porthog_core::Level::Critical, "{}", shown.report.summary);
+    assert_eq!((app.logged.len(), app.logged_total), (1, 1));
+    let text = screen(&app, 140, 36);
+    assert!(text.contains("Tcpip 4231 ×1"), "{text}");
+    assert!(text.contains("1 logged by the OS"), "{text}");
+    let frame = super::plain::frame(&app);
+    assert!(frame.contains("Logged by the OS (1 in all)"), "{frame}");
+    assert!(frame.contains("2026-11-24T02:00:01  Tcpip 4231 ×1"), "{frame}");
+    // The log hands the same record back: nothing new, the next sample is judged on itself.
+    let mut second = samples.next().unwrap();
+    porthog_core::add_evidence(&mut second.report, cursor.take(&[xml]).evidence);
+    update(&mut app, Event::Snapshot(Box::new(second)));
+    assert!(app.latest.as_ref().unwrap().report.verdict < porthog_core::Level::Critical);
+    assert_eq!(app.logged_total, 1);
+}

@@ -385,6 +385,11 @@ fn main() -> ExitCode {
             wine::a_wine_client_is_named_as_the_owner,
         ),
         trial(
+            "wine::watch_once_shows_the_wine_client",
+            Needs::NamespaceAndWine,
+            wine::watch_once_shows_the_wine_client,
+        ),
+        trial(
             "wine::netsh_and_event_log_failures_are_gaps",
             Needs::NamespaceAndWine,
             wine::netsh_and_event_log_failures_are_gaps,

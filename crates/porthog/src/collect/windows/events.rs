@@ -1,11 +1,13 @@
-//! Tcpip events 4227, 4231 and 4266 of the System log since a moment: `EvtQuery` with an XPath
-//! filter, `EvtNext` in batches, `EvtRender(EvtRenderEventXml)`, the XML read by
-//! `porthog_core::import::event_xml` into the same evidence the offline importers give.
+//! Tcpip events 4227, 4231 and 4266 of the System log: `EvtQuery` with the XPath filter of
+//! `porthog_core::event_log` (the last `--since` for a check; newer than the last record seen,
+//! for each sample of `watch` and `record`), `EvtNext` in batches, `EvtRender(EvtRenderEventXml)`,
+//! the XML read by the core into the same evidence the offline importers give.
 //! A failure (no wevtapi, access denied, wine's error 6) is a gap, never an error.
 
 use std::time::Duration;
 
-use porthog_core::import::{Evidence, event_xml, kept_event_ids};
+use porthog_core::event_log::{self, EventCursor, Since};
+use porthog_core::import::{Evidence, event_xml};
 use porthog_core::{Gap, GapKind};
 
 use super::{from_wide_nul, to_wide_nul};
@@ -23,33 +25,45 @@ const BATCH: usize = 64;
 
 /// The evidence of the last `since`, or a gap saying why there is none.
 pub fn evidence(since: Duration) -> (Vec<Evidence>, Vec<Gap>) {
-    match rendered(since) {
+    match rendered(&event_log::query(Since::Last(since))) {
         Ok(docs) => {
             let (evidence, unreadable) = event_xml::evidence(&docs);
-            let gaps = (unreadable > 0)
-                .then(|| Gap {
-                    kind: GapKind::Source,
-                    count: Some(unreadable),
-                    message: format!("{unreadable} Tcpip events of the System log could not be read"),
-                    advice: None,
-                })
-                .into_iter()
-                .collect();
-            (evidence, gaps)
+            (evidence, unreadable_gap(unreadable).into_iter().collect())
         }
-        Err(e) => (
-            Vec::new(),
-            vec![Gap {
-                kind: GapKind::Source,
-                count: None,
-                message: format!(
-                    "the System event log could not be read ({e}): past port exhaustion (Tcpip events 4227, 4231, 4266) is not shown"
-                ),
-                advice: Some(
-                    "run elevated, or check with `wevtutil qe System /q:\"*[System[Provider[@Name='Tcpip']]]\" /f:text` and `porthog analyze`"
-                        .to_owned(),
-                ),
-            }],
+        Err(e) => (Vec::new(), vec![unread_gap(&e)]),
+    }
+}
+
+/// The events logged since `cursor`'s last poll (the last `first` on its first), or a gap.
+pub fn poll(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, Vec<Gap>) {
+    match rendered(&cursor.query(first)) {
+        Ok(docs) => {
+            let polled = cursor.take(&docs);
+            (polled.evidence, unreadable_gap(polled.unreadable).into_iter().collect())
+        }
+        Err(e) => (Vec::new(), vec![unread_gap(&e)]),
+    }
+}
+
+fn unreadable_gap(unreadable: u64) -> Option<Gap> {
+    (unreadable > 0).then(|| Gap {
+        kind: GapKind::Source,
+        count: Some(unreadable),
+        message: format!("{unreadable} Tcpip events of the System log could not be read"),
+        advice: None,
+    })
+}
+
+fn unread_gap(e: &str) -> Gap {
+    Gap {
+        kind: GapKind::Source,
+        count: None,
+        message: format!(
+            "the System event log could not be read ({e}): past port exhaustion (Tcpip events 4227, 4231, 4266) is not shown"
+        ),
+        advice: Some(
+            "run elevated, or check with `wevtutil qe System /q:\"*[System[Provider[@Name='Tcpip']]]\" /f:text` and `porthog analyze`"
+                .to_owned(),
         ),
     }
 }
@@ -68,15 +82,9 @@ fn last_error(call: &str) -> String {
     format!("{call} failed with error {}", unsafe { GetLastError() })
 }
 
-/// The XML of each matching event, newest first.
-fn rendered(since: Duration) -> Result<Vec<String>, String> {
-    let ids: Vec<String> = kept_event_ids().map(|id| format!("EventID={id}")).collect();
-    let query = format!(
-        "*[System[Provider[@Name='Tcpip'] and ({}) and TimeCreated[timediff(@SystemTime) <= {}]]]",
-        ids.join(" or "),
-        since.as_millis()
-    );
-    let (path, query) = (to_wide_nul("System"), to_wide_nul(&query));
+/// The XML of each event `query` matches, newest first.
+fn rendered(query: &str) -> Result<Vec<String>, String> {
+    let (path, query) = (to_wide_nul("System"), to_wide_nul(query));
     // SAFETY: both strings are NUL-terminated and outlive the call; 0 is the local session.
     let results = unsafe {
         EvtQuery(0, path.as_ptr(), query.as_ptr(), EvtQueryChannelPath | EvtQueryReverseDirection)

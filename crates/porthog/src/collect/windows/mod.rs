@@ -8,12 +8,14 @@ mod owners;
 mod tables;
 
 use std::process::Command;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use porthog_core::event_log::EventCursor;
 use porthog_core::import::Evidence;
-use porthog_core::win_table::{self, NetshOutput};
-use porthog_core::{Gap, Snapshot};
+use porthog_core::win_table::{self, NetshOutput, Refreshed};
+use porthog_core::{Gap, Settings, Snapshot};
 
 use super::CollectOptions;
 
@@ -22,17 +24,36 @@ pub fn snapshot(opts: &CollectOptions) -> Result<Snapshot> {
         anyhow::bail!("--netns names a Linux network namespace; Windows has none");
     }
     let rows = tables::rows()?;
-    let (settings, gaps) = win_table::settings(&netsh());
+    let (settings, gaps) = netsh_settings();
     let mut snapshot = win_table::snapshot(&rows, &[], settings, gaps);
     let owners = owners::owners(&win_table::owner_pids(&snapshot));
     win_table::name_processes(&mut snapshot, &owners);
-    snapshot.gaps.extend(win_table::unnamed_owners_gap(&snapshot, &owners, owners::elevated()));
+    let elevated = owners::elevated();
+    snapshot.gaps.extend(win_table::unnamed_owners_gap(&snapshot, &owners, elevated));
+    snapshot.gaps.extend(win_table::unread_users_gap(&owners, elevated));
     Ok(snapshot)
 }
 
 /// Tcpip events of the System log of the last `since`.
 pub fn evidence(since: Duration) -> (Vec<Evidence>, Vec<Gap>) {
     events::evidence(since)
+}
+
+/// Tcpip events logged since `cursor`'s last poll.
+pub fn new_events(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, Vec<Gap>) {
+    events::poll(cursor, first)
+}
+
+/// The netsh outputs, kept for `win_table::NETSH_REFRESH`: a check runs netsh once, `watch`
+/// and `record` once at start and then every few minutes, not every sample.
+static NETSH: Mutex<Option<Refreshed<Vec<NetshOutput>>>> = Mutex::new(None);
+
+/// The ranges and exclusions from netsh's latest outputs (read again when stale).
+fn netsh_settings() -> (Settings, Vec<Gap>) {
+    // A poisoned lock means a panic mid-read elsewhere: the kept outputs are still whole.
+    let mut guard = NETSH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let cache = guard.get_or_insert_with(|| Refreshed::new(win_table::NETSH_REFRESH));
+    win_table::settings(cache.get(Instant::now(), netsh))
 }
 
 /// Runs each netsh command porthog reads; a command that cannot start is an `Err` for the gap.
