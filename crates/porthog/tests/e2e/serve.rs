@@ -149,7 +149,8 @@ pub fn serve_exports_every_namespace_to_a_real_prometheus() {
     assert_eq!(answer["value"][1], "1", "used / capacity of the exhausted pool: {answer}");
     assert_eq!(answer["metric"]["remote"], SERVER, "{answer}");
     // The NAT namespace's snat pool, as issue 9 words the query.
-    let snat_query = "porthog_pool_used_ports{kind=\"snat\"} / porthog_pool_capacity_ports{kind=\"snat\"}";
+    let snat_query =
+        "porthog_pool_used_ports{kind=\"snat\"} / porthog_pool_capacity_ports{kind=\"snat\"}";
     let answer = prometheus_series(&prom_addr, snat_query, &prometheus, |metric| {
         metric["netns"] == snat.nat.name()
     });
