@@ -253,6 +253,63 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// A namespace without a socket is not dumped (its counters say there is nothing to find),
+/// but read again every collection: once it gains sockets, the next collections export them.
+pub fn serve_sees_an_idle_namespace_gain_sockets() {
+    let Some(idle) = Netns::for_test("serve-idle", &[]) else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", &addr])
+        .env("PORTHOG_TIMINGS", "1")
+        .stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    let verdict = format!("porthog_verdict_level{{netns=\"{}\"}} 0", idle.name());
+    let netns_label = format!("netns=\"{}\"", idle.name());
+    let text = wait_for_metrics(&addr, &serve, |text| text.contains(&verdict));
+    let used: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("porthog_pool_used_ports{") && l.contains(&netns_label))
+        .collect();
+    assert!(
+        !used.is_empty() && used.iter().all(|l| l.ends_with(" 0")),
+        "an empty namespace's pools are empty\n{text}"
+    );
+    assert!(
+        serve.0.stderr().contains("sockstat shows no TCP or UDP socket"),
+        "the empty namespace was dumped anyway\n{}",
+        serve.0.stderr()
+    );
+
+    let _server = Loadgen::start(&idle, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&idle, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!(client.opened(), 100);
+    let used = format!(
+        "porthog_pool_used_ports{{kind=\"connect\",local=\"127.0.0.1\",{netns_label},protocol=\"tcp\",remote=\"{SERVER}\"}} 100"
+    );
+    wait_for_metrics(&addr, &serve, |text| text.contains(&used));
+}
+
+/// `/metrics` of the exporter at `addr`, polled until `ready` accepts it (at most 30 s).
+fn wait_for_metrics(addr: &str, serve: &Held, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get(addr, "/metrics");
+        if ready(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics never showed what was waited for\n{text}\nporthog stderr: {}",
+            serve.0.stderr()
+        );
+        // Polling a deadline for the exporter's next collection, not ordering threads.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// A scrape storm: 50 clients scraping back to back for 10 s all get answers, and the
 /// exporter's memory stays bounded.
 pub fn serve_survives_a_scrape_storm() {
