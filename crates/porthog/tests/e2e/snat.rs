@@ -198,19 +198,52 @@ pub fn snat_pool_is_exhausted_and_insert_failures_are_evidence() {
 }
 
 /// Without CAP_NET_ADMIN, ctnetlink refuses the dump: a gap, not an error, and the counters
-/// still come from /proc/net/stat/nf_conntrack.
+/// still come from /proc/net/stat/nf_conntrack. A namespace without conntrack entries is not
+/// dumped at all (nothing to miss, so no gap either).
 pub fn ctnetlink_unavailable_is_a_gap() {
     let Some(ns) = Netns::for_test("snat-unprivileged", &[]) else { return };
     nft(&ns, NAT_RULES);
     // Make sure conntrack exists in this namespace (the rule above needs it).
     sh(ns.exec("conntrack").arg("-S"));
     let exe = WorldExecutable::new("snat-unprivileged");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns.name(), "setpriv", "--reuid=65534", "--regid=65534"])
-        .arg("--clear-groups")
-        .arg(&exe.path)
-        .args(["check", "--json"]);
-    let run = porthog::run(cmd);
+    let unprivileged = || {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns.name(), "setpriv", "--reuid=65534", "--regid=65534"])
+            .arg("--clear-groups")
+            .arg(&exe.path)
+            .args(["check", "--json"]);
+        porthog::run(cmd)
+    };
+    let conntrack_gap = |report: &Value| {
+        report["gaps"].as_array().and_then(|g| {
+            g.iter()
+                .find(|g| g["message"].as_str().is_some_and(|m| m.contains("conntrack table")))
+                .cloned()
+        })
+    };
+    let empty = unprivileged();
+    let report: Value = serde_json::from_str(empty.stdout())
+        .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", empty.context()));
+    assert_eq!(conntrack_gap(&report), None, "no entry, no dump, no gap\n{}", empty.context());
+    assert!(report["conntrack"]["insert_failed"].is_u64(), "{}", report["conntrack"]);
+
+    // One entry: now the dump is needed, and refused.
+    sh(ns.exec("conntrack").args([
+        "-I",
+        "-p",
+        "udp",
+        "-s",
+        "127.0.0.1",
+        "-d",
+        "127.0.0.1",
+        "--sport",
+        "40000",
+        "--dport",
+        "53",
+        "--timeout",
+        "120",
+    ]));
+    let run = unprivileged();
     assert!(
         [EXIT_OK, EXIT_WARN, EXIT_CRITICAL].contains(&run.code()),
         "ctnetlink refused is a gap, not an error\n{}",
@@ -218,12 +251,8 @@ pub fn ctnetlink_unavailable_is_a_gap() {
     );
     let report: Value = serde_json::from_str(run.stdout())
         .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", run.context()));
-    let gap = report["gaps"]
-        .as_array()
-        .and_then(|g| {
-            g.iter().find(|g| g["message"].as_str().is_some_and(|m| m.contains("conntrack table")))
-        })
-        .unwrap_or_else(|| panic!("no conntrack gap\n{}", run.context()));
+    let gap =
+        conntrack_gap(&report).unwrap_or_else(|| panic!("no conntrack gap\n{}", run.context()));
     assert!(gap["message"].as_str().is_some_and(|m| m.contains("ctnetlink")), "{gap}");
     assert!(gap["advice"].as_str().is_some_and(|a| a.contains("CAP_NET_ADMIN")), "{gap}");
     assert!(
