@@ -61,10 +61,12 @@ pub fn sockets(
             Err(_) => out.truncate(start),
         }
     }
-    let empty =
-        |t: &Table| t.protocol == Protocol::Udp && sockstat.is_some_and(|s| s.no_udp(t.v6()));
-    for table in TABLES.into_iter().filter(|t| !(both && t.protocol == Protocol::Tcp) && !empty(t))
-    {
+    // A table already dumped with the other family, or one with nothing to list.
+    let done = |t: &Table| match t.protocol {
+        Protocol::Tcp => both,
+        Protocol::Udp => sockstat.is_some_and(|s| s.no_udp(t.v6())),
+    };
+    for table in TABLES.into_iter().filter(|t| !done(t)) {
         let start = out.len();
         let outcome = match diag.as_mut().map(|d| d.dump(table, ALL_STATES, out)) {
             Some(Ok(outcome)) => outcome,
