@@ -22,6 +22,7 @@ pub mod ports;
 pub mod proc_net;
 pub mod report;
 pub mod snat;
+pub mod sockstat;
 pub mod sysctl;
 pub mod timeline;
 pub mod timestamp;

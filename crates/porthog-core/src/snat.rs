@@ -110,6 +110,17 @@ pub fn parse_proc_stat(text: &str) -> Option<ConntrackStats> {
     Some(stats)
 }
 
+/// The namespace's conntrack entry count from `/proc/net/stat/nf_conntrack`: the `entries`
+/// column, which every CPU's line repeats (`nf_conntrack_count(net)`, per namespace). The
+/// table's hash is shared by every namespace and each namespace's dump walks it whole, so a
+/// namespace with 0 entries is not dumped. `None` without that column or a hex number under it.
+pub fn proc_stat_entries(text: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    let col = lines.next()?.split_whitespace().position(|h| h == "entries")?;
+    let line = lines.find(|l| !l.trim().is_empty())?;
+    u64::from_str_radix(line.split_whitespace().nth(col)?, 16).ok()
+}
+
 /// The ports the kernel picks from when the rule gives no range (`nf_nat_l4proto_unique_tuple`,
 /// net/netfilter/nf_nat_core.c): it keeps the client's port class, 1-511 for ports below 512,
 /// 600-1023 for 512-1023, 1024-65535 for the rest. (It first keeps the client's own port when
@@ -359,6 +370,10 @@ mod tests {
             parse_proc_stat(text),
             Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 })
         );
+        assert_eq!(proc_stat_entries(text), Some(20));
+        assert_eq!(proc_stat_entries("entries drop\n00000000 2\n"), Some(0));
+        assert_eq!(proc_stat_entries("drop entries\n0 zz\n"), None);
+        assert_eq!(proc_stat_entries("entries\n"), None);
         assert_eq!(parse_proc_stat("entries drop\n1 2\n"), None);
         assert_eq!(parse_proc_stat("insert_failed drop\nzz 1\n"), None);
     }

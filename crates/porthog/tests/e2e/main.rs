@@ -138,6 +138,11 @@ fn main() -> ExitCode {
             serve::serve_exports_every_namespace_to_a_real_prometheus,
         ),
         trial(
+            "serve::serve_sees_an_idle_namespace_gain_sockets",
+            Needs::Namespace,
+            serve::serve_sees_an_idle_namespace_gain_sockets,
+        ),
+        trial(
             "serve::serve_on_a_taken_port_says_so",
             Needs::Nothing,
             serve::serve_on_a_taken_port_says_so,

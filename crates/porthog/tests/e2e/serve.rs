@@ -8,11 +8,14 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::child;
 use crate::fleet::Held;
 use crate::loadgen::Loadgen;
 use crate::netns::Netns;
 use crate::porthog::{self, EXIT_ERROR};
+use crate::snat::ExhaustedSnat;
 
 const SERVER: &str = "127.0.0.1:7070";
 
@@ -79,6 +82,9 @@ pub fn serve_exports_every_namespace_to_a_real_prometheus() {
     let _server2 = Loadgen::start(&healthy, &["serve", "--listen", SERVER]);
     let light = Loadgen::start(&healthy, &["connect", "--to", SERVER, "--count", "5"]);
     assert_eq!(light.opened(), 5);
+    // A NAT namespace whose snat pool (10 ports towards one server) is exhausted.
+    let clients = exhausted.peer(&[("net.ipv4.tcp_syn_retries", "1")]);
+    let snat = ExhaustedSnat::new(&clients);
 
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(porthog::binary());
@@ -133,35 +139,57 @@ pub fn serve_exports_every_namespace_to_a_real_prometheus() {
         .stdin(Stdio::null());
     let prometheus = Held(child::spawn(&mut cmd));
     // The host may run other namespaces: the selector keeps the answer to ours.
-    let query = format!(
-        "/api/v1/query?query=porthog_pool_used_ports%7Bnetns%3D%22{}%22%7D%20%2F%20porthog_pool_capacity_ports",
+    let connect = format!(
+        "porthog_pool_used_ports{{netns=\"{}\"}} / porthog_pool_capacity_ports",
         exhausted.name()
     );
+    let answer = prometheus_series(&prom_addr, &connect, &prometheus, |metric| {
+        metric["netns"] == exhausted.name() && metric["kind"] == "connect"
+    });
+    assert_eq!(answer["value"][1], "1", "used / capacity of the exhausted pool: {answer}");
+    assert_eq!(answer["metric"]["remote"], SERVER, "{answer}");
+    // The NAT namespace's snat pool, as issue 9 words the query.
+    let snat_query =
+        "porthog_pool_used_ports{kind=\"snat\"} / porthog_pool_capacity_ports{kind=\"snat\"}";
+    let answer = prometheus_series(&prom_addr, snat_query, &prometheus, |metric| {
+        metric["netns"] == snat.nat.name()
+    });
+    assert_eq!(answer["value"][1], "1", "used / capacity of the exhausted snat pool: {answer}");
+    assert_eq!(answer["metric"]["remote"], "10.88.2.2:8080", "{answer}");
+    assert_eq!(answer["metric"]["local"], "10.88.2.1", "{answer}");
+    drop(prometheus);
+    drop(serve);
+}
+
+/// Polls Prometheus (at `prom_addr`) with the PromQL `query` until a series whose labels
+/// `wanted` accepts comes back, for at most 60 s; returns that series.
+fn prometheus_series(
+    prom_addr: &str,
+    query: &str,
+    prometheus: &Held,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let path = format!("/api/v1/query?query={}", utf8_percent_encode(query, NON_ALPHANUMERIC));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let wanted = format!("\"netns\":\"{}\"", exhausted.name());
-    let answer = loop {
-        let body = TcpStream::connect(&prom_addr).ok().map(|_| get(&prom_addr, &query).1);
-        if let Some(body) = body {
-            let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let mut last = String::new();
+    loop {
+        if TcpStream::connect(prom_addr).is_ok() {
+            last = get(prom_addr, &path).1;
+            let json: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
             let result = json["data"]["result"].as_array().cloned().unwrap_or_default();
-            if let Some(series) = result.iter().find(|s| {
-                s["metric"].to_string().contains(&wanted) && s["metric"]["kind"] == "connect"
-            }) {
-                break series.clone();
+            if let Some(series) = result.into_iter().find(|s| wanted(&s["metric"])) {
+                return series;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "Prometheus never returned the exhausted pool\nprometheus stderr: {}",
+            "Prometheus never returned the series for {query}\nlast answer: {last}\nprometheus \
+             stderr: {}",
             prometheus.0.stderr()
         );
         // Polling a deadline for an outside server, not ordering threads.
         std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(answer["value"][1], "1", "used / capacity of the exhausted pool: {answer}");
-    assert_eq!(answer["metric"]["remote"], SERVER, "{answer}");
-    drop(prometheus);
-    drop(serve);
+    }
 }
 
 /// The listen port is taken: a clear message and exit status 3, before any collection.
@@ -223,6 +251,63 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("VmRSS")
+}
+
+/// A namespace without a socket is not dumped (its counters say there is nothing to find),
+/// but read again every collection: once it gains sockets, the next collections export them.
+pub fn serve_sees_an_idle_namespace_gain_sockets() {
+    let Some(idle) = Netns::for_test("serve-idle", &[]) else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", &addr])
+        .env("PORTHOG_TIMINGS", "1")
+        .stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    let verdict = format!("porthog_verdict_level{{netns=\"{}\"}} 0", idle.name());
+    let netns_label = format!("netns=\"{}\"", idle.name());
+    let text = wait_for_metrics(&addr, &serve, |text| text.contains(&verdict));
+    let used: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("porthog_pool_used_ports{") && l.contains(&netns_label))
+        .collect();
+    assert!(
+        !used.is_empty() && used.iter().all(|l| l.ends_with(" 0")),
+        "an empty namespace's pools are empty\n{text}"
+    );
+    assert!(
+        serve.0.stderr().contains("sockstat shows no TCP or UDP socket"),
+        "the empty namespace was dumped anyway\n{}",
+        serve.0.stderr()
+    );
+
+    let _server = Loadgen::start(&idle, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&idle, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!(client.opened(), 100);
+    let used = format!(
+        "porthog_pool_used_ports{{kind=\"connect\",local=\"127.0.0.1\",{netns_label},protocol=\"tcp\",remote=\"{SERVER}\"}} 100"
+    );
+    wait_for_metrics(&addr, &serve, |text| text.contains(&used));
+}
+
+/// `/metrics` of the exporter at `addr`, polled until `ready` accepts it (at most 30 s).
+fn wait_for_metrics(addr: &str, serve: &Held, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get(addr, "/metrics");
+        if ready(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/metrics never showed what was waited for\n{text}\nporthog stderr: {}",
+            serve.0.stderr()
+        );
+        // Polling a deadline for the exporter's next collection, not ordering threads.
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 /// A scrape storm: 50 clients scraping back to back for 10 s all get answers, and the

@@ -22,7 +22,7 @@ use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 use porthog_core::nat_rules::{parse_iptables_save, parse_nft_json};
 use porthog_core::snat::{
     Conntrack, ConntrackEntry, ConntrackStats, IPS_SRC_NAT, NatRules, TCP_CONNTRACK_TIME_WAIT,
-    parse_proc_stat,
+    parse_proc_stat, proc_stat_entries,
 };
 use porthog_core::{Gap, GapKind, Protocol};
 
@@ -46,14 +46,16 @@ const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 /// What conntrack shows in this namespace; `None` when nf_conntrack is not loaded (nothing can
 /// be source-NATed then). What could not be read is a gap, never an error.
 pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
-    let proc_stats = match std::fs::read_to_string(PROC_STAT) {
-        Ok(text) => parse_proc_stat(&text),
+    let (proc_stats, entries) = match std::fs::read_to_string(PROC_STAT) {
+        Ok(text) => (parse_proc_stat(&text), proc_stat_entries(&text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(_) => None,
+        Err(_) => (None, None),
     };
     let started = std::time::Instant::now();
     let mut ct = Conntrack::default();
-    match dump(&mut ct.entries) {
+    // No entry in this namespace: the dump would walk the host's whole table to find none.
+    let outcome = if entries == Some(0) { Ok(true) } else { dump(&mut ct.entries) };
+    match outcome {
         Ok(true) => {}
         Ok(false) => gaps.push(Gap {
             kind: GapKind::Incomplete,

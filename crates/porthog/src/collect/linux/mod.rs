@@ -22,12 +22,13 @@ use std::num::NonZeroU32;
 use anyhow::anyhow;
 use porthog_core::bpf_record::{decode_owners, decode_sockets};
 use porthog_core::report::plural;
-use porthog_core::{Gap, GapKind, Os, Protocol, Snapshot, Socket};
+use porthog_core::sockstat::Sockstat;
+use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
 
 use super::CollectOptions;
 use bpf::Iterators;
 use owners::{Owners, ProcessList};
-use sock_diag::{BOUND_INACTIVE, DUMP_TRIES, SockDiag, TABLES};
+use sock_diag::{BOUND_INACTIVE, DUMP_TRIES, SockDiag};
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     // First, before any thread or socket exists: both inherit this thread's namespace.
@@ -37,6 +38,8 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
 
 /// A snapshot of the calling thread's network namespace, called `label` in the report.
 pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
+    // First, before porthog opens a socket here itself (conntrack's netlink socket would count).
+    let sockstat = sockets::sockstat();
     raise_nofile_limit();
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
@@ -55,7 +58,7 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
         },
     };
     snapshot.sockets.clear();
-    from_sock_diag(&mut snapshot)?;
+    from_sock_diag(&mut snapshot, sockstat)?;
     snapshot.gaps.push(Gap {
         kind: GapKind::Source,
         count: None,
@@ -147,11 +150,9 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
             let mut bound = 0;
             let mut interrupted = false;
             if let Ok(mut diag) = diag {
-                for table in TABLES.iter().filter(|t| t.protocol == Protocol::Tcp) {
-                    let start = sockets.len();
-                    interrupted |= diag.dump(*table, BOUND_INACTIVE, &mut sockets)?.interrupted;
-                    bound += sockets.len() - start;
-                }
+                let start = sockets.len();
+                interrupted = diag.dump_tcp(BOUND_INACTIVE, &mut sockets)?.interrupted;
+                bound = sockets.len() - start;
             }
             Ok((sockets, tcp, udp, bound, interrupted))
         });
@@ -201,8 +202,17 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
 }
 
 /// The sock_diag path: the dump, and the /proc/*/fd walk at the same time. The walk reads
-/// again only the fd tables that changed since the last snapshot (`owner_cache.rs`).
-fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
+/// again only the fd tables that changed since the last snapshot (`owner_cache.rs`). A
+/// namespace whose counters show no TCP or UDP socket at all (`Sockstat::no_sockets`) is
+/// neither dumped nor walked: each dump would walk the whole host's sockets to find none.
+fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow::Result<()> {
+    if sockstat.is_some_and(|s| s.no_sockets()) {
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!("porthog: sockstat shows no TCP or UDP socket: no dump, no fd walk");
+        }
+        snapshot.source = "sock_diag".into();
+        return Ok(());
+    }
     let diag = SockDiag::open();
     let netns_inode = netns::current_inode()?;
     // The dump runs on a thread started from here, so a /proc/thread-self/net fallback reads
@@ -212,7 +222,8 @@ fn from_sock_diag(snapshot: &mut Snapshot) -> anyhow::Result<()> {
         let dump = scope.spawn(move || {
             let mut sockets = Vec::new();
             let mut gaps = Vec::new();
-            sockets::sockets(diag, &mut sockets, &mut gaps).map(|source| (source, sockets, gaps))
+            sockets::sockets(diag, sockstat, &mut sockets, &mut gaps)
+                .map(|source| (source, sockets, gaps))
         });
         let owners = ProcessList::read(Some(netns_inode)).map(|list| {
             let owners = owner_cache::with(|c| {
