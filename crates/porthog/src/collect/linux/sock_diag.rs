@@ -52,9 +52,6 @@ const LOOPBACK_IFINDEX: u32 = 1;
 /// Every state bit, so also 12 (NEW_SYN_RECV) and 13 (BOUND_INACTIVE, 6.10+), which the crate's
 /// flags do not name; older kernels ignore bits they do not know.
 pub const ALL_STATES: u32 = u32::MAX;
-/// Only bound-but-inactive TCP sockets (TCPF_BOUND_INACTIVE, 6.10+): the ones in no table but
-/// the bind hash, which the BPF socket iterators do not walk.
-pub const BOUND_INACTIVE: u32 = 1 << 13;
 
 /// A NETLINK_SOCK_DIAG socket. It belongs to the network namespace of the thread that opened it.
 pub struct SockDiag {
