@@ -102,7 +102,7 @@ impl Iterators {
             unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
         let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader_without_kernel_btf()
             .btf(Some(&btf))
             .load(bytes)
             .context("cannot load porthog's BPF object")?;
@@ -157,6 +157,32 @@ impl Iterators {
         // The iterator keeps its own reference: the link's fd closes here.
         let file = link.into_file().with_context(|| format!("cannot create a {name} iterator"))?;
         Ok(Walk(file))
+    }
+}
+
+/// An aya loader that has not parsed the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and
+/// parses all of /sys/kernel/btf/vmlinux (5.5 MB; ~14 MiB of peak RSS and tens of ms measured)
+/// for a default that `load` above replaces with the pruned copy; aya 0.15 reads it only when no
+/// BTF is given, but needs Rust 1.98. So the loader is made on a thread of its own, in a private
+/// mount namespace where /sys/kernel/btf is an empty tmpfs: aya's read fails, and it keeps no
+/// default. Nothing outside that thread sees the mount, which goes when the thread ends. If the
+/// namespace cannot be made (no CAP_SYS_ADMIN, a seccomp filter), the loader is made as usual.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    let made = std::thread::spawn(|| -> rustix::io::Result<EbpfLoader<'static>> {
+        // SAFETY: the thread unshares its mount namespace and filesystem context only, not
+        // its fd table (FILES), which is what unshare_unsafe's contract is about.
+        unsafe { unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS)? };
+        // Private first, or the tmpfs would propagate back to the host's mounts.
+        mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
+        mount("none", "/sys/kernel/btf", "tmpfs", MountFlags::empty(), None)?;
+        Ok(EbpfLoader::new())
+    })
+    .join();
+    match made {
+        Ok(Ok(loader)) => loader,
+        _ => EbpfLoader::new(),
     }
 }
 
