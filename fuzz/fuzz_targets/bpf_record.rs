@@ -1,5 +1,5 @@
 //! Fuzz target: the BPF iterator record decoders must never panic on any bytes, and decode
-//! exactly one socket or owner per whole record (or say why not).
+//! exactly one socket or owner per whole record (a bound socket: head and record) (or say why not).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,8 +11,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(walk.sockets, out.len());
         assert!(out.len() + walk.unknown_states as usize <= data.len() / SOCKET_RECORD);
     }
-    if let Ok(owners) = bpf_record::decode_owners(data) {
-        assert_eq!(owners.len(), data.len() / OWNER_RECORD);
+    if let Ok(walk) = bpf_record::decode_owners(data) {
+        // Each owner takes one record, each bound socket (before dedup) one plus a socket record.
+        assert!(walk.owners.len() * OWNER_RECORD + walk.bound.len() * (OWNER_RECORD + SOCKET_RECORD) <= data.len());
+        assert!(walk.bound.iter().all(|s| s.state == porthog_core::State::Bound));
     }
     if data.len() >= 16 {
         let j = u64::from_ne_bytes(data[..8].try_into().unwrap_or_default());

@@ -263,11 +263,12 @@ fn assumptions(
                 crate::report::grouped(unknowns.tw_timestamps)
             ));
         }
-        if unknowns.tw_device > 0 {
+        if unknowns.device > 0 {
             out.push(format!(
-                "{} TIME_WAIT sockets with non-loopback addresses were taken as not bound to lo (tcp_tw_reuse=2 \
-                 also covers a socket bound to the loopback device; the source does not show it)",
-                crate::report::grouped(unknowns.tw_device)
+                "{} connected sockets were taken as bound to no device: the source does not show SO_BINDTODEVICE, and a \
+                 socket bound to a device (lo included) holds its port only for callers bound to that device, which none \
+                 of the pools listed is",
+                crate::report::grouped(unknowns.device)
             ));
         }
         if unknowns.v6only > 0 {

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::model::{BucketOrigin, KernelFacts, Protocol, Socket, State};
+use crate::model::{BucketOrigin, KernelFacts, Protocol, Socket, State, linux_tcp};
 
 /// Size of one `struct sock_rec` (and of the final `struct clock_rec`).
 pub const SOCKET_RECORD: usize = 64;
@@ -15,6 +15,9 @@ pub const OWNER_RECORD: usize = 16;
 const REC_TCP: u8 = 1;
 const REC_UDP: u8 = 2;
 const REC_CLOCK: u8 = 3;
+/// `struct owner_rec` kinds: an owner, or the head of a bound-but-inactive TCP socket's record.
+const OWN_OWNER: u32 = 1;
+const OWN_BOUND_SOCKET: u32 = 2;
 const KIND_OFFSET: usize = 56;
 /// `bound_dev_if`: the device the socket is bound to, 0 for none.
 const BOUND_DEV_OFFSET: usize = 60;
@@ -39,6 +42,10 @@ pub enum RecordError {
     Truncated { len: usize, size: usize },
     #[error("BPF iterator record {index} has unknown kind {kind}")]
     UnknownKind { index: usize, kind: u8 },
+    #[error("BPF task_file iterator record {index} has unknown kind {kind}")]
+    UnknownOwnerKind { index: usize, kind: u32 },
+    #[error("BPF task_file iterator record {index} is no bound-but-inactive TCP socket")]
+    NotBoundInactive { index: usize },
     #[error("BPF iterator record {index} has unknown address family {family}")]
     UnknownFamily { index: usize, family: u8 },
 }
@@ -57,74 +64,135 @@ pub struct SocketWalk {
 
 /// Appends the sockets of one iterator's output to `out`.
 pub fn decode_sockets(bytes: &[u8], out: &mut Vec<Socket>) -> Result<SocketWalk, RecordError> {
-    if !bytes.len().is_multiple_of(SOCKET_RECORD) {
-        return Err(RecordError::Truncated { len: bytes.len(), size: SOCKET_RECORD });
+    let mut decoder = SocketDecoder::new(out);
+    decoder.feed(bytes, out)?;
+    decoder.finish(out)
+}
+
+/// Decodes one socket iterator's output as it is read, in chunks of any size (at 250,000
+/// sockets the output is 16 MB, which need not be held at once).
+#[derive(Debug)]
+pub struct SocketDecoder {
+    walk: SocketWalk,
+    /// `out.len()` before the first socket.
+    start: usize,
+    /// Bytes fed, and the index of the next record.
+    len: usize,
+    index: usize,
+    /// The start of a record the last chunk cut off.
+    partial: Vec<u8>,
+    /// TIME_WAIT timers arrive in jiffies; the clock record that converts them comes last.
+    jiffies_left: Vec<(usize, u32)>,
+}
+
+impl SocketDecoder {
+    /// A decoder appending to `out`.
+    pub fn new(out: &[Socket]) -> SocketDecoder {
+        SocketDecoder {
+            walk: SocketWalk::default(),
+            start: out.len(),
+            len: 0,
+            index: 0,
+            partial: Vec::new(),
+            jiffies_left: Vec::new(),
+        }
     }
-    let start = out.len();
-    let mut walk = SocketWalk::default();
-    // TIME_WAIT timers arrive in jiffies; the clock record that converts them comes last.
-    let mut jiffies_left: Vec<(usize, u32)> = Vec::new();
-    for (index, rec) in bytes.chunks_exact(SOCKET_RECORD).enumerate() {
-        let protocol = match rec[KIND_OFFSET] {
-            REC_TCP => Protocol::Tcp,
-            REC_UDP => Protocol::Udp,
-            REC_CLOCK => {
-                walk.hz = hz_from_clocks(u64_at(rec, 0), u64_at(rec, 8));
-                continue;
+
+    /// Decodes the whole records of `bytes` (with the part of a record the last chunk ended in).
+    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Socket>) -> Result<(), RecordError> {
+        self.len += bytes.len();
+        if !self.partial.is_empty() {
+            let take = (SOCKET_RECORD - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.partial.len() < SOCKET_RECORD {
+                return Ok(());
             }
-            kind => return Err(RecordError::UnknownKind { index, kind }),
-        };
-        let family = rec[57];
-        let (local, remote) = match family {
-            AF_INET => (IpAddr::from(v4_at(rec, 8)), IpAddr::from(v4_at(rec, 24))),
-            AF_INET6 => (IpAddr::from(v6_at(rec, 8)), IpAddr::from(v6_at(rec, 24))),
-            family => return Err(RecordError::UnknownFamily { index, family }),
-        };
-        let state = match (protocol, State::from_linux(rec[58])) {
-            (_, Some(state)) => state,
-            (_, None) => {
-                walk.unknown_states += 1;
-                continue;
-            }
-        };
-        let flags = rec[59];
-        let mut s =
-            Socket::new(protocol, state, (local, u16_at(rec, 52)), (remote, u16_at(rec, 54)));
-        s.cookie = u64_at(rec, 0);
-        s.inode = u32_at(rec, 40);
-        // TIME_WAIT and request sockets have no owner and no user (as in sock_diag).
-        if s.inode != 0 {
-            s.uid = u32_at(rec, 44);
+            let rec = std::mem::take(&mut self.partial);
+            self.record(&rec, out)?;
         }
-        let mut facts = KernelFacts::default()
-            .with_family_v6(family == AF_INET6)
-            .with_v6only(flags & F_V6ONLY != 0)
-            .with_loopback_dev(flags & F_LOOPBACK_DEV != 0)
-            .with_bound_dev(u32_at(rec, BOUND_DEV_OFFSET) != 0);
-        if flags & F_BUCKET_KNOWN != 0 {
-            let origin =
-                if flags & F_BUCKET_BIND != 0 { BucketOrigin::Bind } else { BucketOrigin::Connect };
-            facts = facts.with_bucket(origin);
+        let whole = bytes.len() - bytes.len() % SOCKET_RECORD;
+        for rec in bytes[..whole].chunks_exact(SOCKET_RECORD) {
+            self.record(rec, out)?;
         }
-        if flags & F_TW_TS_KNOWN != 0 {
-            facts = facts.with_tw_timestamps(flags & F_TW_TS != 0);
+        self.partial.extend_from_slice(&bytes[whole..]);
+        Ok(())
+    }
+
+    fn record(&mut self, rec: &[u8], out: &mut Vec<Socket>) -> Result<(), RecordError> {
+        let index = self.index;
+        self.index += 1;
+        if rec[KIND_OFFSET] == REC_CLOCK {
+            self.walk.hz = hz_from_clocks(u64_at(rec, 0), u64_at(rec, 8));
+            return Ok(());
         }
-        s.facts = facts;
+        let Some(s) = socket(index, rec)? else {
+            self.walk.unknown_states += 1;
+            return Ok(());
+        };
         // TIME_WAIT, and an orphaned FIN_WAIT2 (a timewait socket too), carry their timer.
-        if state == State::TimeWait || u32_at(rec, 48) != 0 {
-            jiffies_left.push((out.len(), u32_at(rec, 48)));
+        if s.state == State::TimeWait || u32_at(rec, 48) != 0 {
+            self.jiffies_left.push((out.len(), u32_at(rec, 48)));
         }
         out.push(s);
+        Ok(())
     }
-    if let Some(hz) = walk.hz {
-        for (i, jiffies) in jiffies_left {
-            let ms = u64::from(jiffies) * 1000 / hz;
-            // A TIME_WAIT that is due this very tick: 1 ms left, not 0, which means "unknown".
-            out[i].timer_ms = u32::try_from(ms.max(1)).unwrap_or(u32::MAX);
+
+    /// Ends the stream: converts the timers with the clock record's tick rate.
+    pub fn finish(self, out: &mut [Socket]) -> Result<SocketWalk, RecordError> {
+        if !self.partial.is_empty() {
+            return Err(RecordError::Truncated { len: self.len, size: SOCKET_RECORD });
         }
+        let mut walk = self.walk;
+        if let Some(hz) = walk.hz {
+            for (i, jiffies) in self.jiffies_left {
+                let ms = u64::from(jiffies) * 1000 / hz;
+                // A TIME_WAIT that is due this very tick: 1 ms left, not 0, which means "unknown".
+                out[i].timer_ms = u32::try_from(ms.max(1)).unwrap_or(u32::MAX);
+            }
+        }
+        walk.sockets = out.len() - self.start;
+        Ok(walk)
     }
-    walk.sockets = out.len() - start;
-    Ok(walk)
+}
+
+/// One `struct sock_rec` (not a clock record); `None` for a state porthog does not know.
+fn socket(index: usize, rec: &[u8]) -> Result<Option<Socket>, RecordError> {
+    let protocol = match rec[KIND_OFFSET] {
+        REC_TCP => Protocol::Tcp,
+        REC_UDP => Protocol::Udp,
+        kind => return Err(RecordError::UnknownKind { index, kind }),
+    };
+    let family = rec[57];
+    let (local, remote) = match family {
+        AF_INET => (IpAddr::from(v4_at(rec, 8)), IpAddr::from(v4_at(rec, 24))),
+        AF_INET6 => (IpAddr::from(v6_at(rec, 8)), IpAddr::from(v6_at(rec, 24))),
+        family => return Err(RecordError::UnknownFamily { index, family }),
+    };
+    let Some(state) = State::from_linux(rec[58]) else { return Ok(None) };
+    let flags = rec[59];
+    let mut s = Socket::new(protocol, state, (local, u16_at(rec, 52)), (remote, u16_at(rec, 54)));
+    s.cookie = u64_at(rec, 0);
+    s.inode = u32_at(rec, 40);
+    // TIME_WAIT and request sockets have no owner and no user (as in sock_diag).
+    if s.inode != 0 {
+        s.uid = u32_at(rec, 44);
+    }
+    let mut facts = KernelFacts::default()
+        .with_family_v6(family == AF_INET6)
+        .with_v6only(flags & F_V6ONLY != 0)
+        .with_loopback_dev(flags & F_LOOPBACK_DEV != 0)
+        .with_bound_dev(u32_at(rec, BOUND_DEV_OFFSET) != 0);
+    if flags & F_BUCKET_KNOWN != 0 {
+        let origin =
+            if flags & F_BUCKET_BIND != 0 { BucketOrigin::Bind } else { BucketOrigin::Connect };
+        facts = facts.with_bucket(origin);
+    }
+    if flags & F_TW_TS_KNOWN != 0 {
+        facts = facts.with_tw_timestamps(flags & F_TW_TS != 0);
+    }
+    s.facts = facts;
+    Ok(Some(s))
 }
 
 /// One owner record: the socket inode, the owning pid, and whether that process lives in the
@@ -136,15 +204,49 @@ pub struct OwnerRecord {
     pub inside: bool,
 }
 
-/// Decodes the task_file iterator's output.
-pub fn decode_owners(bytes: &[u8]) -> Result<Vec<OwnerRecord>, RecordError> {
-    if !bytes.len().is_multiple_of(OWNER_RECORD) {
-        return Err(RecordError::Truncated { len: bytes.len(), size: OWNER_RECORD });
+/// What the task_file iterator saw: the owners, and the bound-but-inactive TCP sockets, which
+/// are in no table the socket iterators walk and are reported from the fds that hold them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OwnerWalk {
+    pub owners: Vec<OwnerRecord>,
+    /// One per socket (a socket held by several fds is reported once per fd: kept once).
+    pub bound: Vec<Socket>,
+}
+
+/// Decodes the task_file iterator's output: 16-byte `struct owner_rec`s, each an owner or the
+/// head of the `struct sock_rec` of a bound-but-inactive TCP socket that follows it.
+pub fn decode_owners(bytes: &[u8]) -> Result<OwnerWalk, RecordError> {
+    let mut walk = OwnerWalk::default();
+    let mut rest = bytes;
+    let mut index = 0;
+    while !rest.is_empty() {
+        let Some((head, after)) = rest.split_at_checked(OWNER_RECORD) else {
+            return Err(RecordError::Truncated { len: bytes.len(), size: OWNER_RECORD });
+        };
+        rest = after;
+        match u32_at(head, 12) {
+            OWN_OWNER => walk.owners.push(OwnerRecord {
+                inode: u32_at(head, 0),
+                pid: u32_at(head, 4),
+                inside: u32_at(head, 8) != 0,
+            }),
+            OWN_BOUND_SOCKET => {
+                let Some((rec, after)) = rest.split_at_checked(SOCKET_RECORD) else {
+                    return Err(RecordError::Truncated { len: bytes.len(), size: SOCKET_RECORD });
+                };
+                rest = after;
+                if rec[KIND_OFFSET] != REC_TCP || rec[58] != linux_tcp::BOUND_INACTIVE {
+                    return Err(RecordError::NotBoundInactive { index });
+                }
+                walk.bound.extend(socket(index, rec)?);
+            }
+            kind => return Err(RecordError::UnknownOwnerKind { index, kind }),
+        }
+        index += 1;
     }
-    Ok(bytes
-        .chunks_exact(OWNER_RECORD)
-        .map(|r| OwnerRecord { inode: u32_at(r, 0), pid: u32_at(r, 4), inside: u32_at(r, 8) != 0 })
-        .collect())
+    walk.bound.sort_unstable_by_key(|s| s.cookie);
+    walk.bound.dedup_by_key(|s| s.cookie);
+    Ok(walk)
 }
 
 /// The tick rate from one reading of `jiffies_64` and CLOCK_MONOTONIC. Jiffies start at
@@ -299,18 +401,74 @@ mod tests {
         assert_eq!(r, Err(RecordError::UnknownKind { index: 0, kind: 9 }));
         let r = decode_sockets(&rec(REC_TCP, 7, 1, 0, [0; 16], [0; 16]), &mut out);
         assert_eq!(r, Err(RecordError::UnknownFamily { index: 0, family: 7 }));
-        assert!(decode_owners(&[0; 17]).is_err());
+        let mut bytes = head(OWN_OWNER);
+        bytes.push(0);
+        assert_eq!(decode_owners(&bytes), Err(RecordError::Truncated { len: 17, size: 16 }));
+        let r = decode_owners(&head(9));
+        assert_eq!(r, Err(RecordError::UnknownOwnerKind { index: 0, kind: 9 }));
+        // A bound-socket head without its record, and one whose record is not such a socket.
+        let r = decode_owners(&head(OWN_BOUND_SOCKET));
+        assert_eq!(r, Err(RecordError::Truncated { len: 16, size: 64 }));
+        let mut bytes = head(OWN_BOUND_SOCKET);
+        bytes.extend(rec(REC_TCP, AF_INET, 1, 0, [0; 16], [0; 16]));
+        assert_eq!(decode_owners(&bytes), Err(RecordError::NotBoundInactive { index: 0 }));
+    }
+
+    fn head(kind: u32) -> Vec<u8> {
+        let mut r = vec![0; OWNER_RECORD];
+        r[12..].copy_from_slice(&kind.to_ne_bytes());
+        r
     }
 
     #[test]
-    fn owners() {
+    fn owners_and_bound_sockets() {
         let mut bytes = Vec::new();
-        for v in [77u32, 1234, 1, 0, 78, 99, 0, 0] {
+        for v in [77u32, 1234, 1, OWN_OWNER, 78, 99, 0, OWN_OWNER] {
             bytes.extend(v.to_ne_bytes());
         }
-        let owners = decode_owners(&bytes).unwrap();
-        assert_eq!(owners[0], OwnerRecord { inode: 77, pid: 1234, inside: true });
-        assert_eq!(owners[1], OwnerRecord { inode: 78, pid: 99, inside: false });
+        // One bound-but-inactive socket held by two fds: reported twice, kept once.
+        let bound =
+            rec(REC_TCP, AF_INET, 13, F_BUCKET_KNOWN | F_BUCKET_BIND, v4([10, 0, 0, 1]), [0; 16]);
+        for _ in 0..2 {
+            bytes.extend(head(OWN_BOUND_SOCKET));
+            bytes.extend(&bound);
+        }
+        let walk = decode_owners(&bytes).unwrap();
+        assert_eq!(walk.owners[0], OwnerRecord { inode: 77, pid: 1234, inside: true });
+        assert_eq!(walk.owners[1], OwnerRecord { inode: 78, pid: 99, inside: false });
+        assert_eq!(walk.owners.len(), 2);
+        assert_eq!(walk.bound.len(), 1);
+        let s = walk.bound[0];
+        assert_eq!(
+            (s.protocol, s.state, s.local_port, s.inode),
+            (Protocol::Tcp, State::Bound, 40000, 4242)
+        );
+        assert_eq!(s.local_ip, IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(s.facts.bucket(), Some(BucketOrigin::Bind));
+    }
+
+    /// Fed in chunks that cut records anywhere, the stream decodes as when fed whole.
+    #[test]
+    fn chunks_decode_as_the_whole() {
+        let mapped = "::ffff:127.0.0.1".parse::<Ipv6Addr>().unwrap().octets();
+        let mut bytes = rec(REC_TCP, AF_INET6, 6, F_TW_TS_KNOWN, mapped, mapped);
+        bytes.extend(rec(REC_TCP, AF_INET, 1, 0, v4([10, 0, 0, 1]), v4([10, 0, 0, 2])));
+        bytes.extend(clock(1000, 3600));
+        let mut whole = Vec::new();
+        let expected = decode_sockets(&bytes, &mut whole).unwrap();
+        for size in [1, 7, 63, 64, 65, 100, 1000] {
+            let mut out = Vec::new();
+            let mut d = SocketDecoder::new(&out);
+            for chunk in bytes.chunks(size) {
+                d.feed(chunk, &mut out).unwrap();
+            }
+            assert_eq!(d.finish(&mut out).unwrap(), expected, "{size}");
+            assert_eq!(out, whole, "{size}");
+        }
+        let mut out = Vec::new();
+        let mut d = SocketDecoder::new(&out);
+        d.feed(&bytes[..100], &mut out).unwrap();
+        assert_eq!(d.finish(&mut out), Err(RecordError::Truncated { len: 100, size: 64 }));
     }
 
     #[test]

@@ -220,9 +220,9 @@ pub struct Unknowns {
     /// TIME_WAIT sockets tw_reuse could take, whose recorded timestamps are unknown: today's
     /// `tcp_timestamps` was taken as what they negotiated.
     pub tw_timestamps: u32,
-    /// TIME_WAIT sockets under tw_reuse=2 with non-loopback addresses whose bound device is
-    /// unknown: taken as not bound to lo.
-    pub tw_device: u32,
+    /// Connected sockets on pool ports whose bound device (SO_BINDTODEVICE) is unknown: taken
+    /// as bound to none, so holding their port in the unbound caller's pools.
+    pub device: u32,
     /// IPv6 sockets whose v6only flag is unknown: the default, off, was assumed.
     pub v6only: u32,
 }
@@ -390,6 +390,7 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         if s.facts.bound_dev() == Some(true) {
             continue;
         }
+        unknowns.device += u32::from(s.facts.bound_dev().is_none());
         let tw = match s.state {
             State::TimeWait if tw_reusable(s, settings) => 1,
             State::TimeWait => 2,
@@ -397,13 +398,6 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         };
         if s.state == State::TimeWait && settings.tw_reuse != Some(TwReuse::Off) {
             unknowns.tw_timestamps += u32::from(s.facts.tw_timestamps().is_none());
-        }
-        if s.state == State::TimeWait
-            && settings.tw_reuse.unwrap_or(TwReuse::Loopback) == TwReuse::Loopback
-            && !s.is_loopback()
-            && s.facts.loopback_dev().is_none()
-        {
-            unknowns.tw_device += 1;
         }
         entries.push(Entry { pool, port: s.local_port, tw, pid: s.pid.map_or(0, |p| p.get()) });
     }
@@ -1019,13 +1013,25 @@ mod tests {
         };
         let mut snap = snapshot((40000, 40099), (40000..40100).map(away).collect());
         snap.settings.tw_reuse = Some(TwReuse::Loopback);
+        // The device unknown: taken as bound to none, holding every port, and counted.
         let set = pools(&snap, &Thresholds::default());
-        assert_eq!((set.pools[0].level, set.unknowns.tw_device), (Level::Exhausted, 100));
-        snap.sockets =
-            snap.sockets.into_iter().map(|s| with(s, |f| f.with_loopback_dev(true))).collect();
+        assert_eq!((set.pools[0].level, set.unknowns.device), (Level::Exhausted, 100));
+        // Bound to lo: a device-bound socket holds its 4-tuple only for callers bound to that
+        // device, so the unbound caller's pool has every port, and nothing was assumed.
+        snap.sockets = snap
+            .sockets
+            .into_iter()
+            .map(|s| with(s, |f| f.with_bound_dev(true).with_loopback_dev(true)))
+            .collect();
         let set = pools(&snap, &Thresholds::default());
-        assert_eq!(connect_pool(&set, "10.1.1.1:7070").time_wait_reusable, 100);
-        assert_eq!(set.unknowns.tw_device, 0);
+        assert_eq!(connect_pool(&set, "10.1.1.1:7070").used, 0);
+        assert_eq!(set.unknowns.device, 0);
+        // Known to be bound to no device: holding, nothing assumed.
+        snap.sockets = (40000..40100)
+            .map(|p| with(away(p), |f| f.with_bound_dev(false).with_loopback_dev(false)))
+            .collect();
+        let set = pools(&snap, &Thresholds::default());
+        assert_eq!((set.pools[0].level, set.unknowns.device), (Level::Exhausted, 0));
     }
 
     /// Issue 7, case 3: bind() and UDP pools are per family and address.

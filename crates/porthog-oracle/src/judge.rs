@@ -148,12 +148,12 @@ const DECLARED: &[DeclaredRule] = &[
         needles: &["whether they recorded TCP timestamps is not shown"],
         at_most: None,
     },
-    // A TIME_WAIT bound to lo is loopback for tw_reuse=2.
+    // A connection bound to a device (lo included) holds nothing for the unbound caller.
     DeclaredRule {
         tag: "so-bindtodevice",
         kind: PoolKind::Connect,
         direction: Direction::Under,
-        needles: &["taken as not bound to lo"],
+        needles: &["taken as bound to no device"],
         at_most: None,
     },
     // v6only holders claimed to block IPv4 callers.

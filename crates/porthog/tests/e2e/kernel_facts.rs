@@ -198,8 +198,9 @@ pub fn both_paths_see_the_same_sockets_and_owners_as_ss() {
     };
     let tcp = kernel.iter().filter(|s| s.protocol == "tcp").count();
     let udp = kernel.iter().filter(|s| s.protocol == "udp").count();
-    // The 4 bound-but-inactive sockets come from sock_diag on both paths; `ss` before
-    // iproute2 6.10 does not ask for them.
+    // The 4 bound-but-inactive sockets come from the fds that hold them (iter/task_file) on the
+    // BPF path and from sock_diag on the other, with the same inode, owner and cookie (above);
+    // `ss` before iproute2 6.10 does not ask for them.
     let bound = kernel.iter().filter(|s| s.state == "BOUND").count();
     assert_eq!(bound, 4, "{kernel:#?}");
     let ss_tcp = ss(&["-Htan"]);

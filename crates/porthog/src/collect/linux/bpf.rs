@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader};
+use porthog_core::Socket;
+use porthog_core::bpf_record::{SocketDecoder, SocketWalk};
 
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
@@ -75,16 +77,16 @@ impl Iterators {
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
         let pruned = porthog_core::btf::keep_only(&vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
             .with_context(|| format!("in {VMLINUX_BTF}"))?;
-        let btf = Btf::parse(&pruned, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
         // Attaching names the target by its id in the kernel's own BTF.
         let targets = porthog_core::btf::funcs_in_place(&vmlinux, &ITERATOR_TARGETS)
             .with_context(|| format!("in {VMLINUX_BTF}"))?;
-        let targets = Btf::parse(&targets, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        // The 5.5 MB read is not needed past here: freed before the loader's own allocations.
+        // The 5.5 MB read is not needed past here: freed before aya parses anything.
         let vmlinux_len = vmlinux.len();
         drop(vmlinux);
+        let btf = Btf::parse(&pruned, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        let targets = Btf::parse(&targets, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
         // A copy with 8-byte alignment: the ELF reader expects aligned headers.
         let object: Vec<u64> = OBJECT
             .chunks(8)
@@ -98,13 +100,13 @@ impl Iterators {
         // bytes; u8 has no alignment or validity requirements.
         let bytes =
             unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
-        let t_btf = started.elapsed();
+        let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader_without_kernel_btf()
             .btf(Some(&btf))
             .load(bytes)
             .context("cannot load porthog's BPF object")?;
-        let t_obj = started.elapsed();
+        let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
         for (name, target) in [TCP, UDP, OWNERS] {
             let program: &mut Iter = ebpf
                 .program_mut(name)
@@ -117,11 +119,13 @@ impl Iterators {
         }
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
             eprintln!(
-                "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?}, object \
-                 relocated and loaded at {t_obj:?}, iterators loaded at {:?}",
+                "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?} (peak RSS \
+                 {hwm_btf} KiB), object relocated and loaded at {t_obj:?} ({hwm_obj} KiB), \
+                 iterators loaded at {:?} ({} KiB)",
                 pruned.len(),
                 vmlinux_len,
-                started.elapsed()
+                started.elapsed(),
+                peak_rss_kib()
             );
         }
         Ok(Iterators { ebpf, load_time: started.elapsed() })
@@ -156,6 +160,42 @@ impl Iterators {
     }
 }
 
+/// An aya loader that has not parsed the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and
+/// parses all of /sys/kernel/btf/vmlinux (5.5 MB; ~14 MiB of peak RSS and tens of ms measured)
+/// for a default that `load` above replaces with the pruned copy; aya 0.15 reads it only when no
+/// BTF is given, but needs Rust 1.98. So the loader is made on a thread of its own, in a private
+/// mount namespace where /sys/kernel/btf is an empty tmpfs: aya's read fails, and it keeps no
+/// default. Nothing outside that thread sees the mount, which goes when the thread ends. If the
+/// namespace cannot be made (no CAP_SYS_ADMIN, a seccomp filter), the loader is made as usual.
+fn loader_without_kernel_btf() -> EbpfLoader<'static> {
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount, mount_change};
+    use rustix::thread::{UnshareFlags, unshare_unsafe};
+    let made = std::thread::spawn(|| -> rustix::io::Result<EbpfLoader<'static>> {
+        // SAFETY: the thread unshares its mount namespace and filesystem context only, not
+        // its fd table (FILES), which is what unshare_unsafe's contract is about.
+        unsafe { unshare_unsafe(UnshareFlags::NEWNS | UnshareFlags::FS)? };
+        // Private first, or the tmpfs would propagate back to the host's mounts.
+        mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::PRIVATE)?;
+        mount("none", "/sys/kernel/btf", "tmpfs", MountFlags::empty(), None)?;
+        Ok(EbpfLoader::new())
+    })
+    .join();
+    match made {
+        Ok(Ok(loader)) => loader,
+        _ => EbpfLoader::new(),
+    }
+}
+
+/// The process's peak resident set so far (VmHWM), for `PORTHOG_TIMINGS`; 0 if unreadable.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl Walk {
     /// Runs the iterator to its end; `hint` is the expected size, to read with few reallocations.
     pub fn read(mut self, hint: usize) -> Result<Vec<u8>> {
@@ -163,7 +203,28 @@ impl Walk {
         self.0.read_to_end(&mut bytes).context("reading a BPF iterator failed")?;
         Ok(bytes)
     }
+
+    /// Runs a socket iterator to its end, decoding as it reads: its output (64 bytes a socket)
+    /// is never held whole, only `Socket`s are.
+    pub fn read_sockets(mut self, out: &mut Vec<Socket>) -> Result<SocketWalk> {
+        let mut decoder = SocketDecoder::new(out);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match self.0.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading a BPF iterator failed"),
+            };
+            decoder.feed(&chunk[..n], out)?;
+        }
+        Ok(decoder.finish(out)?)
+    }
 }
+
+/// What one read() of a socket iterator asks for: the kernel fills it from its seq_file buffer
+/// a page or so at a time, so a larger buffer saves few system calls.
+const READ_CHUNK: usize = 256 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -198,7 +259,35 @@ mod tests {
         assert_ne!(mine[0].cookie, 0);
 
         let owners = decode_owners(&it.owners().unwrap().read(4096).unwrap()).unwrap();
-        let me = owners.iter().find(|o| o.inode == mine[0].inode).unwrap();
+        let me = owners.owners.iter().find(|o| o.inode == mine[0].inode).unwrap();
         assert_eq!((me.pid, me.inside), (std::process::id(), true));
+    }
+
+    /// A TCP socket that bound a port and did nothing else is in no table iter/tcp walks: the
+    /// task_file walk reports it from its fd (kept once though two fds hold it), with its bucket.
+    #[test]
+    fn sees_a_bound_but_inactive_socket_from_its_fds() {
+        use rustix::net::{AddressFamily, SocketType, bind, getsockname, ipproto, socket};
+        let Some(mut it) = iterators() else { return };
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, Some(ipproto::TCP)).unwrap();
+        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        bind(&fd, &any).unwrap();
+        let port = match getsockname(&fd).unwrap().try_into().unwrap() {
+            std::net::SocketAddr::V4(a) => a.port(),
+            other => panic!("{other:?}"),
+        };
+        let _second = rustix::io::dup(&fd).unwrap();
+        let walk = decode_owners(&it.owners().unwrap().read(4096).unwrap()).unwrap();
+        let mine: Vec<_> = walk.bound.iter().filter(|s| s.local_port == port).collect();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!(mine[0].state, State::Bound);
+        assert_eq!(mine[0].local_ip, any.ip());
+        assert_eq!(mine[0].facts.bucket(), Some(BucketOrigin::Bind));
+        assert_eq!(mine[0].uid, 0);
+        assert!(walk.owners.iter().any(|o| o.inode == mine[0].inode), "{walk:?}");
+        // And not from the socket walk.
+        let mut sockets = Vec::new();
+        decode_sockets(&it.tcp().unwrap().read(64 * SOCKET_RECORD).unwrap(), &mut sockets).unwrap();
+        assert!(!sockets.iter().any(|s| s.local_port == port));
     }
 }

@@ -20,7 +20,7 @@ mod sockets;
 use std::num::NonZeroU32;
 
 use anyhow::anyhow;
-use porthog_core::bpf_record::{decode_owners, decode_sockets};
+use porthog_core::bpf_record::decode_owners;
 use porthog_core::report::plural;
 use porthog_core::sockstat::Sockstat;
 use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
@@ -28,7 +28,7 @@ use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
 use super::CollectOptions;
 use bpf::Iterators;
 use owners::{Owners, ProcessList};
-use sock_diag::{BOUND_INACTIVE, DUMP_TRIES, SockDiag};
+use sock_diag::SockDiag;
 
 pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     // First, before any thread or socket exists: both inherit this thread's namespace.
@@ -49,10 +49,8 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
     let unavailable = match bpf_refusal() {
         Some(reason) => reason,
         None => match with_iterators(|it| from_kernel(it, &mut snapshot)) {
-            Ok(()) => {
-                bound_inactive_gap(&mut snapshot);
-                return Ok(snapshot);
-            }
+            // iter/task_file reports bound-but-inactive sockets on every kernel: no gap.
+            Ok(()) => return Ok(snapshot),
             // The chain of causes, verifier log included, on one line.
             Err(e) => format!("{e:#}").lines().next().unwrap_or_default().to_owned(),
         },
@@ -136,32 +134,27 @@ fn bpf_refusal() -> Option<String> {
 }
 
 /// The BPF path: sockets with their kernel facts from `iter/tcp` and `iter/udp`, owners from
-/// `iter/task_file`, bound-but-inactive TCP sockets (in no table the iterators walk) from a
-/// sock_diag dump of that state alone. The iterators are created here, on the thread that
-/// entered the namespace, and read on two threads at once.
+/// `iter/task_file`, which also reports the bound-but-inactive TCP sockets (in no table the
+/// socket iterators walk) from the fds that hold them. The iterators are created here, on the
+/// thread that entered the namespace, and read on two threads at once.
 fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let (tcp, udp, owners) = (it.tcp()?, it.udp()?, it.owners()?);
-    let diag = SockDiag::open();
     let (walked, owners) = std::thread::scope(|scope| {
         let walked = scope.spawn(move || -> anyhow::Result<_> {
             let mut sockets = Vec::new();
-            let tcp = decode_sockets(&tcp.read(1 << 20)?, &mut sockets)?;
-            let udp = decode_sockets(&udp.read(1 << 16)?, &mut sockets)?;
-            let mut bound = 0;
-            let mut interrupted = false;
-            if let Ok(mut diag) = diag {
-                let start = sockets.len();
-                interrupted = diag.dump_tcp(BOUND_INACTIVE, &mut sockets)?.interrupted;
-                bound = sockets.len() - start;
-            }
-            Ok((sockets, tcp, udp, bound, interrupted))
+            let tcp = tcp.read_sockets(&mut sockets)?;
+            let udp = udp.read_sockets(&mut sockets)?;
+            Ok((sockets, tcp, udp))
         });
         let owners = owners.read(1 << 16).map(|b| decode_owners(&b));
         (walked.join(), owners)
     });
-    let (sockets, tcp, udp, _bound, interrupted) =
+    let (mut sockets, tcp, udp) =
         walked.map_err(|_| anyhow!("the BPF socket walk thread panicked"))??;
-    let owners = Owners::from_kernel(&owners??);
+    let owners = owners??;
+    sockets.extend(owners.bound);
+    let owners = Owners::from_kernel(&owners.owners);
     snapshot.source = "bpf".into();
     snapshot.sockets = sockets;
     let unknown = tcp.unknown_states + udp.unknown_states;
@@ -183,21 +176,22 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
             advice: Some("run again; this happens only around the 300th second of uptime".into()),
         });
     }
-    if interrupted {
-        snapshot.gaps.push(Gap {
-            kind: GapKind::Incomplete,
-            count: None,
-            message: format!(
-                "the bound TCP sockets changed during the sock_diag dump {DUMP_TRIES} times in a \
-                 row (NLM_F_DUMP_INTR): some may be missing or listed twice"
-            ),
-            advice: Some("take the snapshot again".into()),
-        });
-    }
+    let walked = started.elapsed();
     let pids = attribute(&mut snapshot.sockets, &owners);
     let (processes, exited) = process::read(&pids);
     snapshot.processes = processes;
     attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        eprintln!(
+            "porthog: BPF walks of {} sockets and {} owners in {:.1} ms, joined and processes \
+             read by {:.1} ms (peak RSS {} KiB)",
+            snapshot.sockets.len(),
+            owners.inodes(),
+            walked.as_secs_f64() * 1e3,
+            started.elapsed().as_secs_f64() * 1e3,
+            bpf::peak_rss_kib()
+        );
+    }
     Ok(())
 }
 
@@ -300,7 +294,10 @@ fn bound_inactive_gap(snapshot: &mut Snapshot) {
             message: "bound-but-unconnected TCP sockets are not visible: sock_diag dumps them \
                       (BOUND_INACTIVE) only from Linux 6.10"
                 .into(),
-            advice: Some("run on Linux 6.10 or later to see bind() leaks".into()),
+            advice: Some(
+                "run on Linux 6.10 or later, or as root for the BPF iterators, to see bind() leaks"
+                    .into(),
+            ),
         });
     }
 }

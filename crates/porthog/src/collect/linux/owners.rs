@@ -56,6 +56,11 @@ impl Owners {
         Owners { by_inode: pairs, ..counts }
     }
 
+    /// How many socket inodes have an owner.
+    pub fn inodes(&self) -> usize {
+        self.by_inode.len()
+    }
+
     pub fn pid(&self, inode: u32) -> Option<u32> {
         let i = self.by_inode.binary_search_by_key(&inode, |&(ino, _)| ino).ok()?;
         Some(self.by_inode[i].1)

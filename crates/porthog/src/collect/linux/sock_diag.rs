@@ -72,9 +72,6 @@ const LOOPBACK_IFINDEX: u32 = 1;
 /// Every state bit, so also 12 (NEW_SYN_RECV) and 13 (BOUND_INACTIVE, 6.10+), which the crate's
 /// flags do not name; older kernels ignore bits they do not know.
 pub const ALL_STATES: u32 = u32::MAX;
-/// Only bound-but-inactive TCP sockets (TCPF_BOUND_INACTIVE, 6.10+): the ones in no table but
-/// the bind hash, which the BPF socket iterators do not walk.
-pub const BOUND_INACTIVE: u32 = 1 << 13;
 
 /// A NETLINK_SOCK_DIAG socket. It belongs to the network namespace of the thread that opened it.
 pub struct SockDiag {
@@ -118,23 +115,6 @@ impl SockDiag {
             }
         }
         Ok(DumpOutcome { interrupted: true, ..DumpOutcome::default() })
-    }
-
-    /// Appends every TCP socket of both families in `states`: one [`TCP_BOTH`] dump, or one
-    /// per family where the kernel refuses that (an error of the per-family dumps is returned).
-    pub fn dump_tcp(&mut self, states: u32, out: &mut Vec<Socket>) -> io::Result<DumpOutcome> {
-        let start = out.len();
-        if let Ok(outcome) = self.dump(TCP_BOTH, states, out) {
-            return Ok(outcome);
-        }
-        out.truncate(start);
-        let mut both = DumpOutcome::default();
-        for table in TABLES.iter().filter(|t| t.protocol == Protocol::Tcp) {
-            let outcome = self.dump(*table, states, out)?;
-            both.interrupted |= outcome.interrupted;
-            both.unknown_states += outcome.unknown_states;
-        }
-        Ok(both)
     }
 
     fn dump_once(

@@ -31,6 +31,10 @@ typedef _Bool bool;
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define TCP_TIME_WAIT 6
+#define TCP_CLOSE 7
+// What sock_diag calls a bound-but-inactive socket (Linux 6.10+); porthog's records use it on
+// every kernel.
+#define TCP_BOUND_INACTIVE 13
 #define IFF_LOOPBACK 0x8
 #define MAX_PID_NS_LEVEL 32
 
@@ -56,10 +60,12 @@ struct sock_common {
 struct inode { unsigned long i_ino; unsigned short i_mode; };
 struct file { struct inode *f_inode; };
 struct socket;
+typedef struct { uid_t val; } kuid_t;
 struct sock {
 	struct sock_common __sk_common;
 	struct socket *sk_socket;
 	__u16 sk_protocol;
+	kuid_t sk_uid;
 };
 struct socket { struct sock *sk; struct file *file; };
 struct socket_alloc { struct socket socket; struct inode vfs_inode; };
@@ -141,13 +147,17 @@ struct clock_rec {
 #define F_LOOPBACK_DEV 0x20
 
 // One owner: socket inode, pid in the reader's pid namespace, and whether the process lives in
-// the reader's network namespace (owners inside win, as in the /proc walk).
+// the reader's network namespace (owners inside win, as in the /proc walk). With kind
+// OWN_BOUND_SOCKET the fields are 0 and a sock_rec follows: a bound-but-inactive TCP socket.
 struct owner_rec {
 	__u32 inode;
 	__u32 pid;
 	__u32 inside;
-	__u32 pad;
+	__u32 kind; // OWN_*
 };
+
+#define OWN_OWNER 1
+#define OWN_BOUND_SOCKET 2
 
 static __always_inline void common(struct sock_common *skc, struct sock_rec *r)
 {
@@ -288,6 +298,28 @@ int porthog_owners(struct bpf_iter__task_file *ctx)
 	// Only sockets of the inspected namespace: the one the reading thread entered.
 	if (sk->__sk_common.skc_net.net != here)
 		return 0;
+	// A TCP socket that holds a port (bind()) but neither listens nor is connected is in no
+	// table iter/tcp walks, only in the bind hash; it has an fd, so it is reported from here
+	// (once per fd holding it). The test is inet_diag's for TCPF_BOUND_INACTIVE: state
+	// TCP_CLOSE with a port; a bind bucket, which such a socket keeps (SOCK_BINDPORT_LOCK).
+	if (proto == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_CLOSE &&
+	    sk->__sk_common.skc_num != 0) {
+		struct tcp_sock *tp = skc_to_tcp_sock(sk);
+		if (tp && tp->inet_conn.icsk_bind_hash) {
+			struct {
+				struct owner_rec head;
+				struct sock_rec r;
+			} b = {};
+			b.head.kind = OWN_BOUND_SOCKET;
+			b.r.kind = REC_TCP;
+			common(&sk->__sk_common, &b.r);
+			b.r.state = TCP_BOUND_INACTIVE;
+			bucket(tp->inet_conn.icsk_bind_hash, &b.r);
+			b.r.inode = file->f_inode->i_ino;
+			b.r.uid = sk->sk_uid.val;
+			bpf_seq_write(seq, &b, sizeof(b));
+		}
+	}
 	struct nsproxy *ns = task->nsproxy;
 	o.inside = ns && ns->net_ns == here;
 	o.inode = file->f_inode->i_ino;
@@ -300,6 +332,7 @@ int porthog_owners(struct bpf_iter__task_file *ctx)
 	int nr = 0;
 	bpf_probe_read_kernel(&nr, sizeof(nr), &tgid->numbers[level].nr);
 	o.pid = nr;
+	o.kind = OWN_OWNER;
 	bpf_seq_write(seq, &o, sizeof(o));
 	return 0;
 }
