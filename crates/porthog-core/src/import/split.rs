@@ -9,7 +9,9 @@
 //!   goes on where the first stopped, as it would on one thread;
 //! - errors come in input order: the first half's, else the second's.
 
-use super::{Builder, Cursor, Format, ImportError, lsof, netstat, ps_list, ps_table};
+use super::{
+    Builder, Cursor, Format, ImportError, lsof, netstat, netstat_linux, ps_list, ps_table, ss,
+};
 
 /// Sections shorter than this are read on one thread: a thread costs more than it saves.
 const AT_LEAST: usize = 8 << 20;
@@ -31,6 +33,18 @@ fn rule<'t>(format: Format, cur: &Cursor<'t>, before: Option<&str>) -> Option<(u
         Format::Lsof => {
             let head = cur.peek().is_some_and(|l| lsof::is_header(l.text));
             Some((usize::from(head), Box::new(|_, t| lsof::is_row(t))))
+        }
+        Format::Ss => {
+            let head = cur.peek().is_some_and(|l| ss::is_header(l.text));
+            Some((usize::from(head), Box::new(|_, t| ss::is_row_start(t))))
+        }
+        Format::NetstatLinux => {
+            let mut c = cur.clone();
+            let mut head = 0;
+            while head < 3 && c.next().is_some_and(|l| netstat_linux::is_header(l.text)) {
+                head += 1;
+            }
+            Some((head, Box::new(|_, t| netstat_linux::is_row_start(t))))
         }
         Format::PowershellList => {
             Some((0, Box::new(|before, t| before.trim().is_empty() && ps_list::is_property(t))))
@@ -93,24 +107,58 @@ pub(super) fn read(
         ((r, first, b1), two.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     });
     let ((r1, first, b1), (r2, second, b2)) = (one, two);
-    if let Err(e) = r1 {
-        return Some(Err(e));
-    }
+    let pending = match r1 {
+        Ok(pending) => pending,
+        Err(e) => return Some(Err(e)),
+    };
     b.absorb(b1);
     // The first half ended the section before the cut: what it read is the whole section.
-    if !first.remaining().0.trim().is_empty() {
+    let pending = if !first.remaining().0.trim().is_empty() {
         cur.resume(&first);
+        pending
     } else {
-        if let Err(e) = r2 {
-            return Some(Err(e));
-        }
+        let more = match r2 {
+            Ok(more) => more,
+            Err(e) => return Some(Err(e)),
+        };
         b.absorb(b2);
         cur.resume(&second);
-    }
-    if format == Format::Lsof {
-        lsof::after_halves(b, start);
-    }
+        pending.merge(more)
+    };
+    pending.finish(b, start);
     Some(Ok(()))
+}
+
+/// What a half leaves to do once the whole section is read: the conclusions a parser draws
+/// from all its rows.
+enum Pending {
+    Nothing,
+    /// Sockets shared by several processes, counted once.
+    Lsof,
+    Ss(ss::Rows),
+    NetstatLinux(netstat_linux::Rows),
+}
+
+impl Pending {
+    fn merge(self, second: Pending) -> Pending {
+        match (self, second) {
+            (Pending::Ss(a), Pending::Ss(b)) => Pending::Ss(a.merge(b)),
+            (Pending::NetstatLinux(a), Pending::NetstatLinux(b)) => {
+                Pending::NetstatLinux(a.merge(b))
+            }
+            (first, _) => first,
+        }
+    }
+
+    /// `start`: where the section's sockets start in `b`.
+    fn finish(self, b: &mut Builder, start: usize) {
+        match self {
+            Pending::Nothing => {}
+            Pending::Lsof => lsof::after_halves(b, start),
+            Pending::Ss(rows) => ss::finish(b, rows),
+            Pending::NetstatLinux(rows) => netstat_linux::finish(b, rows),
+        }
+    }
 }
 
 fn parse(
@@ -119,14 +167,28 @@ fn parse(
     b: &mut Builder,
     lenient: bool,
     before: Option<&str>,
-) -> Result<(), ImportError> {
-    match format {
-        Format::Netstat => netstat::parse(cur, b, lenient, before),
-        Format::Lsof => lsof::parse_half(cur, b, lenient),
-        Format::PowershellList => ps_list::parse(cur, b, lenient),
-        Format::PowershellTable => ps_table::parse(cur, b, lenient),
-        _ => Ok(()),
-    }
+) -> Result<Pending, ImportError> {
+    Ok(match format {
+        Format::Netstat => {
+            netstat::parse(cur, b, lenient, before)?;
+            Pending::Nothing
+        }
+        Format::Lsof => {
+            lsof::parse_half(cur, b, lenient)?;
+            Pending::Lsof
+        }
+        Format::Ss => Pending::Ss(ss::rows(cur, b, lenient)?),
+        Format::NetstatLinux => Pending::NetstatLinux(netstat_linux::rows(cur, b, lenient)?),
+        Format::PowershellList => {
+            ps_list::parse(cur, b, lenient)?;
+            Pending::Nothing
+        }
+        Format::PowershellTable => {
+            ps_table::parse(cur, b, lenient)?;
+            Pending::Nothing
+        }
+        _ => Pending::Nothing,
+    })
 }
 
 /// The start of the first record at or after byte `from` of `text`, found within
@@ -205,10 +267,7 @@ mod tests {
         if before.is_some() {
             cur.next();
         }
-        parse(format, &mut cur, &mut b, false, before).unwrap();
-        if format == Format::Lsof {
-            lsof::after_halves(&mut b, 0);
-        }
+        parse(format, &mut cur, &mut b, false, before).unwrap().finish(&mut b, 0);
         b
     }
 
@@ -273,7 +332,34 @@ mod tests {
                     cell(&format!("10.0.0.{}", i % 250), "10.1.1.1")
                 }
             });
+        let ss = "State  Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n".to_owned()
+            + &rows(|i| {
+                let state = if i % 4 == 0 { "TIME-WAIT" } else { "ESTAB" };
+                let users = if i % 4 == 0 {
+                    String::new()
+                } else {
+                    format!(" users:((\"java\",pid={},fd=3))", 100 + i % 13)
+                };
+                format!(
+                    "{state:<9} 0 0 10.0.0.{}:{} 10.1.0.1:5432{users}\n",
+                    i / 60000 % 250,
+                    1024 + i % 60000
+                ) + if i % 5 == 0 { "\t cubic wscale:7,7 rto:204\n" } else { "" }
+            });
+        let netstat_linux = "Active Internet connections (servers and established)\n\
+             Proto Recv-Q Send-Q Local Address           Foreign Address         State       PID/Program name\n"
+            .to_owned()
+            + &rows(|i| {
+                format!(
+                    "tcp        0      0 10.0.0.{}:{:<5}  10.1.0.1:5432   ESTABLISHED {}/java\n",
+                    i / 60000 % 250,
+                    1024 + i % 60000,
+                    100 + i % 13
+                )
+            });
         for (format, text, before) in [
+            (Format::Ss, ss.as_str(), None),
+            (Format::NetstatLinux, &netstat_linux, None),
             (Format::Netstat, netstat.as_str(), Some(NETSTAT_HEADER)),
             (Format::Lsof, &lsof, None),
             (Format::PowershellList, &list, None),
@@ -297,6 +383,7 @@ mod tests {
             assert_eq!(one.names, two.names, "{format}");
             assert_eq!(one.notes, two.notes, "{format}");
             assert_eq!(one.counts, two.counts, "{format}");
+            assert_eq!(one.gaps, two.gaps, "{format}");
             let whole = imported(text, false).unwrap();
             assert!(whole.sockets == one.sockets, "{format}: import differs");
         }
