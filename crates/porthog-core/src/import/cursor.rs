@@ -115,7 +115,7 @@ impl<'a> Cursor<'a> {
         (first, second)
     }
 
-    /// Counts `n` more lines jumped over (see `halves`).
+    /// Counts `n` more lines jumped over (see `halves`), before or after the jump.
     pub(crate) fn add_skipped_lines(&mut self, n: usize) {
         match &mut self.jump {
             Some(j) => j.lines += n,
@@ -123,10 +123,9 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Tells the caller's `Release` that `span`, bytes of this cursor's input read by some other
-    /// means, is done with.
-    pub(crate) fn release_span(&self, span: &[u8]) {
-        (self.release.0)(span);
+    /// Lines consumed so far (the number of the last one).
+    pub(crate) fn line_no(&self) -> usize {
+        self.no
     }
 
     /// Takes up where `other`, a cursor `halves` made of this one, stopped.
