@@ -27,13 +27,29 @@ impl Default for AnalyzeOptions {
     }
 }
 
+/// Sockets from which the analysis takes a second thread: below, one costs more than it saves.
+const PARALLEL_AT_LEAST: usize = 100_000;
+
 /// Judges a snapshot: pools, verdict, culprits, findings, gaps.
 pub fn analyze(snapshot: &Snapshot, opts: &AnalyzeOptions) -> Report {
-    let set = pool::pools(snapshot, &opts.thresholds);
     let settings = &snapshot.settings;
     let tcp = Allocation::of(snapshot.os, settings.tcp_range, settings.tcp_reserved.as_ref());
     let udp = Allocation::of(snapshot.os, settings.udp_range, settings.udp_reserved.as_ref());
-    let processes = culprits::processes(snapshot, &tcp, &udp);
+    // The pools and the processes are two passes and two sorts over the same sockets, apart:
+    // with many sockets, on two threads (issue 11: a million-row capture at 150 MB/s).
+    let processes = || culprits::processes(snapshot, &tcp, &udp);
+    let (set, processes) = if snapshot.sockets.len() >= PARALLEL_AT_LEAST {
+        std::thread::scope(|s| {
+            // No second thread to be had (a process or memory limit): the same work on this one.
+            let Ok(processes) = std::thread::Builder::new().spawn_scoped(s, processes) else {
+                return (pool::pools(snapshot, &opts.thresholds), processes());
+            };
+            let set = pool::pools(snapshot, &opts.thresholds);
+            (set, processes.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
+    } else {
+        (pool::pools(snapshot, &opts.thresholds), processes())
+    };
     let findings = findings::findings(snapshot, &set, &processes);
 
     let verdict = set.pools.first().map_or(Level::Ok, |p| p.level);

@@ -401,7 +401,14 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
         entries.push(Entry { pool, port: s.local_port, tw, pid: s.pid.map_or(0, |p| p.get()) });
     }
-    entries.sort_unstable();
+    // The order of `Entry`'s fields, as one integer: a million compare faster so than field by
+    // field.
+    entries.sort_unstable_by_key(|e| {
+        u128::from(e.pool) << 56
+            | u128::from(e.port) << 40
+            | u128::from(e.tw) << 32
+            | u128::from(e.pid)
+    });
     let mut distinct = PortBits::new();
     entries.iter().for_each(|e| distinct.set(e.port));
     let connect_ports = distinct.count_in(tcp.range, &PortSet::new());

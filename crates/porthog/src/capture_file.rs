@@ -6,7 +6,6 @@
 //! SIGBUS): captures are finished files, and a file still being written is read, not mapped.
 //! Mapping is Linux only (MADV_DONTNEED); elsewhere every file is read.
 
-use std::cell::Cell;
 use std::io::Read;
 use std::ops::Deref;
 use std::path::Path;
@@ -86,19 +85,18 @@ fn still_written(meta: &std::fs::Metadata) -> bool {
         .is_none_or(|age| age < std::time::Duration::from_secs(2))
 }
 
-/// What the importer calls with each prefix it has read: drops the pages of a mapped input it
-/// covers. They come back from the file if the importer looks back (an error quoting a line).
-/// Elsewhere than Linux nothing is mapped, so it has nothing to do.
+/// What the importer calls with each span it has read: drops the pages of a mapped input the
+/// span covers. They come back from the file if the importer looks back (an error quoting a
+/// line). Two threads may call it at once (a large section is read in two halves). Elsewhere
+/// than Linux nothing is mapped, so it has nothing to do.
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub struct Pager<'a> {
     inputs: &'a [Contents],
-    /// Per input, where the last drop ended (a new pass over the input starts again at 0).
-    dropped: Vec<Cell<usize>>,
 }
 
 impl<'a> Pager<'a> {
     pub fn new(inputs: &'a [Contents]) -> Pager<'a> {
-        Pager { inputs, dropped: inputs.iter().map(|_| Cell::new(0)).collect() }
+        Pager { inputs }
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -107,15 +105,18 @@ impl<'a> Pager<'a> {
     #[cfg(target_os = "linux")]
     pub fn release(&self, done: &[u8]) {
         let page = rustix::param::page_size();
-        for (contents, dropped) in self.inputs.iter().zip(&self.dropped) {
+        for contents in self.inputs {
             #[allow(irrefutable_let_patterns)]
             let Contents::Mapped(map) = contents else { continue };
-            if done.as_ptr() != map.as_ptr() || done.len() > map.len() {
+            let base = map.as_ptr() as usize;
+            let at = done.as_ptr() as usize;
+            if at < base || at + done.len() > base + map.len() {
                 continue;
             }
-            // Whole pages only, and the last one kept: a line may run on into it.
-            let end = (done.len() / page).saturating_sub(1) * page;
-            let from = if dropped.get() > end { 0 } else { dropped.get() };
+            // Whole pages only: the first from the span's first page boundary on, and the
+            // last page kept (a line may run on into it).
+            let from = (at - base).div_ceil(page) * page;
+            let end = ((at - base + done.len()) / page).saturating_sub(1) * page;
             if end > from {
                 // SAFETY: the range lies inside this private, read-only file mapping; after
                 // MADV_DONTNEED a read faults the bytes back in from the file. They are the
@@ -126,7 +127,7 @@ impl<'a> Pager<'a> {
                     map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, from, end - from)
                 };
             }
-            dropped.set(end);
+            return;
         }
     }
 }
@@ -149,8 +150,8 @@ mod tests {
         assert!(matches!(inputs[0], Contents::Mapped(_)));
         let pager = Pager::new(&inputs);
         pager.release(&inputs[0][..text.len() / 2]);
-        pager.release(&inputs[0]);
-        pager.release(&inputs[0][..8192]);
+        pager.release(&inputs[0][text.len() / 2..]);
+        pager.release(&inputs[0][5000..70_000]);
         assert_eq!(&inputs[0][..], text.as_bytes());
         // Fresh files and small ones are read.
         std::fs::write(&path, &text).unwrap();

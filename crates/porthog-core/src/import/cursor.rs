@@ -10,13 +10,14 @@ pub struct Line<'a> {
     pub text: &'a str,
 }
 
-/// Told which prefix of an input the reader is done with (it may still look back at a line or
-/// two, so the caller may drop those bytes from memory but must be able to bring them back: a
+/// Told each span of an input the reader is done with, in turn (it may still look back at a line
+/// or two, so the caller may drop those bytes from memory but must be able to bring them back: a
 /// mapped file's pages, not a buffer it frees). A million-row capture then never sits in memory
 /// whole (issue 11: under 200 bytes per row). Bytes that are not the caller's (a decoded copy)
-/// are simply not its to release.
+/// are simply not its to release. A large section is read on two threads at once (split.rs),
+/// each telling its own spans: hence `Sync`.
 #[derive(Clone, Copy)]
-pub struct Release<'a>(pub &'a dyn Fn(&[u8]));
+pub struct Release<'a>(pub &'a (dyn Fn(&[u8]) + Sync));
 
 impl Release<'_> {
     /// Releases nothing: the input stays in memory (a buffer read whole).
@@ -41,12 +42,22 @@ pub struct Cursor<'a> {
     release: Release<'a>,
     /// Where the last release ended, in bytes of `text`.
     released: usize,
+    /// A jump in the walk (split.rs): on reaching byte `at` of `text`, go on at byte `to`,
+    /// `lines` lines further on.
+    jump: Option<Jump>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Jump {
+    at: usize,
+    to: usize,
+    lines: usize,
 }
 
 /// A copy looks ahead; only the cursor that owns the walk releases what it passed.
 impl Clone for Cursor<'_> {
     fn clone(&self) -> Self {
-        Cursor { release: Release::NONE, released: usize::MAX, ..*self }
+        Cursor { release: Release::NONE, released: usize::MAX, jump: self.jump, ..*self }
     }
 }
 
@@ -57,17 +68,72 @@ impl<'a> Cursor<'a> {
 
     /// A cursor that releases the text behind it as it goes.
     pub fn paged(name: &'a str, text: &'a str, release: Release<'a>) -> Cursor<'a> {
-        Cursor { name, text, rest: text, no: 0, release, released: 0 }
+        Cursor { name, text, rest: text, no: 0, release, released: 0, jump: None }
     }
 
     /// Moves on to `rest`, releasing what lies behind once enough has been read.
     fn go(&mut self, rest: &'a str) {
         self.rest = rest;
-        let done = self.text.len() - rest.len();
+        let mut done = self.text.len() - rest.len();
+        if let Some(j) = self.jump
+            && done >= j.at
+        {
+            self.jump = None;
+            self.rest = &self.text[j.to..];
+            self.no += j.lines;
+            done = j.to;
+            // What lies before the jump is the other reader's to release.
+            self.released = j.to;
+        }
         if done.saturating_sub(self.released) >= Release::EVERY {
-            (self.release.0)(&self.text.as_bytes()[..done]);
+            (self.release.0)(&self.text.as_bytes()[self.released..done]);
             self.released = done;
         }
+    }
+
+    /// Where the next line starts, in bytes of the whole text.
+    pub(crate) fn offset(&self) -> usize {
+        self.text.len() - self.rest.len()
+    }
+
+    /// Two cursors over the section that starts at the next line, for two threads (split.rs):
+    /// the first reads up to byte `mid` of `remaining()` and stops there, as at the end of the
+    /// input; the second reads the section's first `head` bytes (its header), then goes on at
+    /// `mid`, numbering lines as if it had read what lies between (once `add_skipped_lines`
+    /// has told it how many there are).
+    pub(crate) fn halves(&self, head: usize, mid: usize) -> (Cursor<'a>, Cursor<'a>) {
+        let at = self.offset();
+        let first =
+            Cursor { text: &self.text[..at + mid], rest: &self.rest[..mid], jump: None, ..*self };
+        let mut second = Cursor {
+            released: usize::MAX,
+            jump: Some(Jump { at: at + head, to: at + mid, lines: 0 }),
+            ..*self
+        };
+        // A section with no header goes on at `mid` at once.
+        second.go(second.rest);
+        (first, second)
+    }
+
+    /// Counts `n` more lines jumped over (see `halves`), before or after the jump.
+    pub(crate) fn add_skipped_lines(&mut self, n: usize) {
+        match &mut self.jump {
+            Some(j) => j.lines += n,
+            None => self.no += n,
+        }
+    }
+
+    /// Lines consumed so far (the number of the last one).
+    pub(crate) fn line_no(&self) -> usize {
+        self.no
+    }
+
+    /// Takes up where `other`, a cursor `halves` made of this one, stopped.
+    pub(crate) fn resume(&mut self, other: &Cursor<'a>) {
+        let done = other.offset();
+        self.rest = &self.text[done..];
+        self.no = other.no;
+        self.released = other.released.min(done);
     }
 
     /// The input's name, for errors.
@@ -174,16 +240,16 @@ mod tests {
     fn releases_what_it_passed_and_copies_release_nothing() {
         let line = "x".repeat(1023) + "\n";
         let text = line.repeat(3 * Release::EVERY / 1024);
-        let seen = std::cell::RefCell::new(Vec::new());
-        let record = |b: &[u8]| seen.borrow_mut().push(b.len());
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |b: &[u8]| seen.lock().unwrap().push(b.len());
         let mut c = Cursor::paged("f", &text, Release(&record));
         let mut ahead = c.clone();
         while ahead.next().is_some() {}
-        assert!(seen.borrow().is_empty(), "a lookahead copy released {:?}", seen.borrow());
+        assert!(seen.lock().unwrap().is_empty(), "a lookahead copy released something");
         while let Some(l) = c.peek() {
             c.consume(l);
         }
-        assert_eq!(*seen.borrow(), [Release::EVERY, 2 * Release::EVERY, 3 * Release::EVERY]);
+        assert_eq!(*seen.lock().unwrap(), [Release::EVERY; 3]);
     }
 
     #[test]

@@ -157,6 +157,7 @@ pub fn decode_paged<'a>(
 fn utf8_paged<'a>(bytes: &'a [u8], release: Release<'_>) -> Option<&'a str> {
     let mut start = 0;
     while start < bytes.len() {
+        let from = start;
         let end = (start + Release::EVERY).min(bytes.len());
         match std::str::from_utf8(&bytes[start..end]) {
             Ok(_) => start = end,
@@ -166,7 +167,7 @@ fn utf8_paged<'a>(bytes: &'a [u8], release: Release<'_>) -> Option<&'a str> {
             }
             Err(_) => return None,
         }
-        (release.0)(&bytes[..start]);
+        (release.0)(&bytes[from..start]);
     }
     // SAFETY: every byte of `bytes` was checked above, in pieces that end on character
     // boundaries (a piece ends either at the end or where its last whole character does), so
@@ -268,11 +269,13 @@ mod tests {
         // A three-byte character straddles the end of the first piece.
         let mut text = "a".repeat(Release::EVERY - 1) + "€";
         text += &"b".repeat(Release::EVERY);
-        let seen = std::cell::RefCell::new(Vec::new());
-        let record = |b: &[u8]| seen.borrow_mut().push(b.len());
+        let seen = std::sync::Mutex::new(Vec::new());
+        let base = text.as_ptr() as usize;
+        let record = |b: &[u8]| seen.lock().unwrap().push(b.as_ptr() as usize - base + b.len());
         let (out, enc) = decode_paged(text.as_bytes(), None, Release(&record));
         assert_eq!((out, enc), (Cow::Borrowed(text.as_str()), Encoding::Utf8));
-        assert_eq!(*seen.borrow(), [Release::EVERY - 1, 2 * Release::EVERY - 1, text.len()]);
+        // Each span ends where the last whole character of its piece does.
+        assert_eq!(*seen.lock().unwrap(), [Release::EVERY - 1, 2 * Release::EVERY - 1, text.len()]);
         // A bad byte anywhere is not UTF-8, however far in.
         let mut bad = text.into_bytes();
         bad.push(0x99);

@@ -15,13 +15,13 @@ pub fn starts(line: Line<'_>) -> bool {
     is_header(line.text) || is_row(line.text)
 }
 
-fn is_header(t: &str) -> bool {
+pub fn is_header(t: &str) -> bool {
     let mut f = t.split_ascii_whitespace();
     f.next() == Some("COMMAND") && f.next() == Some("PID") && t.contains(" NAME")
 }
 
 /// A row has `IPv4`/`IPv6` then, three columns on, `TCP`/`UDP`.
-fn is_row(t: &str) -> bool {
+pub fn is_row(t: &str) -> bool {
     let words: [&str; 12] = {
         let mut w = [""; 12];
         for (slot, word) in w.iter_mut().zip(t.split_ascii_whitespace()) {
@@ -35,12 +35,27 @@ fn is_row(t: &str) -> bool {
 }
 
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
+    let start = b.sockets.len();
+    parse_half(cur, b, lenient)?;
+    after_halves(b, start);
+    Ok(())
+}
+
+/// A socket shared by several processes or fds, counted once among the sockets the section
+/// read from `start` on (once both halves of a section read on two threads are in, split.rs).
+pub fn after_halves(b: &mut Builder, start: usize) {
+    if once_per_inode(&mut b.sockets, start) > 0 {
+        b.note(Format::Lsof, "a socket open in several processes or fds is counted once, by inode (DEVICE), for the lowest pid");
+    }
+}
+
+/// Reads the rows of a section, or of one half of it, without counting shared sockets once.
+pub fn parse_half(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
     let mut header = false;
     if cur.peek().is_some_and(|l| is_header(l.text)) {
         header = true;
         cur.next();
     }
-    let start = b.sockets.len();
     let mut rows = 0u64;
     while let Some(line) = cur.peek() {
         let t = line.text.trim();
@@ -63,7 +78,6 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         b.name(r.pid, r.command);
         b.socket(Format::Lsof, r.sock, r.pid);
     }
-    let shared = once_per_inode(&mut b.sockets, start);
     if rows == 0 {
         return Ok(());
     }
@@ -72,9 +86,6 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             Format::Lsof,
             "rows without their header (e.g. `lsof -i | grep ...`), recognised by their shape: only the rows given are counted",
         );
-    }
-    if shared > 0 {
-        b.note(Format::Lsof, "a socket open in several processes or fds is counted once, by inode (DEVICE), for the lowest pid");
     }
     b.gap(Gap {
         kind: GapKind::Invisible,

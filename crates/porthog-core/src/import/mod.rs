@@ -21,6 +21,7 @@ mod ps_list;
 mod ps_table;
 mod recording;
 mod services;
+mod split;
 mod ss;
 mod ss_summary;
 mod sysctl_lines;
@@ -383,6 +384,73 @@ impl Builder {
         }
     }
 
+    /// An empty builder for one half of the current section (split.rs).
+    fn for_section(&self) -> Builder {
+        Builder { file: self.file, section: self.section, ..Builder::default() }
+    }
+
+    /// Takes in what `other`, a builder `for_section` made, read after what this one read: the
+    /// result is as if one builder had read both in turn.
+    fn absorb(&mut self, other: Builder) {
+        let Builder {
+            mut sockets,
+            names,
+            settings: _,
+            mut events,
+            truncated_addresses,
+            no_pid_rows,
+            no_owner_column_rows,
+            unplaced_rows,
+            first_unplaced,
+            paste: _,
+            first_truncated_file: _,
+            shell,
+            skipped,
+            first_skipped,
+            counts,
+            notes,
+            file: _,
+            socket_sections,
+            section: _,
+            gaps,
+            ss_summary: _,
+        } = other;
+        if self.sockets.is_empty() && sockets.capacity() > self.sockets.capacity() {
+            std::mem::swap(&mut self.sockets, &mut sockets);
+        }
+        self.sockets.append(&mut sockets);
+        for (pid, name) in names {
+            self.names.entry(pid).or_insert(name);
+        }
+        self.events.append(&mut events);
+        self.truncated_addresses += truncated_addresses;
+        self.no_pid_rows += no_pid_rows;
+        self.no_owner_column_rows += no_owner_column_rows;
+        self.unplaced_rows += unplaced_rows;
+        self.first_unplaced = self.first_unplaced.take().or(first_unplaced);
+        self.shell = self.shell.or(shell);
+        self.skipped += skipped;
+        self.first_skipped = self.first_skipped.take().or(first_skipped);
+        let file = self.file;
+        for ((f, format), n) in counts {
+            self.file = f;
+            *self.count_of(format) += n;
+        }
+        self.file = file;
+        for ((f, format), list) in notes {
+            let mine = self.notes.entry((f, format)).or_default();
+            for note in list {
+                if !mine.contains(&note) {
+                    mine.push(note);
+                }
+            }
+        }
+        self.socket_sections.extend(socket_sections);
+        for gap in gaps {
+            self.gap(gap);
+        }
+    }
+
     /// A malformed row: an error, or in lenient mode a counted skip.
     pub fn malformed(&mut self, lenient: bool, e: ImportError) -> Result<(), ImportError> {
         if !lenient {
@@ -493,6 +561,12 @@ fn read_text(
             b.section += 1;
             // Listed in `sources` with 0 records if the section turns out empty.
             b.count_of(f);
+            // A large section is read on two threads when its format allows.
+            if let Some(read) = split::read(f, &mut cur, b, opts.lenient, skipped) {
+                read?;
+                skipped = None;
+                continue;
+            }
         }
         match fmt {
             Some(Format::Netstat) => netstat::parse(&mut cur, b, opts.lenient, skipped)?,

@@ -55,6 +55,18 @@ fn says_pid(before: &str) -> Option<bool> {
     (!flags.is_empty()).then(|| flags.iter().any(|w| w[1..].contains(['o', 'O'])))
 }
 
+/// Whether the line before the rows (`before`) says if they end in a PID, so that no row
+/// needs to decide it (a section read in two halves, split.rs).
+pub fn header_decides(before: Option<&str>) -> bool {
+    before.and_then(says_pid).is_some()
+}
+
+/// Whether a line is a row (a `-b` owner line goes with the row above it).
+pub fn is_row_start(t: &str) -> bool {
+    let t = t.trim_start();
+    t.starts_with("TCP") || t.starts_with("UDP")
+}
+
 /// Reads a section; `before` is the last line before it no parser took (a header, a prompt).
 pub fn parse(
     cur: &mut Cursor<'_>,

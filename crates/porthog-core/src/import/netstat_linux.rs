@@ -50,7 +50,50 @@ fn is_number(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// What a section's rows showed, for the conclusions drawn once all are read (`finish`).
+#[derive(Debug, Default)]
+pub struct Rows {
+    header: bool,
+    rows: u64,
+    owned_rows: u64,
+    live: u64,
+    cut: u64,
+    without_servers: bool,
+}
+
+impl Rows {
+    /// What both halves of a section showed (split.rs).
+    pub fn merge(self, other: Rows) -> Rows {
+        Rows {
+            header: self.header || other.header,
+            rows: self.rows + other.rows,
+            owned_rows: self.owned_rows + other.owned_rows,
+            live: self.live + other.live,
+            cut: self.cut + other.cut,
+            without_servers: self.without_servers || other.without_servers,
+        }
+    }
+}
+
+/// The header lines a section starts with (for a read in two halves, split.rs).
+pub fn is_header(t: &str) -> bool {
+    let t = t.trim_start();
+    t.starts_with("Active Internet connections") || is_columns(t)
+}
+
+/// Whether a line is a row (for a read in two halves, split.rs).
+pub fn is_row_start(t: &str) -> bool {
+    is_row(t.trim_start())
+}
+
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
+    let rows = rows(cur, b, lenient)?;
+    finish(b, rows);
+    Ok(())
+}
+
+/// Reads the rows of a section, or of one half of it: the conclusions wait for `finish`.
+pub fn rows(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<Rows, ImportError> {
     b.sockets.reserve(cur.remaining().0.len() / 96);
     let mut header = false;
     // Rows, rows with an owner column, rows not in TIME_WAIT (which -p would give an owner).
@@ -100,8 +143,14 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
         let pid = r.owner.map_or(0, |(p, _)| p);
         b.socket(Format::NetstatLinux, r.sock, pid);
     }
+    Ok(Rows { header, rows, owned_rows, live, cut, without_servers })
+}
+
+/// The section's conclusions from all its rows: what it cannot show.
+pub fn finish(b: &mut Builder, rows: Rows) {
+    let Rows { header, rows, owned_rows, live, cut, without_servers } = rows;
     if rows == 0 {
-        return Ok(());
+        return;
     }
     if !header {
         b.note(
@@ -136,7 +185,6 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             advice: Some("capture with `netstat -tanpW` (wide) or `ss -tanp`".into()),
         });
     }
-    Ok(())
 }
 
 /// Skips the rows of a UNIX domain (or Bluetooth) section, up to the next section or format.

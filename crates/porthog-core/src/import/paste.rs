@@ -299,8 +299,8 @@ fn fences_and_marks(text: &str, release: Release<'_>) -> (bool, bool) {
                 .filter(starts_here)
                 .any(|i| is_mark(start + i));
         }
+        (release.0)(&b[start..end]);
         start = end;
-        (release.0)(&b[..start]);
     }
     (fenced, marked)
 }

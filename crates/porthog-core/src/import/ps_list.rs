@@ -23,6 +23,11 @@ fn property(t: &str) -> Option<(&str, &str)> {
     ok.then(|| (name, value.trim()))
 }
 
+/// Whether `t` is a `Name : Value` line (after a blank line: a block's first, split.rs).
+pub fn is_property(t: &str) -> bool {
+    property(t).is_some()
+}
+
 /// A continuation of the value above: indented text that is no property.
 fn is_continuation(t: &str) -> bool {
     t.starts_with([' ', '\t']) && !t.trim().is_empty()

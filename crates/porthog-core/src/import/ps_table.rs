@@ -134,6 +134,22 @@ pub fn is_prompt(t: &str) -> bool {
             && t.contains('>'))
 }
 
+/// Whether a line of the table under `head` and `rule` begins a row (for a read in two
+/// halves, split.rs): a `-Wrap` continuation leaves LocalPort, a number that never wraps, empty.
+pub fn row_start<'h>(head: &'h str, rule: &str) -> Option<impl Fn(&str) -> bool + Sync + 'h> {
+    let layout = Layout::parse(head, rule)?;
+    let lp = layout.index("LocalPort")?;
+    Some(move |line: &str| {
+        let t = line.trim();
+        if t.is_empty() || is_prompt(t) {
+            return false;
+        }
+        let mut spans = Vec::new();
+        layout.cells(line, &mut spans);
+        spans.get(lp).is_some_and(Option::is_some)
+    })
+}
+
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
     let (Some(head), Some(rule)) = (cur.next(), cur.next()) else { return Ok(()) };
     let Some(layout) = Layout::parse(head.text, rule.text) else { return Ok(()) };

@@ -27,7 +27,7 @@ pub fn starts(line: Line<'_>) -> bool {
 
 /// `State Recv-Q ...`, `Netid State Recv-Q ...`, or `Recv-Q Send-Q ...` (a state filter such
 /// as `state time-wait` drops the State column).
-fn is_header(t: &str) -> bool {
+pub fn is_header(t: &str) -> bool {
     let mut f = t.split_ascii_whitespace();
     let mut first = f.next();
     if first == Some("Netid") {
@@ -70,7 +70,51 @@ struct Row<'a> {
     assumed: bool,
 }
 
+/// What a section's rows showed, for the conclusions drawn once all are read (`finish`).
+#[derive(Debug, Default)]
+pub struct Rows {
+    header: bool,
+    /// Where the section's sockets start in the builder.
+    start: usize,
+    total: u64,
+    assumed: u64,
+    owned: u64,
+    live: u64,
+    any_unconn: bool,
+    netid: bool,
+}
+
+impl Rows {
+    /// What both halves of a section showed, `self` the first (split.rs), which is also where
+    /// the sockets start.
+    pub fn merge(self, other: Rows) -> Rows {
+        Rows {
+            header: self.header,
+            start: self.start,
+            total: self.total + other.total,
+            assumed: self.assumed + other.assumed,
+            owned: self.owned + other.owned,
+            live: self.live + other.live,
+            any_unconn: self.any_unconn || other.any_unconn,
+            netid: self.netid || other.netid,
+        }
+    }
+}
+
+/// Whether a line begins a row (for a read in two halves, split.rs): not one `-i` or `-m`
+/// indents under a row.
+pub fn is_row_start(t: &str) -> bool {
+    !t.starts_with(['\t', ' ']) && starts(Line { no: 0, text: t })
+}
+
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
+    let rows = rows(cur, b, lenient)?;
+    finish(b, rows);
+    Ok(())
+}
+
+/// Reads the rows of a section, or of one half of it: the conclusions wait for `finish`.
+pub fn rows(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<Rows, ImportError> {
     let mut header = false;
     let mut stateless = false;
     if let Some(line) = cur.peek().filter(|l| is_header(l.text)) {
@@ -133,8 +177,14 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             }
         }
     }
+    Ok(Rows { header, start, total, assumed, owned, live, any_unconn, netid })
+}
+
+/// The section's conclusions from all its rows: its protocol, and what it cannot show.
+pub fn finish(b: &mut Builder, rows: Rows) {
+    let Rows { header, start, total, assumed, owned, live, any_unconn, netid } = rows;
     if total == 0 {
-        return Ok(());
+        return;
     }
     // Without a Netid column the protocol is the section's: UDP when any row is UNCONN.
     let section = if any_unconn && !netid { Protocol::Udp } else { Protocol::Tcp };
@@ -198,7 +248,6 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
             advice: Some("capture `ss -tanp` (with -a)".into()),
         });
     }
-    Ok(())
 }
 
 /// Looks like an ss row that went wrong: an ss state word up front.
