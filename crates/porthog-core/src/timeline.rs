@@ -385,6 +385,21 @@ pub struct NamespaceSample {
     pub time_wait_owners: Vec<OwnerCount>,
 }
 
+impl NamespaceSample {
+    /// The namespace's report with its labels, and what the sample adds to it: the
+    /// connections it saw opened and the TIME_WAIT owners.
+    pub fn split(self) -> (crate::fleet::NamespaceReport, Vec<OpenedConnection>, Vec<OwnerCount>) {
+        let report = crate::fleet::NamespaceReport {
+            inode: self.inode,
+            name: self.name,
+            container: self.container,
+            pids: self.pids,
+            report: *self.report,
+        };
+        (report, self.opened, self.time_wait_owners)
+    }
+}
+
 /// A connection first seen in a sample or event, with its opener.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenedConnection {

@@ -112,15 +112,9 @@ impl FleetSample {
         let reports = namespaces
             .into_iter()
             .map(|ns| {
-                let a = Activity { opened: ns.opened, time_wait_owners: ns.time_wait_owners };
-                activity.insert(ns.inode, a);
-                NamespaceReport {
-                    inode: ns.inode,
-                    name: ns.name,
-                    container: ns.container,
-                    pids: ns.pids,
-                    report: *ns.report,
-                }
+                let (report, opened, time_wait_owners) = ns.split();
+                activity.insert(report.inode, Activity { opened, time_wait_owners });
+                report
             })
             .collect();
         FleetSample { at, time, fleet: FleetReport::new(reports, gaps), activity }

@@ -3,7 +3,7 @@
 //! were already attributed from history when it was recorded. Only the first and the last
 //! lines are parsed: a recording can be long.
 
-use crate::fleet::{FleetReport, NamespaceReport};
+use crate::fleet::FleetReport;
 use crate::report::{Report, SourceInfo};
 use crate::timeline::{Failure, NamespaceSample, RecordLine};
 
@@ -109,16 +109,7 @@ fn worst_namespace(
     gaps: Vec<crate::model::Gap>,
     failures: &[Failure],
 ) -> Option<(Report, String)> {
-    let namespaces = namespaces
-        .into_iter()
-        .map(|ns| NamespaceReport {
-            inode: ns.inode,
-            name: ns.name,
-            container: ns.container,
-            pids: ns.pids,
-            report: *ns.report,
-        })
-        .collect();
+    let namespaces = namespaces.into_iter().map(|ns| ns.split().0).collect();
     let mut fleet = FleetReport::new(namespaces, gaps);
     fleet.raise_for_failures(failures, "during the recording");
     let n = fleet.namespaces.len();
