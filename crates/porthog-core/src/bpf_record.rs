@@ -213,6 +213,29 @@ pub struct OwnerWalk {
     pub bound: Vec<Socket>,
 }
 
+impl OwnerWalk {
+    /// The bound sockets that the socket iterators did not list in `walked`. The walks run at
+    /// the same time, so a socket bound when its fd was seen may have called connect() or
+    /// listen() before `iter/tcp` reached it (bind-before-connect loops do it all the time):
+    /// it is then in both, and must count once, as `iter/tcp` saw it last.
+    pub fn bound_not_in(&mut self, walked: &[Socket]) -> Vec<Socket> {
+        if self.bound.is_empty() {
+            return Vec::new();
+        }
+        // `bound` is sorted by cookie: one binary search per walked socket.
+        let mut seen = vec![false; self.bound.len()];
+        for s in walked {
+            if let Ok(i) = self.bound.binary_search_by_key(&s.cookie, |b| b.cookie) {
+                seen[i] = true;
+            }
+        }
+        let mut seen = seen.into_iter();
+        let mut bound = std::mem::take(&mut self.bound);
+        bound.retain(|_| !seen.next().unwrap_or(false));
+        bound
+    }
+}
+
 /// Decodes the task_file iterator's output: 16-byte `struct owner_rec`s, each an owner or the
 /// head of the `struct sock_rec` of a bound-but-inactive TCP socket that follows it.
 pub fn decode_owners(bytes: &[u8]) -> Result<OwnerWalk, RecordError> {
@@ -445,6 +468,27 @@ mod tests {
         );
         assert_eq!(s.local_ip, IpAddr::from([10, 0, 0, 1]));
         assert_eq!(s.facts.bucket(), Some(BucketOrigin::Bind));
+    }
+
+    /// A socket seen bound by its fd and connected by `iter/tcp` (the walks overlap) counts
+    /// once, as `iter/tcp` saw it; one the socket walk did not see stays.
+    #[test]
+    fn a_bound_socket_the_tcp_walk_also_saw_counts_once() {
+        let bound =
+            rec(REC_TCP, AF_INET, 13, F_BUCKET_KNOWN | F_BUCKET_BIND, v4([10, 0, 0, 1]), [0; 16]);
+        let mut bytes = head(OWN_BOUND_SOCKET);
+        bytes.extend(&bound);
+        let mut walk = decode_owners(&bytes).unwrap();
+        let mut other = walk.bound[0];
+        other.cookie += 1;
+        walk.bound.push(other);
+        let mut connected = walk.bound[0];
+        connected.state = State::Established;
+        let kept = walk.bound_not_in(&[connected]);
+        assert_eq!(kept.iter().map(|s| s.cookie).collect::<Vec<_>>(), [other.cookie]);
+        assert!(walk.bound.is_empty());
+        let mut none = OwnerWalk::default();
+        assert!(none.bound_not_in(&[connected]).is_empty());
     }
 
     /// Fed in chunks that cut records anywhere, the stream decodes as when fed whole.

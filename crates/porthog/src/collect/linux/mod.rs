@@ -152,8 +152,9 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
     });
     let (mut sockets, tcp, udp) =
         walked.map_err(|_| anyhow!("the BPF socket walk thread panicked"))??;
-    let owners = owners??;
-    sockets.extend(owners.bound);
+    let mut owners = owners??;
+    let bound = owners.bound_not_in(&sockets);
+    sockets.extend(bound);
     let owners = Owners::from_kernel(&owners.owners);
     snapshot.source = "bpf".into();
     snapshot.sockets = sockets;

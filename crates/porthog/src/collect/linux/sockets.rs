@@ -66,10 +66,15 @@ pub fn sockets(
         Protocol::Tcp => both,
         Protocol::Udp => sockstat.is_some_and(|s| s.no_udp(t.v6())),
     };
+    // Whether any table came from sock_diag (a table skipped as empty came from nowhere).
+    let mut served = both;
     for table in TABLES.into_iter().filter(|t| !done(t)) {
         let start = out.len();
         let outcome = match diag.as_mut().map(|d| d.dump(table, ALL_STATES, out)) {
-            Some(Ok(outcome)) => outcome,
+            Some(Ok(outcome)) => {
+                served = true;
+                outcome
+            }
             Some(Err(e)) if !is_unavailable(&e) => {
                 return Err(e).with_context(|| format!("sock_diag dump of {} failed", table.name));
             }
@@ -127,7 +132,7 @@ pub fn sockets(
         ),
         advice: Some("load the inet_diag, tcp_diag and udp_diag kernel modules".into()),
     });
-    Ok(if fallback.len() == TABLES.len() { "/proc/net" } else { "sock_diag + /proc/net" })
+    Ok(if served { "sock_diag + /proc/net" } else { "/proc/net" })
 }
 
 /// Appends the sockets of `table` to `out`. Reads `/proc/thread-self/net`, not `/proc/net`: the
@@ -256,6 +261,18 @@ mod tests {
         assert_eq!(gaps[0].kind, GapKind::Source);
         assert!(gaps[0].message.starts_with("sock_diag unavailable ("), "{}", gaps[0].message);
         assert!(gaps[0].message.contains("/proc/net/{tcp,tcp6,udp,udp6}"), "{}", gaps[0].message);
+
+        // UDP tables skipped as empty do not make it a mix: nothing came from sock_diag.
+        let no_udp = Sockstat::parse(
+            "sockets: used 3\nTCP: inuse 1 orphan 0 tw 0 alloc 1 mem 0\nUDP: inuse 0 mem 0\n",
+            "TCP6: inuse 0\nUDP6: inuse 0\n",
+        )
+        .unwrap();
+        let unavailable = io::Error::from_raw_os_error(Errno::PROTONOSUPPORT.raw_os_error());
+        let (mut out, mut gaps) = (Vec::new(), Vec::new());
+        let source = sockets(Err(unavailable), Some(no_udp), &mut out, &mut gaps).unwrap();
+        assert_eq!(source, "/proc/net");
+        assert!(gaps[0].message.contains("/proc/net/{tcp,tcp6}"), "{}", gaps[0].message);
 
         let other = io::Error::from_raw_os_error(Errno::NOBUFS.raw_os_error());
         assert!(sockets(Err(other), None, &mut out, &mut gaps).is_err());
