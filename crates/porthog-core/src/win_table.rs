@@ -171,15 +171,23 @@ pub fn unnamed_owners_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> 
 }
 
 /// The gap for owners whose user porthog could not read (their token cannot be opened: other
-/// users' processes and services, when not elevated), or None when every owner's was read.
-pub fn unread_users_gap(owners: &[Owner], elevated: bool) -> Option<Gap> {
-    let unread = owners.iter().filter(|o| o.user.is_none()).count() as u64;
-    (unread > 0).then(|| Gap {
+/// users' processes and services, when not elevated), counting their sockets in `snap` as
+/// every `Unattributed` gap counts sockets; None when every owner's user was read.
+pub fn unread_users_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> Option<Gap> {
+    let unread: HashSet<u32> = owners.iter().filter(|o| o.user.is_none()).map(|o| o.pid).collect();
+    if unread.is_empty() {
+        return None;
+    }
+    let sockets =
+        snap.sockets.iter().filter(|s| s.pid.is_some_and(|p| unread.contains(&p.get()))).count()
+            as u64;
+    Some(Gap {
         kind: GapKind::Unattributed,
-        count: Some(unread),
+        count: Some(sockets),
         message: format!(
-            "the user of {} of {} could not be read (process token not readable{})",
-            unread,
+            "the user owning {} could not be read ({} of {}: process token not readable{})",
+            plural(sockets, "socket"),
+            unread.len(),
             plural(owners.len() as u64, "owning process"),
             if elevated { "" } else { "; porthog is not running elevated" }
         ),
@@ -383,12 +391,28 @@ mod tests {
             ..Owner::default()
         };
         let owners = [owner(9, Some(r"HOST\ann")), owner(12, None), owner(4, None)];
-        let gap = unread_users_gap(&owners, false).unwrap();
-        assert_eq!(gap.count, Some(2));
-        assert!(gap.message.starts_with("the user of 2 of 3 owning processes"), "{}", gap.message);
+        // pid 12 holds three sockets, pid 4 none, pid 9 (user read) one.
+        let row = |pid, port| Row {
+            protocol: Protocol::Tcp,
+            state: 5,
+            local: (ip("10.0.0.7"), port),
+            remote: (ip("10.0.0.5"), 443),
+            pid,
+        };
+        let rows = [row(12, 50000), row(12, 50001), row(12, 50002), row(9, 50003)];
+        let snap = snapshot(&rows, &[], Settings::default(), Vec::new());
+        let gap = unread_users_gap(&snap, &owners, false).unwrap();
+        assert_eq!(gap.count, Some(3), "pid 12's three sockets, not two processes: {gap:?}");
+        assert!(
+            gap.message.starts_with(
+                "the user owning 3 sockets could not be read (2 of 3 owning processes"
+            ),
+            "{}",
+            gap.message
+        );
         assert!(gap.message.contains("not running elevated") && gap.advice.is_some());
-        assert!(unread_users_gap(&owners[..1], false).is_none());
-        let elevated = unread_users_gap(&owners, true).unwrap();
+        assert!(unread_users_gap(&snap, &owners[..1], false).is_none());
+        let elevated = unread_users_gap(&snap, &owners, true).unwrap();
         assert!(elevated.advice.is_none() && !elevated.message.contains("elevated"));
     }
 

@@ -30,7 +30,7 @@ pub fn snapshot(opts: &CollectOptions) -> Result<Snapshot> {
     win_table::name_processes(&mut snapshot, &owners);
     let elevated = owners::elevated();
     snapshot.gaps.extend(win_table::unnamed_owners_gap(&snapshot, &owners, elevated));
-    snapshot.gaps.extend(win_table::unread_users_gap(&owners, elevated));
+    snapshot.gaps.extend(win_table::unread_users_gap(&snapshot, &owners, elevated));
     Ok(snapshot)
 }
 
