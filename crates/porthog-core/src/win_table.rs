@@ -201,12 +201,15 @@ pub fn unread_users_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> Op
 /// Docker) changes them, and eight netsh runs per sample would cost more than the sample.
 pub const NETSH_REFRESH: Duration = Duration::from_secs(300);
 
-/// A value read once, then again only when it is older than `every` (the netsh outputs of a
-/// sampler). The clock is the caller's: `now` is passed in.
+/// A value read once, then again only when it is older than `every` (the settings netsh gave
+/// a sampler), or at the next call when the read failed: only a good read is kept for
+/// `every`, so one netsh that failed does not leave a sampler on assumed settings for
+/// minutes. The clock is the caller's: `now` is passed in.
 #[derive(Debug, Clone)]
 pub struct Refreshed<T> {
     every: Duration,
-    value: Option<(T, Instant)>,
+    /// The value, when it was read, and whether that read failed.
+    value: Option<(T, Instant, bool)>,
 }
 
 impl<T> Refreshed<T> {
@@ -214,16 +217,26 @@ impl<T> Refreshed<T> {
         Refreshed { every, value: None }
     }
 
-    /// The value, read by `read` on the first call and when the last read is `every` old.
-    pub fn get(&mut self, now: Instant, read: impl FnOnce() -> T) -> &T {
-        let stale = self
-            .value
-            .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
+    /// The value, read by `read` on the first call, after a read that `failed`, and when the
+    /// last read is `every` old.
+    pub fn get(
+        &mut self,
+        now: Instant,
+        read: impl FnOnce() -> T,
+        failed: impl FnOnce(&T) -> bool,
+    ) -> &T {
+        let stale = self.value.as_ref().is_none_or(|(_, at, failed)| {
+            *failed || now.saturating_duration_since(*at) >= self.every
+        });
         if stale {
             self.value = None;
         }
-        &self.value.get_or_insert_with(|| (read(), now)).0
+        let (value, _, _) = self.value.get_or_insert_with(|| {
+            let value = read();
+            let failed = failed(&value);
+            (value, now, failed)
+        });
+        value
     }
 }
 
@@ -421,16 +434,87 @@ mod tests {
         let start = Instant::now();
         let mut reads = 0;
         let mut cache = Refreshed::new(NETSH_REFRESH);
+        let good = |_: &()| false;
         for s in [0, 1, 2, 299] {
-            cache.get(start + Duration::from_secs(s), || reads += 1);
+            cache.get(start + Duration::from_secs(s), || reads += 1, good);
         }
         assert_eq!(reads, 1, "one read for the first five minutes");
-        cache.get(start + Duration::from_secs(300), || reads += 1);
-        cache.get(start + Duration::from_secs(301), || reads += 1);
+        cache.get(start + Duration::from_secs(300), || reads += 1, good);
+        cache.get(start + Duration::from_secs(301), || reads += 1, good);
         assert_eq!(reads, 2);
         // A clock that went back (now before the read) does not read again.
-        cache.get(start, || reads += 1);
+        cache.get(start, || reads += 1, good);
         assert_eq!(reads, 2);
+    }
+
+    /// A failed read (netsh's settings with a gap) is read again at the next sample, not kept
+    /// for five minutes; the first good one is kept.
+    #[test]
+    fn a_failed_netsh_read_is_retried_at_the_next_sample() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let failed = |(_, gaps): &(Settings, Vec<Gap>)| !gaps.is_empty();
+        let failing: Vec<NetshOutput> = netsh_commands()
+            .into_iter()
+            .map(|(args, format)| NetshOutput {
+                command: format!("netsh {}", args.join(" ")),
+                format,
+                output: Err("exited with exit code: 1".into()),
+            })
+            .collect();
+        let good =
+            (Settings { tcp_range: PortRange::new(10000, 19999), ..Settings::default() }, vec![]);
+        let mut cache = Refreshed::new(NETSH_REFRESH);
+        let mut reads = 0;
+        let first = cache.get(
+            at(0),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert!(!first.1.is_empty() && first.0.tcp_range.is_none());
+        let second = cache.get(
+            at(1),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert_eq!((reads, second.1.len()), (2, 4), "read again one sample later");
+        let third = cache.get(
+            at(2),
+            || {
+                reads += 1;
+                good.clone()
+            },
+            failed,
+        );
+        assert_eq!((reads, third.0.tcp_range), (3, PortRange::new(10000, 19999)));
+        // The good read is kept for the refresh, even though the next read would fail.
+        for s in [3, 100, 301] {
+            let kept = cache.get(
+                at(s),
+                || {
+                    reads += 1;
+                    settings(&failing)
+                },
+                failed,
+            );
+            assert!(kept.1.is_empty());
+        }
+        assert_eq!(reads, 3);
+        let stale = cache.get(
+            at(302),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert_eq!((reads, stale.1.len()), (4, 4));
     }
 
     #[test]

@@ -44,16 +44,19 @@ pub fn new_events(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, 
     events::poll(cursor, first)
 }
 
-/// The netsh outputs, kept for `win_table::NETSH_REFRESH`: a check runs netsh once, `watch`
-/// and `record` once at start and then every few minutes, not every sample.
-static NETSH: Mutex<Option<Refreshed<Vec<NetshOutput>>>> = Mutex::new(None);
+/// The settings read from netsh, kept for `win_table::NETSH_REFRESH`: a check runs netsh
+/// once, `watch` and `record` once at start and then every few minutes, not every sample. A
+/// read that left a setting unread (a gap) is not kept: the next sample runs netsh again.
+static NETSH: Mutex<Option<Refreshed<(Settings, Vec<Gap>)>>> = Mutex::new(None);
 
-/// The ranges and exclusions from netsh's latest outputs (read again when stale).
+/// The ranges and exclusions from netsh's latest good outputs (read again when stale or
+/// when the latest read failed).
 fn netsh_settings() -> (Settings, Vec<Gap>) {
-    // A poisoned lock means a panic mid-read elsewhere: the kept outputs are still whole.
+    // A poisoned lock means a panic mid-read elsewhere: the kept settings are still whole.
     let mut guard = NETSH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cache = guard.get_or_insert_with(|| Refreshed::new(win_table::NETSH_REFRESH));
-    win_table::settings(cache.get(Instant::now(), netsh))
+    let read = || win_table::settings(&netsh());
+    cache.get(Instant::now(), read, |(_, gaps)| !gaps.is_empty()).clone()
 }
 
 /// Runs each netsh command porthog reads; a command that cannot start is an `Err` for the gap.
