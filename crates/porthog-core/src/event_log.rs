@@ -83,8 +83,9 @@ impl EventCursor {
 
     /// Reads the rendered events of the poll made at `now`: keeps the Tcpip events porthog
     /// knows that are newer than the cursor and not counted before, and moves the cursor to
-    /// the newest record. A document without a record id is kept (the query already asked
-    /// for newer ones only) but cannot move the cursor. When every record id the poll found is
+    /// the newest record. A document without a record id is kept but can neither be told
+    /// from one counted before nor move the cursor (the System log gives every event one).
+    /// When every record id the poll found is
     /// below the newest seen before, the log was cleared and its ids began again (a window
     /// reaching back to an older record also reaches the newest, logged after it): the
     /// cursor starts over from these records, which are all new.

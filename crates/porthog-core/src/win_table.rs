@@ -240,6 +240,15 @@ impl<T> Refreshed<T> {
     }
 }
 
+/// The settings netsh's outputs gave, and a `Setting` gap for each that could not be read.
+pub type NetshSettings = (Settings, Vec<Gap>);
+
+/// Whether a netsh read failed (left a setting unread): a sampler reads it again at the next
+/// sample rather than keep it for `NETSH_REFRESH`.
+pub fn netsh_failed((_, gaps): &NetshSettings) -> bool {
+    !gaps.is_empty()
+}
+
 /// What one `netsh` command printed, or why it could not run.
 #[derive(Debug, Clone)]
 pub struct NetshOutput {
@@ -271,7 +280,7 @@ pub fn netsh_commands() -> Vec<(Vec<&'static str>, Format)> {
 /// The dynamic ranges and exclusions from netsh's outputs, read by the offline netsh importers
 /// (any language). A command that failed or printed nothing porthog recognises (wine's netsh
 /// prints nothing) is a gap: the default range is assumed, or the exclusions are unknown.
-pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
+pub fn settings(outputs: &[NetshOutput]) -> NetshSettings {
     let mut settings = Settings::default();
     let mut failed: Vec<(Format, &str, String)> = Vec::new();
     for out in outputs {
@@ -453,7 +462,7 @@ mod tests {
     fn a_failed_netsh_read_is_retried_at_the_next_sample() {
         let start = Instant::now();
         let at = |s| start + Duration::from_secs(s);
-        let failed = |(_, gaps): &(Settings, Vec<Gap>)| !gaps.is_empty();
+        let failed = netsh_failed;
         let failing: Vec<NetshOutput> = netsh_commands()
             .into_iter()
             .map(|(args, format)| NetshOutput {

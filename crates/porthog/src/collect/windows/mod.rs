@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use porthog_core::event_log::EventCursor;
 use porthog_core::import::Evidence;
-use porthog_core::win_table::{self, NetshOutput, Refreshed};
+use porthog_core::win_table::{self, NetshOutput, NetshSettings, Refreshed};
 use porthog_core::{Gap, Settings, Snapshot};
 
 use super::CollectOptions;
@@ -47,7 +47,7 @@ pub fn new_events(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, 
 /// The settings read from netsh, kept for `win_table::NETSH_REFRESH`: a check runs netsh
 /// once, `watch` and `record` once at start and then every few minutes, not every sample. A
 /// read that left a setting unread (a gap) is not kept: the next sample runs netsh again.
-static NETSH: Mutex<Option<Refreshed<(Settings, Vec<Gap>)>>> = Mutex::new(None);
+static NETSH: Mutex<Option<Refreshed<NetshSettings>>> = Mutex::new(None);
 
 /// The ranges and exclusions from netsh's latest good outputs (read again when stale or
 /// when the latest read failed).
@@ -56,7 +56,7 @@ fn netsh_settings() -> (Settings, Vec<Gap>) {
     let mut guard = NETSH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cache = guard.get_or_insert_with(|| Refreshed::new(win_table::NETSH_REFRESH));
     let read = || win_table::settings(&netsh());
-    cache.get(Instant::now(), read, |(_, gaps)| !gaps.is_empty()).clone()
+    cache.get(Instant::now(), read, win_table::netsh_failed).clone()
 }
 
 /// Runs each netsh command porthog reads; a command that cannot start is an `Err` for the gap.
