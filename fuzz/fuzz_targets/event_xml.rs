@@ -15,9 +15,10 @@ fuzz_target!(|data: &[u8]| {
     let (evidence, unreadable) = event_xml::evidence(&[text.as_ref(), text.as_ref()]);
     assert!(unreadable == 0 || unreadable == 2);
     assert!(evidence.iter().all(|e| e.count == 2));
+    let now = std::time::Instant::now();
     let mut cursor = EventCursor::new();
-    let first = cursor.take(&[text.as_ref(), text.as_ref()]);
-    let again = cursor.take(&[text.as_ref()]);
+    let first = cursor.take(now, &[text.as_ref(), text.as_ref()]);
+    let again = cursor.take(now, &[text.as_ref()]);
     if event_xml::parse(&text).is_some_and(|e| e.record_id.is_some()) {
         assert!(first.evidence.iter().all(|e| e.count == 1));
         assert!(again.evidence.is_empty());

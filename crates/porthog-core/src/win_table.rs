@@ -171,15 +171,23 @@ pub fn unnamed_owners_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> 
 }
 
 /// The gap for owners whose user porthog could not read (their token cannot be opened: other
-/// users' processes and services, when not elevated), or None when every owner's was read.
-pub fn unread_users_gap(owners: &[Owner], elevated: bool) -> Option<Gap> {
-    let unread = owners.iter().filter(|o| o.user.is_none()).count() as u64;
-    (unread > 0).then(|| Gap {
+/// users' processes and services, when not elevated), counting their sockets in `snap` as
+/// every `Unattributed` gap counts sockets; None when every owner's user was read.
+pub fn unread_users_gap(snap: &Snapshot, owners: &[Owner], elevated: bool) -> Option<Gap> {
+    let unread: HashSet<u32> = owners.iter().filter(|o| o.user.is_none()).map(|o| o.pid).collect();
+    if unread.is_empty() {
+        return None;
+    }
+    let sockets =
+        snap.sockets.iter().filter(|s| s.pid.is_some_and(|p| unread.contains(&p.get()))).count()
+            as u64;
+    Some(Gap {
         kind: GapKind::Unattributed,
-        count: Some(unread),
+        count: Some(sockets),
         message: format!(
-            "the user of {} of {} could not be read (process token not readable{})",
-            unread,
+            "the user owning {} could not be read ({} of {}: process token not readable{})",
+            plural(sockets, "socket"),
+            unread.len(),
             plural(owners.len() as u64, "owning process"),
             if elevated { "" } else { "; porthog is not running elevated" }
         ),
@@ -193,12 +201,15 @@ pub fn unread_users_gap(owners: &[Owner], elevated: bool) -> Option<Gap> {
 /// Docker) changes them, and eight netsh runs per sample would cost more than the sample.
 pub const NETSH_REFRESH: Duration = Duration::from_secs(300);
 
-/// A value read once, then again only when it is older than `every` (the netsh outputs of a
-/// sampler). The clock is the caller's: `now` is passed in.
+/// A value read once, then again only when it is older than `every` (the settings netsh gave
+/// a sampler), or at the next call when the read failed: only a good read is kept for
+/// `every`, so one netsh that failed does not leave a sampler on assumed settings for
+/// minutes. The clock is the caller's: `now` is passed in.
 #[derive(Debug, Clone)]
 pub struct Refreshed<T> {
     every: Duration,
-    value: Option<(T, Instant)>,
+    /// The value, when it was read, and whether that read failed.
+    value: Option<(T, Instant, bool)>,
 }
 
 impl<T> Refreshed<T> {
@@ -206,17 +217,36 @@ impl<T> Refreshed<T> {
         Refreshed { every, value: None }
     }
 
-    /// The value, read by `read` on the first call and when the last read is `every` old.
-    pub fn get(&mut self, now: Instant, read: impl FnOnce() -> T) -> &T {
-        let stale = self
-            .value
-            .as_ref()
-            .is_none_or(|(_, at)| now.saturating_duration_since(*at) >= self.every);
+    /// The value, read by `read` on the first call, after a read that `failed`, and when the
+    /// last read is `every` old.
+    pub fn get(
+        &mut self,
+        now: Instant,
+        read: impl FnOnce() -> T,
+        failed: impl FnOnce(&T) -> bool,
+    ) -> &T {
+        let stale = self.value.as_ref().is_none_or(|(_, at, failed)| {
+            *failed || now.saturating_duration_since(*at) >= self.every
+        });
         if stale {
             self.value = None;
         }
-        &self.value.get_or_insert_with(|| (read(), now)).0
+        let (value, _, _) = self.value.get_or_insert_with(|| {
+            let value = read();
+            let failed = failed(&value);
+            (value, now, failed)
+        });
+        value
     }
+}
+
+/// The settings netsh's outputs gave, and a `Setting` gap for each that could not be read.
+pub type NetshSettings = (Settings, Vec<Gap>);
+
+/// Whether a netsh read failed (left a setting unread): a sampler reads it again at the next
+/// sample rather than keep it for `NETSH_REFRESH`.
+pub fn netsh_failed((_, gaps): &NetshSettings) -> bool {
+    !gaps.is_empty()
 }
 
 /// What one `netsh` command printed, or why it could not run.
@@ -250,7 +280,7 @@ pub fn netsh_commands() -> Vec<(Vec<&'static str>, Format)> {
 /// The dynamic ranges and exclusions from netsh's outputs, read by the offline netsh importers
 /// (any language). A command that failed or printed nothing porthog recognises (wine's netsh
 /// prints nothing) is a gap: the default range is assumed, or the exclusions are unknown.
-pub fn settings(outputs: &[NetshOutput]) -> (Settings, Vec<Gap>) {
+pub fn settings(outputs: &[NetshOutput]) -> NetshSettings {
     let mut settings = Settings::default();
     let mut failed: Vec<(Format, &str, String)> = Vec::new();
     for out in outputs {
@@ -383,12 +413,28 @@ mod tests {
             ..Owner::default()
         };
         let owners = [owner(9, Some(r"HOST\ann")), owner(12, None), owner(4, None)];
-        let gap = unread_users_gap(&owners, false).unwrap();
-        assert_eq!(gap.count, Some(2));
-        assert!(gap.message.starts_with("the user of 2 of 3 owning processes"), "{}", gap.message);
+        // pid 12 holds three sockets, pid 4 none, pid 9 (user read) one.
+        let row = |pid, port| Row {
+            protocol: Protocol::Tcp,
+            state: 5,
+            local: (ip("10.0.0.7"), port),
+            remote: (ip("10.0.0.5"), 443),
+            pid,
+        };
+        let rows = [row(12, 50000), row(12, 50001), row(12, 50002), row(9, 50003)];
+        let snap = snapshot(&rows, &[], Settings::default(), Vec::new());
+        let gap = unread_users_gap(&snap, &owners, false).unwrap();
+        assert_eq!(gap.count, Some(3), "pid 12's three sockets, not two processes: {gap:?}");
+        assert!(
+            gap.message.starts_with(
+                "the user owning 3 sockets could not be read (2 of 3 owning processes"
+            ),
+            "{}",
+            gap.message
+        );
         assert!(gap.message.contains("not running elevated") && gap.advice.is_some());
-        assert!(unread_users_gap(&owners[..1], false).is_none());
-        let elevated = unread_users_gap(&owners, true).unwrap();
+        assert!(unread_users_gap(&snap, &owners[..1], false).is_none());
+        let elevated = unread_users_gap(&snap, &owners, true).unwrap();
         assert!(elevated.advice.is_none() && !elevated.message.contains("elevated"));
     }
 
@@ -397,16 +443,87 @@ mod tests {
         let start = Instant::now();
         let mut reads = 0;
         let mut cache = Refreshed::new(NETSH_REFRESH);
+        let good = |_: &()| false;
         for s in [0, 1, 2, 299] {
-            cache.get(start + Duration::from_secs(s), || reads += 1);
+            cache.get(start + Duration::from_secs(s), || reads += 1, good);
         }
         assert_eq!(reads, 1, "one read for the first five minutes");
-        cache.get(start + Duration::from_secs(300), || reads += 1);
-        cache.get(start + Duration::from_secs(301), || reads += 1);
+        cache.get(start + Duration::from_secs(300), || reads += 1, good);
+        cache.get(start + Duration::from_secs(301), || reads += 1, good);
         assert_eq!(reads, 2);
         // A clock that went back (now before the read) does not read again.
-        cache.get(start, || reads += 1);
+        cache.get(start, || reads += 1, good);
         assert_eq!(reads, 2);
+    }
+
+    /// A failed read (netsh's settings with a gap) is read again at the next sample, not kept
+    /// for five minutes; the first good one is kept.
+    #[test]
+    fn a_failed_netsh_read_is_retried_at_the_next_sample() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let failed = netsh_failed;
+        let failing: Vec<NetshOutput> = netsh_commands()
+            .into_iter()
+            .map(|(args, format)| NetshOutput {
+                command: format!("netsh {}", args.join(" ")),
+                format,
+                output: Err("exited with exit code: 1".into()),
+            })
+            .collect();
+        let good =
+            (Settings { tcp_range: PortRange::new(10000, 19999), ..Settings::default() }, vec![]);
+        let mut cache = Refreshed::new(NETSH_REFRESH);
+        let mut reads = 0;
+        let first = cache.get(
+            at(0),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert!(!first.1.is_empty() && first.0.tcp_range.is_none());
+        let second = cache.get(
+            at(1),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert_eq!((reads, second.1.len()), (2, 4), "read again one sample later");
+        let third = cache.get(
+            at(2),
+            || {
+                reads += 1;
+                good.clone()
+            },
+            failed,
+        );
+        assert_eq!((reads, third.0.tcp_range), (3, PortRange::new(10000, 19999)));
+        // The good read is kept for the refresh, even though the next read would fail.
+        for s in [3, 100, 301] {
+            let kept = cache.get(
+                at(s),
+                || {
+                    reads += 1;
+                    settings(&failing)
+                },
+                failed,
+            );
+            assert!(kept.1.is_empty());
+        }
+        assert_eq!(reads, 3);
+        let stale = cache.get(
+            at(302),
+            || {
+                reads += 1;
+                settings(&failing)
+            },
+            failed,
+        );
+        assert_eq!((reads, stale.1.len()), (4, 4));
     }
 
     #[test]

@@ -463,7 +463,8 @@ fn a_logged_4231_is_shown_and_raises_only_its_interval() {
     let xml = "<Event><System><Provider Name='Tcpip'/><EventID>4231</EventID>\
                <TimeCreated SystemTime='2026-11-24T02:00:01.250Z'/>\
                <EventRecordID>900</EventRecordID></System></Event>";
-    let polled = cursor.take(&[xml, xml]);
+    let now = std::time::Instant::now();
+    let polled = cursor.take(now, &[xml, xml]);
     let mut samples = samples().into_iter();
     let mut first = samples.next().unwrap();
     porthog_core::add_evidence(&mut first.report, polled.evidence);
@@ -480,7 +481,7 @@ fn a_logged_4231_is_shown_and_raises_only_its_interval() {
     assert!(frame.contains("2026-11-24T02:00:01  Tcpip 4231 ×1"), "{frame}");
     // The log hands the same record back: nothing new, the next sample is judged on itself.
     let mut second = samples.next().unwrap();
-    porthog_core::add_evidence(&mut second.report, cursor.take(&[xml]).evidence);
+    porthog_core::add_evidence(&mut second.report, cursor.take(now, &[xml]).evidence);
     update(&mut app, Event::Snapshot(Box::new(second)));
     assert!(app.latest.as_ref().unwrap().report.verdict < porthog_core::Level::Critical);
     assert_eq!(app.logged_total, 1);

@@ -1,10 +1,10 @@
 //! Tcpip events 4227, 4231 and 4266 of the System log: `EvtQuery` with the XPath filter of
-//! `porthog_core::event_log` (the last `--since` for a check; newer than the last record seen,
-//! for each sample of `watch` and `record`), `EvtNext` in batches, `EvtRender(EvtRenderEventXml)`,
+//! `porthog_core::event_log` (the last `--since` for a check; for each sample of `watch` and
+//! `record`, logged since the previous poll or newer than the last record seen), `EvtNext` in batches, `EvtRender(EvtRenderEventXml)`,
 //! the XML read by the core into the same evidence the offline importers give.
 //! A failure (no wevtapi, access denied, wine's error 6) is a gap, never an error.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use porthog_core::event_log::{self, EventCursor, Since};
 use porthog_core::import::{Evidence, event_xml};
@@ -34,11 +34,13 @@ pub fn evidence(since: Duration) -> (Vec<Evidence>, Vec<Gap>) {
     }
 }
 
-/// The events logged since `cursor`'s last poll (the last `first` on its first), or a gap.
+/// The events logged since `cursor`'s last poll that read the log (the last `first` on its
+/// first), or a gap (and the next poll reaches back over this one's time).
 pub fn poll(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, Vec<Gap>) {
-    match rendered(&cursor.query(first)) {
+    let now = Instant::now();
+    match rendered(&cursor.query(now, first)) {
         Ok(docs) => {
-            let polled = cursor.take(&docs);
+            let polled = cursor.take(now, &docs);
             (polled.evidence, unreadable_gap(polled.unreadable).into_iter().collect())
         }
         Err(e) => (Vec::new(), vec![unread_gap(&e)]),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use porthog_core::event_log::EventCursor;
 use porthog_core::import::Evidence;
-use porthog_core::win_table::{self, NetshOutput, Refreshed};
+use porthog_core::win_table::{self, NetshOutput, NetshSettings, Refreshed};
 use porthog_core::{Gap, Settings, Snapshot};
 
 use super::CollectOptions;
@@ -30,7 +30,7 @@ pub fn snapshot(opts: &CollectOptions) -> Result<Snapshot> {
     win_table::name_processes(&mut snapshot, &owners);
     let elevated = owners::elevated();
     snapshot.gaps.extend(win_table::unnamed_owners_gap(&snapshot, &owners, elevated));
-    snapshot.gaps.extend(win_table::unread_users_gap(&owners, elevated));
+    snapshot.gaps.extend(win_table::unread_users_gap(&snapshot, &owners, elevated));
     Ok(snapshot)
 }
 
@@ -44,16 +44,19 @@ pub fn new_events(cursor: &mut EventCursor, first: Duration) -> (Vec<Evidence>, 
     events::poll(cursor, first)
 }
 
-/// The netsh outputs, kept for `win_table::NETSH_REFRESH`: a check runs netsh once, `watch`
-/// and `record` once at start and then every few minutes, not every sample.
-static NETSH: Mutex<Option<Refreshed<Vec<NetshOutput>>>> = Mutex::new(None);
+/// The settings read from netsh, kept for `win_table::NETSH_REFRESH`: a check runs netsh
+/// once, `watch` and `record` once at start and then every few minutes, not every sample. A
+/// read that left a setting unread (a gap) is not kept: the next sample runs netsh again.
+static NETSH: Mutex<Option<Refreshed<NetshSettings>>> = Mutex::new(None);
 
-/// The ranges and exclusions from netsh's latest outputs (read again when stale).
+/// The ranges and exclusions from netsh's latest good outputs (read again when stale or
+/// when the latest read failed).
 fn netsh_settings() -> (Settings, Vec<Gap>) {
-    // A poisoned lock means a panic mid-read elsewhere: the kept outputs are still whole.
+    // A poisoned lock means a panic mid-read elsewhere: the kept settings are still whole.
     let mut guard = NETSH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let cache = guard.get_or_insert_with(|| Refreshed::new(win_table::NETSH_REFRESH));
-    win_table::settings(cache.get(Instant::now(), netsh))
+    let read = || win_table::settings(&netsh());
+    cache.get(Instant::now(), read, win_table::netsh_failed).clone()
 }
 
 /// Runs each netsh command porthog reads; a command that cannot start is an `Err` for the gap.
