@@ -101,10 +101,15 @@ impl WorldExecutable {
         let mode = std::fs::Permissions::from_mode(0o755);
         std::fs::set_permissions(&guard.dir, mode.clone())
             .unwrap_or_else(|e| panic!("chmod {}: {e}", guard.dir.display()));
-        std::fs::copy(binary(), &guard.path)
-            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", binary(), guard.path.display()));
-        std::fs::set_permissions(&guard.path, mode)
-            .unwrap_or_else(|e| panic!("chmod {}: {e}", guard.path.display()));
+        // Copied by `install`, not by this process: a file this process holds open for writing
+        // is inherited by every child another test thread forks meanwhile, and exec() of the
+        // copy fails with ETXTBSY ("Text file busy") until that child has exec'd (seen in CI).
+        let installed = std::process::Command::new("install")
+            .args(["-m", "755", binary()])
+            .arg(&guard.path)
+            .status()
+            .unwrap_or_else(|e| panic!("install: {e}"));
+        assert!(installed.success(), "install {} {}: {installed}", binary(), guard.path.display());
         guard
     }
 }
