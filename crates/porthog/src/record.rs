@@ -182,6 +182,8 @@ fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use porthog_core::timeline::RecordLine;
 
     use crate::sample;
@@ -215,6 +217,12 @@ mod tests {
         }
         lines.push(header);
         lines.push(fleet_sample().into_record());
+        // A namespace deleted since, whose failures give it an entry with no pools.
+        let mut gone = fleet_sample();
+        let deleted = porthog_core::timeline::Failure { netns: Some(4026532999), ..failure() };
+        gone.fleet.raise_for_failures(&[deleted], "since the previous sample", &HashMap::new());
+        assert!(gone.fleet.namespaces.iter().any(|ns| ns.label() == "gone net:[4026532999]"));
+        lines.push(gone.into_record());
         lines.push(RecordLine::Failure(porthog_core::timeline::Failure {
             netns: Some(4026532281),
             ..failure()
