@@ -3,12 +3,15 @@
 //! versioned JSON contract `docs/fleet.schema.json`. Built from reports; judges nothing itself
 //! beyond ordering them and combining their exit codes.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
+use crate::AnalyzeOptions;
 use crate::level::Level;
-use crate::model::Gap;
+use crate::model::{Gap, Os, Snapshot};
 use crate::report::Report;
-use crate::timeline::Failure;
+use crate::timeline::{Failure, FailureClass};
 
 /// Version of the fleet JSON contract; bumped on any incompatible change.
 pub const FLEET_SCHEMA_VERSION: u32 = 1;
@@ -50,6 +53,12 @@ impl NamespaceReport {
 }
 
 impl FleetReport {
+    /// The name of each named namespace, by inode: what a later sample calls one that is gone.
+    pub fn names(&self) -> HashMap<u64, String> {
+        let named = self.namespaces.iter().filter_map(|ns| Some((ns.inode, ns.name.clone()?)));
+        named.collect()
+    }
+
     /// Orders the namespaces worst first (verdict, then how full the tightest pool is, then
     /// inode for a stable order) and makes every label distinct: a name given to two
     /// namespaces (in two mount namespaces) gets the inode appended.
@@ -73,9 +82,18 @@ impl FleetReport {
 
     /// Failures outrank snapshots (issue 7), per namespace: each namespace's verdict is raised
     /// by the exhaustion failures made in it (`Failure::netns`), naming processes and
-    /// destinations there, and the namespaces are ordered again. Failures of no namespace read
-    /// here change nothing.
-    pub fn raise_for_failures(&mut self, failures: &[Failure], during: &str) {
+    /// destinations there, and the namespaces are ordered again. Exhaustion failures made in a
+    /// namespace not listed here (deleted since: a container that ran out of ports and was
+    /// removed) get an entry of their own, critical and with no pools, labelled by the name
+    /// `gone_names` gives its inode (what an earlier sample called it), else `gone net:[INODE]`.
+    /// Failures of no known namespace (`netns` None, recordings before version 2) change
+    /// nothing.
+    pub fn raise_for_failures(
+        &mut self,
+        failures: &[Failure],
+        during: &str,
+        gone_names: &HashMap<u64, String>,
+    ) {
         if failures.is_empty() {
             return;
         }
@@ -83,7 +101,18 @@ impl FleetReport {
             let own = failures.iter().filter(|f| f.netns == Some(ns.inode));
             crate::timeline::raise_for_failures(&mut ns.report, own, during);
         }
-        let namespaces = std::mem::take(&mut self.namespaces);
+        let listed: HashSet<u64> = self.namespaces.iter().map(|ns| ns.inode).collect();
+        let mut gone: BTreeMap<u64, Vec<&Failure>> = BTreeMap::new();
+        for f in failures.iter().filter(|f| f.class == FailureClass::Exhaustion) {
+            match f.netns {
+                Some(inode) if !listed.contains(&inode) => gone.entry(inode).or_default().push(f),
+                _ => {}
+            }
+        }
+        let mut namespaces = std::mem::take(&mut self.namespaces);
+        for (inode, own) in gone {
+            namespaces.push(gone_namespace(inode, &own, during, gone_names.get(&inode)));
+        }
         let gaps = std::mem::take(&mut self.gaps);
         *self = FleetReport::new(namespaces, gaps);
     }
@@ -100,6 +129,38 @@ impl FleetReport {
     }
 }
 
+/// A namespace that is gone but whose processes failed for lack of a port: no snapshot, no
+/// pools, critical by its failures alone.
+fn gone_namespace(
+    inode: u64,
+    failures: &[&Failure],
+    during: &str,
+    name: Option<&String>,
+) -> NamespaceReport {
+    let source = "none: the network namespace no longer exists";
+    let mut report = crate::analyze(&Snapshot::new(Os::Linux, source), &AnalyzeOptions::default());
+    // An empty snapshot still has the default ranges' pools: nothing here was read.
+    report.ranges.clear();
+    report.pools.clear();
+    report.findings.clear();
+    report.assumptions.clear();
+    report.summary = "none, the network namespace was deleted before it was read".to_owned();
+    report.verdict = Level::Ok;
+    crate::timeline::raise_for_failures(&mut report, failures.iter().copied(), during);
+    let label = name.cloned().unwrap_or_else(|| format!("gone net:[{inode}]"));
+    report.netns = Some(label.clone());
+    let mut pids: Vec<u32> = failures.iter().map(|f| f.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    NamespaceReport {
+        inode,
+        name: Some(label),
+        container: failures.iter().find_map(|f| f.container.clone()),
+        pids,
+        report,
+    }
+}
+
 /// How full the tightest pool is, as the report's pools are tightest first.
 fn fullest(ns: &NamespaceReport) -> f64 {
     ns.report.pools.first().map_or(0.0, |p| p.percent)
@@ -108,8 +169,7 @@ fn fullest(ns: &NamespaceReport) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Os, Snapshot};
-    use crate::{AnalyzeOptions, analyze};
+    use crate::analyze;
 
     fn ns(inode: u64, name: Option<&str>, verdict: Level) -> NamespaceReport {
         let mut report = analyze(&Snapshot::new(Os::Linux, "test"), &AnalyzeOptions::default());
@@ -155,5 +215,64 @@ mod tests {
         assert_eq!(unknown.exit_code(), 3);
         let critical = FleetReport::new(vec![undecided, ns(2, None, Level::Critical)], vec![]);
         assert_eq!(critical.exit_code(), 2);
+    }
+
+    fn failure(netns: Option<u64>, class: FailureClass) -> Failure {
+        Failure {
+            time: "2026-11-24T02:00:00.500Z".into(),
+            pid: 42,
+            name: "client".into(),
+            container: None,
+            protocol: crate::model::Protocol::Tcp,
+            remote: Some("10.0.0.2:80".parse().unwrap()),
+            errno: crate::timeline::Errno::AddrNotAvail,
+            call: "connect".into(),
+            class,
+            netns,
+        }
+    }
+
+    /// A container that ran out of ports and was deleted before the sample still makes the
+    /// fleet critical: an entry of its own, named if a sample named it, with no pools.
+    #[test]
+    fn failures_in_a_gone_namespace_raise_an_entry_of_their_own() {
+        let fleet = || FleetReport::new(vec![ns(1, Some("blue"), Level::Warn)], vec![]);
+        let exhaustion = failure(Some(99), FailureClass::Exhaustion);
+        let mut gone = fleet();
+        gone.raise_for_failures(
+            &[exhaustion.clone(), exhaustion.clone()],
+            "lately",
+            &HashMap::new(),
+        );
+        assert_eq!(gone.verdict, Level::Critical);
+        assert_eq!(gone.exit_code(), 2);
+        let worst = &gone.namespaces[0];
+        assert_eq!((worst.inode, worst.label()), (99, "gone net:[99]".to_owned()));
+        assert_eq!(worst.pids, [42]);
+        assert!(worst.report.pools.is_empty());
+        let summary = &worst.report.summary;
+        assert!(
+            summary.starts_with(
+                "the kernel refused 2 allocations for lack of a port lately: \
+                                 client (pid 42) connect() to 10.0.0.2:80 ×2"
+            ),
+            "{summary}"
+        );
+        assert!(summary.contains("deleted before it was read"), "{summary}");
+        assert_eq!(gone.namespaces[1].report.verdict, Level::Warn, "blue is not raised");
+
+        let mut named = fleet();
+        named.raise_for_failures(&[exhaustion], "lately", &HashMap::from([(99, "red".into())]));
+        assert_eq!(named.namespaces[0].label(), "red");
+
+        // Failures of no namespace (old recordings) and refusals that are not exhaustion
+        // change nothing.
+        let mut unchanged = fleet();
+        let others = [
+            failure(None, FailureClass::Exhaustion),
+            failure(Some(99), FailureClass::NotLocalAddress),
+        ];
+        unchanged.raise_for_failures(&others, "lately", &HashMap::new());
+        assert_eq!(unchanged, fleet());
     }
 }

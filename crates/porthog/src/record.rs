@@ -6,6 +6,7 @@
 //! own thread) are written between the samples as they arrive; only this thread writes.
 //! Each line is flushed as it is written, so a killed recording is readable up to its end.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::mpsc;
@@ -34,7 +35,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     })?;
     // Before the file: without the privilege --all-netns needs, nothing is created.
     let mut source = if opts.all_netns {
-        Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?)
+        Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?, HashMap::new())
     } else {
         let collect = CollectOptions { netns: opts.netns.clone() };
         Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
@@ -122,7 +123,9 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
 /// Where samples come from: one namespace, or every one (`--all-netns`).
 enum Source {
     One(Sampler),
-    All(FleetSampler),
+    /// With the names the previous sample gave its namespaces: what a failure in one deleted
+    /// since is labelled.
+    All(FleetSampler, HashMap<u64, String>),
 }
 
 impl Source {
@@ -137,9 +140,10 @@ impl Source {
                 raise_for_failures(&mut s.report, failures, DURING);
                 s.into_record()
             }
-            Source::All(sampler) => {
+            Source::All(sampler, names) => {
                 let mut s = sampler.sample()?;
-                s.fleet.raise_for_failures(failures, DURING);
+                s.fleet.raise_for_failures(failures, DURING, names);
+                *names = s.fleet.names();
                 s.into_record()
             }
         })
@@ -178,6 +182,8 @@ fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use porthog_core::timeline::RecordLine;
 
     use crate::sample;
@@ -211,6 +217,12 @@ mod tests {
         }
         lines.push(header);
         lines.push(fleet_sample().into_record());
+        // A namespace deleted since, whose failures give it an entry with no pools.
+        let mut gone = fleet_sample();
+        let deleted = porthog_core::timeline::Failure { netns: Some(4026532999), ..failure() };
+        gone.fleet.raise_for_failures(&[deleted], "since the previous sample", &HashMap::new());
+        assert!(gone.fleet.namespaces.iter().any(|ns| ns.label() == "gone net:[4026532999]"));
+        lines.push(gone.into_record());
         lines.push(RecordLine::Failure(porthog_core::timeline::Failure {
             netns: Some(4026532281),
             ..failure()

@@ -3,6 +3,8 @@
 //! were already attributed from history when it was recorded. Only the first and the last
 //! lines are parsed: a recording can be long.
 
+use std::collections::{HashMap, HashSet};
+
 use crate::fleet::FleetReport;
 use crate::report::{Report, SourceInfo};
 use crate::timeline::{Failure, NamespaceSample, RecordLine};
@@ -46,7 +48,7 @@ pub(super) fn last_report(name: &str, text: &str) -> Option<Result<Report, Strin
                 (time, report, String::new())
             }
             Ok(RecordLine::FleetSample { time, namespaces, gaps }) => {
-                let Some((report, what)) = worst_namespace(namespaces, gaps, &failures(text))
+                let Some((report, what)) = worst_namespace(text, namespaces, gaps, &failures(text))
                 else {
                     return Some(Err(format!(
                         "its last sample ({time}) holds no network namespace: none could be read"
@@ -103,15 +105,20 @@ fn failures(text: &str) -> Vec<Failure> {
 }
 
 /// The worst namespace of a fleet sample, each raised first by the failures made in it, with
-/// its name in `netns` and the summary; and what to add to the source's format.
+/// its name in `netns` and the summary; and what to add to the source's format. A namespace
+/// that failed and was deleted before the last sample counts too, by its last name.
 fn worst_namespace(
+    text: &str,
     namespaces: Vec<NamespaceSample>,
     gaps: Vec<crate::model::Gap>,
     failures: &[Failure],
 ) -> Option<(Report, String)> {
+    let listed: HashSet<u64> = namespaces.iter().map(|ns| ns.inode).collect();
     let namespaces = namespaces.into_iter().map(|ns| ns.split().0).collect();
     let mut fleet = FleetReport::new(namespaces, gaps);
-    fleet.raise_for_failures(failures, "during the recording");
+    let gone: HashSet<u64> =
+        failures.iter().filter_map(|f| f.netns).filter(|i| !listed.contains(i)).collect();
+    fleet.raise_for_failures(failures, "during the recording", &last_names(text, gone));
     let n = fleet.namespaces.len();
     let worst = fleet.namespaces.into_iter().next()?;
     let label = worst.label();
@@ -120,6 +127,40 @@ fn worst_namespace(
     report.netns = Some(label.clone());
     report.gaps.extend(fleet.gaps);
     Some((report, format!("; --all-netns, worst of {n} network namespaces: {label}")))
+}
+
+/// The name the recording last gave each of `inodes` (namespaces gone by its last sample).
+/// Reads back from the end, only the fleet samples that mention a sought inode, and only
+/// their namespaces' inodes and names: a recording can be long.
+fn last_names(text: &str, mut inodes: HashSet<u64>) -> HashMap<u64, String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        inode: u64,
+        name: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Names {
+        namespaces: Vec<Named>,
+    }
+    let mut names = HashMap::new();
+    let sought: Vec<(u64, String)> =
+        inodes.iter().map(|i| (*i, format!("\"inode\":{i},"))).collect();
+    for line in text.lines().rev().filter(|l| l.contains("\"type\":\"fleet_sample\"")) {
+        if inodes.is_empty() {
+            break;
+        }
+        if !sought.iter().any(|(i, key)| inodes.contains(i) && line.contains(key.as_str())) {
+            continue;
+        }
+        let Ok(sample) = serde_json::from_str::<Names>(line) else { continue };
+        for ns in sample.namespaces {
+            if let Some(name) = ns.name.filter(|_| inodes.contains(&ns.inode)) {
+                inodes.remove(&ns.inode);
+                names.insert(ns.inode, name);
+            }
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -283,14 +324,28 @@ mod tests {
                 netns,
             }))
         };
-        let text = text + &failure(Some(1)) + &failure(Some(1)) + &failure(Some(99));
-        let Ok(Imported::Report(r)) = read(&text) else { panic!("a report expected") };
+        let blue = text.clone() + &failure(Some(1)) + &failure(Some(1));
+        let Ok(Imported::Report(r)) = read(&blue) else { panic!("a report expected") };
         assert_eq!((r.verdict, r.netns.as_deref()), (Level::Critical, Some("blue")));
         assert!(
             r.summary.contains("refused 2 allocations for lack of a port during the recording"),
             "only blue's failures count in blue: {}",
             r.summary
         );
+
+        // Failures in a namespace deleted before the last sample still count, labelled as the
+        // recording last named it, else by its inode.
+        let three = failure(Some(99)) + &failure(Some(99)) + &failure(Some(99));
+        let Ok(Imported::Report(r)) = read(&(text.clone() + &three)) else { panic!("a report") };
+        assert_eq!((r.verdict, r.netns.as_deref()), (Level::Critical, Some("gone net:[99]")));
+        assert!(r.summary.starts_with("network namespace gone net:[99] (worst of 3): "));
+        assert!(r.summary.contains("refused 3 allocations"), "{}", r.summary);
+        assert!(r.pools.is_empty());
+        let named = line(&fleet(vec![ns(99, Some("green"), Level::Ok)]));
+        let text =
+            head + &named + &text.lines().skip(1).map(|l| format!("{l}\n")).collect::<String>();
+        let Ok(Imported::Report(r)) = read(&(text + &three)) else { panic!("a report") };
+        assert_eq!((r.verdict, r.netns.as_deref()), (Level::Critical, Some("green")));
     }
 
     /// Recordings of version 1 (before `--all-netns`) are still read.
