@@ -3,7 +3,7 @@
 //! `porthog record` writes and `analyze` / `watch --replay` read back. Pure data and
 //! bookkeeping: the tracer and the sampler feed it, nothing here reads the system.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -203,11 +203,32 @@ pub struct OwnerCount {
 }
 
 /// A connection's identity: what sock_diag shows for its TIME_WAIT socket too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FourTuple {
     pub protocol: Protocol,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+}
+
+/// The owner book and the sampler hash every connection of every sample: an IPv4 address and
+/// its port as one word, where the derived hash writes the enum tag, the octets' length, the
+/// octets and the port apart. Equal tuples write equal words, so `Eq` still agrees.
+impl std::hash::Hash for FourTuple {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn write<H: std::hash::Hasher>(a: &SocketAddr, state: &mut H) {
+            match a {
+                SocketAddr::V4(v4) => state
+                    .write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port())),
+                SocketAddr::V6(v6) => {
+                    state.write_u128(v6.ip().to_bits());
+                    state.write_u32(u32::from(v6.port()) | 1 << 16);
+                }
+            }
+        }
+        state.write_u8(self.protocol as u8);
+        write(&self.local, state);
+        write(&self.remote, state);
+    }
 }
 
 impl FourTuple {
@@ -258,7 +279,11 @@ impl OwnerBook {
         }
         e.seen = now;
         if cookie != 0 {
-            self.by_cookie.insert(cookie, tuple);
+            // A steady connection's cookie already points at its tuple: no write.
+            let t = self.by_cookie.entry(cookie).or_insert(tuple);
+            if *t != tuple {
+                *t = tuple;
+            }
         }
     }
 
@@ -287,9 +312,20 @@ impl OwnerBook {
     /// Drops entries not seen for `ttl` seconds. Call once per sample or every few seconds.
     pub fn expire(&mut self, now: f64) {
         let ttl = self.ttl;
-        self.by_tuple.retain(|_, e| now - e.seen <= ttl);
-        let by_tuple = &self.by_tuple;
-        self.by_cookie.retain(|_, t| by_tuple.contains_key(t));
+        // Every cookie points at a tuple of `by_tuple` (they are added together), so the
+        // cookies to drop are those of the tuples dropped now: looked up in that small set
+        // rather than in the whole book.
+        let mut dropped: HashSet<FourTuple> = HashSet::default();
+        self.by_tuple.retain(|t, e| {
+            let keep = now - e.seen <= ttl;
+            if !keep {
+                dropped.insert(*t);
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            self.by_cookie.retain(|_, t| !dropped.contains(t));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -462,6 +498,40 @@ mod tests {
         assert_eq!(book.len(), 65);
         assert!(book.opener(&tuple(10), 11).is_none());
         assert_eq!(book.opener(&tuple(999), 1000).map(|o| o.pid), Some(7));
+        // The cookies of the dropped tuples went with them, and only those.
+        assert_eq!(book.by_cookie.len(), 65);
+        // A cookie that moved to another tuple points at the new one; when the old tuple
+        // expires, the moved cookie stays.
+        book.remember(tuple(2000), 1000, 8, "y", 1000.0);
+        book.expire(1064.5);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
+        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(8));
+        assert_eq!((book.len(), book.by_cookie.len()), (1, 1));
+    }
+
+    #[test]
+    fn equal_tuples_hash_alike_and_families_apart() {
+        use std::hash::BuildHasher;
+        let h = |t: &FourTuple| rustc_hash::FxBuildHasher.hash_one(t);
+        let of = |l: &str, r: &str| FourTuple {
+            protocol: Protocol::Tcp,
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+        };
+        let a = of("10.0.0.1:40000", "10.0.0.2:80");
+        assert_eq!(h(&a), h(&of("10.0.0.1:40000", "10.0.0.2:80")));
+        let distinct = [
+            a,
+            of("10.0.0.1:40001", "10.0.0.2:80"),
+            of("10.0.0.2:80", "10.0.0.1:40000"),
+            of("[::ffff:10.0.0.1]:40000", "[::ffff:10.0.0.2]:80"),
+            of("[::1]:40000", "[::1]:80"),
+            FourTuple { protocol: Protocol::Udp, ..a },
+        ];
+        let mut hashes: Vec<u64> = distinct.iter().map(h).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), distinct.len());
     }
 
     #[test]
