@@ -217,8 +217,9 @@ impl std::hash::Hash for FourTuple {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         fn write<H: std::hash::Hasher>(a: &SocketAddr, state: &mut H) {
             match a {
-                SocketAddr::V4(v4) => state
-                    .write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port())),
+                SocketAddr::V4(v4) => {
+                    state.write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
+                }
                 SocketAddr::V6(v6) => {
                     state.write_u128(v6.ip().to_bits());
                     state.write_u32(u32::from(v6.port()) | 1 << 16);
@@ -257,8 +258,17 @@ pub struct Opener {
 #[derive(Debug, Clone)]
 pub struct OwnerBook {
     ttl: f64,
-    by_tuple: HashMap<FourTuple, Opener>,
+    by_tuple: HashMap<FourTuple, Known>,
     by_cookie: HashMap<u64, FourTuple>,
+}
+
+/// A connection of the book: its opener, and the cookie last remembered with it while
+/// `by_cookie` still points that cookie at this tuple (0: none), so that a connection seen
+/// again, sample after sample, costs one lookup rather than two.
+#[derive(Debug, Clone)]
+struct Known {
+    opener: Opener,
+    cookie: u64,
 }
 
 impl OwnerBook {
@@ -269,21 +279,25 @@ impl OwnerBook {
 
     /// Records that `pid` (`name`) holds the connection `tuple` at time `now`.
     pub fn remember(&mut self, tuple: FourTuple, cookie: u64, pid: u32, name: &str, now: f64) {
-        let e = self.by_tuple.entry(tuple).or_insert_with(|| Opener {
-            pid,
-            name: name.to_owned(),
-            seen: now,
+        let e = self.by_tuple.entry(tuple).or_insert_with(|| Known {
+            opener: Opener { pid, name: name.to_owned(), seen: now },
+            cookie: 0,
         });
-        if e.pid != pid {
-            *e = Opener { pid, name: name.to_owned(), seen: now };
+        if e.opener.pid != pid {
+            e.opener = Opener { pid, name: name.to_owned(), seen: now };
         }
-        e.seen = now;
-        if cookie != 0 {
-            // A steady connection's cookie already points at its tuple: no write.
-            let t = self.by_cookie.entry(cookie).or_insert(tuple);
-            if *t != tuple {
-                *t = tuple;
-            }
+        e.opener.seen = now;
+        // Already `by_cookie[cookie] == tuple`: nothing to write.
+        if cookie == 0 || e.cookie == cookie {
+            return;
+        }
+        e.cookie = cookie;
+        let previous = self.by_cookie.insert(cookie, tuple);
+        // The cookie moved from another tuple: that one no longer holds it.
+        if let Some(old) = previous.filter(|old| *old != tuple)
+            && let Some(k) = self.by_tuple.get_mut(&old).filter(|k| k.cookie == cookie)
+        {
+            k.cookie = 0;
         }
     }
 
@@ -297,7 +311,7 @@ impl OwnerBook {
             } else if s.state == State::TimeWait {
                 // Still in TIME_WAIT: keep the opener alive until the socket is gone.
                 if let Some(e) = self.by_tuple.get_mut(&FourTuple::of(s)) {
-                    e.seen = now;
+                    e.opener.seen = now;
                 }
             }
         }
@@ -306,7 +320,7 @@ impl OwnerBook {
     /// The opener of a connection, by cookie first (exact), else by 4-tuple.
     pub fn opener(&self, tuple: &FourTuple, cookie: u64) -> Option<&Opener> {
         let t = if cookie != 0 { self.by_cookie.get(&cookie).unwrap_or(tuple) } else { tuple };
-        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple))
+        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple)).map(|k| &k.opener)
     }
 
     /// Drops entries not seen for `ttl` seconds. Call once per sample or every few seconds.
@@ -317,7 +331,7 @@ impl OwnerBook {
         // rather than in the whole book.
         let mut dropped: HashSet<FourTuple> = HashSet::default();
         self.by_tuple.retain(|t, e| {
-            let keep = now - e.seen <= ttl;
+            let keep = now - e.opener.seen <= ttl;
             if !keep {
                 dropped.insert(*t);
             }
@@ -507,6 +521,15 @@ mod tests {
         assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
         assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(8));
         assert_eq!((book.len(), book.by_cookie.len()), (1, 1));
+
+        // A cookie moved to another tuple and back points at the first again.
+        book.remember(tuple(3000), 1000, 9, "z", 1065.0);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(3000)));
+        book.remember(tuple(2000), 1000, 8, "y", 1066.0);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
+        assert_eq!(book.opener(&tuple(3000), 1000).map(|o| o.pid), Some(8));
+        book.remember(tuple(3000), 1000, 9, "z", 1067.0);
+        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(9));
     }
 
     #[test]

@@ -157,11 +157,7 @@ impl Sampler {
 /// reserved, not an accepted socket on a listener's port) that `previous` lacks, with their
 /// openers (pid 0: opened and closed between two samples, so no process was ever seen holding
 /// it). `seen` (empty) receives all of them, for the next call.
-fn opened(
-    snapshot: &Snapshot,
-    previous: Option<&Seen>,
-    seen: &mut Seen,
-) -> Vec<OpenedConnection> {
+fn opened(snapshot: &Snapshot, previous: Option<&Seen>, seen: &mut Seen) -> Vec<OpenedConnection> {
     let settings = &snapshot.settings;
     let tcp = settings.tcp_range.unwrap_or(PortRange::LINUX_DEFAULT);
     let udp = settings.udp_range.unwrap_or(tcp);
@@ -188,8 +184,7 @@ fn opened(
             continue;
         }
         let tuple = FourTuple::of(s);
-        if seen.insert(s.cookie, tuple) && previous.is_none_or(|p| !p.contains(s.cookie, &tuple))
-        {
+        if seen.insert(s.cookie, tuple) && previous.is_none_or(|p| !p.contains(s.cookie, &tuple)) {
             let pid = s.pid.map_or(0, NonZeroU32::get);
             let name = snapshot.process(pid).map_or("", |p| p.name.as_str()).to_owned();
             out.push(OpenedConnection { local: tuple.local, remote: tuple.remote, pid, name });
