@@ -67,9 +67,14 @@ try:
         print(f"{run}: CPU {100 * (c1 - c0) / (t1 - t0):.1f} % of one core at a 1 s interval, "
               f"VmHWM {int(hwm(p.pid)) // 1024} MiB, {before} TCP sockets (ss), "
               f"load average {open('/proc/loadavg').read().split()[0]}", flush=True)
+        total = cpu(p.pid)
         p.terminate(); p.wait()
         if mode.startswith("record"):
-            print("   recording:", os.path.getsize("/tmp/porthog-watch-cost.jsonl"), "bytes,", sum(1 for _ in open("/tmp/porthog-watch-cost.jsonl")), "lines")
+            lines = sum(1 for _ in open("/tmp/porthog-watch-cost.jsonl"))
+            # On a busy machine a starved sampler takes fewer samples, which lowers its % of a
+            # core: CPU per sample (the whole run's, first sample and start-up included) does not.
+            print("   recording:", os.path.getsize("/tmp/porthog-watch-cost.jsonl"), "bytes,", lines, "lines,",
+                  f"{1000 * total / max(lines - 1, 1):.0f} ms CPU per sample (whole run)", flush=True)
             os.remove("/tmp/porthog-watch-cost.jsonl")
 finally:
     for p in procs:

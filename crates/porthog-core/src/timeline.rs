@@ -3,7 +3,7 @@
 //! `porthog record` writes and `analyze` / `watch --replay` read back. Pure data and
 //! bookkeeping: the tracer and the sampler feed it, nothing here reads the system.
 
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -203,11 +203,33 @@ pub struct OwnerCount {
 }
 
 /// A connection's identity: what sock_diag shows for its TIME_WAIT socket too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FourTuple {
     pub protocol: Protocol,
     pub local: SocketAddr,
     pub remote: SocketAddr,
+}
+
+/// The owner book and the sampler hash every connection of every sample: an IPv4 address and
+/// its port as one word, where the derived hash writes the enum tag, the octets' length, the
+/// octets and the port apart. Equal tuples write equal words, so `Eq` still agrees.
+impl std::hash::Hash for FourTuple {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn write<H: std::hash::Hasher>(a: &SocketAddr, state: &mut H) {
+            match a {
+                SocketAddr::V4(v4) => {
+                    state.write_u64(u64::from(v4.ip().to_bits()) << 16 | u64::from(v4.port()))
+                }
+                SocketAddr::V6(v6) => {
+                    state.write_u128(v6.ip().to_bits());
+                    state.write_u32(u32::from(v6.port()) | 1 << 16);
+                }
+            }
+        }
+        state.write_u8(self.protocol as u8);
+        write(&self.local, state);
+        write(&self.remote, state);
+    }
 }
 
 impl FourTuple {
@@ -236,8 +258,17 @@ pub struct Opener {
 #[derive(Debug, Clone)]
 pub struct OwnerBook {
     ttl: f64,
-    by_tuple: HashMap<FourTuple, Opener>,
+    by_tuple: HashMap<FourTuple, Known>,
     by_cookie: HashMap<u64, FourTuple>,
+}
+
+/// A connection of the book: its opener, and the cookie last remembered with it while
+/// `by_cookie` still points that cookie at this tuple (0: none), so that a connection seen
+/// again, sample after sample, costs one lookup rather than two.
+#[derive(Debug, Clone)]
+struct Known {
+    opener: Opener,
+    cookie: u64,
 }
 
 impl OwnerBook {
@@ -248,17 +279,25 @@ impl OwnerBook {
 
     /// Records that `pid` (`name`) holds the connection `tuple` at time `now`.
     pub fn remember(&mut self, tuple: FourTuple, cookie: u64, pid: u32, name: &str, now: f64) {
-        let e = self.by_tuple.entry(tuple).or_insert_with(|| Opener {
-            pid,
-            name: name.to_owned(),
-            seen: now,
+        let e = self.by_tuple.entry(tuple).or_insert_with(|| Known {
+            opener: Opener { pid, name: name.to_owned(), seen: now },
+            cookie: 0,
         });
-        if e.pid != pid {
-            *e = Opener { pid, name: name.to_owned(), seen: now };
+        if e.opener.pid != pid {
+            e.opener = Opener { pid, name: name.to_owned(), seen: now };
         }
-        e.seen = now;
-        if cookie != 0 {
-            self.by_cookie.insert(cookie, tuple);
+        e.opener.seen = now;
+        // Already `by_cookie[cookie] == tuple`: nothing to write.
+        if cookie == 0 || e.cookie == cookie {
+            return;
+        }
+        e.cookie = cookie;
+        let previous = self.by_cookie.insert(cookie, tuple);
+        // The cookie moved from another tuple: that one no longer holds it.
+        if let Some(old) = previous.filter(|old| *old != tuple)
+            && let Some(k) = self.by_tuple.get_mut(&old).filter(|k| k.cookie == cookie)
+        {
+            k.cookie = 0;
         }
     }
 
@@ -272,7 +311,7 @@ impl OwnerBook {
             } else if s.state == State::TimeWait {
                 // Still in TIME_WAIT: keep the opener alive until the socket is gone.
                 if let Some(e) = self.by_tuple.get_mut(&FourTuple::of(s)) {
-                    e.seen = now;
+                    e.opener.seen = now;
                 }
             }
         }
@@ -281,15 +320,26 @@ impl OwnerBook {
     /// The opener of a connection, by cookie first (exact), else by 4-tuple.
     pub fn opener(&self, tuple: &FourTuple, cookie: u64) -> Option<&Opener> {
         let t = if cookie != 0 { self.by_cookie.get(&cookie).unwrap_or(tuple) } else { tuple };
-        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple))
+        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple)).map(|k| &k.opener)
     }
 
     /// Drops entries not seen for `ttl` seconds. Call once per sample or every few seconds.
     pub fn expire(&mut self, now: f64) {
         let ttl = self.ttl;
-        self.by_tuple.retain(|_, e| now - e.seen <= ttl);
-        let by_tuple = &self.by_tuple;
-        self.by_cookie.retain(|_, t| by_tuple.contains_key(t));
+        // Every cookie points at a tuple of `by_tuple` (they are added together), so the
+        // cookies to drop are those of the tuples dropped now: looked up in that small set
+        // rather than in the whole book.
+        let mut dropped: HashSet<FourTuple> = HashSet::default();
+        self.by_tuple.retain(|t, e| {
+            let keep = now - e.opener.seen <= ttl;
+            if !keep {
+                dropped.insert(*t);
+            }
+            keep
+        });
+        if !dropped.is_empty() {
+            self.by_cookie.retain(|_, t| !dropped.contains(t));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -462,6 +512,49 @@ mod tests {
         assert_eq!(book.len(), 65);
         assert!(book.opener(&tuple(10), 11).is_none());
         assert_eq!(book.opener(&tuple(999), 1000).map(|o| o.pid), Some(7));
+        // The cookies of the dropped tuples went with them, and only those.
+        assert_eq!(book.by_cookie.len(), 65);
+        // A cookie that moved to another tuple points at the new one; when the old tuple
+        // expires, the moved cookie stays.
+        book.remember(tuple(2000), 1000, 8, "y", 1000.0);
+        book.expire(1064.5);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
+        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(8));
+        assert_eq!((book.len(), book.by_cookie.len()), (1, 1));
+
+        // A cookie moved to another tuple and back points at the first again.
+        book.remember(tuple(3000), 1000, 9, "z", 1065.0);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(3000)));
+        book.remember(tuple(2000), 1000, 8, "y", 1066.0);
+        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
+        assert_eq!(book.opener(&tuple(3000), 1000).map(|o| o.pid), Some(8));
+        book.remember(tuple(3000), 1000, 9, "z", 1067.0);
+        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(9));
+    }
+
+    #[test]
+    fn equal_tuples_hash_alike_and_families_apart() {
+        use std::hash::BuildHasher;
+        let h = |t: &FourTuple| rustc_hash::FxBuildHasher.hash_one(t);
+        let of = |l: &str, r: &str| FourTuple {
+            protocol: Protocol::Tcp,
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+        };
+        let a = of("10.0.0.1:40000", "10.0.0.2:80");
+        assert_eq!(h(&a), h(&of("10.0.0.1:40000", "10.0.0.2:80")));
+        let distinct = [
+            a,
+            of("10.0.0.1:40001", "10.0.0.2:80"),
+            of("10.0.0.2:80", "10.0.0.1:40000"),
+            of("[::ffff:10.0.0.1]:40000", "[::ffff:10.0.0.2]:80"),
+            of("[::1]:40000", "[::1]:80"),
+            FourTuple { protocol: Protocol::Udp, ..a },
+        ];
+        let mut hashes: Vec<u64> = distinct.iter().map(h).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), distinct.len());
     }
 
     #[test]
