@@ -18,7 +18,7 @@ const SERVER: &str = "127.0.0.1:7070";
 
 /// The exhausted namespace (100-port range, 100 connections held) and a healthy sibling with
 /// 5 connections; servers and clients live as long as the returned guards.
-fn two_namespaces(tag: &str) -> Option<(Netns, Netns, Vec<Loadgen>)> {
+pub fn two_namespaces(tag: &str) -> Option<(Netns, Netns, Vec<Loadgen>)> {
     let exhausted = Netns::for_test(tag, &[])?;
     let healthy = exhausted.sibling(&[]);
     let server = Loadgen::start(&exhausted, &["serve", "--listen", SERVER]);

@@ -375,6 +375,11 @@ fn main() -> ExitCode {
             trace::trace_without_root_says_what_it_needs,
         ),
         trial(
+            "watch::watch_all_netns_in_a_terminal_lists_selects_and_marks_a_deleted_namespace_gone",
+            Needs::NamespaceAndTmux,
+            watch::watch_all_netns_in_a_terminal_lists_selects_and_marks_a_deleted_namespace_gone,
+        ),
+        trial(
             "watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q",
             Needs::NamespaceAndTmux,
             watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q,
