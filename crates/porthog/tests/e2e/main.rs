@@ -133,6 +133,11 @@ fn main() -> ExitCode {
             fleet_live::serve_all_netns_labels_failures_with_their_namespace,
         ),
         trial(
+            "fleet_live::serve_all_netns_keeps_the_failures_of_a_deleted_namespace",
+            Needs::Namespace,
+            fleet_live::serve_all_netns_keeps_the_failures_of_a_deleted_namespace,
+        ),
+        trial(
             "serve::serve_exports_every_namespace_to_a_real_prometheus",
             Needs::Namespace,
             serve::serve_exports_every_namespace_to_a_real_prometheus,
