@@ -5,8 +5,12 @@
 # each of 2 addresses x PORTS source ports to 2 destination ports, so the NAT holds
 # 4 x PORTS entries in 2 SNAT pools (UDP timeout raised so they stay). Then RUNS times:
 # `porthog --netns NAT --json` (with PORTHOG_TIMINGS: dump, analysis), its wall time, and
-# `conntrack -L` as the peer. Needs root, python3, conntrack, nftables and a release build:
-#   cargo build --release -p porthog && sudo scripts/bench-conntrack.sh [PORTS] [RUNS]
+# `conntrack -L` as the peer. With BASE=/path/to/an/older/porthog, each run also times that
+# binary right after, so a before/after comparison sees the same table and the same load (on a
+# busy machine, runs apart in time are not comparable). CPU time (user+sys, from the kernel's
+# rusage) is printed next to wall time: it is what contention inflates least.
+# Needs root, python3, conntrack, nftables and a release build:
+#   cargo build --release -p porthog && sudo [BASE=...] scripts/bench-conntrack.sh [PORTS] [RUNS]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ports=${1:-25000}
@@ -53,17 +57,29 @@ for ip in ("10.66.1.2", "10.66.1.3"):
 PY
 entries=$(ip netns exec "$nat" conntrack -C)
 echo "conntrack entries in the NAT namespace: $entries (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
-for i in $(seq "$runs"); do
+# One timed run of binary $1 labelled $2: wall time, CPU time, porthog's own timings, pools.
+measure() {
+    local start end timings pools cpu
     start=$(date +%s.%N)
-    PORTHOG_TIMINGS=1 "$porthog" --netns "$nat" --json 2>"/tmp/porthog-bench-ct.$$" >/tmp/porthog-bench-ct.json.$$ || true
+    PORTHOG_TIMINGS=1 /usr/bin/time -f "cpu %U %S" "$1" --netns "$nat" --json \
+        2>"/tmp/porthog-bench-ct.$$" >/tmp/porthog-bench-ct.json.$$ || true
     end=$(date +%s.%N)
     timings=$(grep -E "conntrack:|analyzed" "/tmp/porthog-bench-ct.$$" | sed 's/^porthog: //' | paste -sd';')
+    cpu=$(awk '/^cpu /{printf "%.3f", $2 + $3}' "/tmp/porthog-bench-ct.$$")
     pools=$(python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(' '.join(f\"{p['used']}/{p['capacity']}\" for p in r['pools'] if p['kind']=='snat'))" /tmp/porthog-bench-ct.json.$$)
+    printf '  %s: porthog %.3f s wall, %s s CPU (%s; snat pools %s)\n' "$2" \
+        "$(echo "$end - $start" | bc)" "$cpu" "$timings" "$pools"
+}
+for i in $(seq "$runs"); do
+    echo "run $i (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
+    measure "$porthog" this
+    if [[ -n ${BASE:-} ]]; then
+        measure "$BASE" base
+    fi
     start_l=$(date +%s.%N)
     ip netns exec "$nat" conntrack -L >/dev/null 2>&1
     end_l=$(date +%s.%N)
-    printf 'run %d: porthog %.3f s (%s; snat pools %s)  conntrack -L %.3f s\n' "$i" \
-        "$(echo "$end - $start" | bc)" "$timings" "$pools" "$(echo "$end_l - $start_l" | bc)"
+    printf '  conntrack -L %.3f s\n' "$(echo "$end_l - $start_l" | bc)"
 done
 rm -f "/tmp/porthog-bench-ct.$$" "/tmp/porthog-bench-ct.json.$$"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

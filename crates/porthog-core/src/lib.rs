@@ -7,6 +7,7 @@ pub mod bind_pool;
 pub mod bpf_record;
 pub mod btf;
 pub mod cgroup;
+pub mod ctnetlink;
 mod culprits;
 pub mod event_log;
 mod findings;

@@ -92,33 +92,48 @@ pub struct Conntrack {
     pub unread: bool,
 }
 
-/// `/proc/net/stat/nf_conntrack`: a header of column names, then one line of hex counters per
-/// CPU (`ct_cpu_seq_show`); `insert_failed` and `drop` summed. `None` when the header lacks
-/// either column or a line is not hex.
-pub fn parse_proc_stat(text: &str) -> Option<ConntrackStats> {
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
-    let col = |name: &str| header.iter().position(|h| *h == name);
-    let (failed, drop) = (col("insert_failed")?, col("drop")?);
-    let mut stats = ConntrackStats::default();
-    for line in lines.filter(|l| !l.trim().is_empty()) {
-        let cells: Vec<&str> = line.split_whitespace().collect();
-        let hex = |i: usize| cells.get(i).and_then(|c| u64::from_str_radix(c, 16).ok());
-        stats.insert_failed = stats.insert_failed.saturating_add(hex(failed)?);
-        stats.drop = stats.drop.saturating_add(hex(drop)?);
-    }
-    Some(stats)
+/// What `/proc/net/stat/nf_conntrack` tells: a header of column names, then one line of hex
+/// counters per CPU (`ct_cpu_seq_show`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `insert_failed` and `drop` summed over the CPUs; `None` when the header lacks either
+    /// column or a line is not hex under them.
+    pub stats: Option<ConntrackStats>,
+    /// The namespace's entry count: the `entries` column, which every CPU's line repeats
+    /// (`nf_conntrack_count(net)`, per namespace). The table's hash is shared by every namespace
+    /// and each namespace's dump walks it whole, so a namespace with 0 entries is not dumped.
+    /// `None` without that column or a hex number under it on the first line.
+    pub entries: Option<u64>,
 }
 
-/// The namespace's conntrack entry count from `/proc/net/stat/nf_conntrack`: the `entries`
-/// column, which every CPU's line repeats (`nf_conntrack_count(net)`, per namespace). The
-/// table's hash is shared by every namespace and each namespace's dump walks it whole, so a
-/// namespace with 0 entries is not dumped. `None` without that column or a hex number under it.
-pub fn proc_stat_entries(text: &str) -> Option<u64> {
+/// Parses `/proc/net/stat/nf_conntrack` (see [`ProcStat`]); never fails, what is unreadable is
+/// `None`.
+pub fn parse_proc_stat(text: &str) -> ProcStat {
     let mut lines = text.lines();
-    let col = lines.next()?.split_whitespace().position(|h| h == "entries")?;
-    let line = lines.find(|l| !l.trim().is_empty())?;
-    u64::from_str_radix(line.split_whitespace().nth(col)?, 16).ok()
+    let Some(header) = lines.next() else { return ProcStat::default() };
+    let header: Vec<&str> = header.split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let counters = col("insert_failed").zip(col("drop"));
+    let entries_col = col("entries");
+    let mut stats = counters.map(|_| ConntrackStats::default());
+    let mut entries = None;
+    for (i, line) in lines.filter(|l| !l.trim().is_empty()).enumerate() {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        let hex = |i: usize| cells.get(i).and_then(|c| u64::from_str_radix(c, 16).ok());
+        if i == 0 {
+            entries = entries_col.and_then(hex);
+        }
+        if let (Some(s), Some((failed, drop))) = (stats.as_mut(), counters) {
+            match (hex(failed), hex(drop)) {
+                (Some(f), Some(d)) => {
+                    s.insert_failed = s.insert_failed.saturating_add(f);
+                    s.drop = s.drop.saturating_add(d);
+                }
+                _ => stats = None,
+            }
+        }
+    }
+    ProcStat { stats, entries }
 }
 
 /// The ports the kernel picks from when the rule gives no range (`nf_nat_l4proto_unique_tuple`,
@@ -368,14 +383,21 @@ mod tests {
             00000014  00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000000 00000000 00000000  00000000 00000000 00000000 00000000\n";
         assert_eq!(
             parse_proc_stat(text),
-            Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 })
+            ProcStat {
+                stats: Some(ConntrackStats { insert_failed: 700 + 16, drop: 1 }),
+                entries: Some(20)
+            }
         );
-        assert_eq!(proc_stat_entries(text), Some(20));
-        assert_eq!(proc_stat_entries("entries drop\n00000000 2\n"), Some(0));
-        assert_eq!(proc_stat_entries("drop entries\n0 zz\n"), None);
-        assert_eq!(proc_stat_entries("entries\n"), None);
-        assert_eq!(parse_proc_stat("entries drop\n1 2\n"), None);
-        assert_eq!(parse_proc_stat("insert_failed drop\nzz 1\n"), None);
+        let entries = |t: &str| parse_proc_stat(t).entries;
+        let stats = |t: &str| parse_proc_stat(t).stats;
+        assert_eq!(entries("entries drop\n00000000 2\n"), Some(0));
+        assert_eq!(entries("drop entries\n0 zz\n"), None);
+        assert_eq!(entries("entries\n"), None);
+        assert_eq!(entries(""), None);
+        assert_eq!(stats("entries drop\n1 2\n"), None);
+        assert_eq!(stats("insert_failed drop\nzz 1\n"), None);
+        assert_eq!(stats("insert_failed drop\n1 2\n3 zz\n"), None);
+        assert_eq!(stats("insert_failed drop\n"), Some(ConntrackStats::default()));
     }
 
     #[test]

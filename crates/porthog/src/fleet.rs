@@ -1,12 +1,16 @@
 //! `--all-netns`: every network namespace collected, each analyzed into today's report, and
 //! the reports combined worst first (`porthog_core::fleet`). Shared by `check` and `serve`;
-//! `FleetSampler` is the same for `watch` and `record`, with each namespace's history.
+//! `FleetSampler` is the same for `watch` and `record`, with each namespace's history and the
+//! names of those gone since; `Source` is where their live samples come from (one namespace
+//! or every one).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Result;
-use porthog_core::timeline::{NamespaceSample, OpenedConnection, OwnerCount, RecordLine};
+use porthog_core::timeline::{
+    Failure, NamespaceSample, OpenedConnection, OwnerCount, RecordLine, raise_for_failures,
+};
 use porthog_core::{AnalyzeOptions, FleetReport, NamespaceReport};
 
 use crate::collect::{self, CollectOptions};
@@ -64,6 +68,9 @@ pub struct FleetSample {
     pub fleet: FleetReport,
     /// By namespace inode.
     pub activity: HashMap<u64, Activity>,
+    /// The names of the namespaces earlier samples named and this one does not list (deleted
+    /// in the last [`GONE_FOR_S`]): what a failure made in one of them is labelled.
+    pub gone_names: HashMap<u64, String>,
 }
 
 impl FleetSample {
@@ -78,6 +85,13 @@ impl FleetSample {
             opened: activity.opened,
             time_wait_owners: activity.time_wait_owners,
         })
+    }
+
+    /// Failures outrank the snapshot (issue 7): those since the previous sample raise the
+    /// namespace they were made in, or give one deleted since an entry of its own, labelled by
+    /// its last name.
+    pub fn raise_for_failures(&mut self, failures: &[Failure], during: &str) {
+        self.fleet.raise_for_failures(failures, during, &self.gone_names);
     }
 
     pub fn into_record(self) -> RecordLine {
@@ -101,12 +115,14 @@ impl FleetSample {
         RecordLine::FleetSample { time, namespaces, gaps: fleet.gaps }
     }
 
-    /// A recorded `fleet_sample` line, back (`at` from the replay's clock).
+    /// A recorded `fleet_sample` line, back (`at` from the replay's clock); `names` follows the
+    /// recording's namespaces as a sampler does.
     pub fn from_record(
         at: f64,
         time: String,
         namespaces: Vec<NamespaceSample>,
         gaps: Vec<porthog_core::Gap>,
+        names: &mut Names,
     ) -> FleetSample {
         let mut activity = HashMap::new();
         let reports = namespaces
@@ -117,16 +133,100 @@ impl FleetSample {
                 report
             })
             .collect();
-        FleetSample { at, time, fleet: FleetReport::new(reports, gaps), activity }
+        let fleet = FleetReport::new(reports, gaps);
+        let gone_names = names.next(&fleet, at);
+        FleetSample { at, time, fleet, activity, gone_names }
+    }
+}
+
+/// How long a vanished namespace is still known (listed as gone by `watch`, its name given
+/// to the failures made in it), in seconds of sample time.
+pub const GONE_FOR_S: f64 = 60.0;
+
+/// The names samples gave their namespaces, kept [`GONE_FOR_S`] after a namespace vanished:
+/// what a failure made in one deleted since is labelled.
+#[derive(Debug, Default)]
+pub struct Names(HashMap<u64, (String, Option<f64>)>);
+
+impl Names {
+    /// Takes the namespaces of the sample at `at` (seconds); returns the names of those named
+    /// earlier that this sample does not list, gone for at most [`GONE_FOR_S`].
+    pub fn next(&mut self, fleet: &FleetReport, at: f64) -> HashMap<u64, String> {
+        for (_, gone_at) in self.0.values_mut() {
+            gone_at.get_or_insert(at);
+        }
+        for ns in &fleet.namespaces {
+            if let Some(name) = &ns.name {
+                self.0.insert(ns.inode, (name.clone(), None));
+            }
+        }
+        self.0.retain(|_, (_, gone_at)| gone_at.is_none_or(|t| at - t <= GONE_FOR_S));
+        let gone = self.0.iter().filter(|(_, (_, gone_at))| gone_at.is_some());
+        gone.map(|(inode, (name, _))| (*inode, name.clone())).collect()
+    }
+}
+
+/// Where live samples come from: one namespace, or every one (`--all-netns`).
+pub enum Source {
+    One(Sampler),
+    All(FleetSampler),
+}
+
+/// A sample of either source.
+pub enum Sampled {
+    One(Box<Sample>),
+    All(Box<FleetSample>),
+}
+
+impl Source {
+    /// Fails at once, with `all_netns`, without the privilege to enter namespaces.
+    pub fn new(
+        collect: CollectOptions,
+        analyze: AnalyzeOptions,
+        interval_s: f64,
+        all_netns: bool,
+    ) -> Result<Source> {
+        Ok(if all_netns {
+            Source::All(FleetSampler::new(analyze, interval_s)?)
+        } else {
+            Source::One(Sampler::new(collect, analyze, interval_s))
+        })
+    }
+
+    pub fn sample(&mut self) -> Result<Sampled> {
+        Ok(match self {
+            Source::One(s) => Sampled::One(Box::new(s.sample()?)),
+            Source::All(s) => Sampled::All(Box::new(s.sample()?)),
+        })
+    }
+}
+
+impl Sampled {
+    /// Failures outrank the snapshot (issue 7), as a logged Windows 4231 does: those since the
+    /// previous sample raise the verdict of the namespace they were made in.
+    pub fn raise_for_failures(&mut self, failures: &[Failure], during: &str) {
+        match self {
+            Sampled::One(s) => raise_for_failures(&mut s.report, failures, during),
+            Sampled::All(s) => s.raise_for_failures(failures, during),
+        }
+    }
+
+    pub fn into_record(self) -> RecordLine {
+        match self {
+            Sampled::One(s) => s.into_record(),
+            Sampled::All(s) => s.into_record(),
+        }
     }
 }
 
 /// Samples every namespace, keeping one `Sampler` (owner book, previous connections) per
-/// namespace for as long as it exists: a namespace that vanished drops its history.
+/// namespace for as long as it exists: a namespace that vanished drops its history, and only
+/// its name is kept, for [`GONE_FOR_S`] (`FleetSample::gone_names`).
 pub struct FleetSampler {
     analyze: AnalyzeOptions,
     interval_s: f64,
     samplers: HashMap<u64, Sampler>,
+    names: Names,
     started: Instant,
 }
 
@@ -134,13 +234,23 @@ impl FleetSampler {
     /// Fails at once without the privilege to enter namespaces.
     pub fn new(analyze: AnalyzeOptions, interval_s: f64) -> Result<FleetSampler> {
         may_enter_namespaces()?;
-        Ok(FleetSampler { analyze, interval_s, samplers: HashMap::new(), started: Instant::now() })
+        Ok(FleetSampler::unchecked(analyze, interval_s))
     }
 
     /// Without the privilege check: for tests that feed `digest` themselves.
     #[cfg(test)]
     pub fn for_tests(analyze: AnalyzeOptions, interval_s: f64) -> FleetSampler {
-        FleetSampler { analyze, interval_s, samplers: HashMap::new(), started: Instant::now() }
+        FleetSampler::unchecked(analyze, interval_s)
+    }
+
+    fn unchecked(analyze: AnalyzeOptions, interval_s: f64) -> FleetSampler {
+        FleetSampler {
+            analyze,
+            interval_s,
+            samplers: HashMap::new(),
+            names: Names::default(),
+            started: Instant::now(),
+        }
     }
 
     pub fn sample(&mut self) -> Result<FleetSample> {
@@ -179,7 +289,9 @@ impl FleetSampler {
             });
         }
         self.samplers.retain(|inode, _| activity.contains_key(inode));
-        FleetSample { at, time, fleet: FleetReport::new(namespaces, gaps), activity }
+        let fleet = FleetReport::new(namespaces, gaps);
+        let gone_names = self.names.next(&fleet, at);
+        FleetSample { at, time, fleet, activity, gone_names }
     }
 }
 
@@ -225,7 +337,35 @@ mod tests {
         let RecordLine::FleetSample { namespaces, .. } = s1.clone().into_record() else {
             panic!("a fleet sample line")
         };
-        let back = FleetSample::from_record(1.0, "t1".into(), namespaces, vec![]);
+        let mut names = Names::default();
+        names.next(&s0.fleet, 0.0);
+        let back = FleetSample::from_record(1.0, "t1".into(), namespaces, vec![], &mut names);
         assert_eq!(back, s1, "a recorded fleet sample reads back the same");
+    }
+
+    /// A namespace deleted since keeps its name for GONE_FOR_S: a failure made in it before
+    /// it went gets an entry with that name, however many samples later it arrives; after
+    /// that, `gone net:[INODE]`.
+    #[test]
+    fn failures_in_a_deleted_namespace_carry_its_last_name() {
+        let mut fs = FleetSampler::for_tests(AnalyzeOptions::default(), 1.0);
+        let both = || vec![collected(1, "calm", 40000..40002), collected(2, "full", 40000..40100)];
+        let s0 = fs.digest(both(), vec![], 0.0, "t0".into());
+        assert!(s0.gone_names.is_empty());
+        let _ = fs.digest(vec![collected(1, "calm", 40000..40002)], vec![], 1.0, "t1".into());
+        let mut s2 = fs.digest(vec![collected(1, "calm", 40000..40002)], vec![], 2.0, "t2".into());
+        assert_eq!(s2.gone_names, HashMap::from([(2, "full".to_owned())]));
+        let failure = Failure { netns: Some(2), ..crate::watch::tests::failure() };
+        s2.raise_for_failures(std::slice::from_ref(&failure), "since the previous sample");
+        let labels: Vec<String> = s2.fleet.namespaces.iter().map(NamespaceReport::label).collect();
+        assert_eq!(labels, ["full", "calm"], "the deleted namespace, by its name, first");
+        assert!(s2.fleet.namespaces[0].report.pools.is_empty());
+        let late = 1.0 + GONE_FOR_S + 1.0;
+        let mut s3 = fs.digest(vec![collected(1, "calm", 40000..40002)], vec![], late, "t3".into());
+        assert!(s3.gone_names.is_empty(), "forgotten after GONE_FOR_S");
+        s3.raise_for_failures(&[failure], "since the previous sample");
+        assert_eq!(s3.fleet.namespaces[0].label(), "gone net:[2]");
+        let back = fs.digest(both(), vec![], late + 1.0, "t4".into());
+        assert!(back.gone_names.is_empty(), "a namespace listed again is not gone");
     }
 }

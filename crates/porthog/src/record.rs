@@ -6,19 +6,18 @@
 //! own thread) are written between the samples as they arrive; only this thread writes.
 //! Each line is flushed as it is written, so a killed recording is readable up to its end.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use porthog_core::timeline::{Failure, RecordLine, raise_for_failures};
+use porthog_core::timeline::{Failure, RecordLine};
 
 use crate::cli::RecordOptions;
 use crate::collect::CollectOptions;
-use crate::fleet::FleetSampler;
-use crate::sample::{self, Sampler};
+use crate::fleet::Source;
+use crate::sample;
 use crate::signals;
 
 /// What the writing loop receives: a stop signal, or a line from the failure tracer.
@@ -34,12 +33,8 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         let _ = stopper.send(Message::Stop);
     })?;
     // Before the file: without the privilege --all-netns needs, nothing is created.
-    let mut source = if opts.all_netns {
-        Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?, HashMap::new())
-    } else {
-        let collect = CollectOptions { netns: opts.netns.clone() };
-        Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
-    };
+    let collect = CollectOptions { netns: opts.netns.clone() };
+    let mut source = Source::new(collect, opts.analyze, opts.interval_s, opts.all_netns)?;
     let name = opts.output.display().to_string();
     let file = File::create(&opts.output).with_context(|| format!("cannot create {name}"))?;
     let mut out = BufWriter::new(file);
@@ -49,7 +44,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         *all_netns = opts.all_netns;
     }
     // The first sample decides whether recording can work at all (namespace, permissions).
-    let first = match source.line(&[]) {
+    let first = match line(&mut source, &[]) {
         Ok(s) => s,
         Err(e) => {
             drop(out);
@@ -90,7 +85,7 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
         if stopped {
             break;
         }
-        match source.line(&interval_failures) {
+        match line(&mut source, &interval_failures) {
             Ok(line) => {
                 interval_failures.clear();
                 write_line(&mut out, &line, &name)?;
@@ -120,34 +115,11 @@ pub fn run(opts: &RecordOptions) -> Result<u8> {
     Ok(0)
 }
 
-/// Where samples come from: one namespace, or every one (`--all-netns`).
-enum Source {
-    One(Sampler),
-    /// With the names the previous sample gave its namespaces: what a failure in one deleted
-    /// since is labelled.
-    All(FleetSampler, HashMap<u64, String>),
-}
-
-impl Source {
-    /// One sample as a line. Failures outrank the snapshot (issue 7), as a logged Windows 4231
-    /// does: those since the previous sample raise the verdict of the namespace they were
-    /// made in.
-    fn line(&mut self, failures: &[Failure]) -> Result<RecordLine> {
-        const DURING: &str = "since the previous sample";
-        Ok(match self {
-            Source::One(sampler) => {
-                let mut s = sampler.sample()?;
-                raise_for_failures(&mut s.report, failures, DURING);
-                s.into_record()
-            }
-            Source::All(sampler, names) => {
-                let mut s = sampler.sample()?;
-                s.fleet.raise_for_failures(failures, DURING, names);
-                *names = s.fleet.names();
-                s.into_record()
-            }
-        })
-    }
+/// One sample as a line, raised by the failures since the previous sample (issue 7).
+fn line(source: &mut Source, failures: &[Failure]) -> Result<RecordLine> {
+    let mut s = source.sample()?;
+    s.raise_for_failures(failures, "since the previous sample");
+    Ok(s.into_record())
 }
 
 /// The kernel tracer of `porthog trace`, its failures and lost counts sent as lines. Without
@@ -182,8 +154,6 @@ fn write_line(out: &mut BufWriter<File>, line: &RecordLine, name: &str) -> Resul
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use porthog_core::timeline::RecordLine;
 
     use crate::sample;
@@ -220,7 +190,7 @@ mod tests {
         // A namespace deleted since, whose failures give it an entry with no pools.
         let mut gone = fleet_sample();
         let deleted = porthog_core::timeline::Failure { netns: Some(4026532999), ..failure() };
-        gone.fleet.raise_for_failures(&[deleted], "since the previous sample", &HashMap::new());
+        gone.raise_for_failures(&[deleted], "since the previous sample");
         assert!(gone.fleet.namespaces.iter().any(|ns| ns.label() == "gone net:[4026532999]"));
         lines.push(gone.into_record());
         lines.push(RecordLine::Failure(porthog_core::timeline::Failure {

@@ -189,12 +189,7 @@ impl App {
     /// A fleet sample: failures since the previous one raise the namespace they were made in
     /// (issue 7), then the list is rebuilt and the namespace to show is shown.
     fn take_fleet(&mut self, mut sample: Box<FleetSample>) {
-        let names = self.fleet.as_ref().and_then(|f| f.latest.as_ref()).map(|s| s.fleet.names());
-        sample.fleet.raise_for_failures(
-            &self.interval_failures,
-            "since the previous sample",
-            &names.unwrap_or_default(),
-        );
+        sample.raise_for_failures(&self.interval_failures, "since the previous sample");
         self.interval_failures.clear();
         if self.paused {
             self.skipped += 1;

@@ -6,10 +6,8 @@
 
 use porthog_core::Level;
 
-use crate::fleet::FleetSample;
+use crate::fleet::{FleetSample, GONE_FOR_S};
 
-/// How long a vanished namespace stays listed, in seconds of sample time.
-pub const GONE_FOR_S: f64 = 60.0;
 /// Vanished namespaces listed at most (memory stays bounded when many come and go).
 pub const GONE_ROWS: usize = 20;
 

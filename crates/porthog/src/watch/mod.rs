@@ -23,8 +23,7 @@ use ratatui::crossterm::event::{self as term, KeyEventKind};
 
 use crate::cli::WatchOptions;
 use crate::collect::CollectOptions;
-use crate::fleet::FleetSampler;
-use crate::sample::Sampler;
+use crate::fleet::{Sampled, Source};
 use crate::signals;
 use app::{App, Event, update};
 use replay::Replay;
@@ -65,8 +64,8 @@ pub fn run(opts: &WatchOptions) -> Result<u8> {
         None => {
             // The first sample here: a missing namespace or a refused setns is an error
             // (exit 3) before the screen is taken over, not a note inside it.
-            let mut source = Source::new(opts)?;
-            let _ = tx.send(source.sample()?);
+            let mut source = live_source(opts)?;
+            let _ = tx.send(sample(&mut source)?);
             if opts.trace {
                 _feed = start_feed(opts, &tx);
             }
@@ -90,35 +89,24 @@ fn once(opts: &WatchOptions, replay: Option<Replay>, app: &mut App) -> Result<u8
                 update(app, event?);
             }
         }
-        None => update(app, Source::new(opts)?.sample()?),
+        None => update(app, sample(&mut live_source(opts)?)?),
     }
     let code = app.exit_code();
     crate::write_stdout(plain::frame(app).as_bytes())?;
     Ok(code)
 }
 
-/// Where live samples come from: one namespace, or every one (`--all-netns`).
-enum Source {
-    One(Sampler),
-    All(FleetSampler),
+fn live_source(opts: &WatchOptions) -> Result<Source> {
+    let collect = CollectOptions { netns: opts.netns.clone() };
+    Source::new(collect, opts.analyze, opts.interval_s, opts.all_netns)
 }
 
-impl Source {
-    fn new(opts: &WatchOptions) -> Result<Source> {
-        Ok(if opts.all_netns {
-            Source::All(FleetSampler::new(opts.analyze, opts.interval_s)?)
-        } else {
-            let collect = CollectOptions { netns: opts.netns.clone() };
-            Source::One(Sampler::new(collect, opts.analyze, opts.interval_s))
-        })
-    }
-
-    fn sample(&mut self) -> Result<Event> {
-        Ok(match self {
-            Source::One(s) => Event::Snapshot(Box::new(s.sample()?)),
-            Source::All(s) => Event::Fleet(Box::new(s.sample()?)),
-        })
-    }
+/// A live sample as the event the view takes.
+fn sample(source: &mut Source) -> Result<Event> {
+    Ok(match source.sample()? {
+        Sampled::One(s) => Event::Snapshot(s),
+        Sampled::All(s) => Event::Fleet(s),
+    })
 }
 
 /// The failures pane's source: the kernel tracer of `porthog trace`. Without it (not root, no
@@ -152,8 +140,8 @@ fn spawn_sampler(mut source: Source, interval_s: f64, tx: Sender<Event>) {
         for n in 1u32.. {
             // Samples are due on the interval grid, whatever each one took.
             std::thread::sleep((start + interval * n).saturating_duration_since(Instant::now()));
-            let event =
-                source.sample().unwrap_or_else(|e| Event::Note(format!("sample failed: {e:#}")));
+            let event = sample(&mut source)
+                .unwrap_or_else(|e| Event::Note(format!("sample failed: {e:#}")));
             if tx.send(event).is_err() {
                 return;
             }

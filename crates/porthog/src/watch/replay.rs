@@ -14,7 +14,7 @@ use porthog_core::timeline::{RECORD_SCHEMA_VERSIONS, RecordLine};
 use porthog_core::timestamp;
 
 use super::app::Event;
-use crate::fleet::FleetSample;
+use crate::fleet::{FleetSample, Names};
 use crate::sample::Sample;
 
 pub struct Replay {
@@ -27,6 +27,8 @@ pub struct Replay {
     pub interval_s: f64,
     first_ms: Option<u64>,
     samples: u64,
+    /// The recorded namespaces' names, for failures in one deleted since.
+    names: Names,
 }
 
 impl Replay {
@@ -61,6 +63,7 @@ impl Replay {
             interval_s: interval_ms as f64 / 1000.0,
             first_ms: None,
             samples: 0,
+            names: Names::default(),
         })
     }
 
@@ -103,7 +106,13 @@ impl Iterator for Replay {
             return Some(Ok(match record {
                 RecordLine::FleetSample { time, namespaces, gaps } => {
                     let at = self.at(&time);
-                    Event::Fleet(Box::new(FleetSample::from_record(at, time, namespaces, gaps)))
+                    Event::Fleet(Box::new(FleetSample::from_record(
+                        at,
+                        time,
+                        namespaces,
+                        gaps,
+                        &mut self.names,
+                    )))
                 }
                 RecordLine::Sample { time, report, opened, time_wait_owners } => {
                     let at = self.at(&time);

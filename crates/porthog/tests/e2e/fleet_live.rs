@@ -18,7 +18,7 @@ const SERVER: &str = "127.0.0.1:7070";
 
 /// The exhausted namespace (100-port range, 100 connections held) and a healthy sibling with
 /// 5 connections; servers and clients live as long as the returned guards.
-fn two_namespaces(tag: &str) -> Option<(Netns, Netns, Vec<Loadgen>)> {
+pub fn two_namespaces(tag: &str) -> Option<(Netns, Netns, Vec<Loadgen>)> {
     let exhausted = Netns::for_test(tag, &[])?;
     let healthy = exhausted.sibling(&[]);
     let server = Loadgen::start(&exhausted, &["serve", "--listen", SERVER]);
@@ -275,6 +275,73 @@ pub fn serve_all_netns_labels_failures_with_their_namespace() {
         // Polling a deadline for the next collection, not ordering threads.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `serve --all-netns` while a namespace whose client really hit EADDRNOTAVAIL is deleted: its
+/// failures stay counted under the label it was first seen with, its pools and verdict leave
+/// the metrics, and serve goes on answering (no panic, promtool still happy).
+pub fn serve_all_netns_keeps_the_failures_of_a_deleted_namespace() {
+    let Some(a) = Netns::for_test("serve_deleted", &[]) else { return };
+    let mut load = vec![Loadgen::start(&a, &["serve", "--listen", SERVER])];
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", &addr]).stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    if serve.0.stderr().contains("no porthog_allocation_failures_total") && !crate::netns::in_ci() {
+        eprintln!("serve_all_netns_keeps_the_failures: skipped: {}", serve.0.stderr());
+        return;
+    }
+    let client = Loadgen::start(&a, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!((client.opened(), client.errno()), (100, Some("EADDRNOTAVAIL")));
+    let failed = client.failed();
+    load.push(client);
+    let name = a.name().to_owned();
+    let failures = format!(
+        "porthog_allocation_failures_total{{errno=\"EADDRNOTAVAIL\",netns=\"{name}\",process=\"porthog-loadgen\",remote=\"{SERVER}\"}}"
+    );
+    let counted = |text: &str| {
+        let line = text.lines().find(|l| l.starts_with(&failures))?;
+        line.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let verdict = format!("porthog_verdict_level{{netns=\"{name}\"}} 3");
+    let pools = format!("netns=\"{name}\",");
+    let wait = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = get(&addr, "/metrics").1;
+            if done(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {what}\n{text}\n{}", serve.0.stderr());
+            // Polling a deadline for the next collection, not ordering threads.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let text = wait("failures and the exhausted pool of the namespace", &|text| {
+        counted(text).is_some_and(|n| n >= failed) && text.contains(&verdict)
+    });
+    assert!(text.lines().any(|l| l.starts_with("porthog_pool_used_ports") && l.contains(&pools)));
+
+    // Its processes end, then its name goes: the kernel frees the namespace.
+    drop(load);
+    let out = Command::new("ip").args(["netns", "del", &name]).output().expect("ip netns del");
+    assert!(out.status.success(), "ip netns del: {}", String::from_utf8_lossy(&out.stderr));
+    let text = wait("a collection without the deleted namespace's pools", &|text| {
+        !text.lines().any(|l| l.starts_with("porthog_pool_") && l.contains(&pools))
+    });
+    assert!(!text.contains(&format!("porthog_verdict_level{{netns=\"{name}\"}}")), "{text}");
+    let n = counted(&text).unwrap_or(0);
+    assert!(n >= failed, "the failures stay counted under {name}: {n} of {failed}\n{text}");
+    promtool_check(&text);
+    // One more collection later, serve still answers and has not panicked.
+    let again = wait("a later collection", &|t| t != text);
+    assert!(counted(&again).is_some_and(|m| m >= n), "{again}");
+    let stderr = serve.0.stderr();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(serve.0.child.try_wait().is_ok_and(|s| s.is_none()), "serve exited: {stderr}");
 }
 
 /// Without CAP_SYS_ADMIN, `watch` and `record --all-netns` say what they need (exit 3), and

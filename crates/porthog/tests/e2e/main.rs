@@ -133,6 +133,11 @@ fn main() -> ExitCode {
             fleet_live::serve_all_netns_labels_failures_with_their_namespace,
         ),
         trial(
+            "fleet_live::serve_all_netns_keeps_the_failures_of_a_deleted_namespace",
+            Needs::Namespace,
+            fleet_live::serve_all_netns_keeps_the_failures_of_a_deleted_namespace,
+        ),
+        trial(
             "serve::serve_exports_every_namespace_to_a_real_prometheus",
             Needs::Namespace,
             serve::serve_exports_every_namespace_to_a_real_prometheus,
@@ -373,6 +378,11 @@ fn main() -> ExitCode {
             "trace::trace_without_root_says_what_it_needs",
             Needs::Nothing,
             trace::trace_without_root_says_what_it_needs,
+        ),
+        trial(
+            "watch::watch_all_netns_in_a_terminal_lists_selects_and_marks_a_deleted_namespace_gone",
+            Needs::NamespaceAndTmux,
+            watch::watch_all_netns_in_a_terminal_lists_selects_and_marks_a_deleted_namespace_gone,
         ),
         trial(
             "watch::watch_in_a_terminal_shows_the_verdict_and_the_client_and_quits_on_q",

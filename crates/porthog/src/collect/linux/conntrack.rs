@@ -1,41 +1,33 @@
 //! The conntrack table of the calling thread's network namespace, for SNAT pools: entries over
 //! ctnetlink (an `IPCTNL_MSG_CT_GET` dump), the per-CPU statistics (`IPCTNL_MSG_CT_GET_STATS_CPU`,
 //! else /proc/net/stat/nf_conntrack), and the NAT rules from `nft -j list ruleset` and
-//! `iptables-save`, run in this namespace. Message framing and attributes come from
-//! netlink-packet-netfilter; the pool model is porthog-core's `snat`.
+//! `iptables-save`, run in this namespace. The requests are netlink-packet-netfilter's; the
+//! answers are decoded in place by porthog-core's `ctnetlink`; the pool model is its `snat`.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 
 use netlink_packet_core::{
-    DefaultNla, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
-use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Tuple,
-};
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::conntrack::ConntrackMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+use porthog_core::ctnetlink::{self, IPCTNL_MSG_CT_GET_STATS_CPU, MSG_CT_NEW};
 use porthog_core::nat_rules::{parse_iptables_save, parse_nft_json};
 use porthog_core::snat::{
-    Conntrack, ConntrackEntry, ConntrackStats, IPS_SRC_NAT, NatRules, TCP_CONNTRACK_TIME_WAIT,
-    parse_proc_stat, proc_stat_entries,
+    Conntrack, ConntrackEntry, ConntrackStats, NatRules, ProcStat, parse_proc_stat,
 };
-use porthog_core::{Gap, GapKind, Protocol};
+use porthog_core::{Gap, GapKind};
 
 use super::netlink_dump;
 use super::sock_diag::DUMP_TRIES;
 
-/// `IPCTNL_MSG_CT_GET_STATS_CPU` (`enum cntl_msg_types`).
-const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
-/// `CTA_STATS_INSERT_FAILED` and `CTA_STATS_DROP` (`enum ctattr_stats_cpu`), u32 big-endian.
-const CTA_STATS_INSERT_FAILED: u16 = 9;
-const CTA_STATS_DROP: u16 = 10;
-/// One dump message is at most 32 KiB; a larger buffer only reserves address space.
-const RECV_BUFFER: usize = 1 << 20;
+/// One dump datagram is at most 32 KiB (`netlink_dump` sizes its skb by the reader's largest
+/// recv, capped there): 64 KiB always holds one, and the one buffer serves every dump of a read.
+const RECV_BUFFER: usize = 64 << 10;
+/// The socket's receive buffer: room for the kernel to queue several dump datagrams ahead.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 /// Each request goes out on a socket of its own, so one sequence number serves.
 const SEQ: u32 = 1;
@@ -46,15 +38,16 @@ const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 /// What conntrack shows in this namespace; `None` when nf_conntrack is not loaded (nothing can
 /// be source-NATed then). What could not be read is a gap, never an error.
 pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
-    let (proc_stats, entries) = match std::fs::read_to_string(PROC_STAT) {
-        Ok(text) => (parse_proc_stat(&text), proc_stat_entries(&text)),
+    let ProcStat { stats: proc_stats, entries } = match std::fs::read_to_string(PROC_STAT) {
+        Ok(text) => parse_proc_stat(&text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(_) => (None, None),
+        Err(_) => ProcStat::default(),
     };
     let started = std::time::Instant::now();
     let mut ct = Conntrack::default();
     // No entry in this namespace: the dump would walk the host's whole table to find none.
-    let outcome = if entries == Some(0) { Ok(true) } else { dump(&mut ct.entries) };
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let outcome = if entries == Some(0) { Ok(true) } else { dump(&mut buf, &mut ct.entries) };
     match outcome {
         Ok(true) => {}
         Ok(false) => gaps.push(Gap {
@@ -72,7 +65,7 @@ pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
         }
     }
     let dumped = started.elapsed();
-    ct.stats = cpu_stats().ok().or(proc_stats);
+    ct.stats = cpu_stats(&mut buf).ok().or(proc_stats);
     // Rules only size SNAT pools and tell NAT failures from races: read them when either is
     // possible, so a box that NATs nothing pays no process spawn.
     let failures = ct.stats.is_some_and(|s| s.insert_failed > 0 || s.drop > 0);
@@ -113,14 +106,16 @@ fn socket() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
-    let _ = socket.set_rx_buf_sz(RECV_BUFFER);
+    let _ = socket.set_rx_buf_sz(SOCKET_BUFFER);
     Ok(socket)
 }
 
-/// Sends one dump request of `message` and hands every answer to `each`, until NLMSG_DONE.
+/// Sends one dump request of `message` and hands every answer (netlink type, netfilter
+/// message) to `each`, until NLMSG_DONE; `buf` receives the datagrams.
 fn dump_with(
     message: ConntrackMessage,
-    mut each: impl FnMut(&NetfilterMessage),
+    buf: &mut [u8],
+    mut each: impl FnMut(u16, &[u8]),
 ) -> io::Result<bool> {
     let socket = socket()?;
     let mut header = NetlinkHeader::default();
@@ -138,27 +133,22 @@ fn dump_with(
     let mut request = vec![0; packet.buffer_len()];
     packet.serialize(&mut request);
     socket.send(&request, 0)?;
-    let mut buf = vec![0u8; RECV_BUFFER];
-    netlink_dump::receive(&socket, &mut buf, SEQ, |kind, payload| {
-        let mut h = NetlinkHeader::default();
-        h.message_type = kind;
-        // An entry the crate cannot decode is skipped, not fatal: one odd protocol must not
-        // hide every SNAT pool.
-        if let Ok(m) = NetfilterMessage::deserialize(&h, payload) {
-            each(&m);
-        }
+    netlink_dump::receive(&socket, buf, SEQ, |kind, payload| {
+        each(kind, payload);
         Ok(())
     })
 }
 
 /// Every TCP and UDP entry of the table; retried while the kernel says the table changed under
 /// the dump. Ok(false): still interrupted after [`DUMP_TRIES`] tries (the entries may be short).
-fn dump(out: &mut Vec<ConntrackEntry>) -> io::Result<bool> {
+fn dump(buf: &mut [u8], out: &mut Vec<ConntrackEntry>) -> io::Result<bool> {
     for _ in 0..DUMP_TRIES {
         out.clear();
-        let interrupted = dump_with(ConntrackMessage::Get(vec![]), |m| {
-            if let NetfilterMessageInner::Conntrack(ConntrackMessage::New(attrs)) = &m.inner {
-                out.extend(entry(attrs));
+        // An entry that does not decode (another protocol, an odd attribute) is skipped, not
+        // fatal: one odd protocol must not hide every SNAT pool.
+        let interrupted = dump_with(ConntrackMessage::Get(vec![]), buf, |kind, message| {
+            if kind == MSG_CT_NEW {
+                out.extend(ctnetlink::entry(message));
             }
         })?;
         if !interrupted {
@@ -169,110 +159,25 @@ fn dump(out: &mut Vec<ConntrackEntry>) -> io::Result<bool> {
 }
 
 /// The per-CPU statistics, summed.
-fn cpu_stats() -> io::Result<ConntrackStats> {
+fn cpu_stats(buf: &mut [u8]) -> io::Result<ConntrackStats> {
     let mut stats = ConntrackStats::default();
     let mut cpus = 0;
     let message = ConntrackMessage::Other {
         message_type: IPCTNL_MSG_CT_GET_STATS_CPU,
         attributes: Vec::new(),
     };
-    dump_with(message, |m| {
-        if let NetfilterMessageInner::Conntrack(ConntrackMessage::Other { attributes, .. }) =
-            &m.inner
-        {
+    let answer = (1 << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
+    dump_with(message, buf, |kind, message| {
+        if let Some(cpu) = ctnetlink::cpu_stats(message).filter(|_| kind == answer) {
             cpus += 1;
-            stats.insert_failed += u64::from(stat(attributes, CTA_STATS_INSERT_FAILED));
-            stats.drop += u64::from(stat(attributes, CTA_STATS_DROP));
+            stats.insert_failed += cpu.insert_failed;
+            stats.drop += cpu.drop;
         }
     })?;
     if cpus == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "no per-CPU statistics"));
     }
     Ok(stats)
-}
-
-fn stat(attrs: &[DefaultNla], kind: u16) -> u32 {
-    use netlink_packet_core::Nla;
-    attrs
-        .iter()
-        .find(|a| a.kind() == kind && a.value_len() == 4)
-        .map(|a| {
-            let mut v = [0u8; 4];
-            a.emit_value(&mut v);
-            u32::from_be_bytes(v)
-        })
-        .unwrap_or(0)
-}
-
-/// A TCP or UDP entry from its attributes; `None` for other protocols or a partial entry.
-fn entry(attrs: &[ConntrackAttribute]) -> Option<ConntrackEntry> {
-    let (mut orig, mut reply, mut status, mut tcp_state) = (None, None, 0, None);
-    for a in attrs {
-        match a {
-            ConntrackAttribute::CtaTupleOrig(t) => orig = tuple(t),
-            ConntrackAttribute::CtaTupleReply(t) => reply = tuple(t),
-            ConntrackAttribute::CtaStatus(s) => status = s.bits(),
-            ConntrackAttribute::CtaProtoInfo(info) => {
-                for i in info {
-                    if let ProtoInfo::TCP(tcp) = i {
-                        for t in tcp {
-                            if let ProtoInfoTCP::State(s) = t {
-                                tcp_state = Some(*s);
-                            }
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let (protocol, orig_src, orig_dst) = orig?;
-    let (_, reply_src, reply_dst) = reply?;
-    Some(ConntrackEntry {
-        protocol,
-        orig_src,
-        orig_dst,
-        reply_src,
-        reply_dst,
-        src_nat: status & IPS_SRC_NAT != 0,
-        time_wait: tcp_state.is_some_and(|s| s >= TCP_CONNTRACK_TIME_WAIT),
-    })
-}
-
-/// (protocol, source, destination) of a tuple.
-fn tuple(parts: &[Tuple]) -> Option<(Protocol, SocketAddr, SocketAddr)> {
-    let (mut src, mut dst, mut sport, mut dport, mut proto): (Option<IpAddr>, _, _, _, _) =
-        (None, None, None, None, None);
-    for p in parts {
-        match p {
-            Tuple::Ip(ips) => {
-                for ip in ips {
-                    match ip {
-                        IPTuple::SourceAddress(a) => src = Some(*a),
-                        IPTuple::DestinationAddress(a) => dst = Some(*a),
-                        _ => {}
-                    }
-                }
-            }
-            Tuple::Proto(ps) => {
-                for pt in ps {
-                    match pt {
-                        ProtoTuple::Protocol(
-                            netlink_packet_netfilter::conntrack::Protocol::Tcp,
-                        ) => proto = Some(Protocol::Tcp),
-                        ProtoTuple::Protocol(
-                            netlink_packet_netfilter::conntrack::Protocol::Udp,
-                        ) => proto = Some(Protocol::Udp),
-                        ProtoTuple::SourcePort(p) => sport = Some(*p),
-                        ProtoTuple::DestinationPort(p) => dport = Some(*p),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Some((proto?, SocketAddr::new(src?, sport?), SocketAddr::new(dst?, dport?)))
 }
 
 /// The source-NAT rules, from nft and iptables-save run in this namespace (a child process
@@ -328,98 +233,48 @@ fn run(tool: &str, args: &[&str]) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_netfilter::conntrack::{Protocol as CtProtocol, Status};
+    use netlink_packet_core::Emitable;
+    use netlink_packet_netfilter::conntrack::{
+        ConntrackAttribute, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple, Protocol, Status, Tuple,
+    };
+    use porthog_core::snat::IPS_SRC_NAT;
 
     use super::*;
 
-    fn tuple_of(src: &str, dst: &str, sport: u16, dport: u16, proto: CtProtocol) -> Vec<Tuple> {
+    fn tuple_of(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<Tuple> {
         vec![
             Tuple::Ip(vec![
                 IPTuple::SourceAddress(src.parse().unwrap()),
                 IPTuple::DestinationAddress(dst.parse().unwrap()),
             ]),
             Tuple::Proto(vec![
-                ProtoTuple::Protocol(proto),
+                ProtoTuple::Protocol(Protocol::Tcp),
                 ProtoTuple::SourcePort(sport),
                 ProtoTuple::DestinationPort(dport),
             ]),
         ]
     }
 
+    /// The in-place decoder reads what netlink-packet-netfilter encodes: two independent
+    /// writers of the ctnetlink layout agree.
     #[test]
-    fn a_masqueraded_tcp_entry_in_time_wait() {
+    fn an_entry_encoded_by_netlink_packet_netfilter_decodes() {
         let attrs = vec![
-            ConntrackAttribute::CtaTupleOrig(tuple_of(
-                "10.0.1.2",
-                "10.0.3.2",
-                50000,
-                8080,
-                CtProtocol::Tcp,
-            )),
-            ConntrackAttribute::CtaTupleReply(tuple_of(
-                "10.0.3.2",
-                "10.0.2.1",
-                8080,
-                40003,
-                CtProtocol::Tcp,
-            )),
+            ConntrackAttribute::CtaTupleOrig(tuple_of("10.0.1.2", "10.0.3.2", 50000, 8080)),
+            ConntrackAttribute::CtaTupleReply(tuple_of("10.0.3.2", "10.0.2.1", 8080, 40003)),
             ConntrackAttribute::CtaStatus(Status::from_bits_retain(IPS_SRC_NAT | 0b1110)),
             ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(7)])]),
         ];
-        let e = entry(&attrs).unwrap();
-        assert_eq!(e.protocol, Protocol::Tcp);
+        let message = NetfilterMessage::new(
+            NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
+            ConntrackMessage::New(attrs),
+        );
+        let mut bytes = vec![0; message.buffer_len()];
+        message.emit(&mut bytes);
+        let e = ctnetlink::entry(&bytes).unwrap();
+        assert_eq!(e.orig_src, "10.0.1.2:50000".parse().unwrap());
         assert_eq!(e.reply_dst, "10.0.2.1:40003".parse().unwrap());
         assert_eq!(e.reply_src, "10.0.3.2:8080".parse().unwrap());
         assert!(e.src_nat && e.time_wait);
-    }
-
-    /// One per-CPU statistics answer as the 6.18 kernel sends it (seen with strace): nfgenmsg,
-    /// then u32 big-endian attributes; insert_failed (9) = 700, drop (10) = 3.
-    #[test]
-    fn per_cpu_statistics_decode() {
-        let mut payload = vec![0u8, 0, 0, 1];
-        for (kind, value) in [(2u16, 5u32), (8, 11), (9, 700), (10, 3), (15, 0)] {
-            payload.extend(8u16.to_ne_bytes());
-            payload.extend(kind.to_ne_bytes());
-            payload.extend(value.to_be_bytes());
-        }
-        let mut header = NetlinkHeader::default();
-        header.message_type = (1 << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
-        let m = NetfilterMessage::deserialize(&header, &payload).unwrap();
-        let NetfilterMessageInner::Conntrack(ConntrackMessage::Other { attributes, .. }) = &m.inner
-        else {
-            panic!("not a conntrack statistics message: {m:?}");
-        };
-        assert_eq!(stat(attributes, CTA_STATS_INSERT_FAILED), 700);
-        assert_eq!(stat(attributes, CTA_STATS_DROP), 3);
-    }
-
-    #[test]
-    fn other_protocols_and_partial_entries_are_skipped() {
-        let icmp = vec![
-            ConntrackAttribute::CtaTupleOrig(tuple_of(
-                "10.0.1.2",
-                "10.0.3.2",
-                1,
-                1,
-                CtProtocol::Icmp,
-            )),
-            ConntrackAttribute::CtaTupleReply(tuple_of(
-                "10.0.3.2",
-                "10.0.2.1",
-                1,
-                1,
-                CtProtocol::Icmp,
-            )),
-        ];
-        assert_eq!(entry(&icmp), None);
-        let orig_only = vec![ConntrackAttribute::CtaTupleOrig(tuple_of(
-            "10.0.1.2",
-            "10.0.3.2",
-            1,
-            2,
-            CtProtocol::Udp,
-        ))];
-        assert_eq!(entry(&orig_only), None);
     }
 }
