@@ -75,7 +75,11 @@ pub fn decide(previous: Option<&Walked>, now: &Fingerprint) -> Decision {
 
 /// The shortest known TIME_WAIT timer of `sockets` (0 means unknown and is skipped).
 pub fn shortest_time_wait_ms(sockets: &[Socket]) -> Option<u32> {
-    sockets.iter().filter(|s| s.state == State::TimeWait && s.timer_ms > 0).map(|s| s.timer_ms).min()
+    sockets
+        .iter()
+        .filter(|s| s.state == State::TimeWait && s.timer_ms > 0)
+        .map(|s| s.timer_ms)
+        .min()
 }
 
 /// Advances the known TIME_WAIT timers of re-used sockets by `elapsed`, so the reusable-by-age
