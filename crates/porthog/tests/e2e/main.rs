@@ -149,6 +149,11 @@ fn main() -> ExitCode {
             signal::serve_reuses_an_idle_namespace_then_sees_it_fill,
         ),
         trial(
+            "signal::serve_sees_time_wait_expire_in_a_reused_namespace",
+            Needs::Namespace,
+            signal::serve_sees_time_wait_expire_in_a_reused_namespace,
+        ),
+        trial(
             "signal::signal_leaves_nothing_after_sigkill",
             Needs::Namespace,
             signal::signal_leaves_nothing_after_sigkill,

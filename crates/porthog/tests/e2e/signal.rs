@@ -122,3 +122,47 @@ pub fn signal_leaves_nothing_after_sigkill() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A namespace whose only sockets are TIME_WAIT is re-used while they last, and is right once
+/// they expire: the next collections walk it again (the known timers ran out, and sockstat's
+/// `tw` fell) and show none.
+pub fn serve_sees_time_wait_expire_in_a_reused_namespace() {
+    let Some(ns) = Netns::for_test("signal-tw", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
+        return;
+    };
+    let server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "20", "--close"]);
+    assert_eq!(client.opened(), 20);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 20);
+    drop(server);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut serve = start_serve(&addr);
+    let reused = format!("porthog: {}: Reuse", ns.name());
+    serve.0.wait_stderr(&reused, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("the TIME_WAIT namespace was never re-used: {e}\n{}", serve.0.stderr());
+    });
+    let netns_label = format!("netns=\"{}\"", ns.name());
+    let time_wait = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("porthog_pool_time_wait_ports{kind=\"connect\""))
+            .filter(|l| l.contains(&netns_label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let text = wait_for_metrics(&addr, &serve, |t| time_wait(t) == 20);
+    assert_eq!(time_wait(&text), 20, "{text}");
+    // TIME_WAIT lasts 60 s (TCP_TIMEWAIT_LEN): wait for the kernel, then for the exporter.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    while ns.ss_count("time-wait", "") > 0 {
+        assert!(Instant::now() < deadline, "TIME_WAIT never expired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = wait_for_metrics(&addr, &serve, |t| time_wait(t) == 0);
+    assert_eq!(time_wait(&text), 0, "{text}");
+    let stderr = serve.0.stderr();
+    let walked_again = [
+        format!("porthog: {}: Walk(\"a TIME_WAIT timer ran out\")", ns.name()),
+        format!("porthog: {}: Walk(\"sockstat counters changed\")", ns.name()),
+    ];
+    assert!(walked_again.iter().any(|w| stderr.contains(w)), "{stderr}");
+}
