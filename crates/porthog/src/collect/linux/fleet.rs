@@ -121,7 +121,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
                     } else {
                         c.walked += 1;
                     }
-                    c.kept.insert((dev, inode), kept);
+                    c.kept.insert((dev, inode), *kept);
                 }
                 Outcome::Read(snapshot)
             }
@@ -162,7 +162,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
 enum Outcome {
     Read(Box<Snapshot>),
     /// Read with the change signal: the walk to keep, and whether it was re-used.
-    Kept(Box<Snapshot>, Kept, bool),
+    Kept(Box<Snapshot>, Box<Kept>, bool),
     Vanished,
     Failed(String),
 }
@@ -210,7 +210,7 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             let mut part = kept.part.clone();
             reuse::age_time_wait(&mut part.sockets, kept.at.elapsed());
             let snapshot = snapshot_here_reusing(Some(label), part);
-            Outcome::Kept(Box::new(snapshot), kept, true)
+            Outcome::Kept(Box::new(snapshot), Box::new(kept), true)
         }
         _ => match snapshot_here_kept(Some(label.clone())) {
             Ok((snapshot, part)) => {
@@ -220,7 +220,7 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
                     shortest_time_wait_ms: reuse::shortest_time_wait_ms(&part.sockets),
                     part,
                 };
-                Outcome::Kept(Box::new(snapshot), kept, false)
+                Outcome::Kept(Box::new(snapshot), Box::new(kept), false)
             }
             Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         },
