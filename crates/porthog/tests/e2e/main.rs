@@ -38,6 +38,7 @@ mod record;
 mod report;
 #[cfg(target_os = "linux")]
 mod serve;
+#[cfg(target_os = "linux")]
 mod signal;
 #[cfg(target_os = "linux")]
 mod snat;
