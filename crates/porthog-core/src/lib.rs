@@ -22,6 +22,7 @@ pub mod pool;
 pub mod ports;
 pub mod proc_net;
 pub mod report;
+pub mod reuse;
 pub mod snat;
 pub mod sockstat;
 pub mod sysctl;

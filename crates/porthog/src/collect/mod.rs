@@ -136,6 +136,44 @@ pub fn all_namespaces() -> anyhow::Result<(Vec<Collected>, Vec<Gap>)> {
     anyhow::bail!("--all-netns reads Linux network namespaces; this OS has none")
 }
 
+/// What repeated `--all-netns` collections keep (`serve`): the per-namespace change signal and
+/// each namespace's last walk (`linux/fleet.rs`).
+#[cfg(target_os = "linux")]
+pub use linux::fleet::Cache as FleetCache;
+
+#[cfg(not(target_os = "linux"))]
+pub struct FleetCache {
+    pub walked: usize,
+    pub reused: usize,
+}
+
+#[cfg(not(target_os = "linux"))]
+impl FleetCache {
+    pub fn new() -> (FleetCache, Option<anyhow::Error>) {
+        (FleetCache { walked: 0, reused: 0 }, Some(anyhow::anyhow!("Linux only")))
+    }
+
+    pub fn signal_on(&self) -> bool {
+        false
+    }
+}
+
+/// [`all_namespaces`], re-using what `cache` kept of namespaces that did not change.
+#[cfg(target_os = "linux")]
+pub fn all_namespaces_reusing(
+    cache: &mut FleetCache,
+) -> anyhow::Result<(Vec<Collected>, Vec<Gap>)> {
+    let found = linux::discover::all()?;
+    Ok(linux::fleet::collect_reusing(found, cache))
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn all_namespaces_reusing(
+    _cache: &mut FleetCache,
+) -> anyhow::Result<(Vec<Collected>, Vec<Gap>)> {
+    all_namespaces()
+}
+
 /// The inode of `target`'s network namespace.
 #[cfg(target_os = "linux")]
 pub fn netns_inode(target: &NetnsTarget) -> anyhow::Result<u64> {

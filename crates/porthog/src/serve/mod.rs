@@ -68,8 +68,30 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
     let failures = feed.as_ref().map(|_| book);
     let failures_counted = failures.is_some();
     let latest = Latest::default();
-    let mut collector =
-        Collector { opts: opts.clone(), mode, errors: BTreeMap::new(), last: None, failures };
+    // With --all-netns as root: the change signal, so unchanged namespaces are not walked again.
+    let cache = (opts.all_netns && root).then(|| {
+        let (cache, refused) = collect::FleetCache::new();
+        match refused {
+            None => eprintln!(
+                "porthog: change signal on: a namespace is walked again when its TCP sockets \
+                 change state or its sockstat counters change, and at least every {} s",
+                porthog_core::reuse::MAX_REUSE_AGE.as_secs()
+            ),
+            Some(e) => eprintln!(
+                "porthog: note: no change signal, every namespace walked every collection: {e:#}"
+            ),
+        }
+        cache
+    });
+    let signal = cache.as_ref().is_some_and(collect::FleetCache::signal_on);
+    let mut collector = Collector {
+        opts: opts.clone(),
+        mode,
+        errors: BTreeMap::new(),
+        last: None,
+        failures,
+        cache,
+    };
     // The first collection happens before the first answer: scrapes queue on the socket.
     latest.set(collector.round()?);
     let background = latest.clone();
@@ -78,11 +100,11 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         .spawn(move || collector.forever(&background))
         .context("cannot start the collector thread")?;
     eprintln!("porthog: serving metrics on http://{}/metrics", opts.listen);
-    http::serve(listener, latest, page(mode, failures_counted).into())
+    http::serve(listener, latest, page(mode, failures_counted, signal).into())
 }
 
 /// The `/` page: what is exported and what this mode leaves out.
-fn page(mode: &str, failures: bool) -> String {
+fn page(mode: &str, failures: bool, signal: bool) -> String {
     let owners = if mode == "root" {
         "Pools, owners and containers are shown."
     } else {
@@ -93,11 +115,17 @@ fn page(mode: &str, failures: bool) -> String {
     } else {
         "No allocation failures are counted: the kernel tracer needs root (and tracefs)."
     };
+    let signal = if signal {
+        "Change signal on: a namespace is walked again only when its TCP sockets change state or \
+         its sockstat counters change, and at least every 5 minutes (porthog_netns_reused)."
+    } else {
+        "Change signal off: every namespace is walked every collection."
+    };
     format!(
         "<!DOCTYPE html>\n<html><head><title>porthog exporter</title></head><body>\n\
          <h1>porthog exporter</h1>\n<p>Ephemeral-port pools, their fill and level, per network \
          namespace: <a href=\"/metrics\">/metrics</a> (Prometheus text format 0.0.4).</p>\n\
-         <p>Mode: {mode}. {owners}</p>\n<p>{failures}</p>\n</body></html>\n"
+         <p>Mode: {mode}. {owners}</p>\n<p>{failures}</p>\n<p>{signal}</p>\n</body></html>\n"
     )
 }
 
@@ -110,6 +138,8 @@ struct Collector {
     last: Option<(FleetReport, f64)>,
     /// The tracer's failure counts, when it runs.
     failures: Option<failures::Book>,
+    /// With --all-netns as root: the change signal and each namespace's last walk.
+    cache: Option<collect::FleetCache>,
 }
 
 impl Collector {
@@ -154,7 +184,7 @@ impl Collector {
         let failures = self.failures.as_ref().map(failures::Book::counts);
         let empty = FleetReport::new(vec![], vec![]);
         let (fleet, seconds) = self.last.as_ref().map_or((&empty, 0.0), |(f, s)| (f, *s));
-        metrics::render(&Scrape {
+        let mut text = metrics::render(&Scrape {
             fleet,
             mode: self.mode,
             collect_seconds: seconds,
@@ -163,10 +193,28 @@ impl Collector {
             top_processes: self.opts.top_processes,
             failures: failures.as_ref(),
         })
-        .context("encoding the metrics")
+        .context("encoding the metrics")?;
+        if let Some(cache) = &self.cache {
+            text.push_str(&signal_metrics(cache));
+        }
+        Ok(text)
     }
 
-    fn collect(&self) -> Result<FleetReport> {
+    fn collect(&mut self) -> Result<FleetReport> {
+        if let Some(cache) = self.cache.as_mut() {
+            let (collected, gaps) = collect::all_namespaces_reusing(cache)?;
+            let namespaces = collected
+                .into_iter()
+                .map(|c| NamespaceReport {
+                    inode: c.inode,
+                    name: c.name,
+                    container: c.container,
+                    pids: c.pids,
+                    report: porthog_core::analyze(&c.snapshot, &self.opts.analyze),
+                })
+                .collect();
+            return Ok(FleetReport::new(namespaces, gaps));
+        }
         if self.opts.all_netns {
             return crate::fleet::report(&self.opts.analyze);
         }
@@ -185,6 +233,22 @@ impl Collector {
         };
         Ok(FleetReport::new(vec![ns], vec![]))
     }
+}
+
+/// Which mode the change signal is in, and what the last collection walked and re-used.
+fn signal_metrics(cache: &collect::FleetCache) -> String {
+    format!(
+        "# HELP porthog_change_signal 1 when the per-namespace change signal (BPF, \
+         sock:inet_sock_set_state) is attached and unchanged namespaces are re-used.\n\
+         # TYPE porthog_change_signal gauge\nporthog_change_signal {}\n\
+         # HELP porthog_netns_walked Network namespaces whose sockets the last collection read.\n\
+         # TYPE porthog_netns_walked gauge\nporthog_netns_walked {}\n\
+         # HELP porthog_netns_reused Network namespaces whose previous walk the last collection \
+         re-used (no change seen).\n# TYPE porthog_netns_reused gauge\nporthog_netns_reused {}\n",
+        u8::from(cache.signal_on()),
+        cache.walked,
+        cache.reused
+    )
 }
 
 #[cfg(test)]

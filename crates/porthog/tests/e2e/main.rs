@@ -39,6 +39,8 @@ mod report;
 #[cfg(target_os = "linux")]
 mod serve;
 #[cfg(target_os = "linux")]
+mod signal;
+#[cfg(target_os = "linux")]
 mod snat;
 #[cfg(target_os = "linux")]
 mod trace;
@@ -146,6 +148,21 @@ fn main() -> ExitCode {
             "serve::serve_sees_an_idle_namespace_gain_sockets",
             Needs::Namespace,
             serve::serve_sees_an_idle_namespace_gain_sockets,
+        ),
+        trial(
+            "signal::serve_reuses_an_idle_namespace_then_sees_it_fill",
+            Needs::Namespace,
+            signal::serve_reuses_an_idle_namespace_then_sees_it_fill,
+        ),
+        trial(
+            "signal::serve_sees_time_wait_expire_in_a_reused_namespace",
+            Needs::Namespace,
+            signal::serve_sees_time_wait_expire_in_a_reused_namespace,
+        ),
+        trial(
+            "signal::signal_leaves_nothing_after_sigkill",
+            Needs::Namespace,
+            signal::signal_leaves_nothing_after_sigkill,
         ),
         trial(
             "serve::serve_on_a_taken_port_says_so",

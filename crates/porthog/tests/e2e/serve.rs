@@ -293,7 +293,7 @@ pub fn serve_sees_an_idle_namespace_gain_sockets() {
 }
 
 /// `/metrics` of the exporter at `addr`, polled until `ready` accepts it (at most 30 s).
-fn wait_for_metrics(addr: &str, serve: &Held, ready: impl Fn(&str) -> bool) -> String {
+pub fn wait_for_metrics(addr: &str, serve: &Held, ready: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, text) = get(addr, "/metrics");

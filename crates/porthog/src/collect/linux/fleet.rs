@@ -7,18 +7,89 @@
 //! round trip), which matters for `serve` collecting every 15 s. The fd walk's rayon threads do
 //! not depend on the namespace (/proc/PID/fd is the same from every namespace).
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
+use std::time::Instant;
 
+use porthog_core::reuse::{self, Decision, Fingerprint, Walked};
 use porthog_core::{Gap, GapKind, Snapshot, cgroup};
 
 use super::discover::Found;
-use super::{netns, snapshot_here_without_bpf};
+use super::signal::Signal;
+use super::{SocketPart, netns, snapshot_here_kept, snapshot_here_reusing, sockets};
 use crate::collect::Collected;
+
+/// What `serve --all-netns` keeps between collections: the change signal, when it could be
+/// attached, and each namespace's last walk. Without the signal every namespace is walked
+/// every time, as before.
+pub struct Cache {
+    signal: Option<Signal>,
+    kept: HashMap<(u64, u64), Kept>,
+    /// Namespaces walked and re-used by the last collection.
+    pub walked: usize,
+    pub reused: usize,
+}
+
+/// A namespace's last walk.
+struct Kept {
+    fingerprint: Fingerprint,
+    at: Instant,
+    shortest_time_wait_ms: Option<u32>,
+    part: SocketPart,
+}
+
+impl Cache {
+    /// Attaches the change signal; the error (why it could not be) leaves a cache that walks
+    /// every namespace every time.
+    pub fn new() -> (Cache, Option<anyhow::Error>) {
+        let (signal, refused) = match Signal::attach() {
+            Ok(signal) => (Some(signal), None),
+            Err(e) => (None, Some(e)),
+        };
+        (Cache { signal, kept: HashMap::new(), walked: 0, reused: 0 }, refused)
+    }
+
+    /// Whether unchanged namespaces are re-used (the signal is attached).
+    pub fn signal_on(&self) -> bool {
+        self.signal.is_some()
+    }
+}
 
 /// Reads every namespace of `found`; those that vanish before they are entered, or cannot be
 /// read, become gaps.
 pub fn collect(found: Vec<Found>) -> (Vec<Collected>, Vec<Gap>) {
+    collect_with(found, None)
+}
+
+/// [`collect`], re-using the last walk of each namespace whose change signal and sockstat
+/// counters show no change (`porthog_core::reuse::decide`).
+pub fn collect_reusing(found: Vec<Found>, cache: &mut Cache) -> (Vec<Collected>, Vec<Gap>) {
+    collect_with(found, Some(cache))
+}
+
+fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collected>, Vec<Gap>) {
+    // The counters are read before any namespace is: a change during a walk shows next time.
+    let counts = cache.as_deref_mut().and_then(|c| match c.signal.as_ref().map(Signal::read) {
+        Some(Ok(counts)) => Some(counts),
+        Some(Err(e)) => {
+            eprintln!("porthog: note: change signal unreadable, every namespace walked: {e:#}");
+            None
+        }
+        None => None,
+    });
+    if let Some(c) = cache.as_deref_mut() {
+        c.walked = 0;
+        c.reused = 0;
+        let alive: BTreeSet<(u64, u64)> = found.iter().map(|f| (f.dev, f.inode)).collect();
+        c.kept.retain(|key, _| alive.contains(key));
+        if let (Some(signal), Some(counts)) = (c.signal.as_mut(), counts.as_ref()) {
+            let inodes = alive.iter().map(|&(_, inode)| inode).collect();
+            if let Err(e) = signal.forget_all_but(&inodes, counts) {
+                eprintln!("porthog: note: cannot prune the change signal's map: {e:#}");
+            }
+        }
+    }
     let mut collected = Vec::with_capacity(found.len());
     let mut vanished = 0u64;
     let mut gaps = Vec::new();
@@ -27,16 +98,37 @@ pub fn collect(found: Vec<Found>) -> (Vec<Collected>, Vec<Gap>) {
         let thread_label = label.clone();
         let path = f.path.clone();
         let (dev, inode) = (f.dev, f.inode);
+        // With the signal: this namespace's count, and its last walk (taken out, put back).
+        let reusing = counts.as_ref().map(|counts| {
+            let changes = counts.changes.get(&inode).copied().unwrap_or(0);
+            let kept = cache.as_deref_mut().and_then(|c| c.kept.remove(&(dev, inode)));
+            (changes, counts.lost, kept)
+        });
         let run = std::thread::Builder::new()
             .name("porthog-netns".into())
-            .spawn(move || one(&path, (dev, inode), thread_label));
+            .spawn(move || one(&path, (dev, inode), thread_label, reusing));
         let outcome = match run {
             Ok(handle) => handle.join().unwrap_or_else(|_| {
                 Outcome::Failed(format!("reading network namespace {label} panicked"))
             }),
             Err(e) => Outcome::Failed(format!("cannot start a thread for {label}: {e}")),
         };
+        let outcome = match outcome {
+            Outcome::Kept(snapshot, kept, was_reused) => {
+                if let Some(c) = cache.as_deref_mut() {
+                    if was_reused {
+                        c.reused += 1;
+                    } else {
+                        c.walked += 1;
+                    }
+                    c.kept.insert((dev, inode), *kept);
+                }
+                Outcome::Read(snapshot)
+            }
+            other => other,
+        };
         match outcome {
+            Outcome::Kept(..) => {}
             Outcome::Read(snapshot) => collected.push(Collected {
                 inode: f.inode,
                 container: placement_label(&f.pids),
@@ -69,13 +161,19 @@ pub fn collect(found: Vec<Found>) -> (Vec<Collected>, Vec<Gap>) {
 
 enum Outcome {
     Read(Box<Snapshot>),
+    /// Read with the change signal: the walk to keep, and whether it was re-used.
+    Kept(Box<Snapshot>, Box<Kept>, bool),
     Vanished,
     Failed(String),
 }
 
+/// With the change signal: the namespace's change count, the signal's lost count, and its
+/// last walk if any.
+type Reusing = Option<(u64, u64, Option<Kept>)>;
+
 /// On a fresh thread: opens the namespace by `path`, checks it is still the one found (a pid
-/// can be reused), enters it and takes the snapshot.
-fn one(path: &std::path::Path, key: (u64, u64), label: String) -> Outcome {
+/// can be reused), enters it and takes the snapshot (or re-uses the last walk's sockets).
+fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing) -> Outcome {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if gone(&e) => return Outcome::Vanished,
@@ -90,9 +188,42 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String) -> Outcome {
         Ok(entered) => entered,
         Err(e) => return Outcome::Failed(format!("{e:#}")),
     };
-    match snapshot_here_without_bpf(Some(label.clone())) {
-        Ok(snapshot) => Outcome::Read(Box::new(snapshot)),
-        Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
+    let Some((changes, lost, kept)) = reusing else {
+        return match super::snapshot_here_without_bpf(Some(label.clone())) {
+            Ok(snapshot) => Outcome::Read(Box::new(snapshot)),
+            Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
+        };
+    };
+    // Read here, before the walk, as the reuse rule compares them.
+    let fingerprint = Fingerprint { changes, lost, sockstat: sockets::sockstat() };
+    let previous = kept.as_ref().map(|k| Walked {
+        fingerprint: k.fingerprint,
+        age: k.at.elapsed(),
+        shortest_time_wait_ms: k.shortest_time_wait_ms,
+    });
+    let decision = reuse::decide(previous.as_ref(), &fingerprint);
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        eprintln!("porthog: {label}: {decision:?}");
+    }
+    match (decision, kept) {
+        (Decision::Reuse, Some(kept)) => {
+            let mut part = kept.part.clone();
+            reuse::age_time_wait(&mut part.sockets, kept.at.elapsed());
+            let snapshot = snapshot_here_reusing(Some(label), part);
+            Outcome::Kept(Box::new(snapshot), Box::new(kept), true)
+        }
+        _ => match snapshot_here_kept(Some(label.clone())) {
+            Ok((snapshot, part)) => {
+                let kept = Kept {
+                    fingerprint,
+                    at: Instant::now(),
+                    shortest_time_wait_ms: reuse::shortest_time_wait_ms(&part.sockets),
+                    part,
+                };
+                Outcome::Kept(Box::new(snapshot), Box::new(kept), false)
+            }
+            Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
+        },
     }
 }
 

@@ -14,8 +14,9 @@ mod owner_cache;
 mod owners;
 pub(crate) mod process;
 mod settings;
+pub(crate) mod signal;
 mod sock_diag;
-mod sockets;
+pub(crate) mod sockets;
 
 use std::num::NonZeroU32;
 
@@ -38,19 +39,67 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
 
 /// A snapshot of the calling thread's network namespace, called `label` in the report.
 pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
-    // First, before porthog opens a socket here itself (conntrack's netlink socket would count).
-    let sockstat = sockets::sockstat();
-    raise_nofile_limit();
+    snapshot_split(label).map(|(snapshot, _)| snapshot)
+}
+
+/// The settings and conntrack of the calling thread's namespace, read anew each time (cheap,
+/// and they change without any socket changing): what a re-used socket walk is joined to.
+fn unsocketed(label: Option<String>) -> Snapshot {
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
     snapshot.settings = settings::read(&mut snapshot.gaps);
     snapshot.conntrack = conntrack::read(&mut snapshot.gaps);
+    snapshot
+}
+
+/// The sockets, owners and their gaps of a snapshot: what `--all-netns` re-uses for a namespace
+/// whose change signal and counters say nothing changed (`fleet.rs`, `porthog_core::reuse`).
+#[derive(Debug, Clone)]
+pub struct SocketPart {
+    pub source: String,
+    pub sockets: Vec<Socket>,
+    pub processes: Vec<porthog_core::Process>,
+    pub gaps: Vec<Gap>,
+}
+
+/// [`snapshot_here_without_bpf`], and its socket part to re-use later.
+pub fn snapshot_here_kept(label: Option<String>) -> anyhow::Result<(Snapshot, SocketPart)> {
+    SOCK_DIAG_ONLY.set(true);
+    let (snapshot, first_socket_gap) = snapshot_split(label)?;
+    let part = SocketPart {
+        source: snapshot.source.clone(),
+        sockets: snapshot.sockets.clone(),
+        processes: snapshot.processes.clone(),
+        gaps: snapshot.gaps.get(first_socket_gap..).unwrap_or_default().to_vec(),
+    };
+    Ok((snapshot, part))
+}
+
+/// A snapshot of the calling thread's namespace with the sockets of an earlier one (`part`,
+/// its TIME_WAIT timers already aged) and fresh settings and conntrack.
+pub fn snapshot_here_reusing(label: Option<String>, part: SocketPart) -> Snapshot {
+    let mut snapshot = unsocketed(label);
+    snapshot.source = part.source;
+    snapshot.sockets = part.sockets;
+    snapshot.processes = part.processes;
+    snapshot.gaps.extend(part.gaps);
+    snapshot
+}
+
+/// [`snapshot_here`], and the index of the first gap about sockets (those before it are about
+/// settings and conntrack).
+fn snapshot_split(label: Option<String>) -> anyhow::Result<(Snapshot, usize)> {
+    // First, before porthog opens a socket here itself (conntrack's netlink socket would count).
+    let sockstat = sockets::sockstat();
+    raise_nofile_limit();
+    let mut snapshot = unsocketed(label);
+    let first_socket_gap = snapshot.gaps.len();
 
     let unavailable = match bpf_refusal() {
         Some(reason) => reason,
         None => match with_iterators(|it| from_kernel(it, &mut snapshot)) {
             // iter/task_file reports bound-but-inactive sockets on every kernel: no gap.
-            Ok(()) => return Ok(snapshot),
+            Ok(()) => return Ok((snapshot, first_socket_gap)),
             // The chain of causes, verifier log included, on one line.
             Err(e) => format!("{e:#}").lines().next().unwrap_or_default().to_owned(),
         },
@@ -74,7 +123,7 @@ pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
         ),
     });
     bound_inactive_gap(&mut snapshot);
-    Ok(snapshot)
+    Ok((snapshot, first_socket_gap))
 }
 
 thread_local! {

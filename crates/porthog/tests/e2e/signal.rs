@@ -1,0 +1,168 @@
+//! The per-namespace change signal of `serve --all-netns` (issue 9): a namespace whose sockets
+//! did not change is re-used, one that changed is walked again in the next collection, and the
+//! BPF program leaves nothing behind when porthog is killed.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::child;
+use crate::fleet::Held;
+use crate::loadgen::Loadgen;
+use crate::netns::Netns;
+use crate::porthog;
+use crate::serve::{free_port, wait_for_metrics};
+
+const SERVER: &str = "127.0.0.1:7070";
+
+fn start_serve(addr: &str) -> Held {
+    let mut cmd = Command::new(porthog::binary());
+    cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", addr])
+        .env("PORTHOG_TIMINGS", "1")
+        .stdin(Stdio::null());
+    let mut serve = Held(child::spawn(&mut cmd));
+    serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("porthog serve did not start: {e}");
+    });
+    assert!(
+        serve.0.stderr().contains("change signal on"),
+        "the change signal did not attach\n{}",
+        serve.0.stderr()
+    );
+    serve
+}
+
+/// A namespace with connections that stay is re-used collection after collection; when it
+/// then fills its pool, the next collections walk it again and its verdict changes.
+pub fn serve_reuses_an_idle_namespace_then_sees_it_fill() {
+    let Some(ns) = Netns::for_test("signal-idle", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let first = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
+    assert_eq!(first.opened(), 10);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut serve = start_serve(&addr);
+    let reused = format!("porthog: {}: Reuse", ns.name());
+    serve.0.wait_stderr(&reused, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("the idle namespace was never re-used: {e}\n{}", serve.0.stderr());
+    });
+    let netns_label = format!("netns=\"{}\"", ns.name());
+    let used = |n: u32| {
+        format!(
+            "porthog_pool_used_ports{{kind=\"connect\",local=\"127.0.0.1\",{netns_label},protocol=\"tcp\",remote=\"{SERVER}\"}} {n}"
+        )
+    };
+    let calm = format!("porthog_verdict_level{{{netns_label}}} 0");
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&used(10)));
+    assert!(text.contains(&calm), "10 of 100 ports is not a problem\n{text}");
+    assert!(text.contains("porthog_change_signal 1"), "{text}");
+
+    let rest = Loadgen::start(&ns, &["connect", "--to", SERVER, "--until-fail"]);
+    assert_eq!(rest.opened(), 90);
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&used(100)));
+    assert!(!text.contains(&calm), "a full pool kept the calm verdict\n{text}");
+    let walked = format!("porthog: {}: Walk(\"TCP state changes\")", ns.name());
+    assert!(serve.0.stderr().contains(&walked), "{}", serve.0.stderr());
+}
+
+/// The BPF ids `pid` holds open: (programs, maps), from /proc/PID/fdinfo.
+fn bpf_ids(pid: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
+    let (mut progs, mut maps) = (BTreeSet::new(), BTreeSet::new());
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
+    for entry in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        for line in text.lines() {
+            let id = |prefix| line.strip_prefix(prefix).and_then(|v| v.trim().parse().ok());
+            if let Some(id) = id("prog_id:") {
+                progs.insert(id);
+            }
+            if let Some(id) = id("map_id:") {
+                maps.insert(id);
+            }
+        }
+    }
+    (progs, maps)
+}
+
+/// The change signal's program and maps live only as long as porthog: SIGKILL leaves nothing.
+pub fn signal_leaves_nothing_after_sigkill() {
+    let Some(_ns) = Netns::for_test("signal-kill", &[]) else { return };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut serve = start_serve(&addr);
+    let pid = serve.pid();
+    let (progs, maps) = bpf_ids(pid);
+    let signal: BTreeSet<u32> = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| progs.contains(&p.id()) && p.name_as_str() == Some("porthog_signal"))
+        .map(|p| p.id())
+        .collect();
+    assert_eq!(signal.len(), 1, "porthog serve holds no porthog_signal program: {progs:?}");
+    assert!(!maps.is_empty(), "no map held");
+    serve.0.child.kill().expect("SIGKILL");
+    serve.0.child.wait().expect("reaped");
+    // The kernel frees them after an RCU grace period: wait for the state, at most 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let prog_left: Vec<u32> = aya::programs::loaded_programs()
+            .flatten()
+            .map(|p| p.id())
+            .filter(|id| progs.contains(id))
+            .collect();
+        let map_left: Vec<u32> = aya::maps::loaded_maps()
+            .flatten()
+            .map(|m| m.id())
+            .filter(|id| maps.contains(id))
+            .collect();
+        if prog_left.is_empty() && map_left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left after SIGKILL: programs {prog_left:?}, maps {map_left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A namespace whose only sockets are TIME_WAIT is re-used while they last, and is right once
+/// they expire: the next collections walk it again (the known timers ran out, and sockstat's
+/// `tw` fell) and show none.
+pub fn serve_sees_time_wait_expire_in_a_reused_namespace() {
+    let Some(ns) = Netns::for_test("signal-tw", &[("net.ipv4.tcp_tw_reuse", "0")]) else {
+        return;
+    };
+    let server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "20", "--close"]);
+    assert_eq!(client.opened(), 20);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 20);
+    drop(server);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut serve = start_serve(&addr);
+    let reused = format!("porthog: {}: Reuse", ns.name());
+    serve.0.wait_stderr(&reused, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("the TIME_WAIT namespace was never re-used: {e}\n{}", serve.0.stderr());
+    });
+    let netns_label = format!("netns=\"{}\"", ns.name());
+    let time_wait = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("porthog_pool_time_wait_ports{kind=\"connect\""))
+            .filter(|l| l.contains(&netns_label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let text = wait_for_metrics(&addr, &serve, |t| time_wait(t) == 20);
+    assert_eq!(time_wait(&text), 20, "{text}");
+    // TIME_WAIT lasts 60 s (TCP_TIMEWAIT_LEN): wait for the kernel, then for the exporter.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    while ns.ss_count("time-wait", "") > 0 {
+        assert!(Instant::now() < deadline, "TIME_WAIT never expired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let text = wait_for_metrics(&addr, &serve, |t| time_wait(t) == 0);
+    assert_eq!(time_wait(&text), 0, "{text}");
+    let stderr = serve.0.stderr();
+    let walked_again = [
+        format!("porthog: {}: Walk(\"a TIME_WAIT timer ran out\")", ns.name()),
+        format!("porthog: {}: Walk(\"sockstat counters changed\")", ns.name()),
+    ];
+    assert!(walked_again.iter().any(|w| stderr.contains(w)), "{stderr}");
+}
