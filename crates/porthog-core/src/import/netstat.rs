@@ -89,7 +89,7 @@ pub fn parse(
     // Notes are taken once per section, not per row (the hot path).
     let mut named_rows = false;
     while let Some(line) = cur.peek() {
-        let t = line.text.trim_start();
+        let t = super::text::trim_start(line.text);
         let proto = if t.starts_with("TCP") {
             Protocol::Tcp
         } else if t.starts_with("UDP") {
@@ -230,26 +230,36 @@ fn row(t: &str, proto: Protocol) -> Option<Row> {
 /// A numeric endpoint (the hot path), else one with names: a host name (`localhost`, `DB01`,
 /// `db01.corp.example`) and a port number or service name.
 fn endpoint(s: &str) -> Option<Endpoint> {
-    if let Some(e) = parse_endpoint(s) {
-        return Some(Endpoint::Numeric(e));
-    }
     let (host, port) = s.rsplit_once(':')?;
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let ip = match parse_host(host) {
+    // A host name (`APP02`, `db01.corp.example`): no address parser can read a name character
+    // that is not a digit or a dot, so the numeric attempt is skipped (`netstat -a`'s hot path).
+    let is_name =
+        host.bytes().all(name_byte) && host.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'.'));
+    if !is_name {
+        if let Some(e) = parse_endpoint(s) {
+            return Some(Endpoint::Numeric(e));
+        }
+    }
+    let ip = match if is_name { None } else { parse_host(host) } {
         Some(ip) => ip,
         None if host.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        None if !host.is_empty() && host.chars().all(name_char) => {
+        None if !host.is_empty() && host.bytes().all(name_byte) => {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         }
         None => return None,
     };
-    if port.is_empty() || !port.chars().all(name_char) {
+    if port.is_empty() || !port.bytes().all(name_byte) {
         return None;
     }
     Some(match port.parse::<u16>().ok().or_else(|| super::services::port(port)) {
         Some(p) => Endpoint::Named((ip, p)),
         None => Endpoint::UnknownPort,
     })
+}
+
+/// A character of a host or service name as `netstat -a` prints it.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
 }
 
 /// `10.0.0.7:49152`, `[::]:135`, `[fe80::1%12]:49153`, `0.0.0.0:0`.
