@@ -20,6 +20,7 @@ pub mod nsfs;
 pub mod pool;
 pub mod ports;
 pub mod proc_net;
+mod radix;
 pub mod report;
 pub mod snat;
 pub mod sockstat;
