@@ -17,7 +17,7 @@ pub(crate) fn sort_by_u32_key<T: Copy>(v: &mut Vec<T>, key: impl Fn(&T) -> u32) 
     }
     let mut scratch: Vec<T> = Vec::new();
     for (d, c) in counts.iter().enumerate() {
-        if c.iter().any(|&n| n == v.len()) {
+        if c.contains(&v.len()) {
             continue;
         }
         let mut at = [0usize; 256];

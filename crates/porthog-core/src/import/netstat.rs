@@ -231,14 +231,13 @@ fn row(t: &str, proto: Protocol) -> Option<Row> {
 /// `db01.corp.example`) and a port number or service name.
 fn endpoint(s: &str) -> Option<Endpoint> {
     let (host, port) = s.rsplit_once(':')?;
-    // A host name (`APP02`, `db01.corp.example`): no address parser can read a name character
-    // that is not a digit or a dot, so the numeric attempt is skipped (`netstat -a`'s hot path).
+    // A host name that starts with a letter (`APP02`, `db01.corp.example`): no address parser
+    // reads a letter, so the numeric attempt is skipped (`netstat -a`'s hot path); an address
+    // (`10.0.0.5`, `[::1]`) is told by its first byte alone.
     let is_name =
-        host.bytes().all(name_byte) && host.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'.'));
-    if !is_name {
-        if let Some(e) = parse_endpoint(s) {
-            return Some(Endpoint::Numeric(e));
-        }
+        host.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && host.bytes().all(name_byte);
+    if !is_name && let Some(e) = parse_endpoint(s) {
+        return Some(Endpoint::Numeric(e));
     }
     let ip = match if is_name { None } else { parse_host(host) } {
         Some(ip) => ip,
