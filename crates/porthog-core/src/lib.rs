@@ -21,6 +21,7 @@ pub mod nsfs;
 pub mod pool;
 pub mod ports;
 pub mod proc_net;
+mod radix;
 pub mod report;
 pub mod reuse;
 pub mod snat;

@@ -25,6 +25,7 @@ mod split;
 mod ss;
 mod ss_summary;
 mod sysctl_lines;
+mod text;
 mod winevent;
 
 use std::collections::HashMap;

@@ -89,7 +89,7 @@ pub fn parse(
     // Notes are taken once per section, not per row (the hot path).
     let mut named_rows = false;
     while let Some(line) = cur.peek() {
-        let t = line.text.trim_start();
+        let t = super::text::trim_start(line.text);
         let proto = if t.starts_with("TCP") {
             Protocol::Tcp
         } else if t.starts_with("UDP") {
@@ -230,26 +230,35 @@ fn row(t: &str, proto: Protocol) -> Option<Row> {
 /// A numeric endpoint (the hot path), else one with names: a host name (`localhost`, `DB01`,
 /// `db01.corp.example`) and a port number or service name.
 fn endpoint(s: &str) -> Option<Endpoint> {
-    if let Some(e) = parse_endpoint(s) {
+    let (host, port) = s.rsplit_once(':')?;
+    // A host name that starts with a letter (`APP02`, `db01.corp.example`): no address parser
+    // reads a letter, so the numeric attempt is skipped (`netstat -a`'s hot path); an address
+    // (`10.0.0.5`, `[::1]`) is told by its first byte alone.
+    let is_name =
+        host.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) && host.bytes().all(name_byte);
+    if !is_name && let Some(e) = parse_endpoint(s) {
         return Some(Endpoint::Numeric(e));
     }
-    let (host, port) = s.rsplit_once(':')?;
-    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
-    let ip = match parse_host(host) {
+    let ip = match if is_name { None } else { parse_host(host) } {
         Some(ip) => ip,
         None if host.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        None if !host.is_empty() && host.chars().all(name_char) => {
+        None if !host.is_empty() && host.bytes().all(name_byte) => {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         }
         None => return None,
     };
-    if port.is_empty() || !port.chars().all(name_char) {
+    if port.is_empty() || !port.bytes().all(name_byte) {
         return None;
     }
     Some(match port.parse::<u16>().ok().or_else(|| super::services::port(port)) {
         Some(p) => Endpoint::Named((ip, p)),
         None => Endpoint::UnknownPort,
     })
+}
+
+/// A character of a host or service name as `netstat -a` prints it.
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
 }
 
 /// `10.0.0.7:49152`, `[::]:135`, `[fe80::1%12]:49153`, `0.0.0.0:0`.

@@ -100,7 +100,7 @@ pub fn rows(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<Rows
     let (mut rows, mut owned_rows, mut live, mut cut) = (0u64, 0u64, 0u64, 0u64);
     let mut without_servers = false;
     while let Some(line) = cur.peek() {
-        let t = line.text.trim_start();
+        let t = super::text::trim_start(line.text);
         if t.starts_with("Active Internet connections") {
             header = true;
             without_servers |= t.contains("w/o servers");
@@ -210,7 +210,7 @@ struct Row<'a> {
 }
 
 fn row(t: &str) -> Option<Row<'_>> {
-    let t = t.trim_end();
+    let t = super::text::trim_end(t);
     let mut f = t.split_ascii_whitespace();
     let (proto, _) = protocol(f.next()?)?;
     if !(f.next().is_some_and(is_number) && f.next().is_some_and(is_number)) {
@@ -223,10 +223,11 @@ fn row(t: &str) -> Option<Row<'_>> {
     let maybe_cut =
         [local_text, remote_text].iter().any(|e| e.len() >= 23 && e.matches(':').count() > 1);
     // What follows the endpoints: [state] [user inode] [PID/name (may hold spaces)] [timer].
-    let mut rest = after(t, remote_text).trim_start();
-    let state = match rest.split_ascii_whitespace().next().and_then(state) {
+    let mut rest = super::text::trim_start(after(t, remote_text));
+    let first = rest.split_ascii_whitespace().next().unwrap_or("");
+    let state = match state(first) {
         Some(s) => {
-            rest = rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..].trim_start();
+            rest = super::text::trim_start(after(rest, first));
             s
         }
         None if proto == Protocol::Tcp => return None,
@@ -245,9 +246,9 @@ fn row(t: &str) -> Option<Row<'_>> {
                 sock.uid = uid;
             }
             sock.inode = inode.parse().unwrap_or(0);
-            after(rest, inode).trim()
+            super::text::trim(after(rest, inode))
         }
-        _ => rest.trim(),
+        _ => super::text::trim(rest),
     };
     let owner = if owner_text.is_empty() {
         None
@@ -255,7 +256,7 @@ fn row(t: &str) -> Option<Row<'_>> {
         Some((0, ""))
     } else {
         let (pid, name) = owner_text.split_once('/')?;
-        Some((pid.parse().ok()?, name.trim_end()))
+        Some((pid.parse().ok()?, super::text::trim_end(name)))
     };
     Some(Row { sock, owner, maybe_cut })
 }

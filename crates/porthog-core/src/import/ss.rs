@@ -132,7 +132,7 @@ pub fn rows(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<Rows
     let (mut total, mut assumed, mut owned, mut live) = (0u64, 0u64, 0u64, 0u64);
     let (mut any_unconn, mut netid) = (false, false);
     while let Some(line) = cur.peek() {
-        let t = line.text.trim();
+        let t = super::text::trim(line.text);
         if total > 0 && is_continuation(line.text) {
             cur.next();
             continue;
