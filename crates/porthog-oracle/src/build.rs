@@ -72,8 +72,13 @@ pub fn build(scn: &Scenario, ns: &Netns, peer: Option<&Netns>) -> Result<Live> {
         scn.steps.iter().partition(|s| matches!(s, Step::Listen { port: Some(_), .. }));
     for step in fixed.into_iter().chain(rest) {
         apply(scn, step, &mut live)?;
+        // Each step's closes finish before the next step connects: an unbound connect() may
+        // take the 4-tuple of a device-bound connection (`__inet_check_established` skips
+        // it), and when that connection's FIN was not acknowledged yet, its orphan stayed in
+        // FIN_WAIT1, retransmitting, past the timeout (full mix seed 971, named case
+        // `unbound_connect_after_device_bound_leaks_settles`).
+        netns::settle(live.leaks, STEP_TIMEOUT)?;
     }
-    netns::settle(live.leaks, STEP_TIMEOUT)?;
     if scn.tw_age == TwAge::Old && live.last_tw.is_some() {
         // Past the 1 ms reuse delay by a wide margin, also in sock_diag's rounded timer.
         std::thread::sleep(Duration::from_millis(20));

@@ -244,6 +244,25 @@ pub fn cases() -> Vec<Case> {
         scenario: s,
     });
 
+    // Found by the oracle (full mix seed 971, void before): an unbound connect() may take the
+    // 4-tuple of a device-bound connection that was just closed. The oracle now lets each
+    // step's closes finish before the next step, so the orphans settle in FIN_WAIT2 (no
+    // unacknowledged FIN left in FIN_WAIT1) and the scenario is judged, not void.
+    let mut s = base((40000, 40065));
+    s.dests = vec![dest(LO4, 7009)];
+    s.steps = vec![
+        Step::Connect { dest: 0, origin: Origin::Device, count: 27, end: End::Leak },
+        Step::Connect { dest: 0, origin: Origin::Plain, count: 27, end: End::TimeWait },
+    ];
+    v.push(Case {
+        name: "unbound_connect_after_device_bound_leaks_settles",
+        rule: "__inet_check_established lets an unbound connect() reuse a device-bound 4-tuple",
+        expect: Expect::Agree,
+        fallback: Expect::Agree,
+        about: PoolKind::Connect,
+        scenario: s,
+    });
+
     // 6. The bind() pool capped at warn although bind(0) really fails and an ephemeral
     // listener (its port came from bind(0)) is there to see.
     let mut s = base(range);
