@@ -11,7 +11,7 @@ use anyhow::Result;
 use porthog_core::timeline::{
     Failure, NamespaceSample, OpenedConnection, OwnerCount, RecordLine, raise_for_failures,
 };
-use porthog_core::{AnalyzeOptions, FleetReport, NamespaceReport};
+use porthog_core::{AnalyzeOptions, FleetReport, Gap, NamespaceReport};
 
 use crate::collect::{self, CollectOptions};
 use crate::sample::{Sample, Sampler, now_text};
@@ -20,6 +20,15 @@ use crate::sample::{Sample, Sampler, now_text};
 pub fn report(opts: &AnalyzeOptions) -> Result<FleetReport> {
     may_enter_namespaces()?;
     let (collected, gaps) = collect::all_namespaces()?;
+    Ok(judge(collected, gaps, opts))
+}
+
+/// Judges each collected namespace into today's report, combined worst first.
+pub fn judge(
+    collected: Vec<collect::Collected>,
+    gaps: Vec<Gap>,
+    opts: &AnalyzeOptions,
+) -> FleetReport {
     let namespaces = collected
         .into_iter()
         .map(|c| NamespaceReport {
@@ -30,7 +39,7 @@ pub fn report(opts: &AnalyzeOptions) -> Result<FleetReport> {
             report: porthog_core::analyze(&c.snapshot, opts),
         })
         .collect();
-    Ok(FleetReport::new(namespaces, gaps))
+    FleetReport::new(namespaces, gaps)
 }
 
 /// setns() into a network namespace needs CAP_SYS_ADMIN: without it, say so once instead of

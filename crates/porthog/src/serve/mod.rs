@@ -203,17 +203,7 @@ impl Collector {
     fn collect(&mut self) -> Result<FleetReport> {
         if let Some(cache) = self.cache.as_mut() {
             let (collected, gaps) = collect::all_namespaces_reusing(cache)?;
-            let namespaces = collected
-                .into_iter()
-                .map(|c| NamespaceReport {
-                    inode: c.inode,
-                    name: c.name,
-                    container: c.container,
-                    pids: c.pids,
-                    report: porthog_core::analyze(&c.snapshot, &self.opts.analyze),
-                })
-                .collect();
-            return Ok(FleetReport::new(namespaces, gaps));
+            return Ok(crate::fleet::judge(collected, gaps, &self.opts.analyze));
         }
         if self.opts.all_netns {
             return crate::fleet::report(&self.opts.analyze);

@@ -18,7 +18,7 @@ use porthog_core::bpf_record::{SocketDecoder, SocketWalk};
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
 
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(super) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// The kernel structures `porthog.bpf.c` declares (and so is relocated against): only these
 /// keep their names and members in the BTF given to the loader (`porthog_core::btf`).
@@ -87,25 +87,9 @@ impl Iterators {
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
         let targets = Btf::parse(&targets, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        // A copy with 8-byte alignment: the ELF reader expects aligned headers.
-        let object: Vec<u64> = OBJECT
-            .chunks(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b[..c.len()].copy_from_slice(c);
-                u64::from_ne_bytes(b)
-            })
-            .collect();
-        // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `OBJECT.len()` initialised
-        // bytes; u8 has no alignment or validity requirements.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
         let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
-        let mut ebpf = loader_without_kernel_btf()
-            .btf(Some(&btf))
-            .load(bytes)
-            .context("cannot load porthog's BPF object")?;
+        let mut ebpf = load_object(OBJECT, &btf).context("cannot load porthog's BPF object")?;
         let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
         for (name, target) in [TCP, UDP, OWNERS] {
             let program: &mut Iter = ebpf
@@ -158,6 +142,24 @@ impl Iterators {
         let file = link.into_file().with_context(|| format!("cannot create a {name} iterator"))?;
         Ok(Walk(file))
     }
+}
+
+/// Loads a clang-built object (from `include_bytes!`, so maybe unaligned) against `btf`, the
+/// pruned kernel BTF, with a loader that never parses the whole kernel BTF.
+pub(super) fn load_object(object: &[u8], btf: &Btf) -> Result<Ebpf> {
+    // A copy with 8-byte alignment: the ELF reader expects aligned headers.
+    let aligned: Vec<u64> = object
+        .chunks(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            u64::from_ne_bytes(b)
+        })
+        .collect();
+    // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `object.len()` initialised
+    // bytes; u8 has no alignment or validity requirements.
+    let bytes = unsafe { std::slice::from_raw_parts(aligned.as_ptr().cast::<u8>(), object.len()) };
+    Ok(loader_without_kernel_btf().btf(Some(btf)).load(bytes)?)
 }
 
 /// An aya loader that has not parsed the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and

@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, anyhow};
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::RawTracePoint;
-use aya::{Btf, Ebpf, EbpfLoader};
+use aya::{Btf, Ebpf};
 
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog_signal.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog_signal.bpf.o");
 
-const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+use super::bpf::VMLINUX_BTF;
 /// The kernel structures the program reads (relocated against the running kernel's).
 const KERNEL_TYPES: [&str; 4] = ["ns_common", "net", "sock_common", "sock"];
 pub const PROGRAM: &str = "porthog_signal";
@@ -47,22 +47,7 @@ impl Signal {
         drop(vmlinux);
         let btf = Btf::parse(&pruned, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        // A copy with 8-byte alignment: the ELF reader expects aligned headers.
-        let object: Vec<u64> = OBJECT
-            .chunks(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b[..c.len()].copy_from_slice(c);
-                u64::from_ne_bytes(b)
-            })
-            .collect();
-        // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `OBJECT.len()` initialised
-        // bytes; u8 has no alignment or validity requirements.
-        let bytes =
-            unsafe { std::slice::from_raw_parts(object.as_ptr().cast::<u8>(), OBJECT.len()) };
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
-            .load(bytes)
+        let mut ebpf = super::bpf::load_object(OBJECT, &btf)
             .context("cannot load porthog's change-signal BPF object")?;
         let program: &mut RawTracePoint = ebpf
             .program_mut(PROGRAM)
