@@ -73,15 +73,13 @@ impl Iterators {
     /// Loads the three programs; the error says why BPF cannot be used here.
     pub fn load() -> Result<Iterators> {
         let started = Instant::now();
-        let vmlinux = std::fs::read(VMLINUX_BTF)
+        // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
+        let mut vmlinux = File::open(VMLINUX_BTF)
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
-        let pruned = porthog_core::btf::keep_only(&vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
-            .with_context(|| format!("in {VMLINUX_BTF}"))?;
-        // Attaching names the target by its id in the kernel's own BTF.
-        let targets = porthog_core::btf::funcs_in_place(&vmlinux, &ITERATOR_TARGETS)
-            .with_context(|| format!("in {VMLINUX_BTF}"))?;
-        // The 5.5 MB read is not needed past here: freed before aya parses anything.
-        let vmlinux_len = vmlinux.len();
+        let vmlinux_len = vmlinux.metadata().map(|m| m.len()).unwrap_or(0);
+        let porthog_core::btf::Pruned { types: pruned, targets } =
+            porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
+                .with_context(|| format!("in {VMLINUX_BTF}"))?;
         drop(vmlinux);
         let btf = Btf::parse(&pruned, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
