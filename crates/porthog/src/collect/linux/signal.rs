@@ -40,10 +40,12 @@ pub struct Counts {
 impl Signal {
     /// Loads and attaches the program; the error says why the signal cannot be used here.
     pub fn attach() -> Result<Signal> {
-        let vmlinux = std::fs::read(VMLINUX_BTF)
+        // Pruned while read in passes of a fixed buffer, never whole (5.5 MB).
+        let mut vmlinux = std::fs::File::open(VMLINUX_BTF)
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
-        let pruned = porthog_core::btf::keep_only(&vmlinux, &KERNEL_TYPES, &[])
-            .with_context(|| format!("in {VMLINUX_BTF}"))?;
+        let pruned = porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &[])
+            .with_context(|| format!("in {VMLINUX_BTF}"))?
+            .types;
         drop(vmlinux);
         let btf = Btf::parse(&pruned, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
