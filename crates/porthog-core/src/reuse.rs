@@ -5,10 +5,12 @@
 //! namespace's own sockstat counters say whether anything changed. Pure: the caller reads the
 //! counters and keeps the previous result.
 //!
-//! What neither sees: a socket bound without listen() or connect() while another such socket
-//! closes (the socket count stays, no state changes), a UDP socket bound while another closes,
-//! an owner passing its socket to another process. `MAX_REUSE_AGE` bounds how long any of them
-//! can stay unseen.
+//! What neither sees: a TCP socket created before the last walk and bound after it without
+//! listen() or connect() (`sockets: used` counts socket(), not bind()), a UDP socket bound,
+//! connected or disconnected at a constant count, an owner passing its socket to another
+//! process, exec'ing or exiting while a child keeps the fd, and a new namespace under a just
+//! freed inode number whose counters match the dead one's (see docs/ARCHITECTURE.md).
+//! `MAX_REUSE_AGE` bounds how long any of them can stay unseen.
 
 use std::time::Duration;
 

@@ -116,10 +116,13 @@ fn page(mode: &str, failures: bool, signal: bool) -> String {
         "No allocation failures are counted: the kernel tracer needs root (and tracefs)."
     };
     let signal = if signal {
-        "Change signal on: a namespace is walked again only when its TCP sockets change state or \
-         its sockstat counters change, and at least every 5 minutes (porthog_netns_reused)."
+        format!(
+            "Change signal on: a namespace is walked again only when its TCP sockets change state \
+             or its sockstat counters change, and at least every {} s (porthog_netns_reused).",
+            porthog_core::reuse::MAX_REUSE_AGE.as_secs()
+        )
     } else {
-        "Change signal off: every namespace is walked every collection."
+        "Change signal off: every namespace is walked every collection.".to_string()
     };
     format!(
         "<!DOCTYPE html>\n<html><head><title>porthog exporter</title></head><body>\n\

@@ -125,6 +125,13 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
                 }
                 Outcome::Read(snapshot)
             }
+            Outcome::Read(snapshot) => {
+                // Read without the signal (unreadable this time): walked all the same.
+                if let Some(c) = cache.as_deref_mut() {
+                    c.walked += 1;
+                }
+                Outcome::Read(snapshot)
+            }
             other => other,
         };
         match outcome {
@@ -212,17 +219,19 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             let snapshot = snapshot_here_reusing(Some(label), part);
             Outcome::Kept(Box::new(snapshot), Box::new(kept), true)
         }
-        _ => match snapshot_here_kept(Some(label.clone())) {
-            Ok((snapshot, part)) => {
+        _ => match (Instant::now(), snapshot_here_kept(Some(label.clone()))) {
+            // Timed from the walk's start: the TIME_WAIT timers were read then, so a re-use
+            // ages them by no less than really passed.
+            (started, Ok((snapshot, part))) => {
                 let kept = Kept {
                     fingerprint,
-                    at: Instant::now(),
+                    at: started,
                     shortest_time_wait_ms: reuse::shortest_time_wait_ms(&part.sockets),
                     part,
                 };
                 Outcome::Kept(Box::new(snapshot), Box::new(kept), false)
             }
-            Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
+            (_, Err(e)) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         },
     }
 }
