@@ -42,6 +42,9 @@ const CTA_STATS_DROP: u16 = 10;
 pub const MSG_CT_NEW: u16 = 1 << 8;
 /// `IPCTNL_MSG_CT_GET_STATS_CPU` (`enum cntl_msg_types`), the request for per-CPU statistics.
 pub const IPCTNL_MSG_CT_GET_STATS_CPU: u8 = 4;
+/// The type of each per-CPU statistics answer: `nfnl_msg_type(NFNL_SUBSYS_CTNETLINK,
+/// IPCTNL_MSG_CT_GET_STATS_CPU)`.
+pub const MSG_CT_STATS_CPU: u16 = MSG_CT_NEW & 0xff00 | IPCTNL_MSG_CT_GET_STATS_CPU as u16;
 
 /// The attributes of `buf` as (kind, value); stops at the first malformed one.
 fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {

@@ -53,12 +53,6 @@ impl NamespaceReport {
 }
 
 impl FleetReport {
-    /// The name of each named namespace, by inode: what a later sample calls one that is gone.
-    pub fn names(&self) -> HashMap<u64, String> {
-        let named = self.namespaces.iter().filter_map(|ns| Some((ns.inode, ns.name.clone()?)));
-        named.collect()
-    }
-
     /// Orders the namespaces worst first (verdict, then how full the tightest pool is, then
     /// inode for a stable order) and makes every label distinct: a name given to two
     /// namespaces (in two mount namespaces) gets the inode appended.

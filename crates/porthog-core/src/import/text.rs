@@ -48,4 +48,16 @@ mod tests {
             assert_eq!(super::trim(s), s.trim(), "{s:?}");
         }
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any string, weighted towards the whitespace the fast path and its fallback split on.
+        #[test]
+        fn same_as_std_for_any_string(s in "[ \t\n\r\u{b}\u{c}\u{a0}\u{2003}\u{3000}aé0-9/:]{0,12}|\\PC*") {
+            prop_assert_eq!(super::trim_start(&s), s.trim_start());
+            prop_assert_eq!(super::trim_end(&s), s.trim_end());
+            prop_assert_eq!(super::trim(&s), s.trim());
+        }
+    }
 }

@@ -13,7 +13,7 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::conntrack::ConntrackMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
-use porthog_core::ctnetlink::{self, IPCTNL_MSG_CT_GET_STATS_CPU, MSG_CT_NEW};
+use porthog_core::ctnetlink::{self, IPCTNL_MSG_CT_GET_STATS_CPU, MSG_CT_NEW, MSG_CT_STATS_CPU};
 use porthog_core::nat_rules::{parse_iptables_save, parse_nft_json};
 use porthog_core::snat::{
     Conntrack, ConntrackEntry, ConntrackStats, NatRules, ProcStat, parse_proc_stat,
@@ -166,9 +166,8 @@ fn cpu_stats(buf: &mut [u8]) -> io::Result<ConntrackStats> {
         message_type: IPCTNL_MSG_CT_GET_STATS_CPU,
         attributes: Vec::new(),
     };
-    let answer = (1 << 8) | u16::from(IPCTNL_MSG_CT_GET_STATS_CPU);
     dump_with(message, buf, |kind, message| {
-        if let Some(cpu) = ctnetlink::cpu_stats(message).filter(|_| kind == answer) {
+        if let Some(cpu) = ctnetlink::cpu_stats(message).filter(|_| kind == MSG_CT_STATS_CPU) {
             cpus += 1;
             stats.insert_failed += cpu.insert_failed;
             stats.drop += cpu.drop;
