@@ -290,7 +290,10 @@ fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow
     };
     let known = |inodes: &[u32]| owner_cache::with(|c| inodes.iter().all(|&i| c.known_unowned(i)));
     let left = unowned(&snapshot.sockets);
-    if !known(&left) {
+    // Sockets closed between the dump and the walk are in no table: neither pass below runs
+    // for them.
+    let closed = !known(&left) && closed_since_dump(&snapshot.sockets);
+    if !known(&left) && !closed {
         // Pass 2 only for sockets no process inside the namespace holds (a socket created
         // before its process moved, or passed over a unix socket): first the cached tables of
         // the processes outside, which hold them sample after sample without a walk.
@@ -303,7 +306,7 @@ fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow
     // inside always wins), unless the last such walk already found nobody holding these
     // sockets (kernel sockets), or the first pass read every table anyway (a first sample).
     let left = unowned(&snapshot.sockets);
-    if !known(&left) && !closed_since_dump(&snapshot.sockets) {
+    if !known(&left) && !closed {
         if !read_all {
             owners = owner_cache::with(|c| c.owners(&list.proc, &list.inside, true));
             pids.extend(attribute(&mut snapshot.sockets, &owners));
