@@ -456,16 +456,16 @@ mod tests {
         let mut out = Vec::new();
         diag.dump(TCP_BOTH, ALL_STATES, &mut out).unwrap();
         let find = |state: State, port: u16| {
-            out.iter().find(|s| s.state == state && s.local_port == port).unwrap().clone()
+            out.iter().find(|s| s.state == state && s.local_port == port).copied().unwrap()
         };
         let dumped = find(State::Established, port);
         assert_eq!(diag.still_held(&dumped).unwrap(), Some(true));
         let listening = find(State::Listen, listener.local_addr().unwrap().port());
         assert_eq!(diag.still_held(&listening).unwrap(), None, "a listener is not looked up");
-        let device_bound = Socket { facts: dumped.facts.with_bound_dev(true), ..dumped.clone() };
+        let device_bound = Socket { facts: dumped.facts.with_bound_dev(true), ..dumped };
         assert_eq!(diag.still_held(&device_bound).unwrap(), None);
         // Another socket's cookie on the same 4-tuple: not the socket that was dumped.
-        let other = Socket { cookie: dumped.cookie ^ 1, ..dumped.clone() };
+        let other = Socket { cookie: dumped.cookie ^ 1, ..dumped };
         assert_eq!(diag.still_held(&other).unwrap(), Some(false));
         drop(client);
         // Closed by its process: FIN_WAIT or TIME_WAIT without a file, or gone.
