@@ -627,6 +627,34 @@ mod tests {
         assert_eq!(owner(port(&third)).map(NonZeroU32::get), Some(me));
     }
 
+    /// A socket in the dump but closed before the fd walk reached it spares the full walk; one
+    /// still open, or more than the lookups allow, does not.
+    #[test]
+    fn only_sockets_closed_since_the_dump_spare_the_walk() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let port = client.local_addr().unwrap().port();
+        let mut dumped = Vec::new();
+        SockDiag::open()
+            .unwrap()
+            .dump(sock_diag::TCP_BOTH, sock_diag::ALL_STATES, &mut dumped)
+            .unwrap();
+        let mine = *dumped
+            .iter()
+            .find(|s| s.local_port == port && s.state == porthog_core::State::Established)
+            .unwrap();
+        assert!(mine.pid.is_none() && mine.inode != 0);
+        assert!(!closed_since_dump(&[mine]), "still open: the walk must run");
+        drop(client);
+        assert!(closed_since_dump(&[mine]), "closed: no table can hold it");
+        let many = vec![mine; LOOKUPS_BEFORE_WALK + 1];
+        assert!(!closed_since_dump(&many), "past the lookup budget, the walk");
+        let owned = Socket { pid: NonZeroU32::new(1), ..mine };
+        assert!(!closed_since_dump(&[owned]), "nothing left without an owner: nothing to spare");
+        drop(server);
+    }
+
     #[test]
     fn kernel_versions() {
         assert!(kernel_at_least("6.18.44-fc-v782", (6, 10)));
