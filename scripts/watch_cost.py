@@ -8,7 +8,9 @@ lasts SECONDS (default 15) after a 3 s warm-up while its CPU time and peak RSS a
 namespace's loopback.
   usage: sudo python3 scripts/watch_cost.py [RUN...]
   RUN: watch | record | watch-nobpf | record-nobpf, optionally @DIR for the porthog binary's
-       directory (default $PORTHOG_BIN or target/release), e.g. watch-nobpf@/tmp/old
+       directory (default $PORTHOG_BIN or target/release), e.g. watch-nobpf@/tmp/old;
+       or floor: the bare sock_diag dump porthog asks for, once a second, with no porthog
+       (scripts/sock_diag_floor.py): the kernel's cost, which no sampler that re-dumps avoids
 """
 import subprocess, json, os, sys, time
 NS = f"porthog-measure-{os.getpid()}"
@@ -49,6 +51,10 @@ try:
     time.sleep(62)
     print("load average:", open("/proc/loadavg").read().strip(), flush=True)
     for run in sys.argv[1:] or ["watch", "record"]:
+        if run == "floor":
+            here = os.path.dirname(os.path.abspath(__file__))
+            sh("ip", "netns", "exec", NS, sys.executable, f"{here}/sock_diag_floor.py", str(SECONDS))
+            continue
         mode, _, bindir = run.partition("@")
         bindir = bindir or BIN
         env = dict(os.environ)

@@ -139,16 +139,32 @@ impl Sampler {
     /// Everything after collection: learn owners, attribute TIME_WAIT, find the new
     /// connections, analyze.
     pub fn digest(&mut self, mut snapshot: Snapshot, at: f64, time: String) -> Sample {
+        let started = Instant::now();
         self.book.learn(&snapshot, at);
+        let learned = started.elapsed();
         let time_wait_owners = self.book.attribute_time_wait(&mut snapshot);
         self.book.expire(at);
+        let booked = started.elapsed();
         let mut seen = self.spare.take().unwrap_or_default();
         let opened = opened(&snapshot, self.previous.as_deref(), &mut seen);
         if let Some(mut old) = self.previous.replace(seen) {
             old.clear();
             self.spare = Some(old);
         }
+        let compared = started.elapsed();
         let report = analyze(&snapshot, &self.analyze);
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            eprintln!(
+                "porthog: sample digested in {:.1} ms: owner book learned {:.1}, TIME_WAIT \
+                 attributed and expired {:.1}, new connections {:.1}, analysis {:.1}",
+                ms(started.elapsed()),
+                ms(learned),
+                ms(booked - learned),
+                ms(compared - booked),
+                ms(started.elapsed() - compared)
+            );
+        }
         Sample { at, time, report, opened, time_wait_owners }
     }
 }

@@ -171,6 +171,101 @@ impl SockDiag {
     }
 }
 
+impl SockDiag {
+    /// Whether `socket`, a connected TCP socket of an earlier dump, is still open under the same
+    /// inode: one exact lookup (`inet_diag_find_one_icsk`: the established hash by 4-tuple, then
+    /// the cookie), not a dump. `Ok(Some(false))` when the kernel no longer has that socket
+    /// (ENOENT: closed and gone, or another socket now holds the 4-tuple) or it has no file any
+    /// more (inode 0: closed by its process, orphaned or TIME_WAIT): no fd table can hold it.
+    /// `Ok(None)` when an exact lookup cannot decide: not a connected TCP socket (a listener's
+    /// or UDP lookup may answer with another socket), no cookie, an unknown family, or bound to
+    /// a device (the lookup would need its ifindex, which the model does not keep).
+    pub fn still_held(&mut self, socket: &Socket) -> io::Result<Option<bool>> {
+        let v6 = match socket.facts.family_v6() {
+            Some(v6)
+                if socket.protocol == Protocol::Tcp
+                    && socket.cookie != 0
+                    && socket.inode != 0
+                    && socket.facts.bound_dev() == Some(false)
+                    && socket.is_connected()
+                    && !matches!(socket.state, State::TimeWait | State::SynRecv) =>
+            {
+                v6
+            }
+            _ => return Ok(None),
+        };
+        // An AF_INET6 socket's IPv4 peers are v4-mapped in the kernel; the model keeps them IPv4.
+        let addr = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(a) if v6 => std::net::IpAddr::V6(a.to_ipv6_mapped()),
+            ip => ip,
+        };
+        let (low, high) = (socket.cookie as u32, (socket.cookie >> 32) as u32);
+        let mut cookie = [0u8; 8];
+        cookie[..4].copy_from_slice(&low.to_ne_bytes());
+        cookie[4..].copy_from_slice(&high.to_ne_bytes());
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        self.seq = self.seq.wrapping_add(1);
+        header.sequence_number = self.seq;
+        let request = InetRequest {
+            family: if v6 { AF_INET6 } else { AF_INET },
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::from_bits_retain(ALL_STATES),
+            socket_id: SocketId {
+                source_port: socket.local_port,
+                destination_port: socket.remote_port,
+                source_address: addr(socket.local_ip),
+                destination_address: addr(socket.remote_ip),
+                interface_id: 0,
+                cookie,
+            },
+        };
+        let mut packet = NetlinkMessage::new(header, SockDiagMessage::InetRequest(request).into());
+        packet.finalize();
+        let mut bytes = vec![0; packet.buffer_len()];
+        packet.serialize(&mut bytes);
+        self.socket.send(&bytes, 0)?;
+        // The kernel answers within the send (one message, or an error), and nothing else.
+        loop {
+            let len = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut rest = self.buf.get(..len).unwrap_or_default();
+            while !rest.is_empty() {
+                let msg = netlink_packet_core::NetlinkBuffer::new_checked(rest).map_err(invalid)?;
+                let msg_len = msg.length() as usize;
+                if msg.sequence_number() == self.seq {
+                    match msg.message_type() {
+                        netlink_packet_core::NLMSG_ERROR => {
+                            let error =
+                                netlink_packet_core::ErrorBuffer::new_checked(msg.payload())
+                                    .map_err(invalid)?;
+                            return match error.code().map(|c| -c.get()) {
+                                Some(code) if code == rustix::io::Errno::NOENT.raw_os_error() => {
+                                    Ok(Some(false))
+                                }
+                                Some(code) => Err(io::Error::from_raw_os_error(code)),
+                                // An acknowledgement without an answer: undecided.
+                                None => Ok(None),
+                            };
+                        }
+                        SOCK_DIAG_BY_FAMILY => {
+                            let header =
+                                InetResponseHeader::parse(msg.payload()).map_err(invalid)?;
+                            return Ok(Some(header.inode == socket.inode));
+                        }
+                        _ => {}
+                    }
+                }
+                rest = rest.get(msg_len.next_multiple_of(4)..).unwrap_or(&[]);
+            }
+        }
+    }
+}
+
 /// A `TCPDIAG_GETSOCK` dump request for `states`: a netlink header and a `struct inet_diag_req`
 /// (family, source and destination prefix lengths, extensions: one byte each; the 48-byte
 /// `inet_diag_sockid`; states; dbs), all zero but the states. The crate builds only the newer
@@ -347,6 +442,35 @@ mod tests {
         assert!(m[12..68].iter().all(|&b| b == 0));
         assert_eq!(m[68..72], 0x0000_0fffu32.to_ne_bytes());
         assert!(m[72..].iter().all(|&b| b == 0));
+    }
+
+    /// The exact lookup tells an open connection from one its process closed since the dump
+    /// (the fd walk's race, issue 9), and declines what a lookup cannot decide.
+    #[test]
+    fn an_exact_lookup_tells_open_from_closed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let port = client.local_addr().unwrap().port();
+        let mut diag = SockDiag::open().unwrap();
+        let mut out = Vec::new();
+        diag.dump(TCP_BOTH, ALL_STATES, &mut out).unwrap();
+        let find = |state: State, port: u16| {
+            out.iter().find(|s| s.state == state && s.local_port == port).copied().unwrap()
+        };
+        let dumped = find(State::Established, port);
+        assert_eq!(diag.still_held(&dumped).unwrap(), Some(true));
+        let listening = find(State::Listen, listener.local_addr().unwrap().port());
+        assert_eq!(diag.still_held(&listening).unwrap(), None, "a listener is not looked up");
+        let device_bound = Socket { facts: dumped.facts.with_bound_dev(true), ..dumped };
+        assert_eq!(diag.still_held(&device_bound).unwrap(), None);
+        // Another socket's cookie on the same 4-tuple: not the socket that was dumped.
+        let other = Socket { cookie: dumped.cookie ^ 1, ..dumped };
+        assert_eq!(diag.still_held(&other).unwrap(), Some(false));
+        drop(client);
+        // Closed by its process: FIN_WAIT or TIME_WAIT without a file, or gone.
+        assert_eq!(diag.still_held(&dumped).unwrap(), Some(false));
+        drop(server);
     }
 
     #[test]
