@@ -73,22 +73,30 @@ impl Iterators {
     /// Loads the three programs; the error says why BPF cannot be used here.
     pub fn load() -> Result<Iterators> {
         let started = Instant::now();
+        fixed_mmap_threshold();
         // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
         let mut vmlinux = File::open(VMLINUX_BTF)
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
         let vmlinux_len = vmlinux.metadata().map(|m| m.len()).unwrap_or(0);
-        let porthog_core::btf::Pruned { types: pruned, targets } =
+        let porthog_core::btf::Pruned { types: pruned, targets: target_bytes } =
             porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
                 .with_context(|| format!("in {VMLINUX_BTF}"))?;
         drop(vmlinux);
+        let pruned_len = pruned.len();
         let btf = Btf::parse(&pruned, aya::Endianness::default())
             .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        let targets = Btf::parse(&targets, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        drop(pruned);
         let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
         let mut ebpf = load_object(OBJECT, &btf).context("cannot load porthog's BPF object")?;
+        drop(btf);
         let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
+        // The largest thing the load holds: aya keeps 48 bytes for every type up to the last
+        // iterator function (~64,000 placeholders, as the attach ids are the kernel's own), so
+        // it is parsed only once the relocation's memory is freed, and its bytes dropped.
+        let targets = Btf::parse(&target_bytes, aya::Endianness::default())
+            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        drop(target_bytes);
         for (name, target) in [TCP, UDP, OWNERS] {
             let program: &mut Iter = ebpf
                 .program_mut(name)
@@ -99,12 +107,13 @@ impl Iterators {
                 .load(target, &targets)
                 .with_context(|| format!("the kernel refused the iter/{target} program"))?;
         }
+        drop(targets);
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
             eprintln!(
                 "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?} (peak RSS \
                  {hwm_btf} KiB), object relocated and loaded at {t_obj:?} ({hwm_obj} KiB), \
                  iterators loaded at {:?} ({} KiB)",
-                pruned.len(),
+                pruned_len,
                 vmlinux_len,
                 started.elapsed(),
                 peak_rss_kib()
@@ -196,6 +205,23 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
         }
     }
 }
+
+/// From here on, glibc serves every allocation of [`MMAP_THRESHOLD`] or more with a mapping of
+/// its own: a growing vector is then moved by remapping its pages, not copied (aya's 3 MB list
+/// of attach-target types was held twice while it grew, ~0.5 MiB of the BPF path's fixed peak),
+/// and a freed one goes back to the kernel at once. glibc's default starts so but raises the
+/// threshold each time such a block is freed, up to 32 MiB. Other C libraries: nothing.
+fn fixed_mmap_threshold() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator; it returns 0 (left as it
+    // was) if the value is refused, which is harmless.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
+/// glibc's own initial value (128 KiB), kept fixed by [`fixed_mmap_threshold`].
+const MMAP_THRESHOLD: usize = 128 * 1024;
 
 /// The process's peak resident set so far (VmHWM), for `PORTHOG_TIMINGS`; 0 if unreadable.
 pub fn peak_rss_kib() -> u64 {
