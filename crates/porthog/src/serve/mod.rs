@@ -187,7 +187,7 @@ impl Collector {
         let failures = self.failures.as_ref().map(failures::Book::counts);
         let empty = FleetReport::new(vec![], vec![]);
         let (fleet, seconds) = self.last.as_ref().map_or((&empty, 0.0), |(f, s)| (f, *s));
-        let mut text = metrics::render(&Scrape {
+        let text = metrics::render(&Scrape {
             fleet,
             mode: self.mode,
             collect_seconds: seconds,
@@ -195,11 +195,13 @@ impl Collector {
             top_pools: self.opts.top_pools,
             top_processes: self.opts.top_processes,
             failures: failures.as_ref(),
+            reuse: self.cache.as_ref().map(|c| metrics::Reuse {
+                signal: c.signal_on(),
+                walked: c.walked,
+                reused: c.reused,
+            }),
         })
         .context("encoding the metrics")?;
-        if let Some(cache) = &self.cache {
-            text.push_str(&signal_metrics(cache));
-        }
         Ok(text)
     }
 
@@ -226,22 +228,6 @@ impl Collector {
         };
         Ok(FleetReport::new(vec![ns], vec![]))
     }
-}
-
-/// Which mode the change signal is in, and what the last collection walked and re-used.
-fn signal_metrics(cache: &collect::FleetCache) -> String {
-    format!(
-        "# HELP porthog_change_signal 1 when the per-namespace change signal (BPF, \
-         sock:inet_sock_set_state) is attached and unchanged namespaces are re-used.\n\
-         # TYPE porthog_change_signal gauge\nporthog_change_signal {}\n\
-         # HELP porthog_netns_walked Network namespaces whose sockets the last collection read.\n\
-         # TYPE porthog_netns_walked gauge\nporthog_netns_walked {}\n\
-         # HELP porthog_netns_reused Network namespaces whose previous walk the last collection \
-         re-used (no change seen).\n# TYPE porthog_netns_reused gauge\nporthog_netns_reused {}\n",
-        u8::from(cache.signal_on()),
-        cache.walked,
-        cache.reused
-    )
 }
 
 #[cfg(test)]
