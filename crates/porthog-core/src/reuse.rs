@@ -8,8 +8,9 @@
 //! What neither sees: a TCP socket created before the last walk and bound after it without
 //! listen() or connect() (`sockets: used` counts socket(), not bind()), a UDP socket bound,
 //! connected or disconnected at a constant count, an owner passing its socket to another
-//! process, exec'ing or exiting while a child keeps the fd, and a new namespace under a just
-//! freed inode number whose counters match the dead one's (see docs/ARCHITECTURE.md).
+//! process, exec'ing or exiting while a child keeps the fd, and (on kernels without
+//! SO_NETNS_COOKIE, which the caller checks) a new namespace under a just freed inode number
+//! whose counters match the dead one's (see docs/ARCHITECTURE.md).
 //! `MAX_REUSE_AGE` bounds how long any of them can stay unseen.
 
 use std::time::Duration;
