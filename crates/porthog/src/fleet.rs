@@ -295,6 +295,7 @@ mod tests {
                 ports.map(|p| conn(State::Established, p, 42)).collect(),
                 &[(42, "client")],
             ),
+            unchanged: false,
         }
     }
 

@@ -50,7 +50,7 @@ pub struct Kept {
     stat: Option<String>,
     pub conntrack: Option<Conntrack>,
     pub gaps: Vec<Gap>,
-    at: Instant,
+    pub at: Instant,
 }
 
 /// `previous` again when the statistics file reads the same and the read is young enough

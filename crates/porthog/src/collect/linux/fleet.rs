@@ -119,8 +119,10 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
             }),
             Err(e) => Outcome::Failed(format!("cannot start a thread for {label}: {e}")),
         };
+        let mut unchanged = false;
         let outcome = match outcome {
-            Outcome::Kept(snapshot, kept, was_reused) => {
+            Outcome::Kept(snapshot, kept, was_reused, same) => {
+                unchanged = same;
                 if let Some(c) = cache.as_deref_mut() {
                     if was_reused {
                         c.reused += 1;
@@ -148,6 +150,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
                 name: f.name,
                 pids: f.pids.into_iter().collect(),
                 snapshot: *snapshot,
+                unchanged,
             }),
             Outcome::Vanished => vanished += 1,
             Outcome::Failed(message) => gaps.push(Gap {
@@ -175,7 +178,8 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
 enum Outcome {
     Read(Box<Snapshot>),
     /// Read with the change signal: the walk to keep, and whether it was re-used.
-    Kept(Box<Snapshot>, Box<Kept>, bool),
+    /// And whether its input is the same as last time (`Collected::unchanged`).
+    Kept(Box<Snapshot>, Box<Kept>, bool, bool),
     Vanished,
     Failed(String),
 }
@@ -227,9 +231,11 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             let mut part = kept.part.clone();
             reuse::age_time_wait(&mut part.sockets, kept.at.elapsed());
             let previous = kept.unsocketed;
-            let (snapshot, unsocketed) = snapshot_here_reusing(Some(label), part, Some(previous));
+            let (snapshot, unsocketed, same) =
+                snapshot_here_reusing(Some(label), part, Some(previous));
             kept.unsocketed = unsocketed;
-            Outcome::Kept(Box::new(snapshot), Box::new(kept), true)
+            let unchanged = same && kept.shortest_time_wait_ms.is_none();
+            Outcome::Kept(Box::new(snapshot), Box::new(kept), true, unchanged)
         }
         (_, kept) => match (
             Instant::now(),
@@ -246,7 +252,7 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
                     part,
                     unsocketed,
                 };
-                Outcome::Kept(Box::new(snapshot), Box::new(kept), false)
+                Outcome::Kept(Box::new(snapshot), Box::new(kept), false, false)
             }
             (_, Err(e)) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         },

@@ -62,26 +62,28 @@ pub struct Unsocketed {
 }
 
 /// [`unsocketed`], re-using what `previous` kept where nothing says it changed; returns what
-/// to keep for the next collection.
+/// to keep for the next collection, and whether both were re-used.
 fn unsocketed_reusing(
     label: Option<String>,
     previous: Option<Unsocketed>,
-) -> (Snapshot, Unsocketed) {
+) -> (Snapshot, Unsocketed, bool) {
     let (settings, conntrack) = match previous {
         Some(p) => (Some(p.settings), Some(p.conntrack)),
         None => (None, None),
     };
+    let before = (settings.as_ref().map(|s| s.at), conntrack.as_ref().map(|c| c.at));
     let kept = Unsocketed {
         settings: settings::read_reusing(settings),
         conntrack: conntrack::read_reusing(conntrack),
     };
+    let same = before == (Some(kept.settings.at), Some(kept.conntrack.at));
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
     snapshot.settings = kept.settings.settings.clone();
     snapshot.gaps.extend(kept.settings.gaps.iter().cloned());
     snapshot.conntrack = kept.conntrack.conntrack.clone();
     snapshot.gaps.extend(kept.conntrack.gaps.iter().cloned());
-    (snapshot, kept)
+    (snapshot, kept, same)
 }
 
 /// The sockets, owners and their gaps of a snapshot: what `--all-netns` re-uses for a namespace
@@ -114,18 +116,18 @@ pub fn snapshot_here_kept(
 
 /// A snapshot of the calling thread's namespace with the sockets of an earlier one (`part`,
 /// its TIME_WAIT timers already aged), and its settings and conntrack (`previous` re-used where
-/// unchanged).
+/// unchanged), and whether those were both re-used.
 pub fn snapshot_here_reusing(
     label: Option<String>,
     part: SocketPart,
     previous: Option<Unsocketed>,
-) -> (Snapshot, Unsocketed) {
-    let (mut snapshot, kept) = unsocketed_reusing(label, previous);
+) -> (Snapshot, Unsocketed, bool) {
+    let (mut snapshot, kept, same) = unsocketed_reusing(label, previous);
     snapshot.source = part.source;
     snapshot.sockets = part.sockets;
     snapshot.processes = part.processes;
     snapshot.gaps.extend(part.gaps);
-    (snapshot, kept)
+    (snapshot, kept, same)
 }
 
 /// [`snapshot_here`], and the index of the first gap about sockets (those before it are about
@@ -140,7 +142,7 @@ fn snapshot_split(
     raise_nofile_limit();
     let (mut snapshot, kept) = match keep {
         Some(previous) => {
-            let (snapshot, kept) = unsocketed_reusing(label, previous);
+            let (snapshot, kept, _) = unsocketed_reusing(label, previous);
             (snapshot, Some(kept))
         }
         None => (unsocketed(label), None),

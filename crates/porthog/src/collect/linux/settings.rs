@@ -13,7 +13,7 @@ const DIR: &str = "/proc/sys/net/ipv4";
 pub struct Kept {
     pub settings: Settings,
     pub gaps: Vec<Gap>,
-    at: Instant,
+    pub at: Instant,
 }
 
 /// `previous` again while younger than `SETTINGS_MAX_AGE`, else the settings read anew.
