@@ -160,6 +160,33 @@ fn fullest(ns: &NamespaceReport) -> f64 {
     ns.report.pools.first().map_or(0.0, |p| p.percent)
 }
 
+/// How long a vanished namespace is still known (listed as gone by `watch`, its name given
+/// to the failures made in it), in seconds of sample time.
+pub const GONE_FOR_S: f64 = 60.0;
+
+/// The names samples gave their namespaces, kept [`GONE_FOR_S`] after a namespace vanished:
+/// what a failure made in one deleted since is labelled (`watch`, `record` and replays).
+#[derive(Debug, Default)]
+pub struct Names(HashMap<u64, (String, Option<f64>)>);
+
+impl Names {
+    /// Takes the namespaces of the sample at `at` (seconds); returns the names of those named
+    /// earlier that this sample does not list, gone for at most [`GONE_FOR_S`].
+    pub fn next(&mut self, fleet: &FleetReport, at: f64) -> HashMap<u64, String> {
+        for (_, gone_at) in self.0.values_mut() {
+            gone_at.get_or_insert(at);
+        }
+        for ns in &fleet.namespaces {
+            if let Some(name) = &ns.name {
+                self.0.insert(ns.inode, (name.clone(), None));
+            }
+        }
+        self.0.retain(|_, (_, gone_at)| gone_at.is_none_or(|t| at - t <= GONE_FOR_S));
+        let gone = self.0.iter().filter(|(_, (_, gone_at))| gone_at.is_some());
+        gone.map(|(inode, (name, _))| (*inode, name.clone())).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +202,22 @@ mod tests {
             pids: vec![],
             report,
         }
+    }
+
+    /// A name is kept GONE_FOR_S after its namespace was last listed, and dropped once it is
+    /// listed again.
+    #[test]
+    fn names_outlive_their_namespace_for_a_while() {
+        let mut names = Names::default();
+        let both =
+            FleetReport::new(vec![ns(1, Some("a"), Level::Ok), ns(2, None, Level::Ok)], vec![]);
+        let one = FleetReport::new(vec![ns(2, None, Level::Ok)], vec![]);
+        assert!(names.next(&both, 0.0).is_empty());
+        assert_eq!(names.next(&one, 1.0), HashMap::from([(1, "a".to_owned())]));
+        assert_eq!(names.next(&one, 1.0 + GONE_FOR_S).len(), 1);
+        assert!(names.next(&one, 2.0 + GONE_FOR_S).is_empty(), "forgotten");
+        names.next(&both, 3.0 + GONE_FOR_S);
+        assert!(names.next(&both, 4.0 + GONE_FOR_S).is_empty(), "listed again: not gone");
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! What neither sees: a TCP socket created before the last walk and bound after it without
 //! listen() or connect() (`sockets: used` counts socket(), not bind()), a UDP socket bound,
 //! connected or disconnected at a constant count, an owner passing its socket to another
-//! process, exec'ing or exiting while a child keeps the fd, and a new namespace under a just
-//! freed inode number whose counters match the dead one's (see docs/ARCHITECTURE.md).
+//! process, exec'ing or exiting while a child keeps the fd, and (on kernels without
+//! SO_NETNS_COOKIE, which the caller checks) a new namespace under a just freed inode number
+//! whose counters match the dead one's (see docs/ARCHITECTURE.md).
 //! `MAX_REUSE_AGE` bounds how long any of them can stay unseen.
 
 use std::time::Duration;
@@ -19,6 +20,24 @@ use crate::sockstat::Sockstat;
 
 /// A namespace is walked again at least this often, whatever the signal says.
 pub const MAX_REUSE_AGE: Duration = Duration::from_secs(300);
+
+/// A re-used namespace's port settings (ip_local_port_range, tcp_tw_reuse, ...) are read
+/// again at least this often: no socket event shows a sysctl write, and reading them costs a
+/// file open each, in every namespace.
+pub const SETTINGS_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// A namespace's last conntrack dump is re-used while its statistics file
+/// (/proc/net/stat/nf_conntrack: the entry count and every per-CPU counter) reads the same,
+/// byte for byte, and the dump is younger than this. An entry that expired and another made
+/// in its place between two reads leave the count equal: this bounds how long that stays
+/// unseen.
+pub const CONNTRACK_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// Whether the last conntrack read (`previous_stat`, `age` ago) may stand for now: the
+/// statistics text is unchanged and the read is younger than [`CONNTRACK_MAX_AGE`].
+pub fn conntrack_unchanged(previous_stat: &str, now_stat: &str, age: Duration) -> bool {
+    age < CONNTRACK_MAX_AGE && previous_stat == now_stat
+}
 
 /// What is compared between collections, read before the namespace's sockets are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +148,15 @@ mod tests {
         assert_eq!(decide(Some(&expiring), &fp(7, 2)), Decision::Walk("a TIME_WAIT timer ran out"));
         let unknown_timers = walked(fp(7, 2), 15, None);
         assert_eq!(decide(Some(&unknown_timers), &fp(7, 2)), Decision::Reuse);
+    }
+
+    #[test]
+    fn conntrack_is_read_again_when_its_statistics_change_or_age() {
+        let stat = "entries  found\n00000003 00000000\n00000003 00000001\n";
+        let young = Duration::from_secs(15);
+        assert!(conntrack_unchanged(stat, stat, young));
+        assert!(!conntrack_unchanged(stat, &stat.replace("01\n", "02\n"), young));
+        assert!(!conntrack_unchanged(stat, stat, CONNTRACK_MAX_AGE));
     }
 
     #[test]

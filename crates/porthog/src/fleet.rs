@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Result;
+pub use porthog_core::fleet::GONE_FOR_S;
+use porthog_core::fleet::Names;
 use porthog_core::timeline::{
     Failure, NamespaceSample, OpenedConnection, OwnerCount, RecordLine, raise_for_failures,
 };
@@ -145,33 +147,6 @@ impl FleetSample {
         let fleet = FleetReport::new(reports, gaps);
         let gone_names = names.next(&fleet, at);
         FleetSample { at, time, fleet, activity, gone_names }
-    }
-}
-
-/// How long a vanished namespace is still known (listed as gone by `watch`, its name given
-/// to the failures made in it), in seconds of sample time.
-pub const GONE_FOR_S: f64 = 60.0;
-
-/// The names samples gave their namespaces, kept [`GONE_FOR_S`] after a namespace vanished:
-/// what a failure made in one deleted since is labelled.
-#[derive(Debug, Default)]
-pub struct Names(HashMap<u64, (String, Option<f64>)>);
-
-impl Names {
-    /// Takes the namespaces of the sample at `at` (seconds); returns the names of those named
-    /// earlier that this sample does not list, gone for at most [`GONE_FOR_S`].
-    pub fn next(&mut self, fleet: &FleetReport, at: f64) -> HashMap<u64, String> {
-        for (_, gone_at) in self.0.values_mut() {
-            gone_at.get_or_insert(at);
-        }
-        for ns in &fleet.namespaces {
-            if let Some(name) = &ns.name {
-                self.0.insert(ns.inode, (name.clone(), None));
-            }
-        }
-        self.0.retain(|_, (_, gone_at)| gone_at.is_none_or(|t| at - t <= GONE_FOR_S));
-        let gone = self.0.iter().filter(|(_, (_, gone_at))| gone_at.is_some());
-        gone.map(|(inode, (name, _))| (*inode, name.clone())).collect()
     }
 }
 
@@ -320,6 +295,7 @@ mod tests {
                 ports.map(|p| conn(State::Established, p, 42)).collect(),
                 &[(42, "client")],
             ),
+            unchanged: false,
         }
     }
 

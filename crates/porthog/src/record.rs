@@ -212,6 +212,7 @@ mod tests {
                 (40000..40000 + n).map(|p| conn(porthog_core::State::Established, p, 42)).collect(),
                 &[(42, "client")],
             ),
+            unchanged: false,
         };
         let mut sampler =
             crate::fleet::FleetSampler::for_tests(porthog_core::AnalyzeOptions::default(), 1.0);

@@ -121,6 +121,10 @@ pub struct Collected {
     pub container: Option<String>,
     pub pids: Vec<u32>,
     pub snapshot: Snapshot,
+    /// The same input as this namespace's previous collection (`serve --all-netns`: sockets
+    /// re-used without a known TIME_WAIT timer to age, settings and conntrack kept): its
+    /// previous analysis stands.
+    pub unchanged: bool,
 }
 
 /// Every network namespace of the host, each snapshotted; the ones that vanished mid-scan or

@@ -35,6 +35,18 @@ pub struct Scrape<'a> {
     /// Failures the kernel tracer caught since start, by (netns, process, remote, errno);
     /// `None` when no tracer runs (not root).
     pub failures: Option<&'a FailureCounts>,
+    /// With `--all-netns` as root: the change signal's state and what the last collection
+    /// walked and re-used; `None` leaves those three series out.
+    pub reuse: Option<Reuse>,
+}
+
+/// `porthog_change_signal`, `porthog_netns_walked`, `porthog_netns_reused`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reuse {
+    /// The per-namespace change signal is attached (unchanged namespaces are re-used).
+    pub signal: bool,
+    pub walked: usize,
+    pub reused: usize,
 }
 
 /// Allocation failures since start: (netns label, process name, remote or "", errno name) ->
@@ -141,6 +153,29 @@ pub fn render(s: &Scrape<'_>) -> prometheus::Result<String> {
         "porthog_conntrack_drop_total",
         "Packets conntrack dropped in this namespace because no entry could be made (summed over CPUs, since conntrack started there). Absent where conntrack is not loaded or not readable.",
     )?;
+    if let Some(reuse) = s.reuse {
+        let gauge = |name: &str, help: &str, value: i64| -> prometheus::Result<()> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            g.set(value);
+            Ok(())
+        };
+        gauge(
+            "porthog_change_signal",
+            "1 when the per-namespace change signal (BPF, sock:inet_sock_set_state) is attached and unchanged namespaces are re-used.",
+            i64::from(reuse.signal),
+        )?;
+        gauge(
+            "porthog_netns_walked",
+            "Network namespaces whose sockets the last collection read.",
+            i64::try_from(reuse.walked).unwrap_or(i64::MAX),
+        )?;
+        gauge(
+            "porthog_netns_reused",
+            "Network namespaces whose previous walk the last collection re-used (no change seen).",
+            i64::try_from(reuse.reused).unwrap_or(i64::MAX),
+        )?;
+    }
     info.with_label_values(&[s.mode]).set(1);
     namespaces.set(s.fleet.namespaces.len() as i64);
     duration.set(s.collect_seconds);
@@ -360,6 +395,7 @@ mod tests {
             top_pools: 5,
             top_processes: 1,
             failures: None,
+            reuse: Some(Reuse { signal: true, walked: 1, reused: 49 }),
         })
         .unwrap();
         let all = series(&text);
@@ -390,6 +426,11 @@ mod tests {
         assert!(text.contains("# TYPE porthog_conntrack_insert_failed_total counter"));
         assert!(text.contains("porthog_pool_level{kind=\"snat\",local=\"10.0.0.1\",netns=\"a\",protocol=\"tcp\",remote=\"10.0.0.2:7001\"} 1"), "{text}");
         assert!(text.contains("# TYPE porthog_collect_errors_total counter"));
+        for line in ["porthog_change_signal 1", "porthog_netns_walked 1", "porthog_netns_reused 49"]
+        {
+            assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+        }
+        assert!(text.contains("# TYPE porthog_netns_reused gauge"));
     }
 
     /// The dashboard and the alert rules only use metric names the exporter writes.
@@ -412,6 +453,7 @@ mod tests {
                 ),
                 3,
             )])),
+            reuse: None,
         })
         .unwrap();
         let exported: HashSet<&str> = text

@@ -91,6 +91,7 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         last: None,
         failures,
         cache,
+        reports: Default::default(),
     };
     // The first collection happens before the first answer: scrapes queue on the socket.
     latest.set(collector.round()?);
@@ -143,6 +144,8 @@ struct Collector {
     failures: Option<failures::Book>,
     /// With --all-netns as root: the change signal and each namespace's last walk.
     cache: Option<collect::FleetCache>,
+    /// With the cache: each namespace's last analysis, re-used while its input is unchanged.
+    reports: std::collections::HashMap<u64, porthog_core::Report>,
 }
 
 impl Collector {
@@ -187,7 +190,7 @@ impl Collector {
         let failures = self.failures.as_ref().map(failures::Book::counts);
         let empty = FleetReport::new(vec![], vec![]);
         let (fleet, seconds) = self.last.as_ref().map_or((&empty, 0.0), |(f, s)| (f, *s));
-        let mut text = metrics::render(&Scrape {
+        let text = metrics::render(&Scrape {
             fleet,
             mode: self.mode,
             collect_seconds: seconds,
@@ -195,18 +198,40 @@ impl Collector {
             top_pools: self.opts.top_pools,
             top_processes: self.opts.top_processes,
             failures: failures.as_ref(),
+            reuse: self.cache.as_ref().map(|c| metrics::Reuse {
+                signal: c.signal_on(),
+                walked: c.walked,
+                reused: c.reused,
+            }),
         })
         .context("encoding the metrics")?;
-        if let Some(cache) = &self.cache {
-            text.push_str(&signal_metrics(cache));
-        }
         Ok(text)
     }
 
     fn collect(&mut self) -> Result<FleetReport> {
         if let Some(cache) = self.cache.as_mut() {
             let (collected, gaps) = collect::all_namespaces_reusing(cache)?;
-            return Ok(crate::fleet::judge(collected, gaps, &self.opts.analyze));
+            // A namespace whose input did not change keeps its last analysis (for a wide port
+            // range the analysis is most of a re-used namespace's cost).
+            let mut reports = std::mem::take(&mut self.reports);
+            let namespaces: Vec<NamespaceReport> = collected
+                .into_iter()
+                .map(|c| {
+                    let report = match reports.remove(&c.inode) {
+                        Some(report) if c.unchanged => report,
+                        _ => porthog_core::analyze(&c.snapshot, &self.opts.analyze),
+                    };
+                    NamespaceReport {
+                        inode: c.inode,
+                        name: c.name,
+                        container: c.container,
+                        pids: c.pids,
+                        report,
+                    }
+                })
+                .collect();
+            self.reports = namespaces.iter().map(|ns| (ns.inode, ns.report.clone())).collect();
+            return Ok(FleetReport::new(namespaces, gaps));
         }
         if self.opts.all_netns {
             return crate::fleet::report(&self.opts.analyze);
@@ -226,22 +251,6 @@ impl Collector {
         };
         Ok(FleetReport::new(vec![ns], vec![]))
     }
-}
-
-/// Which mode the change signal is in, and what the last collection walked and re-used.
-fn signal_metrics(cache: &collect::FleetCache) -> String {
-    format!(
-        "# HELP porthog_change_signal 1 when the per-namespace change signal (BPF, \
-         sock:inet_sock_set_state) is attached and unchanged namespaces are re-used.\n\
-         # TYPE porthog_change_signal gauge\nporthog_change_signal {}\n\
-         # HELP porthog_netns_walked Network namespaces whose sockets the last collection read.\n\
-         # TYPE porthog_netns_walked gauge\nporthog_netns_walked {}\n\
-         # HELP porthog_netns_reused Network namespaces whose previous walk the last collection \
-         re-used (no change seen).\n# TYPE porthog_netns_reused gauge\nporthog_netns_reused {}\n",
-        u8::from(cache.signal_on()),
-        cache.walked,
-        cache.reused
-    )
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@ use porthog_core::timeline::{RECORD_SCHEMA_VERSIONS, RecordLine};
 use porthog_core::timestamp;
 
 use super::app::Event;
-use crate::fleet::{FleetSample, Names};
+use crate::fleet::FleetSample;
 use crate::sample::Sample;
+use porthog_core::fleet::Names;
 
 pub struct Replay {
     lines: Lines<BufReader<File>>,

@@ -359,6 +359,7 @@ fn all_namespaces_worst_first_selectable_gone_and_raised_by_their_own_failures()
             ports.map(|p| conn(State::Established, p, 42)).collect(),
             &[(42, "client")],
         ),
+        unchanged: false,
     };
     let mut sampler = FleetSampler::for_tests(AnalyzeOptions::default(), 1.0);
     let s0 = sampler.digest(

@@ -160,6 +160,11 @@ fn main() -> ExitCode {
             signal::serve_sees_time_wait_expire_in_a_reused_namespace,
         ),
         trial(
+            "signal::reused_time_wait_aging_matches_the_kernel",
+            Needs::Namespace,
+            signal::reused_time_wait_aging_matches_the_kernel,
+        ),
+        trial(
             "signal::signal_leaves_nothing_after_sigkill",
             Needs::Namespace,
             signal::signal_leaves_nothing_after_sigkill,

@@ -166,3 +166,59 @@ pub fn serve_sees_time_wait_expire_in_a_reused_namespace() {
     ];
     assert!(walked_again.iter().any(|w| stderr.contains(w)), "{stderr}");
 }
+
+/// Issue 9: a re-used namespace's TIME_WAIT aging matches the kernel's allocator. Its connect()
+/// pool (10 ports, tcp_tw_reuse=0) holds only TIME_WAIT sockets, so serve re-uses it; /metrics
+/// says exhausted while a real connect() fails with EADDRNOTAVAIL, and once the kernel expires
+/// them (TCP_TIMEWAIT_LEN, 60 s, fixed in the kernel: no sysctl shortens it) /metrics says
+/// free while a real connect() succeeds.
+pub fn reused_time_wait_aging_matches_the_kernel() {
+    let sysctls = [("net.ipv4.tcp_tw_reuse", "0"), ("net.ipv4.ip_local_port_range", "40000 40009")];
+    let Some(ns) = Netns::for_test("signal-tw-alloc", &sysctls) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let client = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10", "--close"]);
+    assert_eq!(client.opened(), 10);
+    drop(client);
+    ns.wait_for_count("time-wait", &format!("dst {SERVER}"), 10);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut serve = start_serve(&addr);
+    let reused = format!("porthog: {}: Reuse", ns.name());
+    serve.0.wait_stderr(&reused, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("the TIME_WAIT namespace was never re-used: {e}\n{}", serve.0.stderr());
+    });
+    let pool = |metric: &str, n: u32| {
+        format!(
+            "{metric}{{kind=\"connect\",local=\"127.0.0.1\",netns=\"{}\",protocol=\"tcp\",remote=\"{SERVER}\"}} {n}",
+            ns.name()
+        )
+    };
+    let exhausted = pool("porthog_pool_level", 3);
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&exhausted));
+    assert!(text.contains(&pool("porthog_pool_used_ports", 10)), "{text}");
+    assert!(text.contains(&pool("porthog_pool_reusable_ports", 0)), "tw_reuse=0\n{text}");
+    // The kernel agrees: no port left for this destination.
+    let refused = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "1"]);
+    assert_eq!((refused.opened(), refused.failed()), (0, 1));
+    assert_eq!(refused.errno(), Some("EADDRNOTAVAIL"));
+    drop(refused);
+    // Still re-used after the refused connect() (it changes no TCP state), and still exhausted.
+    let mark = serve.0.stderr().matches(&reused).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.0.stderr().matches(&reused).count() <= mark {
+        assert!(Instant::now() < deadline, "not re-used again\n{}", serve.0.stderr());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&exhausted));
+    assert!(text.contains(&exhausted), "{text}");
+    // TIME_WAIT lasts 60 s: wait for the kernel, then for the exporter.
+    let deadline = Instant::now() + Duration::from_secs(100);
+    while ns.ss_count("time-wait", "") > 0 {
+        assert!(Instant::now() < deadline, "TIME_WAIT never expired");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let calm = format!("porthog_verdict_level{{netns=\"{}\"}} 0", ns.name());
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&calm));
+    assert!(!text.contains(&exhausted), "{text}");
+    let free = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "1"]);
+    assert_eq!((free.opened(), free.failed()), (1, 0), "the kernel still refuses");
+}

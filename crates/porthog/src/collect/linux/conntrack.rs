@@ -6,6 +6,7 @@
 
 use std::io;
 use std::process::Command;
+use std::time::Instant;
 
 use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
@@ -18,7 +19,7 @@ use porthog_core::nat_rules::{parse_iptables_save, parse_nft_json};
 use porthog_core::snat::{
     Conntrack, ConntrackEntry, ConntrackStats, NatRules, ProcStat, parse_proc_stat,
 };
-use porthog_core::{Gap, GapKind};
+use porthog_core::{Gap, GapKind, reuse};
 
 use super::netlink_dump;
 use super::sock_diag::DUMP_TRIES;
@@ -38,8 +39,45 @@ const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 /// What conntrack shows in this namespace; `None` when nf_conntrack is not loaded (nothing can
 /// be source-NATed then). What could not be read is a gap, never an error.
 pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
-    let ProcStat { stats: proc_stats, entries } = match std::fs::read_to_string(PROC_STAT) {
-        Ok(text) => parse_proc_stat(&text),
+    read_at(&std::fs::read_to_string(PROC_STAT), gaps)
+}
+
+/// A namespace's conntrack as last read, with the statistics text it was read at (what
+/// `--all-netns` keeps between collections).
+#[derive(Debug)]
+pub struct Kept {
+    /// The statistics file's text; `None` when it could not be read (never re-used then).
+    stat: Option<String>,
+    pub conntrack: Option<Conntrack>,
+    pub gaps: Vec<Gap>,
+    pub at: Instant,
+}
+
+/// `previous` again when the statistics file reads the same and the read is young enough
+/// (`porthog_core::reuse::conntrack_unchanged`): a NAT namespace's table is not dumped (nor its
+/// rules listed) again while nothing counted changed. Else [`read`].
+pub fn read_reusing(previous: Option<Kept>) -> Kept {
+    let text = std::fs::read_to_string(PROC_STAT);
+    if let (Some(kept), Ok(now)) = (previous, &text)
+        && let Some(before) = &kept.stat
+        && kept.conntrack.as_ref().is_some_and(|ct| !ct.unread)
+        && reuse::conntrack_unchanged(before, now, kept.at.elapsed())
+    {
+        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            eprintln!("porthog: conntrack statistics unchanged: last dump re-used");
+        }
+        return kept;
+    }
+    let at = Instant::now();
+    let mut gaps = Vec::new();
+    let conntrack = read_at(&text, &mut gaps);
+    Kept { stat: text.ok(), conntrack, gaps, at }
+}
+
+/// [`read`], the statistics file already read (`stat`).
+fn read_at(stat: &io::Result<String>, gaps: &mut Vec<Gap>) -> Option<Conntrack> {
+    let ProcStat { stats: proc_stats, entries } = match stat {
+        Ok(text) => parse_proc_stat(text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(_) => ProcStat::default(),
     };

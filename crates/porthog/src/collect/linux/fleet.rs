@@ -17,7 +17,7 @@ use porthog_core::{Gap, GapKind, Snapshot, cgroup};
 
 use super::discover::Found;
 use super::signal::Signal;
-use super::{SocketPart, netns, snapshot_here_kept, snapshot_here_reusing, sockets};
+use super::{SocketPart, Unsocketed, netns, snapshot_here_kept, snapshot_here_reusing, sockets};
 use crate::collect::Collected;
 
 /// What `serve --all-netns` keeps between collections: the change signal, when it could be
@@ -33,10 +33,16 @@ pub struct Cache {
 
 /// A namespace's last walk.
 struct Kept {
+    /// The namespace's cookie (SO_NETNS_COOKIE): a walk is kept under the namespace's inode
+    /// number, which a namespace made after it died can get again; a different cookie under
+    /// the same inode is a new namespace and is walked as one.
+    cookie: Option<u64>,
     fingerprint: Fingerprint,
     at: Instant,
     shortest_time_wait_ms: Option<u32>,
     part: SocketPart,
+    /// Its settings and conntrack, re-used on their own terms (`Unsocketed`).
+    unsocketed: Unsocketed,
 }
 
 impl Cache {
@@ -113,8 +119,10 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
             }),
             Err(e) => Outcome::Failed(format!("cannot start a thread for {label}: {e}")),
         };
+        let mut unchanged = false;
         let outcome = match outcome {
-            Outcome::Kept(snapshot, kept, was_reused) => {
+            Outcome::Kept(snapshot, kept, was_reused, same) => {
+                unchanged = same;
                 if let Some(c) = cache.as_deref_mut() {
                     if was_reused {
                         c.reused += 1;
@@ -142,6 +150,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
                 name: f.name,
                 pids: f.pids.into_iter().collect(),
                 snapshot: *snapshot,
+                unchanged,
             }),
             Outcome::Vanished => vanished += 1,
             Outcome::Failed(message) => gaps.push(Gap {
@@ -169,7 +178,8 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
 enum Outcome {
     Read(Box<Snapshot>),
     /// Read with the change signal: the walk to keep, and whether it was re-used.
-    Kept(Box<Snapshot>, Box<Kept>, bool),
+    /// And whether its input is the same as last time (`Collected::unchanged`).
+    Kept(Box<Snapshot>, Box<Kept>, bool, bool),
     Vanished,
     Failed(String),
 }
@@ -201,8 +211,12 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         };
     };
-    // Read here, before the walk, as the reuse rule compares them.
+    // Read here, before the walk, as the reuse rule compares them (and before the cookie's
+    // socket, which sockstat's `sockets: used` would count).
     let fingerprint = Fingerprint { changes, lost, sockstat: sockets::sockstat() };
+    let cookie = netns::current_cookie();
+    // Without a cookie (kernels before 5.14) the inode alone keys the walk, as documented.
+    let kept = kept.filter(|k| k.cookie == cookie);
     let previous = kept.as_ref().map(|k| Walked {
         fingerprint: k.fingerprint,
         age: k.at.elapsed(),
@@ -213,23 +227,32 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
         eprintln!("porthog: {label}: {decision:?}");
     }
     match (decision, kept) {
-        (Decision::Reuse, Some(kept)) => {
+        (Decision::Reuse, Some(mut kept)) => {
             let mut part = kept.part.clone();
             reuse::age_time_wait(&mut part.sockets, kept.at.elapsed());
-            let snapshot = snapshot_here_reusing(Some(label), part);
-            Outcome::Kept(Box::new(snapshot), Box::new(kept), true)
+            let previous = kept.unsocketed;
+            let (snapshot, unsocketed, same) =
+                snapshot_here_reusing(Some(label), part, Some(previous));
+            kept.unsocketed = unsocketed;
+            let unchanged = same && kept.shortest_time_wait_ms.is_none();
+            Outcome::Kept(Box::new(snapshot), Box::new(kept), true, unchanged)
         }
-        _ => match (Instant::now(), snapshot_here_kept(Some(label.clone()))) {
+        (_, kept) => match (
+            Instant::now(),
+            snapshot_here_kept(Some(label.clone()), kept.map(|k| k.unsocketed)),
+        ) {
             // Timed from the walk's start: the TIME_WAIT timers were read then, so a re-use
             // ages them by no less than really passed.
-            (started, Ok((snapshot, part))) => {
+            (started, Ok((snapshot, part, unsocketed))) => {
                 let kept = Kept {
+                    cookie,
                     fingerprint,
                     at: started,
                     shortest_time_wait_ms: reuse::shortest_time_wait_ms(&part.sockets),
                     part,
+                    unsocketed,
                 };
-                Outcome::Kept(Box::new(snapshot), Box::new(kept), false)
+                Outcome::Kept(Box::new(snapshot), Box::new(kept), false, false)
             }
             (_, Err(e)) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         },

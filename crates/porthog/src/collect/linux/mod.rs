@@ -39,17 +39,51 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
 
 /// A snapshot of the calling thread's network namespace, called `label` in the report.
 pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
-    snapshot_split(label).map(|(snapshot, _)| snapshot)
+    snapshot_split(label, None).map(|(snapshot, ..)| snapshot)
 }
 
-/// The settings and conntrack of the calling thread's namespace, read anew each time (cheap,
-/// and they change without any socket changing): what a re-used socket walk is joined to.
+/// The settings and conntrack of the calling thread's namespace, read anew: what the sockets
+/// are joined to.
 fn unsocketed(label: Option<String>) -> Snapshot {
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
     snapshot.settings = settings::read(&mut snapshot.gaps);
     snapshot.conntrack = conntrack::read(&mut snapshot.gaps);
     snapshot
+}
+
+/// What `--all-netns` keeps of a namespace besides its sockets between collections: its
+/// settings (read again every `SETTINGS_MAX_AGE`) and its conntrack (dumped again when its
+/// statistics change, `porthog_core::reuse`).
+#[derive(Debug)]
+pub struct Unsocketed {
+    settings: settings::Kept,
+    conntrack: conntrack::Kept,
+}
+
+/// [`unsocketed`], re-using what `previous` kept where nothing says it changed; returns what
+/// to keep for the next collection, and whether both were re-used.
+fn unsocketed_reusing(
+    label: Option<String>,
+    previous: Option<Unsocketed>,
+) -> (Snapshot, Unsocketed, bool) {
+    let (settings, conntrack) = match previous {
+        Some(p) => (Some(p.settings), Some(p.conntrack)),
+        None => (None, None),
+    };
+    let before = (settings.as_ref().map(|s| s.at), conntrack.as_ref().map(|c| c.at));
+    let kept = Unsocketed {
+        settings: settings::read_reusing(settings),
+        conntrack: conntrack::read_reusing(conntrack),
+    };
+    let same = before == (Some(kept.settings.at), Some(kept.conntrack.at));
+    let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
+    snapshot.netns = label;
+    snapshot.settings = kept.settings.settings.clone();
+    snapshot.gaps.extend(kept.settings.gaps.iter().cloned());
+    snapshot.conntrack = kept.conntrack.conntrack.clone();
+    snapshot.gaps.extend(kept.conntrack.gaps.iter().cloned());
+    (snapshot, kept, same)
 }
 
 /// The sockets, owners and their gaps of a snapshot: what `--all-netns` re-uses for a namespace
@@ -62,44 +96,64 @@ pub struct SocketPart {
     pub gaps: Vec<Gap>,
 }
 
-/// [`snapshot_here_without_bpf`], and its socket part to re-use later.
-pub fn snapshot_here_kept(label: Option<String>) -> anyhow::Result<(Snapshot, SocketPart)> {
+/// [`snapshot_here_without_bpf`], its socket part to re-use later, and its settings and
+/// conntrack (`previous` re-used where unchanged).
+pub fn snapshot_here_kept(
+    label: Option<String>,
+    previous: Option<Unsocketed>,
+) -> anyhow::Result<(Snapshot, SocketPart, Unsocketed)> {
     SOCK_DIAG_ONLY.set(true);
-    let (snapshot, first_socket_gap) = snapshot_split(label)?;
+    let (snapshot, first_socket_gap, kept) = snapshot_split(label, Some(previous))?;
     let part = SocketPart {
         source: snapshot.source.clone(),
         sockets: snapshot.sockets.clone(),
         processes: snapshot.processes.clone(),
         gaps: snapshot.gaps.get(first_socket_gap..).unwrap_or_default().to_vec(),
     };
-    Ok((snapshot, part))
+    let kept = kept.ok_or_else(|| anyhow!("the settings and conntrack were not kept"))?;
+    Ok((snapshot, part, kept))
 }
 
 /// A snapshot of the calling thread's namespace with the sockets of an earlier one (`part`,
-/// its TIME_WAIT timers already aged) and fresh settings and conntrack.
-pub fn snapshot_here_reusing(label: Option<String>, part: SocketPart) -> Snapshot {
-    let mut snapshot = unsocketed(label);
+/// its TIME_WAIT timers already aged), and its settings and conntrack (`previous` re-used where
+/// unchanged), and whether those were both re-used.
+pub fn snapshot_here_reusing(
+    label: Option<String>,
+    part: SocketPart,
+    previous: Option<Unsocketed>,
+) -> (Snapshot, Unsocketed, bool) {
+    let (mut snapshot, kept, same) = unsocketed_reusing(label, previous);
     snapshot.source = part.source;
     snapshot.sockets = part.sockets;
     snapshot.processes = part.processes;
     snapshot.gaps.extend(part.gaps);
-    snapshot
+    (snapshot, kept, same)
 }
 
 /// [`snapshot_here`], and the index of the first gap about sockets (those before it are about
-/// settings and conntrack).
-fn snapshot_split(label: Option<String>) -> anyhow::Result<(Snapshot, usize)> {
+/// settings and conntrack). `keep`: `Some(previous)` re-uses and returns the settings and
+/// conntrack `--all-netns` keeps.
+fn snapshot_split(
+    label: Option<String>,
+    keep: Option<Option<Unsocketed>>,
+) -> anyhow::Result<(Snapshot, usize, Option<Unsocketed>)> {
     // First, before porthog opens a socket here itself (conntrack's netlink socket would count).
     let sockstat = sockets::sockstat();
     raise_nofile_limit();
-    let mut snapshot = unsocketed(label);
+    let (mut snapshot, kept) = match keep {
+        Some(previous) => {
+            let (snapshot, kept, _) = unsocketed_reusing(label, previous);
+            (snapshot, Some(kept))
+        }
+        None => (unsocketed(label), None),
+    };
     let first_socket_gap = snapshot.gaps.len();
 
     let unavailable = match bpf_refusal() {
         Some(reason) => reason,
         None => match with_iterators(|it| from_kernel(it, &mut snapshot)) {
             // iter/task_file reports bound-but-inactive sockets on every kernel: no gap.
-            Ok(()) => return Ok((snapshot, first_socket_gap)),
+            Ok(()) => return Ok((snapshot, first_socket_gap, kept)),
             // The chain of causes, verifier log included, on one line.
             Err(e) => format!("{e:#}").lines().next().unwrap_or_default().to_owned(),
         },
@@ -123,7 +177,7 @@ fn snapshot_split(label: Option<String>) -> anyhow::Result<(Snapshot, usize)> {
         ),
     });
     bound_inactive_gap(&mut snapshot);
-    Ok((snapshot, first_socket_gap))
+    Ok((snapshot, first_socket_gap, kept))
 }
 
 thread_local! {

@@ -37,6 +37,31 @@ pub fn current_inode() -> anyhow::Result<u64> {
     Ok(st.st_ino)
 }
 
+/// The calling thread's network namespace cookie (SO_NETNS_COOKIE, Linux 5.14+), from a
+/// socket made and closed here: unlike the namespace's inode number, which a namespace made
+/// after this one died can get again, a cookie is never given twice while the system runs.
+/// `None` on kernels without it.
+pub fn current_cookie() -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let fd =
+        rustix::net::socket(rustix::net::AddressFamily::UNIX, rustix::net::SocketType::DGRAM, None)
+            .ok()?;
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `fd` is an open socket for the whole call, and the option writes at most `len`
+    // bytes into `cookie`, a u64 that outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == std::mem::size_of::<u64>()).then_some(cookie)
+}
+
 /// The inode of `target`'s network namespace (what /proc/PID/ns/net of its processes shows).
 pub fn inode(target: &NetnsTarget) -> anyhow::Result<u64> {
     let label = target.label();
@@ -94,6 +119,24 @@ impl Drop for Entered {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A namespace's cookie is stable, and a new namespace gets another (root only: a thread
+    /// unshares its own).
+    #[test]
+    fn cookies_tell_namespaces_apart() {
+        let here = current_cookie().expect("SO_NETNS_COOKIE (Linux 5.14+)");
+        assert_eq!(current_cookie(), Some(here));
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let other = std::thread::spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_NEWNET).expect("unshare");
+            current_cookie()
+        })
+        .join()
+        .expect("the thread");
+        assert!(other.is_some_and(|c| c != here), "{other:?} vs {here}");
+    }
 
     #[test]
     fn missing_namespace_is_a_clear_error() {

@@ -2,9 +2,32 @@
 //! (which follows the thread, not the process) and parsed by `porthog_core::sysctl`. A setting
 //! that cannot be read or parsed stays `None` with a gap naming the file; never fatal.
 
-use porthog_core::{Gap, GapKind, Settings, sysctl};
+use std::time::Instant;
+
+use porthog_core::{Gap, GapKind, Settings, reuse, sysctl};
 
 const DIR: &str = "/proc/sys/net/ipv4";
+
+/// A namespace's settings as last read, and when (`--all-netns` keeps them).
+#[derive(Debug)]
+pub struct Kept {
+    pub settings: Settings,
+    pub gaps: Vec<Gap>,
+    pub at: Instant,
+}
+
+/// `previous` again while younger than `SETTINGS_MAX_AGE`, else the settings read anew.
+pub fn read_reusing(previous: Option<Kept>) -> Kept {
+    match previous {
+        Some(kept) if kept.at.elapsed() < reuse::SETTINGS_MAX_AGE => kept,
+        _ => {
+            let at = Instant::now();
+            let mut gaps = Vec::new();
+            let settings = read(&mut gaps);
+            Kept { settings, gaps, at }
+        }
+    }
+}
 
 /// Reads the settings; call it on a thread inside the inspected namespace.
 pub fn read(gaps: &mut Vec<Gap>) -> Settings {
