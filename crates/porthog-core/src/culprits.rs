@@ -46,7 +46,7 @@ pub(crate) fn processes(
             );
         }
     }
-    ports.sort_unstable();
+    crate::radix::sort_by_u64_key(&mut ports, |&k| k);
     ports.dedup();
     let mut ephemeral: HashMap<u32, u32> = HashMap::default();
     for key in ports {
