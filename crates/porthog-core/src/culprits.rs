@@ -46,7 +46,7 @@ pub(crate) fn processes(
             );
         }
     }
-    crate::radix::sort_by_u64_key(&mut ports, |&k| k);
+    ports.sort_unstable();
     ports.dedup();
     let mut ephemeral: HashMap<u32, u32> = HashMap::default();
     for key in ports {

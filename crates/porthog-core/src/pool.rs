@@ -401,12 +401,14 @@ fn linux_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
         entries.push(Entry { pool, port: s.local_port, tw, pid: s.pid.map_or(0, |p| p.get()) });
     }
-    // The order of `Entry`'s fields: two stable radix sorts, by (port, tw, pid) then by pool
-    // (a million entries sort in linear passes, not by comparison).
-    crate::radix::sort_by_u64_key(&mut entries, |e| {
-        u64::from(e.port) << 40 | u64::from(e.tw) << 32 | u64::from(e.pid)
+    // The order of `Entry`'s fields, as one integer: a million compare faster so than field by
+    // field.
+    entries.sort_unstable_by_key(|e| {
+        u128::from(e.pool) << 56
+            | u128::from(e.port) << 40
+            | u128::from(e.tw) << 32
+            | u128::from(e.pid)
     });
-    crate::radix::sort_by_u32_key(&mut entries, |e| e.pool);
     let mut distinct = PortBits::new();
     entries.iter().for_each(|e| distinct.set(e.port));
     let connect_ports = distinct.count_in(tcp.range, &PortSet::new());
@@ -560,7 +562,7 @@ fn global_owners(
         .filter(|s| caller.is_none_or(|c| bind_pool::conflicts(s, c)))
         .filter_map(|s| Some(u64::from(s.pid?.get()) << 16 | u64::from(s.local_port)))
         .collect();
-    crate::radix::sort_by_u64_key(&mut held, |&k| k);
+    held.sort_unstable();
     held.dedup();
     let mut counts: HashMap<u32, u32> = HashMap::default();
     for key in held {
