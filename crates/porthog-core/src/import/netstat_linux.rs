@@ -298,12 +298,12 @@ fn timer<'a>(rest: &'a str, sock: &mut Socket) -> &'a str {
 
 /// `127.0.0.1:7070`, `0.0.0.0:*`, `::1:40000`, `:::*`, `::ffff:10.0.0.1:80`, `*:*`.
 fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
-    let (addr, port) = s.rsplit_once(':')?;
-    let port: u16 = if port == "*" { 0 } else { port.parse().ok()? };
-    let addr = addr.split_once('%').map_or(addr, |(a, _)| a);
+    let (addr, port) = super::text::rsplit_colon(s)?;
+    let port: u16 = if port == "*" { 0 } else { super::text::number(port)? };
+    let addr = memchr::memchr(b'%', addr.as_bytes()).map_or(addr, |at| &addr[..at]);
     let ip = if addr == "*" {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    } else if addr.contains(':') {
+    } else if memchr::memchr(b':', addr.as_bytes()).is_some() {
         IpAddr::V6(addr.parse::<Ipv6Addr>().ok()?)
     } else {
         IpAddr::V4(super::netstat::dotted_quad(addr).or_else(|| addr.parse().ok())?)

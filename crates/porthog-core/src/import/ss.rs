@@ -366,9 +366,9 @@ fn timer_ms(t: &str) -> Option<u32> {
 
 /// `127.0.0.1:631`, `[::1]:631`, `*:*`, `0.0.0.0:*`, `127.0.0.53%lo:53`, `[fe80::1]%eth0:546`.
 fn endpoint(s: &str) -> Option<(IpAddr, u16)> {
-    let (addr, port) = s.rsplit_once(':')?;
-    let port: u16 = if port == "*" { 0 } else { port.parse().ok()? };
-    let addr = match addr.find('%') {
+    let (addr, port) = super::text::rsplit_colon(s)?;
+    let port: u16 = if port == "*" { 0 } else { super::text::number(port)? };
+    let addr = match memchr::memchr(b'%', addr.as_bytes()) {
         Some(i) if !addr[i..].contains(']') => &addr[..i],
         _ => addr,
     };

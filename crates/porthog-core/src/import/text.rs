@@ -27,6 +27,23 @@ pub(super) fn trim(s: &str) -> &str {
     trim_end(trim_start(s))
 }
 
+/// `s.parse()` for an unsigned number: plain digits are read byte-wise; anything else (a sign,
+/// an empty word) goes to std, which decides, so the result is std's.
+pub(super) fn number<T: std::str::FromStr + TryFrom<u64>>(s: &str) -> Option<T> {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 9 || !b.iter().all(u8::is_ascii_digit) {
+        return s.parse().ok();
+    }
+    let v = b.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+    T::try_from(v).ok()
+}
+
+/// `s.rsplit_once(':')` by a byte search (std's char searcher costs a per-row setup).
+pub(super) fn rsplit_colon(s: &str) -> Option<(&str, &str)> {
+    let at = memchr::memrchr(b':', s.as_bytes())?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
