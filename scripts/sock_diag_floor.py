@@ -16,6 +16,11 @@ def dump(seq):
             ln, ty = struct.unpack_from("=IH", b, off)
             if ty == 3:
                 return n
+            if ty == 2:  # NLMSG_ERROR: the kernel refused the dump
+                err = -struct.unpack_from("=i", b, off + 16)[0]
+                sys.exit(f"sock_diag dump refused: {os.strerror(err)}")
+            if ln < 16:
+                sys.exit(f"malformed netlink message (length {ln})")
             n += 1
             off += (ln + 3) & ~3
 t0 = os.times(); w0 = time.time()

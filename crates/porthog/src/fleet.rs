@@ -31,14 +31,38 @@ pub fn judge(
     gaps: Vec<Gap>,
     opts: &AnalyzeOptions,
 ) -> FleetReport {
+    judge_keeping(collected, gaps, opts, Vec::new())
+}
+
+/// [`judge`], keeping from `previous` (the last judgement's namespaces) the analysis of each
+/// namespace whose input did not change (`Collected::unchanged`, `serve --all-netns`): for a
+/// wide port range the analysis is most of a re-used namespace's cost. The kept report takes
+/// the namespace's current label.
+pub fn judge_keeping(
+    collected: Vec<collect::Collected>,
+    gaps: Vec<Gap>,
+    opts: &AnalyzeOptions,
+    previous: Vec<NamespaceReport>,
+) -> FleetReport {
+    let mut last: HashMap<u64, porthog_core::Report> =
+        previous.into_iter().map(|ns| (ns.inode, ns.report)).collect();
     let namespaces = collected
         .into_iter()
-        .map(|c| NamespaceReport {
-            inode: c.inode,
-            name: c.name,
-            container: c.container,
-            pids: c.pids,
-            report: porthog_core::analyze(&c.snapshot, opts),
+        .map(|c| {
+            let report = match last.remove(&c.inode) {
+                Some(mut report) if c.unchanged => {
+                    report.netns = c.snapshot.netns;
+                    report
+                }
+                _ => porthog_core::analyze(&c.snapshot, opts),
+            };
+            NamespaceReport {
+                inode: c.inode,
+                name: c.name,
+                container: c.container,
+                pids: c.pids,
+                report,
+            }
         })
         .collect();
     FleetReport::new(namespaces, gaps)
@@ -297,6 +321,37 @@ mod tests {
             ),
             unchanged: false,
         }
+    }
+
+    /// A namespace whose input did not change keeps its last analysis under its current label;
+    /// a changed one, or one never judged, is analyzed anew.
+    #[test]
+    fn an_unchanged_namespace_keeps_its_analysis() {
+        let opts = AnalyzeOptions::default();
+        let first = judge(
+            vec![collected(1, "a", 40000..40002), collected(2, "b", 40000..40002)],
+            vec![],
+            &opts,
+        );
+        let mut previous = first.namespaces;
+        for ns in &mut previous {
+            // A mark no analysis of these snapshots gives.
+            ns.report.verdict = porthog_core::Level::Exhausted;
+        }
+        let mut same = collected(1, "a", 40000..40002);
+        same.unchanged = true;
+        same.snapshot.netns = Some("renamed".into());
+        let changed = collected(2, "b", 40000..40002);
+        let mut new = collected(3, "c", 40000..40002);
+        new.unchanged = true;
+        let fleet = judge_keeping(vec![same, changed, new], vec![], &opts, previous);
+        let verdict =
+            |inode| fleet.namespaces.iter().find(|ns| ns.inode == inode).unwrap().report.verdict;
+        assert_eq!(verdict(1), porthog_core::Level::Exhausted, "kept");
+        assert_eq!(verdict(2), porthog_core::Level::Ok, "changed: analyzed anew");
+        assert_eq!(verdict(3), porthog_core::Level::Ok, "never judged: analyzed");
+        let kept = fleet.namespaces.iter().find(|ns| ns.inode == 1).unwrap();
+        assert_eq!(kept.report.netns.as_deref(), Some("renamed"), "the current label");
     }
 
     /// Worst first, each namespace with its own history (new connections are per namespace),

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn check(opts: &CheckOptions) -> Result<u8> {
+    collect::one_shot_allocator();
     if opts.all_netns {
         return check_all(opts);
     }

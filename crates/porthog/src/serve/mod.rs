@@ -91,7 +91,6 @@ pub fn run(opts: &ServeOptions) -> Result<u8> {
         last: None,
         failures,
         cache,
-        reports: Default::default(),
     };
     // The first collection happens before the first answer: scrapes queue on the socket.
     latest.set(collector.round()?);
@@ -144,8 +143,6 @@ struct Collector {
     failures: Option<failures::Book>,
     /// With --all-netns as root: the change signal and each namespace's last walk.
     cache: Option<collect::FleetCache>,
-    /// With the cache: each namespace's last analysis, re-used while its input is unchanged.
-    reports: std::collections::HashMap<u64, porthog_core::Report>,
 }
 
 impl Collector {
@@ -211,27 +208,9 @@ impl Collector {
     fn collect(&mut self) -> Result<FleetReport> {
         if let Some(cache) = self.cache.as_mut() {
             let (collected, gaps) = collect::all_namespaces_reusing(cache)?;
-            // A namespace whose input did not change keeps its last analysis (for a wide port
-            // range the analysis is most of a re-used namespace's cost).
-            let mut reports = std::mem::take(&mut self.reports);
-            let namespaces: Vec<NamespaceReport> = collected
-                .into_iter()
-                .map(|c| {
-                    let report = match reports.remove(&c.inode) {
-                        Some(report) if c.unchanged => report,
-                        _ => porthog_core::analyze(&c.snapshot, &self.opts.analyze),
-                    };
-                    NamespaceReport {
-                        inode: c.inode,
-                        name: c.name,
-                        container: c.container,
-                        pids: c.pids,
-                        report,
-                    }
-                })
-                .collect();
-            self.reports = namespaces.iter().map(|ns| (ns.inode, ns.report.clone())).collect();
-            return Ok(FleetReport::new(namespaces, gaps));
+            // The last judgement's reports, moved out: `round` replaces `last` with this one.
+            let previous = self.last.take().map(|(fleet, _)| fleet.namespaces).unwrap_or_default();
+            return Ok(crate::fleet::judge_keeping(collected, gaps, &self.opts.analyze, previous));
         }
         if self.opts.all_netns {
             return crate::fleet::report(&self.opts.analyze);

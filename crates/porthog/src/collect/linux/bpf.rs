@@ -73,7 +73,6 @@ impl Iterators {
     /// Loads the three programs; the error says why BPF cannot be used here.
     pub fn load() -> Result<Iterators> {
         let started = Instant::now();
-        fixed_mmap_threshold();
         // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
         let mut vmlinux = File::open(VMLINUX_BTF)
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
@@ -205,23 +204,6 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
         }
     }
 }
-
-/// From here on, glibc serves every allocation of [`MMAP_THRESHOLD`] or more with a mapping of
-/// its own: a growing vector is then moved by remapping its pages, not copied (aya's 3 MB list
-/// of attach-target types was held twice while it grew, ~0.5 MiB of the BPF path's fixed peak),
-/// and a freed one goes back to the kernel at once. glibc's default starts so but raises the
-/// threshold each time such a block is freed, up to 32 MiB. Other C libraries: nothing.
-fn fixed_mmap_threshold() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets a tuning parameter of the allocator; it returns 0 (left as it
-    // was) if the value is refused, which is harmless.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-    }
-}
-
-/// glibc's own initial value (128 KiB), kept fixed by [`fixed_mmap_threshold`].
-const MMAP_THRESHOLD: usize = 128 * 1024;
 
 /// The process's peak resident set so far (VmHWM), for `PORTHOG_TIMINGS`; 0 if unreadable.
 pub fn peak_rss_kib() -> u64 {

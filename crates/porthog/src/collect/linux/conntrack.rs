@@ -39,47 +39,79 @@ const PROC_STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 /// What conntrack shows in this namespace; `None` when nf_conntrack is not loaded (nothing can
 /// be source-NATed then). What could not be read is a gap, never an error.
 pub fn read(gaps: &mut Vec<Gap>) -> Option<Conntrack> {
-    read_at(&std::fs::read_to_string(PROC_STAT), gaps)
+    read_at(&Stat::read(), gaps)
 }
 
-/// A namespace's conntrack as last read, with the statistics text it was read at (what
+/// What a read of the statistics file found.
+#[derive(Debug, PartialEq, Eq)]
+enum Stat {
+    Text(String),
+    /// No such file: nf_conntrack is not loaded.
+    NotLoaded,
+    /// It exists but could not be read.
+    Unreadable,
+}
+
+impl Stat {
+    fn read() -> Stat {
+        match std::fs::read_to_string(PROC_STAT) {
+            Ok(text) => Stat::Text(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Stat::NotLoaded,
+            Err(_) => Stat::Unreadable,
+        }
+    }
+}
+
+/// A namespace's conntrack as last read, with the statistics it was read at (what
 /// `--all-netns` keeps between collections).
 #[derive(Debug)]
 pub struct Kept {
-    /// The statistics file's text; `None` when it could not be read (never re-used then).
-    stat: Option<String>,
+    stat: Stat,
     pub conntrack: Option<Conntrack>,
     pub gaps: Vec<Gap>,
     pub at: Instant,
 }
 
-/// `previous` again when the statistics file reads the same and the read is young enough
-/// (`porthog_core::reuse::conntrack_unchanged`): a NAT namespace's table is not dumped (nor its
-/// rules listed) again while nothing counted changed. Else [`read`].
+impl Kept {
+    /// Whether this read may stand for one that found `now`: nf_conntrack still not loaded (no
+    /// table to change), or a complete dump whose statistics text reads the same while young
+    /// enough (`porthog_core::reuse::conntrack_unchanged`).
+    fn stands_for(&self, now: &Stat) -> bool {
+        match (&self.stat, now) {
+            (Stat::NotLoaded, Stat::NotLoaded) => true,
+            (Stat::Text(before), Stat::Text(now)) => {
+                self.conntrack.as_ref().is_some_and(|ct| !ct.unread)
+                    && reuse::conntrack_unchanged(before, now, self.at.elapsed())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `previous` again where it still stands ([`Kept::stands_for`]): a NAT namespace's table is
+/// not dumped (nor its rules listed) again while nothing counted changed. Else [`read`].
 pub fn read_reusing(previous: Option<Kept>) -> Kept {
-    let text = std::fs::read_to_string(PROC_STAT);
-    if let (Some(kept), Ok(now)) = (previous, &text)
-        && let Some(before) = &kept.stat
-        && kept.conntrack.as_ref().is_some_and(|ct| !ct.unread)
-        && reuse::conntrack_unchanged(before, now, kept.at.elapsed())
+    let stat = Stat::read();
+    if let Some(kept) = previous
+        && kept.stands_for(&stat)
     {
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
-            eprintln!("porthog: conntrack statistics unchanged: last dump re-used");
+            eprintln!("porthog: conntrack statistics unchanged: last read re-used");
         }
         return kept;
     }
     let at = Instant::now();
     let mut gaps = Vec::new();
-    let conntrack = read_at(&text, &mut gaps);
-    Kept { stat: text.ok(), conntrack, gaps, at }
+    let conntrack = read_at(&stat, &mut gaps);
+    Kept { stat, conntrack, gaps, at }
 }
 
 /// [`read`], the statistics file already read (`stat`).
-fn read_at(stat: &io::Result<String>, gaps: &mut Vec<Gap>) -> Option<Conntrack> {
+fn read_at(stat: &Stat, gaps: &mut Vec<Gap>) -> Option<Conntrack> {
     let ProcStat { stats: proc_stats, entries } = match stat {
-        Ok(text) => parse_proc_stat(text),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(_) => ProcStat::default(),
+        Stat::Text(text) => parse_proc_stat(text),
+        Stat::NotLoaded => return None,
+        Stat::Unreadable => ProcStat::default(),
     };
     let started = std::time::Instant::now();
     let mut ct = Conntrack::default();
@@ -277,6 +309,34 @@ mod tests {
     use porthog_core::snat::IPS_SRC_NAT;
 
     use super::*;
+
+    /// A kept read stands while nf_conntrack stays unloaded, or while a complete dump's
+    /// statistics read the same and it is young; never for an unreadable file or a failed dump.
+    #[test]
+    fn a_kept_read_stands_only_where_nothing_counted_changed() {
+        let stat = "entries  found\n00000003 00000000\n";
+        let kept = |stat: Stat, conntrack: Option<Conntrack>| Kept {
+            stat,
+            conntrack,
+            gaps: vec![],
+            at: Instant::now(),
+        };
+        let text = |t: &str| Stat::Text(t.to_owned());
+        let not_loaded = kept(Stat::NotLoaded, None);
+        assert!(not_loaded.stands_for(&Stat::NotLoaded));
+        assert!(!not_loaded.stands_for(&text(stat)), "loaded since: read it");
+        let dumped = kept(text(stat), Some(Conntrack::default()));
+        assert!(dumped.stands_for(&text(stat)));
+        assert!(!dumped.stands_for(&text("entries  found\n00000004 00000000\n")));
+        assert!(!dumped.stands_for(&Stat::NotLoaded), "unloaded since: read it");
+        assert!(!dumped.stands_for(&Stat::Unreadable));
+        let failed = kept(text(stat), Some(Conntrack { unread: true, ..Conntrack::default() }));
+        assert!(!failed.stands_for(&text(stat)), "a failed dump is tried again");
+        assert!(!kept(Stat::Unreadable, None).stands_for(&Stat::Unreadable));
+        let old =
+            Kept { at: Instant::now().checked_sub(reuse::CONNTRACK_MAX_AGE).unwrap(), ..dumped };
+        assert!(!old.stands_for(&text(stat)), "older than CONNTRACK_MAX_AGE: read it");
+    }
 
     fn tuple_of(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<Tuple> {
         vec![

@@ -237,9 +237,15 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             let unchanged = same && kept.shortest_time_wait_ms.is_none();
             Outcome::Kept(Box::new(snapshot), Box::new(kept), true, unchanged)
         }
+        // A walk keeps the settings and conntrack only where the cookie proves the namespace is
+        // the same one: without it, a namespace made under a dead one's inode would show the dead
+        // one's port range for up to SETTINGS_MAX_AGE even though its sockets were walked anew.
         (_, kept) => match (
             Instant::now(),
-            snapshot_here_kept(Some(label.clone()), kept.map(|k| k.unsocketed)),
+            snapshot_here_kept(
+                Some(label.clone()),
+                kept.filter(|_| cookie.is_some()).map(|k| k.unsocketed),
+            ),
         ) {
             // Timed from the walk's start: the TIME_WAIT timers were read then, so a re-use
             // ages them by no less than really passed.

@@ -178,7 +178,8 @@ impl SockDiag {
     /// (ENOENT: closed and gone, or another socket now holds the 4-tuple) or it has no file any
     /// more (inode 0: closed by its process, orphaned or TIME_WAIT): no fd table can hold it.
     /// `Ok(None)` when an exact lookup cannot decide: not a connected TCP socket (a listener's
-    /// or UDP lookup may answer with another socket), no cookie, an unknown family, or bound to
+    /// or UDP lookup may answer with another socket; a CLOSE socket, still held by its process,
+    /// is in no hash the lookup searches), no cookie, an unknown family, or bound to
     /// a device (the lookup would need its ifindex, which the model does not keep).
     pub fn still_held(&mut self, socket: &Socket) -> io::Result<Option<bool>> {
         let v6 = match socket.facts.family_v6() {
@@ -188,7 +189,7 @@ impl SockDiag {
                     && socket.inode != 0
                     && socket.facts.bound_dev() == Some(false)
                     && socket.is_connected()
-                    && !matches!(socket.state, State::TimeWait | State::SynRecv) =>
+                    && !matches!(socket.state, State::TimeWait | State::SynRecv | State::Close) =>
             {
                 v6
             }
