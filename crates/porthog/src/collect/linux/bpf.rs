@@ -1,5 +1,5 @@
-//! porthog's BPF iterators (`bpf/porthog.bpf.c`, committed built as `bpf/porthog.bpf.o`), loaded
-//! with aya: every TCP and UDP socket of the namespace with the kernel state sock_diag does not
+//! porthog's BPF iterators (`bpf/porthog.bpf.c`, committed built as `bpf/porthog.bpf.o`),
+//! relocated with aya-obj and loaded with three `bpf()` commands of its own: every TCP and UDP socket of the namespace with the kernel state sock_diag does not
 //! show, and socket inode -> pid from the kernel's fd tables. Loads, runs and returns raw
 //! records; decoding is the core's (`bpf_record.rs`), choosing the fallback is `mod.rs`'s.
 //! Nothing is pinned: the programs and links live only as long as their file descriptors, so
@@ -265,7 +265,8 @@ pub(super) fn load_object(object: &[u8], btf: &Btf) -> Result<Ebpf> {
 
 /// An aya loader that has not parsed the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and
 /// parses all of /sys/kernel/btf/vmlinux (5.5 MB; ~14 MiB of peak RSS and tens of ms measured)
-/// for a default that `load` above replaces with the pruned copy; aya 0.15 reads it only when no
+/// for a default that [`load_object`] (the signal program's loader) replaces with the pruned
+/// copy; aya 0.15 reads it only when no
 /// BTF is given, but needs Rust 1.98. So the loader is made on a thread of its own, in a private
 /// mount namespace where /sys/kernel/btf is an empty tmpfs: aya's read fails, and it keeps no
 /// default. Nothing outside that thread sees the mount, which goes when the thread ends. If the
