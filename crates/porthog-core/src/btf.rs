@@ -36,19 +36,20 @@ impl From<std::io::Error> for BtfError {
     }
 }
 
-/// The two copies the loader needs, made by [`prune`].
+/// What the loader needs, made by [`prune`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pruned {
     /// What the programs are relocated against (see [`keep_only`]).
     pub types: Vec<u8>,
-    /// What an iterator's attach target is looked up in (see [`funcs_in_place`]).
-    pub targets: Vec<u8>,
+    /// The id in the kernel's own BTF of each function of `funcs` (in its order; `None` if the
+    /// BTF has no such function): an iterator program's `attach_btf_id`.
+    pub func_ids: Vec<Option<u32>>,
 }
 
 /// How much of the BTF a sequential pass holds at a time.
 const CHUNK: usize = 64 * 1024;
 
-/// [`keep_only`] and [`funcs_in_place`] at once, reading `src` in passes of [`CHUNK`] bytes and
+/// [`keep_only`] and the kernel's ids of the functions of `funcs`, reading `src` in passes of [`CHUNK`] bytes and
 /// positioned reads of the kept types: the kernel's BTF (5.5 MB) is never resident whole; what
 /// is held is one offset per type (4 bytes) and the kept types themselves.
 pub fn prune<R: Read + Seek>(
@@ -66,14 +67,6 @@ pub fn prune<R: Read + Seek>(
 /// Types are renumbered and the string section holds only the names kept.
 pub fn keep_only(btf: &[u8], structs: &[&str], funcs: &[&str]) -> Result<Vec<u8>, BtfError> {
     Ok(prune(&mut std::io::Cursor::new(btf), structs, funcs)?.types)
-}
-
-/// A BTF in which the functions of `funcs` keep their type ids and every other type is a
-/// placeholder (a pointer to void): what an iterator program's attach (`attach_btf_id`, an id
-/// in the kernel's own BTF) is looked up in, cheaply. It ends at the last of those functions and
-/// its strings are their names alone.
-pub fn funcs_in_place(btf: &[u8], funcs: &[&str]) -> Result<Vec<u8>, BtfError> {
-    Ok(prune(&mut std::io::Cursor::new(btf), &[], funcs)?.targets)
 }
 
 fn prune_in_chunks<R: Read + Seek>(
@@ -240,22 +233,14 @@ fn prune_in_chunks<R: Read + Seek>(
     }
     let types = assemble(&layout.magic, &out_types, &out_strings.bytes);
 
-    // The attach targets: every type up to the last function a placeholder but the functions.
-    let mut target_strings = Strings::new();
-    let last = func_ids.iter().map(|&(id, _, _)| id).max().unwrap_or(0);
-    let mut target_types = Vec::with_capacity(last * 12);
-    let mut funcs_at = func_ids.iter().peekable();
-    for id in 1..=last {
-        let (name_off, info) = match funcs_at.next_if(|&&(f, _, _)| f == id) {
-            Some(&(_, name_off, info)) => (target_strings.intern(name(name_off)), info),
-            None => (0, 2 << 24),
-        };
-        target_types.extend(name_off.to_ne_bytes());
-        target_types.extend(info.to_ne_bytes());
-        target_types.extend(0u32.to_ne_bytes());
-    }
-    let targets = assemble(&layout.magic, &target_types, &target_strings.bytes);
-    Ok(Pruned { types, targets })
+    let func_ids = funcs
+        .iter()
+        .map(|f| {
+            let named = |&&(_, off, _): &&(usize, u32, u32)| name(off) == f.as_bytes();
+            func_ids.iter().find(named).and_then(|&(id, _, _)| u32::try_from(id).ok())
+        })
+        .collect();
+    Ok(Pruned { types, func_ids })
 }
 
 /// The header of the original (magic, version, flags) over new type and string sections.
@@ -494,25 +479,12 @@ mod tests {
         assert!(with_f.ends_with(b"\0f\0"));
     }
 
+    /// The attach ids come with the copy: the kernel's own id of each function asked for, in
+    /// the order asked, `None` for one the BTF does not have (nor for a struct of that name).
     #[test]
-    fn funcs_keep_their_ids_and_the_copy_ends_at_the_last() {
-        let out = funcs_in_place(&sample(), &["f"]).unwrap();
-        // ids 1-3 placeholders (pointers to void), f at id 4 as in the original, named at 1.
-        let placeholder = record(0, 2, 0, 0);
-        let types =
-            [placeholder.clone(), placeholder.clone(), placeholder, record(1, KIND_FUNC, 0, 0)]
-                .concat();
-        assert_eq!(out, [&sample()[..4], &header(types.len(), 3)[..], &types, b"\0f\0"].concat());
-        // A function that is not there: no types at all.
-        let none = funcs_in_place(&sample(), &["g"]).unwrap();
-        assert_eq!(none, [&sample()[..4], &header(0, 1)[..], b"\0"].concat());
-    }
-
-    fn header(types: usize, strings: usize) -> Vec<u8> {
-        [24, 0, types as u32, types as u32, strings as u32]
-            .iter()
-            .flat_map(|v| v.to_ne_bytes())
-            .collect()
+    fn func_ids_are_the_original_ids_in_the_order_asked() {
+        let pruned = prune(&mut std::io::Cursor::new(sample()), &["keep"], &["g", "f", "keep"]);
+        assert_eq!(pruned.unwrap().func_ids, [None, Some(4), None]);
     }
 
     /// Read a byte at a time or a few bytes at a time, strings and records cut at every

@@ -49,8 +49,8 @@ static BPF_DISABLED: AtomicBool = AtomicBool::new(false);
 
 /// For a run that collects once (`check`): from here on, glibc serves every allocation of
 /// [`MMAP_THRESHOLD`] or more with a mapping of its own, so a growing vector is moved by
-/// remapping its pages instead of being copied and held twice (aya's 3 MB list of attach-target
-/// types at the BPF load; the socket list at 250k sockets: peak RSS 42 -> 31 MiB), and a freed
+/// remapping its pages instead of being copied and held twice (the socket list at 250k sockets:
+/// peak RSS 42 -> 31 MiB), and a freed
 /// one goes back to the kernel at once. glibc's default starts so but raises the threshold each
 /// time such a block is freed. Not for `watch`, `record` and `serve`: a sampler would then map
 /// and fault in its large vectors anew every sample (measured: `watch`/`record` at 100k

@@ -1,5 +1,5 @@
-//! porthog's BPF iterators (`bpf/porthog.bpf.c`, committed built as `bpf/porthog.bpf.o`), loaded
-//! with aya: every TCP and UDP socket of the namespace with the kernel state sock_diag does not
+//! porthog's BPF iterators (`bpf/porthog.bpf.c`, committed built as `bpf/porthog.bpf.o`),
+//! relocated with aya-obj and loaded with three `bpf()` commands of its own: every TCP and UDP socket of the namespace with the kernel state sock_diag does not
 //! show, and socket inode -> pid from the kernel's fd tables. Loads, runs and returns raw
 //! records; decoding is the core's (`bpf_record.rs`), choosing the fallback is `mod.rs`'s.
 //! Nothing is pinned: the programs and links live only as long as their file descriptors, so
@@ -9,9 +9,12 @@ use std::fs::File;
 use std::io::Read;
 use std::time::{Duration, Instant};
 
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
 use anyhow::{Context, Result, anyhow};
-use aya::programs::Iter;
 use aya::{Btf, Ebpf, EbpfLoader};
+use aya_obj::generated::{bpf_attr, bpf_insn};
 use porthog_core::Socket;
 use porthog_core::bpf_record::{SocketDecoder, SocketWalk};
 
@@ -58,10 +61,12 @@ const TCP: (&str, &str) = ("porthog_tcp", "tcp");
 const UDP: (&str, &str) = ("porthog_udp", "udp");
 const OWNERS: (&str, &str) = ("porthog_owners", "task_file");
 
-/// The loaded programs.
+/// The loaded programs, by their file descriptors (nothing is pinned).
 pub struct Iterators {
-    ebpf: Ebpf,
-    /// How long parsing the kernel's BTF, relocating and loading the programs took.
+    tcp: OwnedFd,
+    udp: OwnedFd,
+    owners: OwnedFd,
+    /// How long reading the kernel's BTF, relocating and loading the programs took.
     pub load_time: Duration,
 }
 
@@ -71,13 +76,19 @@ pub struct Walk(File);
 
 impl Iterators {
     /// Loads the three programs; the error says why BPF cannot be used here.
+    ///
+    /// The object is relocated (CO-RE) by aya's object crate against the pruned kernel BTF, and
+    /// each program loaded with `bpf(BPF_PROG_LOAD)` given its attach target's id in the kernel's
+    /// BTF, which the pruning pass read on its way ([`bpf_prog_load`]). aya's `Iter::load` would
+    /// look the id up in a parsed copy of every type up to it: 48 bytes a type, ~64,000 types,
+    /// the largest allocation of the load (issue 7's fixed-memory budget).
     pub fn load() -> Result<Iterators> {
         let started = Instant::now();
         // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
         let mut vmlinux = File::open(VMLINUX_BTF)
             .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
         let vmlinux_len = vmlinux.metadata().map(|m| m.len()).unwrap_or(0);
-        let porthog_core::btf::Pruned { types: pruned, targets: target_bytes } =
+        let porthog_core::btf::Pruned { types: pruned, func_ids } =
             porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
                 .with_context(|| format!("in {VMLINUX_BTF}"))?;
         drop(vmlinux);
@@ -87,90 +98,175 @@ impl Iterators {
         drop(pruned);
         let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
-        let mut ebpf = load_object(OBJECT, &btf).context("cannot load porthog's BPF object")?;
+        let mut object = aya_obj::Object::parse(&aligned(OBJECT))
+            .context("cannot parse porthog's BPF object")?;
+        object.relocate_btf(&btf).context("cannot relocate porthog's BPF object")?;
         drop(btf);
+        let text_sections = object.functions.keys().map(|&(section, _)| section).collect();
+        object.relocate_calls(&text_sections).context("cannot relocate porthog's BPF object")?;
+        let load = |(name, target): (&str, &str)| -> Result<OwnedFd> {
+            let function = object
+                .programs
+                .get(name)
+                .and_then(|p| object.functions.get(&p.function_key()))
+                .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
+            let target_fn = format!("bpf_iter_{target}");
+            let attach_btf_id = ITERATOR_TARGETS
+                .iter()
+                .zip(&func_ids)
+                .find_map(|(f, id)| (*f == target_fn).then_some(*id).flatten())
+                .ok_or_else(|| {
+                    anyhow!("the kernel's BTF ({VMLINUX_BTF}) has no function {target_fn}")
+                })?;
+            bpf_prog_load(name, &function.instructions, &object.license, attach_btf_id)
+                .with_context(|| format!("the kernel refused the iter/{target} program"))
+        };
+        let (tcp, udp, owners) = (load(TCP)?, load(UDP)?, load(OWNERS)?);
         let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
-        // The largest thing the load holds: aya keeps 48 bytes for every type up to the last
-        // iterator function (~64,000 placeholders, as the attach ids are the kernel's own), so
-        // it is parsed only once the relocation's memory is freed, and its bytes dropped.
-        let targets = Btf::parse(&target_bytes, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        drop(target_bytes);
-        for (name, target) in [TCP, UDP, OWNERS] {
-            let program: &mut Iter = ebpf
-                .program_mut(name)
-                .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?
-                .try_into()
-                .with_context(|| format!("{name} is not an iterator program"))?;
-            program
-                .load(target, &targets)
-                .with_context(|| format!("the kernel refused the iter/{target} program"))?;
-        }
-        drop(targets);
+        drop(object);
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
             eprintln!(
                 "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?} (peak RSS \
-                 {hwm_btf} KiB), object relocated and loaded at {t_obj:?} ({hwm_obj} KiB), \
-                 iterators loaded at {:?} ({} KiB)",
-                pruned_len,
-                vmlinux_len,
-                started.elapsed(),
-                peak_rss_kib()
+                 {hwm_btf} KiB), object relocated and iterators loaded at {t_obj:?} ({hwm_obj} KiB)",
+                pruned_len, vmlinux_len,
             );
         }
-        Ok(Iterators { ebpf, load_time: started.elapsed() })
+        Ok(Iterators { tcp, udp, owners, load_time: started.elapsed() })
     }
 
     /// The TCP socket walk of the calling thread's network namespace.
     pub fn tcp(&mut self) -> Result<Walk> {
-        self.walk(TCP.0)
+        walk(&self.tcp, TCP.0)
     }
 
     pub fn udp(&mut self) -> Result<Walk> {
-        self.walk(UDP.0)
+        walk(&self.udp, UDP.0)
     }
 
     /// Every process's socket fds (sockets of the calling thread's network namespace only), in
     /// the calling thread's pid namespace.
     pub fn owners(&mut self) -> Result<Walk> {
-        self.walk(OWNERS.0)
+        walk(&self.owners, OWNERS.0)
     }
+}
 
-    fn walk(&mut self, name: &str) -> Result<Walk> {
-        let program: &mut Iter = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?
-            .try_into()?;
-        let link = program.attach().with_context(|| format!("cannot attach {name}"))?;
-        let link = program.take_link(link)?;
-        // The iterator keeps its own reference: the link's fd closes here.
-        let file = link.into_file().with_context(|| format!("cannot create a {name} iterator"))?;
-        Ok(Walk(file))
+/// A new iterator of a loaded iterator program: a link (`BPF_LINK_CREATE`), then an iterator
+/// from it (`BPF_ITER_CREATE`); the iterator keeps its own reference, so the link's fd closes
+/// here.
+fn walk(program: &OwnedFd, name: &str) -> Result<Walk> {
+    use aya_obj::generated::{bpf_attach_type::BPF_TRACE_ITER, bpf_cmd};
+    // SAFETY: all-zero is a valid bpf_attr (every field an integer or a union of integers).
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.link_create.__bindgen_anon_1.prog_fd = program.as_raw_fd() as u32;
+    // No target fd: the kernel refuses one for an iterator.
+    attr.link_create.attach_type = BPF_TRACE_ITER as u32;
+    // SAFETY: BPF_LINK_CREATE reads the link_create member set above.
+    let link = unsafe { sys_bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr) }
+        .with_context(|| format!("cannot attach {name}"))?;
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.iter_create.link_fd = link.as_raw_fd() as u32;
+    // SAFETY: BPF_ITER_CREATE reads the iter_create member set above.
+    let iter = unsafe { sys_bpf(bpf_cmd::BPF_ITER_CREATE, &mut attr) }
+        .with_context(|| format!("cannot create a {name} iterator"))?;
+    Ok(Walk(File::from(iter)))
+}
+
+/// Loads one relocated iterator program (`BPF_PROG_TYPE_TRACING`, attach type
+/// `BPF_TRACE_ITER`) attached to the kernel BTF function `attach_btf_id`. What aya's
+/// `Iter::load` gives the kernel too, but no program BTF and no function or line info: the
+/// programs have one function each, and the verifier needs only the attach target's types.
+fn bpf_prog_load(
+    name: &str,
+    instructions: &[bpf_insn],
+    license: &CStr,
+    attach_btf_id: u32,
+) -> Result<OwnedFd> {
+    use aya_obj::generated::{bpf_attach_type::BPF_TRACE_ITER, bpf_cmd, bpf_prog_type};
+    // SAFETY: all-zero is a valid bpf_attr (every field an integer or a union of integers).
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: writing integer fields of a union member only.
+    let load = unsafe { &mut attr.__bindgen_anon_3 };
+    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+    load.expected_attach_type = BPF_TRACE_ITER as u32;
+    load.attach_btf_id = attach_btf_id;
+    load.insns = instructions.as_ptr() as u64;
+    load.insn_cnt = u32::try_from(instructions.len())?;
+    load.license = license.as_ptr() as u64;
+    // The name bpftool and the e2e leak check show (at most 15 bytes and a NUL).
+    for (to, from) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+        *to = from as std::ffi::c_char;
+    }
+    // SAFETY: BPF_PROG_LOAD reads the member set above; the instructions and license it points
+    // to outlive the call.
+    Ok(unsafe { sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }?)
+}
+
+/// One `bpf()` call of a command that returns a new file descriptor.
+///
+/// # Safety
+/// `attr` must be what `cmd` expects, its pointers valid for the call.
+unsafe fn sys_bpf(
+    cmd: aya_obj::generated::bpf_cmd,
+    attr: &mut bpf_attr,
+) -> std::io::Result<OwnedFd> {
+    // SAFETY: the caller's contract; the size is the whole union, as the kernel allows.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_int,
+            std::ptr::from_mut(attr),
+            size_of::<bpf_attr>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new file descriptor, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A copy with 8-byte alignment of a clang-built object (from `include_bytes!`, so maybe
+/// unaligned): the ELF reader expects aligned headers.
+fn aligned(object: &[u8]) -> AlignedBytes {
+    AlignedBytes {
+        words: object
+            .chunks(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b[..c.len()].copy_from_slice(c);
+                u64::from_ne_bytes(b)
+            })
+            .collect(),
+        len: object.len(),
+    }
+}
+
+struct AlignedBytes {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl std::ops::Deref for AlignedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `words` holds ceil(len / 8) u64s, so at least `len` initialised bytes; u8 has
+        // no alignment or validity requirements.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
     }
 }
 
 /// Loads a clang-built object (from `include_bytes!`, so maybe unaligned) against `btf`, the
 /// pruned kernel BTF, with a loader that never parses the whole kernel BTF.
 pub(super) fn load_object(object: &[u8], btf: &Btf) -> Result<Ebpf> {
-    // A copy with 8-byte alignment: the ELF reader expects aligned headers.
-    let aligned: Vec<u64> = object
-        .chunks(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
-            u64::from_ne_bytes(b)
-        })
-        .collect();
-    // SAFETY: a Vec<u64> of ceil(len / 8) elements holds at least `object.len()` initialised
-    // bytes; u8 has no alignment or validity requirements.
-    let bytes = unsafe { std::slice::from_raw_parts(aligned.as_ptr().cast::<u8>(), object.len()) };
-    Ok(loader_without_kernel_btf().btf(Some(btf)).load(bytes)?)
+    let bytes = aligned(object);
+    Ok(loader_without_kernel_btf().btf(Some(btf)).load(&bytes)?)
 }
 
 /// An aya loader that has not parsed the kernel's BTF. aya 0.14's `EbpfLoader::new()` reads and
 /// parses all of /sys/kernel/btf/vmlinux (5.5 MB; ~14 MiB of peak RSS and tens of ms measured)
-/// for a default that `load` above replaces with the pruned copy; aya 0.15 reads it only when no
+/// for a default that [`load_object`] (the signal program's loader) replaces with the pruned
+/// copy; aya 0.15 reads it only when no
 /// BTF is given, but needs Rust 1.98. So the loader is made on a thread of its own, in a private
 /// mount namespace where /sys/kernel/btf is an empty tmpfs: aya's read fails, and it keeps no
 /// default. Nothing outside that thread sees the mount, which goes when the thread ends. If the
