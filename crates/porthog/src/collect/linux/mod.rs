@@ -26,7 +26,7 @@ use porthog_core::report::plural;
 use porthog_core::sockstat::Sockstat;
 use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
 
-use super::CollectOptions;
+use super::{CollectOptions, timeline};
 use bpf::Iterators;
 use owners::{Owners, ProcessList};
 use sock_diag::SockDiag;
@@ -147,6 +147,7 @@ fn snapshot_split(
         }
         None => (unsocketed(label), None),
     };
+    timeline("settings and conntrack read");
     let first_socket_gap = snapshot.gaps.len();
 
     let unavailable = match bpf_refusal() {
@@ -205,6 +206,7 @@ fn with_iterators(f: impl FnOnce(&mut Iterators) -> anyhow::Result<()>) -> anyho
             Some(it) => it,
             None => {
                 let it = Iterators::load()?;
+                timeline("BPF programs loaded");
                 if std::env::var_os("PORTHOG_TIMINGS").is_some() {
                     eprintln!(
                         "porthog: BPF programs loaded in {:.1} ms",
@@ -243,22 +245,35 @@ fn bpf_refusal() -> Option<String> {
 fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (tcp, udp, owners) = (it.tcp()?, it.udp()?, it.owners()?);
+    timeline("iterators created");
     let (walked, owners) = std::thread::scope(|scope| {
         let walked = scope.spawn(move || -> anyhow::Result<_> {
+            timeline("socket walk starts");
             let mut sockets = Vec::new();
             let tcp = tcp.read_sockets(&mut sockets)?;
+            timeline("iter/tcp read and decoded");
             let udp = udp.read_sockets(&mut sockets)?;
+            timeline("iter/udp read and decoded");
             Ok((sockets, tcp, udp))
         });
-        let owners = owners.read(1 << 16).map(|b| decode_owners(&b));
+        timeline("owner walk starts");
+        // The owners are indexed by inode here, while the socket walk may still run.
+        let owners = owners.read(1 << 16).map(|b| {
+            timeline("iter/task_file read");
+            let mut walk = decode_owners(&b)?;
+            drop(b);
+            let owners = Owners::from_kernel(&walk.owners);
+            walk.owners = Vec::new();
+            timeline("iter/task_file decoded and indexed");
+            Ok::<_, porthog_core::bpf_record::RecordError>((walk, owners))
+        });
         (walked.join(), owners)
     });
     let (mut sockets, tcp, udp) =
         walked.map_err(|_| anyhow!("the BPF socket walk thread panicked"))??;
-    let mut owners = owners??;
-    let bound = owners.bound_not_in(&sockets);
+    let (mut walk, owners) = owners??;
+    let bound = walk.bound_not_in(&sockets);
     sockets.extend(bound);
-    let owners = Owners::from_kernel(&owners.owners);
     snapshot.source = "bpf".into();
     snapshot.sockets = sockets;
     let unknown = tcp.unknown_states + udp.unknown_states;
@@ -282,7 +297,9 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
     }
     let walked = started.elapsed();
     let pids = attribute(&mut snapshot.sockets, &owners);
+    timeline("sockets attributed");
     let (processes, exited) = process::read(&pids);
+    timeline("processes read");
     snapshot.processes = processes;
     attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
     if std::env::var_os("PORTHOG_TIMINGS").is_some() {
@@ -453,15 +470,32 @@ fn raise_nofile_limit() {
 /// Sets `Socket::pid` of sockets that have none from the fd walk; returns the pids it used,
 /// sorted and distinct.
 fn attribute(sockets: &mut [Socket], owners: &Owners) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for s in sockets.iter_mut().filter(|s| s.inode != 0 && s.pid.is_none()) {
-        s.pid = owners.pid(s.inode).and_then(NonZeroU32::new);
-        pids.extend(s.pid.map(NonZeroU32::get));
-    }
+    use rayon::prelude::*;
+    use rustc_hash::FxHashSet;
+    // Each lookup is a cache miss or two in a table of 250,000 entries: spread over the cores.
+    // Few processes own many sockets: a set of pids, not one pid per socket to sort.
+    let pids = sockets
+        .par_chunks_mut(ATTRIBUTE_CHUNK)
+        .map(|chunk| {
+            let mut pids = FxHashSet::default();
+            for s in chunk.iter_mut().filter(|s| s.inode != 0 && s.pid.is_none()) {
+                s.pid = owners.pid(s.inode).and_then(NonZeroU32::new);
+                pids.extend(s.pid.map(NonZeroU32::get));
+            }
+            pids
+        })
+        .reduce(FxHashSet::default, |mut a, b| {
+            a.extend(b);
+            a
+        });
+    let mut pids: Vec<u32> = pids.into_iter().collect();
     pids.sort_unstable();
-    pids.dedup();
     pids
 }
+
+/// Sockets one rayon task of [`attribute`] joins: a few tasks per core at 250,000 sockets, one
+/// for a small namespace.
+const ATTRIBUTE_CHUNK: usize = 32 * 1024;
 
 /// Who porthog runs as, for what to say when the kernel refuses an fd table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
