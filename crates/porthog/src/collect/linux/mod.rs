@@ -19,9 +19,11 @@ mod sock_diag;
 pub(crate) mod sockets;
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
 use anyhow::anyhow;
-use porthog_core::bpf_record::decode_owners;
+use porthog_core::bpf_record::{SocketDecoder, decode_owners};
 use porthog_core::report::plural;
 use porthog_core::sockstat::Sockstat;
 use porthog_core::{Gap, GapKind, Os, Snapshot, Socket};
@@ -246,32 +248,65 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
     let started = std::time::Instant::now();
     let (tcp, udp, owners) = (it.tcp()?, it.udp()?, it.owners()?);
     timeline("iterators created");
-    let (walked, owners) = std::thread::scope(|scope| {
+    let idle = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<Handed>();
+    let (walked, owned) = std::thread::scope(|scope| {
+        let idle = &idle;
         let walked = scope.spawn(move || -> anyhow::Result<_> {
             timeline("socket walk starts");
             let mut sockets = Vec::new();
-            let tcp = tcp.read_sockets(&mut sockets)?;
-            timeline("iter/tcp read and decoded");
-            let udp = udp.read_sockets(&mut sockets)?;
+            let mut decoder = Some(SocketDecoder::new(&sockets));
+            let gone = || anyhow!("the BPF owner walk stopped");
+            tcp.read_chunks(|bytes| {
+                // Once the owner thread is idle, it decodes the rest (and joins it to the owners).
+                if idle.load(Ordering::Relaxed)
+                    && let Some(d) = decoder.take()
+                {
+                    tx.send(Handed::Decoder(d, std::mem::take(&mut sockets)))
+                        .map_err(|_| gone())?;
+                    timeline("iter/tcp decoding handed over");
+                }
+                match decoder.as_mut() {
+                    Some(d) => Ok(d.feed(bytes, &mut sockets)?),
+                    None => tx.send(Handed::Chunk(bytes.to_vec())).map_err(|_| gone()),
+                }
+            })?;
+            drop(tx);
+            let tcp = decoder.map(|d| d.finish(&mut sockets)).transpose()?;
+            timeline("iter/tcp read");
+            let mut udp_sockets = Vec::new();
+            let udp = udp.read_sockets(&mut udp_sockets)?;
             timeline("iter/udp read and decoded");
-            Ok((sockets, tcp, udp))
+            Ok((sockets, tcp, udp_sockets, udp))
         });
         timeline("owner walk starts");
         // The owners are indexed by inode here, while the socket walk may still run.
-        let owners = owners.read(1 << 16).map(|b| {
+        let owned = owners.read(1 << 16).and_then(|b| {
             timeline("iter/task_file read");
             let mut walk = decode_owners(&b)?;
             drop(b);
             let owners = Owners::from_kernel(&walk.owners);
             walk.owners = Vec::new();
             timeline("iter/task_file decoded and indexed");
-            Ok::<_, porthog_core::bpf_record::RecordError>((walk, owners))
+            idle.store(true, Ordering::Relaxed);
+            let handed = take_over(rx, &owners)?;
+            Ok((walk, owners, handed))
         });
-        (walked.join(), owners)
+        (walked.join(), owned)
     });
-    let (mut sockets, tcp, udp) =
+    // The owner thread's error first: when it stops, the socket walk's next hand-over fails too.
+    let (mut walk, owners, handed) = owned?;
+    let (sockets, tcp, udp_sockets, udp) =
         walked.map_err(|_| anyhow!("the BPF socket walk thread panicked"))??;
-    let (mut walk, owners) = owners??;
+    let (mut sockets, tcp, mut pids, attributed) = match (tcp, handed) {
+        (Some(tcp), _) => (sockets, tcp, Vec::new(), 0),
+        (None, Some(mut h)) => {
+            let tcp = h.decoder.finish(&mut h.sockets)?;
+            (h.sockets, tcp, h.pids, h.attributed)
+        }
+        (None, None) => return Err(anyhow!("the BPF TCP walk was handed over but never arrived")),
+    };
+    sockets.extend(udp_sockets);
     let bound = walk.bound_not_in(&sockets);
     sockets.extend(bound);
     snapshot.source = "bpf".into();
@@ -296,7 +331,9 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
         });
     }
     let walked = started.elapsed();
-    let pids = attribute(&mut snapshot.sockets, &owners);
+    pids.extend(attribute(snapshot.sockets.get_mut(attributed..).unwrap_or_default(), &owners));
+    pids.sort_unstable();
+    pids.dedup();
     timeline("sockets attributed");
     let (processes, exited) = process::read(&pids);
     timeline("processes read");
@@ -314,6 +351,47 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// What the socket-walk thread hands the owner thread once that one has nothing left to do:
+/// the TCP walk's decoder with the sockets so far, then the walk's raw output, read by read.
+/// The socket walk is the longer of the two by ~100-300 ms at 250,000 sockets (and decoding is
+/// ~4 % of porthog's CPU), so its decoding and the join to the owners move to the idle core.
+enum Handed {
+    Decoder(SocketDecoder, Vec<Socket>),
+    Chunk(Vec<u8>),
+}
+
+/// The TCP walk as the owner thread took it over: decoded and joined to the owners up to
+/// `attributed`, with the pids used so far.
+struct TakenOver {
+    decoder: SocketDecoder,
+    sockets: Vec<Socket>,
+    attributed: usize,
+    pids: Vec<u32>,
+}
+
+/// Decodes and attributes what the socket walk hands over until it ends (`None` if it ended
+/// before the owners were indexed, having decoded everything itself).
+fn take_over(rx: mpsc::Receiver<Handed>, owners: &Owners) -> anyhow::Result<Option<TakenOver>> {
+    let mut taken: Option<TakenOver> = None;
+    for handed in rx {
+        match (handed, taken.as_mut()) {
+            (Handed::Decoder(decoder, sockets), _) => {
+                taken = Some(TakenOver { decoder, sockets, attributed: 0, pids: Vec::new() });
+            }
+            (Handed::Chunk(bytes), Some(t)) => t.decoder.feed(&bytes, &mut t.sockets)?,
+            (Handed::Chunk(_), None) => {
+                return Err(anyhow!("the BPF TCP walk's output arrived before its decoder"));
+            }
+        }
+        if let Some(t) = taken.as_mut() {
+            let fresh = t.sockets.get_mut(t.attributed..).unwrap_or_default();
+            t.pids.extend(attribute(fresh, owners));
+            t.attributed = t.sockets.len();
+        }
+    }
+    Ok(taken)
 }
 
 /// The sock_diag path: the dump, and the /proc/*/fd walk at the same time. The walk reads
