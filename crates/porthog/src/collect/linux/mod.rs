@@ -756,6 +756,52 @@ mod tests {
 
     use super::*;
 
+    /// The owner thread's take-over decodes and joins exactly what the socket thread would
+    /// have done alone, wherever the hand-over falls (inside a record too) and however the rest
+    /// arrives; nothing handed over is no take-over. Needs root for real iterator output;
+    /// skipped otherwise, except under CI=true.
+    #[test]
+    fn a_taken_over_tcp_walk_decodes_and_joins_as_the_whole_walk() {
+        use porthog_core::bpf_record::decode_sockets;
+        if !rustix::process::geteuid().is_root() {
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "needs root under CI=true");
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let mut it = Iterators::load().unwrap();
+        let bytes = it.tcp().unwrap().read(1 << 16).unwrap();
+        let owned = decode_owners(&it.owners().unwrap().read(1 << 16).unwrap()).unwrap();
+        let owners = Owners::from_kernel(&owned.owners);
+        let mut whole = Vec::new();
+        let whole_walk = decode_sockets(&bytes, &mut whole).unwrap();
+        let whole_pids = attribute(&mut whole, &owners);
+        assert!(whole.len() >= 3 && !whole_pids.is_empty(), "{whole:?}");
+        assert!(whole.iter().any(|s| s.pid == NonZeroU32::new(std::process::id())));
+
+        for (cut, piece) in [(0, 64), (1, 100), (64 * 2 + 5, 7), (bytes.len() - 3, 64)] {
+            let mut sockets = Vec::new();
+            let mut decoder = SocketDecoder::new(&sockets);
+            decoder.feed(&bytes[..cut], &mut sockets).unwrap();
+            let (tx, rx) = mpsc::channel();
+            tx.send(Handed::Decoder(decoder, sockets)).unwrap();
+            for chunk in bytes[cut..].chunks(piece) {
+                tx.send(Handed::Chunk(chunk.to_vec())).unwrap();
+            }
+            drop(tx);
+            let mut t = take_over(rx, &owners).unwrap().unwrap();
+            assert_eq!(t.attributed, t.sockets.len(), "cut at {cut}");
+            let walk = t.decoder.finish(&mut t.sockets).unwrap();
+            assert_eq!((&t.sockets, &walk), (&whole, &whole_walk), "cut at {cut}");
+            t.pids.sort_unstable();
+            t.pids.dedup();
+            assert_eq!(t.pids, whole_pids, "cut at {cut}");
+        }
+        let (tx, rx) = mpsc::channel::<Handed>();
+        drop(tx);
+        assert!(take_over(rx, &owners).unwrap().is_none());
+    }
+
     #[test]
     fn attributes_its_own_socket() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
