@@ -70,6 +70,7 @@ fn main() -> ExitCode {
 }
 
 fn check(opts: &CheckOptions) -> Result<u8> {
+    collect::timeline("check starts");
     collect::one_shot_allocator();
     if opts.all_netns {
         return check_all(opts);
@@ -79,6 +80,7 @@ fn check(opts: &CheckOptions) -> Result<u8> {
     let (evidence, gaps) = collect::evidence(opts.since);
     snapshot.gaps.extend(gaps);
     let collected = started.elapsed();
+    collect::timeline("collected");
     let report = if evidence.is_empty() {
         porthog_core::analyze(&snapshot, &opts.report.analyze)
     } else {
@@ -92,6 +94,7 @@ fn check(opts: &CheckOptions) -> Result<u8> {
             (started.elapsed() - collected).as_secs_f64() * 1e3
         );
     }
+    collect::timeline("analyzed");
     if opts.perfdata {
         let line = present::perfdata::status_line(
             &report,
@@ -193,7 +196,9 @@ fn present(report: &Report, opts: &ReportOptions) -> Result<u8> {
             present::text::render(report, opts.top, color, textwrap::termwidth())
         }
     };
+    collect::timeline("rendered");
     write_stdout(text.as_bytes())?;
+    collect::timeline("written");
     // An `ok` from a socket list that may be short is no answer: UNKNOWN, and say why.
     if let Some(g) = report.undecided() {
         eprintln!("porthog: could not decide: {}", g.message);

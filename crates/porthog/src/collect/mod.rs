@@ -64,6 +64,22 @@ pub fn one_shot_allocator() {
     }
 }
 
+/// With `PORTHOG_TIMINGS` set: prints `what` with the milliseconds since the first call (the
+/// start of `check`) and the calling thread, so the phases of one collection, and which of them
+/// overlap, show as a timeline on stderr.
+pub fn timeline(what: &str) {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        let thread = std::thread::current();
+        eprintln!(
+            "porthog: +{:7.1} ms [{}] {what}",
+            start.elapsed().as_secs_f64() * 1e3,
+            thread.name().unwrap_or("-")
+        );
+    }
+}
+
 /// glibc's own initial value (128 KiB), kept fixed by [`one_shot_allocator`].
 #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 const MMAP_THRESHOLD: usize = 128 * 1024;

@@ -321,19 +321,24 @@ impl Walk {
 
     /// Runs a socket iterator to its end, decoding as it reads: its output (64 bytes a socket)
     /// is never held whole, only `Socket`s are.
-    pub fn read_sockets(mut self, out: &mut Vec<Socket>) -> Result<SocketWalk> {
+    pub fn read_sockets(self, out: &mut Vec<Socket>) -> Result<SocketWalk> {
         let mut decoder = SocketDecoder::new(out);
+        self.read_chunks(|bytes| Ok(decoder.feed(bytes, out)?))?;
+        Ok(decoder.finish(out)?)
+    }
+
+    /// Runs the iterator to its end, handing `f` its output one read() at a time.
+    pub fn read_chunks(mut self, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             let n = match self.0.read(&mut chunk) {
-                Ok(0) => break,
+                Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("reading a BPF iterator failed"),
             };
-            decoder.feed(&chunk[..n], out)?;
+            f(&chunk[..n])?;
         }
-        Ok(decoder.finish(out)?)
     }
 }
 
