@@ -535,8 +535,17 @@ fn caller_pool(
     thresholds: &Thresholds,
 ) -> Pool {
     let (mut live, mut tw) = (PortBits::new(), PortBits::new());
+    // One pass: the ports the caller cannot take, and the (pid, port) of their holders.
+    let mut held: Vec<u64> = Vec::new();
     for s in snapshot.sockets.iter().filter(|s| bind_pool::conflicts(s, caller)) {
-        if s.state == State::TimeWait { tw.set(s.local_port) } else { live.set(s.local_port) }
+        if s.state == State::TimeWait {
+            tw.set(s.local_port)
+        } else {
+            live.set(s.local_port)
+        }
+        if let Some(pid) = s.pid.filter(|_| alloc.is_pool_port(s.local_port)) {
+            held.push(u64::from(pid.get()) << 16 | u64::from(s.local_port));
+        }
     }
     let usable = alloc.range.len() - alloc.reserved.count_within(alloc.range);
     let mut pool = Pool::new(kind, caller.protocol, usable);
@@ -548,26 +557,24 @@ fn caller_pool(
         }
     }
     pool.finish(thresholds);
-    pool.owners = global_owners(snapshot, caller.protocol, alloc, Some(caller));
+    pool.owners = owners_of(held);
     pool
 }
 
 /// The processes holding the most distinct pool ports of one protocol: the owners of a global
-/// pool (Windows), or of one caller's bind() or UDP pool (Linux).
-fn global_owners(
-    snapshot: &Snapshot,
-    protocol: Protocol,
-    alloc: &Allocation,
-    caller: Option<Caller>,
-) -> Vec<PoolOwner> {
-    // (pid, port) packed in one u64, sorted once.
-    let mut held: Vec<u64> = snapshot
+/// pool (Windows).
+fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) -> Vec<PoolOwner> {
+    let held: Vec<u64> = snapshot
         .sockets
         .iter()
         .filter(|s| s.protocol == protocol && alloc.is_pool_port(s.local_port))
-        .filter(|s| caller.is_none_or(|c| bind_pool::conflicts(s, c)))
         .filter_map(|s| Some(u64::from(s.pid?.get()) << 16 | u64::from(s.local_port)))
         .collect();
+    owners_of(held)
+}
+
+/// The processes holding the most distinct ports, from (pid, port) packed in one u64 each.
+fn owners_of(mut held: Vec<u64>) -> Vec<PoolOwner> {
     crate::radix::sort_by_u64_key(&mut held, |k| *k);
     held.dedup();
     let mut counts: HashMap<u32, u32> = HashMap::default();
@@ -650,7 +657,7 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
                 pool.time_wait += u32::from(!live.get(port));
             }
         }
-        pool.owners = global_owners(snapshot, protocol, &alloc, None);
+        pool.owners = global_owners(snapshot, protocol, &alloc);
         pool.finish(thresholds);
         ranges.push(report);
         pools.push(pool);
