@@ -561,18 +561,6 @@ fn caller_pool(
     pool
 }
 
-/// The processes holding the most distinct pool ports of one protocol: the owners of a global
-/// pool (Windows).
-fn global_owners(snapshot: &Snapshot, protocol: Protocol, alloc: &Allocation) -> Vec<PoolOwner> {
-    let held: Vec<u64> = snapshot
-        .sockets
-        .iter()
-        .filter(|s| s.protocol == protocol && alloc.is_pool_port(s.local_port))
-        .filter_map(|s| Some(u64::from(s.pid?.get()) << 16 | u64::from(s.local_port)))
-        .collect();
-    owners_of(held)
-}
-
 /// The processes holding the most distinct ports, from (pid, port) packed in one u64 each.
 fn owners_of(mut held: Vec<u64>) -> Vec<PoolOwner> {
     crate::radix::sort_by_u64_key(&mut held, |k| *k);
@@ -636,11 +624,16 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
     ] {
         let alloc = Allocation::of(Os::Windows, range, reserved);
         let (mut live, mut tw) = (PortBits::new(), PortBits::new());
+        // One pass: the ports held, and the (pid, port) of their holders.
+        let mut held: Vec<u64> = Vec::new();
         for s in snapshot.sockets.iter().filter(|s| s.protocol == protocol) {
             if s.state == State::TimeWait {
                 tw.set(s.local_port)
             } else {
                 live.set(s.local_port)
+            }
+            if let Some(pid) = s.pid.filter(|_| alloc.is_pool_port(s.local_port)) {
+                held.push(u64::from(pid.get()) << 16 | u64::from(s.local_port));
             }
             if protocol == Protocol::Tcp
                 && s.state == State::Listen
@@ -657,7 +650,7 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
                 pool.time_wait += u32::from(!live.get(port));
             }
         }
-        pool.owners = global_owners(snapshot, protocol, &alloc);
+        pool.owners = owners_of(held);
         pool.finish(thresholds);
         ranges.push(report);
         pools.push(pool);
