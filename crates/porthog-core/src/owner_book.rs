@@ -494,7 +494,12 @@ mod tests {
                                 Socket {
                                     pid: NonZeroU32::new(pid),
                                     cookie,
-                                    ..Socket::new(Protocol::Tcp, state, (t.local.ip(), t.local.port()), (t.remote.ip(), t.remote.port()))
+                                    ..Socket::new(
+                                        Protocol::Tcp,
+                                        state,
+                                        (t.local.ip(), t.local.port()),
+                                        (t.remote.ip(), t.remote.port()),
+                                    )
                                 }
                             })
                             .collect();

@@ -1,8 +1,8 @@
 //! The port pools the kernel allocates from, and how full each one is (docs/DOMAIN.md §1.2-1.4 and §2).
 //! Linux: one connect() pool per (local IP, remote IP, remote port); bind(port 0) and UDP
 //! autobind pools per caller address (`bind_pool.rs`). Windows: one global pool per protocol.
-//! Linear in the sockets: one pass to mark ports, one radix sort of compact (pool, port) entries to
-//! count distinct ports.
+//! Linear in the sockets: one pass to mark ports, one radix sort of compact (pool, port)
+//! entries to count distinct ports.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -68,7 +68,10 @@ mod tests {
         }
 
         #[test]
-        fn wide_keys_sort_as_a_stable_sort(keys in proptest::collection::vec(any::<u64>(), 0..400), shift in 0u32..64) {
+        fn wide_keys_sort_as_a_stable_sort(
+            keys in proptest::collection::vec(any::<u64>(), 0..400),
+            shift in 0u32..64,
+        ) {
             let mut v: Vec<(u64, usize)> =
                 keys.iter().enumerate().map(|(i, &k)| (k >> shift, i)).collect();
             let mut want = v.clone();

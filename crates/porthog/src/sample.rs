@@ -380,7 +380,11 @@ pub(crate) mod tests {
                 let got: Vec<FourTuple> = sample
                     .opened
                     .iter()
-                    .map(|o| FourTuple { protocol: Protocol::Tcp, local: o.local, remote: o.remote })
+                    .map(|o| FourTuple {
+                        protocol: Protocol::Tcp,
+                        local: o.local,
+                        remote: o.remote,
+                    })
                     .collect();
                 proptest::prop_assert_eq!(got, want);
                 previous = now;
