@@ -108,7 +108,8 @@ pub struct Sampler {
     collect: CollectOptions,
     analyze: AnalyzeOptions,
     book: OwnerBook,
-    seen: Seen,
+    /// Boxed: a `Source` holds a `Sampler` or a fleet sampler, of like size.
+    seen: Box<Seen>,
     started: Instant,
     /// Where in the OS's log of failures the next sample resumes.
     events: EventCursor,
@@ -121,7 +122,7 @@ impl Sampler {
             collect,
             analyze,
             book: OwnerBook::new(OWNER_TTL_S.max(2.0 * interval_s + 5.0)),
-            seen: Seen::default(),
+            seen: Box::default(),
             started: Instant::now(),
             events: EventCursor::new(),
             interval: Duration::try_from_secs_f64(interval_s).unwrap_or(Duration::from_secs(1)),
