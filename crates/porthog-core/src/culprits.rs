@@ -1,5 +1,5 @@
 //! Who holds the ports: per-process totals, states, ephemeral ports and destinations.
-//! One pass over the sockets plus a radix sort of compact (pid, protocol, port) keys.
+//! One pass over the sockets plus a sort of compact (pid, protocol, port) keys.
 
 use std::collections::BTreeMap;
 
@@ -61,7 +61,7 @@ pub(crate) fn processes(
             );
         }
     }
-    crate::radix::sort_by_u64_key(&mut ports, |k| *k);
+    ports.sort_unstable();
     ports.dedup();
     let mut ephemeral: HashMap<u32, u32> = HashMap::default();
     for key in ports {
