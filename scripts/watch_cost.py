@@ -11,8 +11,10 @@ namespace's loopback.
        directory (default $PORTHOG_BIN or target/release), e.g. watch-nobpf@/tmp/old;
        or floor: the bare sock_diag dump porthog asks for, once a second, with no porthog
        (scripts/sock_diag_floor.py): the kernel's cost, which no sampler that re-dumps avoids
+  PORTHOG_TIMINGS=1 adds each run's median digest timings (owner book, TIME_WAIT, new
+  connections, analysis), read from porthog's stderr.
 """
-import subprocess, json, os, sys, time
+import subprocess, json, os, re, sys, time
 NS = f"porthog-measure-{os.getpid()}"
 BIN = os.environ.get("PORTHOG_BIN", "target/release")
 SECONDS = float(os.environ.get("SECONDS_PER_RUN", "15"))
@@ -65,7 +67,9 @@ try:
         else:
             cmd = [f"{bindir}/porthog", "record", "-o", "/tmp/porthog-watch-cost.jsonl", "--netns", NS, "--interval", "1"]
         before = sockets()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        # With PORTHOG_TIMINGS=1, each sample's digest timings are read from stderr.
+        timings = open(f"/tmp/porthog-watch-cost-{os.getpid()}.err", "w+") if "PORTHOG_TIMINGS" in env else subprocess.DEVNULL
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=timings, env=env)
         time.sleep(3)
         c0, t0 = cpu(p.pid), time.time()
         time.sleep(SECONDS)
@@ -75,6 +79,16 @@ try:
               f"load average {open('/proc/loadavg').read().split()[0]}", flush=True)
         total = cpu(p.pid)
         p.terminate(); p.wait()
+        if timings != subprocess.DEVNULL:
+            timings.seek(0)
+            digests = [[float(x) for x in re.findall(r"[0-9]+\.[0-9]+", l)]
+                       for l in timings if "sample digested in" in l]
+            timings.close(); os.remove(timings.name)
+            if digests:
+                med = [sorted(col)[len(col) // 2] for col in zip(*digests)]
+                print(f"   digest, median of {len(digests)} samples (ms): total {med[0]:.1f}, owner book "
+                      f"{med[1]:.1f}, TIME_WAIT {med[2]:.1f}, new connections {med[3]:.1f}, analysis {med[4]:.1f}",
+                      flush=True)
         if mode.startswith("record"):
             lines = sum(1 for _ in open("/tmp/porthog-watch-cost.jsonl"))
             # On a busy machine a starved sampler takes fewer samples, which lowers its % of a

@@ -26,12 +26,27 @@ pub(crate) fn processes(
     tcp: &Allocation,
     udp: &Allocation,
 ) -> Vec<ProcessReport> {
-    let mut tallies: HashMap<u32, Tally> = HashMap::default();
+    // Each process's tally, found through `index`; a process's sockets come mostly together,
+    // so the last one is tried first.
+    let mut tallies: Vec<(u32, Tally)> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::default();
+    let mut last: Option<(u32, usize)> = None;
     // (pid, protocol, port) packed in one u64: sorting a million of them is what this costs.
     let mut ports: Vec<u64> = Vec::new();
     for s in &snapshot.sockets {
         let Some(pid) = s.pid.map(|p| p.get()) else { continue };
-        let t = tallies.entry(pid).or_default();
+        let at = match last {
+            Some((p, at)) if p == pid => at,
+            _ => {
+                let at = *index.entry(pid).or_insert_with(|| {
+                    tallies.push((pid, Tally::default()));
+                    tallies.len() - 1
+                });
+                last = Some((pid, at));
+                at
+            }
+        };
+        let t = &mut tallies[at].1;
         t.sockets += 1;
         t.states[s.state as usize] += 1;
         if s.is_connected() {

@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod model;
 pub mod nat_rules;
 pub mod nsfs;
+pub mod owner_book;
 pub mod pool;
 pub mod ports;
 pub mod proc_net;

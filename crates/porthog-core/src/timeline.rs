@@ -3,12 +3,11 @@
 //! `porthog record` writes and `analyze` / `watch --replay` read back. Pure data and
 //! bookkeeping: the tracer and the sampler feed it, nothing here reads the system.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Protocol, Snapshot, State};
+use crate::model::Protocol;
 use crate::report::Report;
 
 /// Version of the JSON Lines contract (`docs/record.schema.json`) that `record` writes.
@@ -242,148 +241,7 @@ impl FourTuple {
     }
 }
 
-/// Who opened a connection, remembered after the process exits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Opener {
-    pub pid: u32,
-    pub name: String,
-    /// Seconds (monotonic, the caller's clock) when it was last seen alive or opened.
-    pub seen: f64,
-}
-
-/// Remembers the opener of every connection seen, for as long as its TIME_WAIT can last, so a
-/// TIME_WAIT socket can be attributed after its process closed it or exited. Memory is bounded:
-/// entries expire `ttl` seconds after they were last seen (TIME_WAIT is 60 s on Linux; a
-/// connection still open is refreshed by every sample or event that shows it).
-#[derive(Debug, Clone)]
-pub struct OwnerBook {
-    ttl: f64,
-    by_tuple: HashMap<FourTuple, Known>,
-    by_cookie: HashMap<u64, FourTuple>,
-}
-
-/// A connection of the book: its opener, and the cookie last remembered with it while
-/// `by_cookie` still points that cookie at this tuple (0: none), so that a connection seen
-/// again, sample after sample, costs one lookup rather than two.
-#[derive(Debug, Clone)]
-struct Known {
-    opener: Opener,
-    cookie: u64,
-}
-
-impl OwnerBook {
-    /// `ttl`: how long to keep an entry after it was last seen, in seconds.
-    pub fn new(ttl: f64) -> OwnerBook {
-        OwnerBook { ttl, by_tuple: HashMap::default(), by_cookie: HashMap::default() }
-    }
-
-    /// Records that `pid` (`name`) holds the connection `tuple` at time `now`.
-    pub fn remember(&mut self, tuple: FourTuple, cookie: u64, pid: u32, name: &str, now: f64) {
-        let e = self.by_tuple.entry(tuple).or_insert_with(|| Known {
-            opener: Opener { pid, name: name.to_owned(), seen: now },
-            cookie: 0,
-        });
-        if e.opener.pid != pid {
-            e.opener = Opener { pid, name: name.to_owned(), seen: now };
-        }
-        e.opener.seen = now;
-        // Already `by_cookie[cookie] == tuple`: nothing to write.
-        if cookie == 0 || e.cookie == cookie {
-            return;
-        }
-        e.cookie = cookie;
-        let previous = self.by_cookie.insert(cookie, tuple);
-        // The cookie moved from another tuple: that one no longer holds it.
-        if let Some(old) = previous.filter(|old| *old != tuple)
-            && let Some(k) = self.by_tuple.get_mut(&old).filter(|k| k.cookie == cookie)
-        {
-            k.cookie = 0;
-        }
-    }
-
-    /// Learns from a sample: every owned, connected TCP socket refreshes its opener.
-    pub fn learn(&mut self, snapshot: &Snapshot, now: f64) {
-        for s in snapshot.sockets.iter().filter(|s| s.protocol == Protocol::Tcp && s.is_connected())
-        {
-            if let Some(pid) = s.pid {
-                let name = snapshot.process(pid.get()).map_or("?", |p| p.name.as_str());
-                self.remember(FourTuple::of(s), s.cookie, pid.get(), name, now);
-            } else if s.state == State::TimeWait {
-                // Still in TIME_WAIT: keep the opener alive until the socket is gone.
-                if let Some(e) = self.by_tuple.get_mut(&FourTuple::of(s)) {
-                    e.opener.seen = now;
-                }
-            }
-        }
-    }
-
-    /// The opener of a connection, by cookie first (exact), else by 4-tuple.
-    pub fn opener(&self, tuple: &FourTuple, cookie: u64) -> Option<&Opener> {
-        let t = if cookie != 0 { self.by_cookie.get(&cookie).unwrap_or(tuple) } else { tuple };
-        self.by_tuple.get(t).or_else(|| self.by_tuple.get(tuple)).map(|k| &k.opener)
-    }
-
-    /// Drops entries not seen for `ttl` seconds. Call once per sample or every few seconds.
-    pub fn expire(&mut self, now: f64) {
-        let ttl = self.ttl;
-        // Every cookie points at a tuple of `by_tuple` (they are added together), so the
-        // cookies to drop are those of the tuples dropped now: looked up in that small set
-        // rather than in the whole book.
-        let mut dropped: HashSet<FourTuple> = HashSet::default();
-        self.by_tuple.retain(|t, e| {
-            let keep = now - e.opener.seen <= ttl;
-            if !keep {
-                dropped.insert(*t);
-            }
-            keep
-        });
-        if !dropped.is_empty() {
-            self.by_cookie.retain(|_, t| !dropped.contains(t));
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_tuple.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_tuple.is_empty()
-    }
-
-    /// Attributes the snapshot's ownerless TIME_WAIT sockets: sets their `pid` and adds the
-    /// openers that exited to `processes`. Returns TIME_WAIT counts per opener, most first.
-    pub fn attribute_time_wait(&self, snapshot: &mut Snapshot) -> Vec<OwnerCount> {
-        let mut counts: HashMap<(u32, String), u64> = HashMap::default();
-        for s in
-            snapshot.sockets.iter_mut().filter(|s| s.state == State::TimeWait && s.pid.is_none())
-        {
-            if let Some(o) = self.opener(&FourTuple::of(s), s.cookie) {
-                s.pid = std::num::NonZeroU32::new(o.pid);
-                *counts.entry((o.pid, o.name.clone())).or_default() += 1;
-            }
-        }
-        for (pid, name) in counts.keys() {
-            if snapshot.process(*pid).is_none() {
-                let at = snapshot.processes.partition_point(|p| p.pid < *pid);
-                snapshot.processes.insert(
-                    at,
-                    crate::model::Process {
-                        pid: *pid,
-                        name: name.clone(),
-                        cmdline: "(exited)".to_owned(),
-                        ..Default::default()
-                    },
-                );
-            }
-        }
-        let mut out: Vec<OwnerCount> = counts
-            .into_iter()
-            .map(|((pid, name), count)| OwnerCount { pid, name, count })
-            .collect();
-        out.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
-        out
-    }
-}
+pub use crate::owner_book::{Opener, OwnerBook};
 
 /// One line of a `porthog record` file (JSON Lines), told apart by `type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -461,76 +319,7 @@ pub struct OpenedConnection {
 
 #[cfg(test)]
 mod tests {
-    use std::num::NonZeroU32;
-
-    use std::net::IpAddr;
-
     use super::*;
-    use crate::model::{Os, Process, Socket};
-
-    fn sock(state: State, lport: u16, pid: u32) -> Socket {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        Socket {
-            pid: NonZeroU32::new(pid),
-            cookie: u64::from(lport),
-            ..Socket::new(Protocol::Tcp, state, (ip, lport), (ip, 7070))
-        }
-    }
-
-    #[test]
-    fn time_wait_keeps_the_owner_it_had_while_established() {
-        let mut book = OwnerBook::new(65.0);
-        let mut t0 = Snapshot::new(Os::Linux, "t0");
-        t0.sockets = (40000..40010).map(|p| sock(State::Established, p, 42)).collect();
-        t0.processes = vec![Process { pid: 42, name: "client".into(), ..Default::default() }];
-        book.learn(&t0, 0.0);
-
-        // Later the client has closed and exited: its sockets are TIME_WAIT with no owner.
-        let mut t1 = Snapshot::new(Os::Linux, "t1");
-        t1.sockets = (40000..40010).map(|p| sock(State::TimeWait, p, 0)).collect();
-        t1.sockets.push(sock(State::TimeWait, 40099, 0)); // never seen open: stays unknown
-        book.learn(&t1, 30.0);
-        let owners = book.attribute_time_wait(&mut t1);
-        assert_eq!(owners, vec![OwnerCount { pid: 42, name: "client".into(), count: 10 }]);
-        assert_eq!(t1.sockets.iter().filter(|s| s.pid.is_some()).count(), 10);
-        assert_eq!(t1.process(42).map(|p| p.cmdline.as_str()), Some("(exited)"));
-    }
-
-    #[test]
-    fn memory_is_bounded_by_expiry() {
-        let mut book = OwnerBook::new(65.0);
-        let tuple = |p: u16| FourTuple {
-            protocol: Protocol::Tcp,
-            local: SocketAddr::new("10.0.0.1".parse().unwrap(), p),
-            remote: "10.0.0.2:80".parse().unwrap(),
-        };
-        for i in 0..1000u16 {
-            book.remember(tuple(i), u64::from(i) + 1, 7, "x", f64::from(i));
-        }
-        book.expire(1000.0);
-        // Only entries seen in the last 65 s survive: 935..=999.
-        assert_eq!(book.len(), 65);
-        assert!(book.opener(&tuple(10), 11).is_none());
-        assert_eq!(book.opener(&tuple(999), 1000).map(|o| o.pid), Some(7));
-        // The cookies of the dropped tuples went with them, and only those.
-        assert_eq!(book.by_cookie.len(), 65);
-        // A cookie that moved to another tuple points at the new one; when the old tuple
-        // expires, the moved cookie stays.
-        book.remember(tuple(2000), 1000, 8, "y", 1000.0);
-        book.expire(1064.5);
-        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
-        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(8));
-        assert_eq!((book.len(), book.by_cookie.len()), (1, 1));
-
-        // A cookie moved to another tuple and back points at the first again.
-        book.remember(tuple(3000), 1000, 9, "z", 1065.0);
-        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(3000)));
-        book.remember(tuple(2000), 1000, 8, "y", 1066.0);
-        assert_eq!(book.by_cookie.get(&1000), Some(&tuple(2000)));
-        assert_eq!(book.opener(&tuple(3000), 1000).map(|o| o.pid), Some(8));
-        book.remember(tuple(3000), 1000, 9, "z", 1067.0);
-        assert_eq!(book.opener(&tuple(2000), 1000).map(|o| o.pid), Some(9));
-    }
 
     #[test]
     fn equal_tuples_hash_alike_and_families_apart() {

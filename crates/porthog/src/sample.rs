@@ -15,7 +15,7 @@ use porthog_core::timeline::{
 use porthog_core::{
     AnalyzeOptions, PortRange, Protocol, Report, Snapshot, State, analyze, timestamp,
 };
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::collect::{self, CollectOptions};
 
@@ -68,30 +68,37 @@ pub fn now_text() -> String {
     timestamp::format_unix_ms(ms)
 }
 
-/// The connections of one sample, by identity across samples: its socket cookie, or its
-/// 4-tuple where the source gives no cookie. TIME_WAIT keeps the cookie of the socket it came
-/// from (`inet_twsk_alloc` copies `sk_cookie`), so a connection that closed is not new. Two
-/// sets, so the ~100k cookies of a busy namespace take 8 bytes each, not a 4-tuple's 68.
+/// The connections of the previous sample, by identity across samples: its socket cookie, or
+/// its 4-tuple where the source gives no cookie. TIME_WAIT keeps the cookie of the socket it
+/// came from (`inet_twsk_alloc` copies `sk_cookie`), so a connection that closed is not new.
+/// Each connection maps to the number of the last sample that showed it: one lookup a
+/// connection tells new (absent, or older than the previous sample) from seen, and keeps the
+/// map for the next sample (issue 9). Two maps, so the ~100k cookies of a busy namespace take
+/// 16 bytes each, not a 4-tuple's 68.
 #[derive(Default)]
 struct Seen {
-    cookies: HashSet<u64>,
-    tuples: HashSet<FourTuple>,
+    cookies: HashMap<u64, u64>,
+    tuples: HashMap<FourTuple, u64>,
+    /// The number of the sample being compared; 0 before the first.
+    sample: u64,
 }
 
 impl Seen {
-    /// Adds the connection; whether it was not there yet.
-    fn insert(&mut self, cookie: u64, tuple: FourTuple) -> bool {
-        if cookie != 0 { self.cookies.insert(cookie) } else { self.tuples.insert(tuple) }
+    /// Marks the connection seen in this sample; the sample that showed it before: this one or
+    /// the previous one (None: neither).
+    fn mark(&mut self, cookie: u64, tuple: FourTuple) -> Option<u64> {
+        if cookie != 0 {
+            self.cookies.insert(cookie, self.sample)
+        } else {
+            self.tuples.insert(tuple, self.sample)
+        }
     }
 
-    fn contains(&self, cookie: u64, tuple: &FourTuple) -> bool {
-        if cookie != 0 { self.cookies.contains(&cookie) } else { self.tuples.contains(tuple) }
-    }
-
-    /// Empties it for the next sample, keeping its allocation.
-    fn clear(&mut self) {
-        self.cookies.clear();
-        self.tuples.clear();
+    /// Forgets the connections this sample did not show.
+    fn keep_this_sample(&mut self) {
+        let now = self.sample;
+        self.cookies.retain(|_, at| *at == now);
+        self.tuples.retain(|_, at| *at == now);
     }
 }
 
@@ -101,9 +108,8 @@ pub struct Sampler {
     collect: CollectOptions,
     analyze: AnalyzeOptions,
     book: OwnerBook,
-    previous: Option<Box<Seen>>,
-    /// The set before `previous`, emptied: the next sample fills it without allocating.
-    spare: Option<Box<Seen>>,
+    /// Boxed: a `Source` holds a `Sampler` or a fleet sampler, of like size.
+    seen: Box<Seen>,
     started: Instant,
     /// Where in the OS's log of failures the next sample resumes.
     events: EventCursor,
@@ -116,8 +122,7 @@ impl Sampler {
             collect,
             analyze,
             book: OwnerBook::new(OWNER_TTL_S.max(2.0 * interval_s + 5.0)),
-            previous: None,
-            spare: None,
+            seen: Box::default(),
             started: Instant::now(),
             events: EventCursor::new(),
             interval: Duration::try_from_secs_f64(interval_s).unwrap_or(Duration::from_secs(1)),
@@ -145,12 +150,7 @@ impl Sampler {
         let time_wait_owners = self.book.attribute_time_wait(&mut snapshot);
         self.book.expire(at);
         let booked = started.elapsed();
-        let mut seen = self.spare.take().unwrap_or_default();
-        let opened = opened(&snapshot, self.previous.as_deref(), &mut seen);
-        if let Some(mut old) = self.previous.replace(seen) {
-            old.clear();
-            self.spare = Some(old);
-        }
+        let opened = opened(&snapshot, &mut self.seen);
         let compared = started.elapsed();
         let report = analyze(&snapshot, &self.analyze);
         if std::env::var_os("PORTHOG_TIMINGS").is_some() {
@@ -170,23 +170,20 @@ impl Sampler {
 }
 
 /// The connections holding an ephemeral port (connected, local port in the range, not
-/// reserved, not an accepted socket on a listener's port) that `previous` lacks, with their
-/// openers (pid 0: opened and closed between two samples, so no process was ever seen holding
-/// it). `seen` (empty) receives all of them, for the next call.
-fn opened(snapshot: &Snapshot, previous: Option<&Seen>, seen: &mut Seen) -> Vec<OpenedConnection> {
+/// reserved, not an accepted socket on a listener's port) that the previous sample in `seen`
+/// lacks, with their openers (pid 0: opened and closed between two samples, so no process was
+/// ever seen holding it). `seen` keeps all of them, for the next call.
+fn opened(snapshot: &Snapshot, seen: &mut Seen) -> Vec<OpenedConnection> {
     let settings = &snapshot.settings;
     let tcp = settings.tcp_range.unwrap_or(PortRange::LINUX_DEFAULT);
     let udp = settings.udp_range.unwrap_or(tcp);
-    let listeners: HashSet<u16> = snapshot
-        .sockets
-        .iter()
-        .filter(|s| s.protocol == Protocol::Tcp && s.state == State::Listen)
-        .map(|s| s.local_port)
-        .collect();
-    if let Some(p) = previous {
-        seen.cookies.reserve(p.cookies.len());
-        seen.tuples.reserve(p.tuples.len());
+    let mut listeners = vec![false; usize::from(u16::MAX) + 1];
+    for s in &snapshot.sockets {
+        if s.protocol == Protocol::Tcp && s.state == State::Listen {
+            listeners[usize::from(s.local_port)] = true;
+        }
     }
+    seen.sample += 1;
     let mut out = Vec::new();
     for s in snapshot.sockets.iter().filter(|s| s.is_connected()) {
         let (range, reserved) = match s.protocol {
@@ -195,17 +192,20 @@ fn opened(snapshot: &Snapshot, previous: Option<&Seen>, seen: &mut Seen) -> Vec<
         };
         let ephemeral = range.contains(s.local_port)
             && !reserved.is_some_and(|r| r.contains(s.local_port))
-            && !(s.protocol == Protocol::Tcp && listeners.contains(&s.local_port));
+            && !(s.protocol == Protocol::Tcp && listeners[usize::from(s.local_port)]);
         if !ephemeral {
             continue;
         }
         let tuple = FourTuple::of(s);
-        if seen.insert(s.cookie, tuple) && previous.is_none_or(|p| !p.contains(s.cookie, &tuple)) {
+        // Shown twice in this sample: listed once; in the previous one: not new (older ones
+        // were forgotten).
+        if seen.mark(s.cookie, tuple).is_none() {
             let pid = s.pid.map_or(0, NonZeroU32::get);
             let name = snapshot.process(pid).map_or("", |p| p.name.as_str()).to_owned();
             out.push(OpenedConnection { local: tuple.local, remote: tuple.remote, pid, name });
         }
     }
+    seen.keep_this_sample();
     out
 }
 
@@ -323,5 +323,73 @@ pub(crate) mod tests {
             "t1".into(),
         );
         assert_eq!(s1.opened.iter().map(|o| o.local.port()).collect::<Vec<_>>(), vec![40001]);
+    }
+
+    /// The connections of `sockets` that hold an ephemeral port, by identity, the slow way.
+    fn ephemeral(snap: &Snapshot) -> Vec<(u64, FourTuple)> {
+        let listeners: Vec<u16> = snap
+            .sockets
+            .iter()
+            .filter(|s| s.protocol == Protocol::Tcp && s.state == State::Listen)
+            .map(|s| s.local_port)
+            .collect();
+        let range = snap.settings.tcp_range.unwrap();
+        snap.sockets
+            .iter()
+            .filter(|s| s.is_connected() && range.contains(s.local_port))
+            .filter(|s| !(s.protocol == Protocol::Tcp && listeners.contains(&s.local_port)))
+            .map(|s| (s.cookie, FourTuple::of(s)))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Samples of changing connections (cookies or none, repeated, closed to TIME_WAIT):
+        /// the sampler's kept map lists, in every sample, exactly the connections that a fresh
+        /// comparison with the previous snapshot alone finds new, each once.
+        #[test]
+        fn kept_map_lists_what_a_fresh_comparison_does(
+            samples in proptest::collection::vec(
+                proptest::collection::vec((40000u16..40012, 0u64..4, proptest::bool::ANY), 0..12),
+                1..8,
+            )
+        ) {
+            let mut sampler =
+                Sampler::new(CollectOptions::default(), AnalyzeOptions::default(), 1.0);
+            let mut previous: Vec<(u64, FourTuple)> = Vec::new();
+            for (at, rows) in samples.iter().enumerate() {
+                let sockets = rows
+                    .iter()
+                    .map(|&(port, cookie, closed)| {
+                        let state = if closed { State::TimeWait } else { State::Established };
+                        Socket { cookie, ..conn(state, port, if closed { 0 } else { 42 }) }
+                    })
+                    .collect();
+                let snap = snapshot(sockets, &[(42, "client")]);
+                let now = ephemeral(&snap);
+                let key = |&(cookie, tuple): &(u64, FourTuple)| {
+                    if cookie != 0 { (cookie, None) } else { (0, Some(tuple)) }
+                };
+                let mut want: Vec<FourTuple> = Vec::new();
+                let mut listed = Vec::new();
+                for c in &now {
+                    if !previous.iter().any(|p| key(p) == key(c)) && !listed.contains(&key(c)) {
+                        listed.push(key(c));
+                        want.push(c.1);
+                    }
+                }
+                let sample = sampler.digest(snap, at as f64, format!("t{at}"));
+                let got: Vec<FourTuple> = sample
+                    .opened
+                    .iter()
+                    .map(|o| FourTuple {
+                        protocol: Protocol::Tcp,
+                        local: o.local,
+                        remote: o.remote,
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(got, want);
+                previous = now;
+            }
+        }
     }
 }
