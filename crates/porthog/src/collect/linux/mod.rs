@@ -7,6 +7,7 @@
 mod bpf;
 mod conntrack;
 pub(crate) mod discover;
+pub(crate) mod events;
 pub(crate) mod fleet;
 mod netlink_dump;
 pub(crate) mod netns;
