@@ -130,6 +130,42 @@ pub struct Doubts {
     pub bad_records: u64,
 }
 
+/// How often the table is replaced by a full walk at the latest: what events cannot see
+/// (bind()-only and UDP sockets, TIME_WAIT expiry) is at most this old.
+pub const RESYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Why the table must be walked again now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resync {
+    /// [`RESYNC_EVERY`] has passed since the last walk.
+    Cadence,
+    /// The ring buffer was full: a change is missing.
+    Lost,
+    /// A change of a socket the table did not hold, or a record it could not use.
+    Unknown,
+}
+
+/// Whether the table must be walked again: `lost` is the program's loss counter now and
+/// `lost_at_walk` what it was at the last walk; `since_walk` the time since that walk.
+/// Predicted TIME_WAITs alone wait for the cadence (their count is right until they expire,
+/// 60 s at the earliest).
+pub fn resync_due(
+    doubts: Doubts,
+    lost: u64,
+    lost_at_walk: u64,
+    since_walk: std::time::Duration,
+) -> Option<Resync> {
+    if lost != lost_at_walk {
+        Some(Resync::Lost)
+    } else if doubts.unknown_sockets > 0 || doubts.bad_records > 0 {
+        Some(Resync::Unknown)
+    } else if since_walk >= RESYNC_EVERY {
+        Some(Resync::Cadence)
+    } else {
+        None
+    }
+}
+
 /// How the table finds a socket again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
@@ -366,6 +402,19 @@ mod tests {
         t.resync(vec![udp, bound]);
         t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
         assert_eq!(states(&t).len(), 3);
+    }
+
+    #[test]
+    fn a_walk_is_due_on_a_loss_an_unknown_socket_or_the_cadence() {
+        use std::time::Duration;
+        let calm = Doubts { predicted_time_wait: 500, ..Doubts::default() };
+        assert_eq!(resync_due(calm, 3, 3, Duration::from_secs(29)), None);
+        assert_eq!(resync_due(calm, 3, 3, RESYNC_EVERY), Some(Resync::Cadence));
+        assert_eq!(resync_due(calm, 4, 3, Duration::ZERO), Some(Resync::Lost));
+        let unknown = Doubts { unknown_sockets: 1, ..calm };
+        assert_eq!(resync_due(unknown, 3, 3, Duration::ZERO), Some(Resync::Unknown));
+        let bad = Doubts { bad_records: 1, ..calm };
+        assert_eq!(resync_due(bad, 3, 3, Duration::ZERO), Some(Resync::Unknown));
     }
 
     fn record(family: u16, old: u8, new: u8) -> Vec<u8> {
