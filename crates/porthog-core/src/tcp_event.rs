@@ -166,6 +166,13 @@ pub fn resync_due(
     }
 }
 
+/// Local address and port, remote address and port.
+type Tuple = (IpAddr, u16, IpAddr, u16);
+
+fn tuple(local: (IpAddr, u16), remote: (IpAddr, u16)) -> Tuple {
+    (local.0, local.1, remote.0, remote.1)
+}
+
 /// How the table finds a socket again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
@@ -181,6 +188,10 @@ enum Key {
 #[derive(Debug, Default)]
 pub struct EventTable {
     sockets: HashMap<Key, Socket>,
+    /// The TIME_WAIT sockets of `sockets` by 4-tuple: the kernel holds one socket per 4-tuple,
+    /// so a live socket of that tuple means the timewait one is gone (a connect() that re-used
+    /// it under tcp_tw_reuse, or a new SYN it accepted), with no event for it.
+    time_wait: HashMap<Tuple, Key>,
     /// Sockets of other protocols from the walk, kept as they were (no events for them).
     others: Vec<Socket>,
     doubts: Doubts,
@@ -191,6 +202,7 @@ impl EventTable {
     /// A table holding exactly `walk` (every socket of a full walk), with no doubts.
     pub fn resync(&mut self, walk: Vec<Socket>) {
         self.sockets.clear();
+        self.time_wait.clear();
         self.others.clear();
         self.doubts = Doubts::default();
         for (i, socket) in walk.into_iter().enumerate() {
@@ -203,6 +215,13 @@ impl EventTable {
                 } else {
                     Key::Predicted(u64::MAX - i as u64)
                 };
+                if socket.state == State::TimeWait {
+                    let t = (
+                        (socket.local_ip, socket.local_port),
+                        (socket.remote_ip, socket.remote_port),
+                    );
+                    self.time_wait.insert(tuple(t.0, t.1), key);
+                }
                 self.sockets.insert(key, socket);
             }
         }
@@ -229,6 +248,16 @@ impl EventTable {
             .find(|k| self.sockets.contains_key(k))
     }
 
+    /// Drops the TIME_WAIT socket of this 4-tuple, if the table has one.
+    fn forget_time_wait(&mut self, local: (IpAddr, u16), remote: (IpAddr, u16)) {
+        if let Some(key) = self.time_wait.remove(&tuple(local, remote)) {
+            self.sockets.remove(&key);
+            if matches!(key, Key::Predicted(n) if n <= self.next_prediction) {
+                self.doubts.predicted_time_wait = self.doubts.predicted_time_wait.saturating_sub(1);
+            }
+        }
+    }
+
     /// Applies one state change.
     pub fn apply(&mut self, event: &TcpEvent) {
         let Some(new) = State::from_linux(event.new) else {
@@ -250,11 +279,17 @@ impl EventTable {
                 if let Some(gone) = gone {
                     tw.facts = gone.facts;
                 }
+                self.forget_time_wait(event.local, event.remote);
                 self.next_prediction += 1;
-                self.sockets.insert(Key::Predicted(self.next_prediction), tw);
+                let key = Key::Predicted(self.next_prediction);
+                self.sockets.insert(key, tw);
+                self.time_wait.insert(tuple(event.local, event.remote), key);
                 self.doubts.predicted_time_wait += 1;
             }
             return;
+        }
+        if event.local.1 != 0 && event.remote.1 != 0 {
+            self.forget_time_wait(event.local, event.remote);
         }
         match found {
             Some(key) if !creates => {
@@ -402,6 +437,26 @@ mod tests {
         t.resync(vec![udp, bound]);
         t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
         assert_eq!(states(&t).len(), 3);
+    }
+
+    /// A connect() that re-uses a TIME_WAIT 4-tuple (tcp_tw_reuse) kills the timewait socket
+    /// without an event: the new connection's tuple replaces it, walked or predicted.
+    #[test]
+    fn a_reused_time_wait_tuple_is_gone() {
+        let mut t = EventTable::default();
+        let mut walked = Socket::new(Protocol::Tcp, State::TimeWait, (lo(), 5000), (lo(), 80));
+        walked.cookie = 3;
+        t.resync(vec![walked]);
+        t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
+        t.apply(&event(0x10, 0, 5000, 80, SYN_SENT, ESTABLISHED));
+        assert_eq!(states(&t), vec![(5000, 80, State::Established, Some(4242))]);
+        t.apply(&event(0x10, 0, 5000, 80, ESTABLISHED, FIN_WAIT1));
+        t.apply(&event(0x10, 0, 5000, 80, FIN_WAIT1, FIN_WAIT2));
+        t.apply(&event(0x10, 0, 5000, 80, FIN_WAIT2, CLOSE));
+        t.apply(&event(0x20, 0, 0, 80, CLOSE, SYN_SENT));
+        t.apply(&event(0x20, 0, 5000, 80, SYN_SENT, ESTABLISHED));
+        assert_eq!(states(&t), vec![(5000, 80, State::Established, Some(4242))]);
+        assert_eq!(t.doubts(), Doubts::default());
     }
 
     #[test]
