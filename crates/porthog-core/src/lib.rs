@@ -28,6 +28,7 @@ pub mod reuse;
 pub mod snat;
 pub mod sockstat;
 pub mod sysctl;
+pub mod tcp_event;
 pub mod timeline;
 pub mod timestamp;
 pub mod trace_report;
