@@ -539,31 +539,54 @@ fn caller_pool(
     alloc: &Allocation,
     thresholds: &Thresholds,
 ) -> Pool {
-    let (mut live, mut tw) = (PortBits::new(), PortBits::new());
-    // One pass: the ports the caller cannot take, and the (pid, port) of their holders.
-    let mut held: Vec<u64> = Vec::new();
+    // One pass: the ports the caller cannot take, and their holders.
+    let mut held = Held::new();
     for s in snapshot.sockets.iter().filter(|s| bind_pool::conflicts(s, caller)) {
-        if s.state == State::TimeWait {
-            tw.set(s.local_port)
-        } else {
-            live.set(s.local_port)
-        }
-        if let Some(pid) = s.pid.filter(|_| alloc.is_pool_port(s.local_port)) {
-            held.push(u64::from(pid.get()) << 16 | u64::from(s.local_port));
-        }
+        held.add(s, alloc);
     }
     let usable = alloc.range.len() - alloc.reserved.count_within(alloc.range);
     let mut pool = Pool::new(kind, caller.protocol, usable);
     pool.local = Some(caller.addr);
-    for port in (alloc.range.start..=alloc.range.end).filter(|&p| !alloc.reserved.contains(p)) {
-        if live.get(port) || tw.get(port) {
-            pool.used += 1;
-            pool.time_wait += u32::from(!live.get(port));
+    held.count_into(&mut pool, alloc);
+    pool.finish(thresholds);
+    pool
+}
+
+/// The ports a global pool's sockets hold (live and TIME_WAIT apart) and the (pid, port) of
+/// their holders, packed in one u64 each, gathered in one pass over the sockets.
+struct Held {
+    live: PortBits,
+    time_wait: PortBits,
+    by_pid: Vec<u64>,
+}
+
+impl Held {
+    fn new() -> Held {
+        Held { live: PortBits::new(), time_wait: PortBits::new(), by_pid: Vec::new() }
+    }
+
+    /// `s` holds its port; a TIME_WAIT socket holds it too, as TIME_WAIT unless a live one does.
+    fn add(&mut self, s: &Socket, alloc: &Allocation) {
+        if s.state == State::TimeWait {
+            self.time_wait.set(s.local_port)
+        } else {
+            self.live.set(s.local_port)
+        }
+        if let Some(pid) = s.pid.filter(|_| alloc.is_pool_port(s.local_port)) {
+            self.by_pid.push(u64::from(pid.get()) << 16 | u64::from(s.local_port));
         }
     }
-    pool.finish(thresholds);
-    pool.owners = owners_of(held);
-    pool
+
+    /// The held pool ports into `pool.used` and `pool.time_wait`, their holders into `owners`.
+    fn count_into(self, pool: &mut Pool, alloc: &Allocation) {
+        for port in (alloc.range.start..=alloc.range.end).filter(|&p| !alloc.reserved.contains(p)) {
+            if self.live.get(port) || self.time_wait.get(port) {
+                pool.used += 1;
+                pool.time_wait += u32::from(!self.live.get(port));
+            }
+        }
+        pool.owners = owners_of(self.by_pid);
+    }
 }
 
 /// The processes holding the most distinct ports, from (pid, port) packed in one u64 each.
@@ -628,18 +651,10 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         (Protocol::Udp, settings.udp_range, settings.udp_reserved.as_ref()),
     ] {
         let alloc = Allocation::of(Os::Windows, range, reserved);
-        let (mut live, mut tw) = (PortBits::new(), PortBits::new());
-        // One pass: the ports held, and the (pid, port) of their holders.
-        let mut held: Vec<u64> = Vec::new();
+        // One pass: the ports held, and their holders.
+        let mut held = Held::new();
         for s in snapshot.sockets.iter().filter(|s| s.protocol == protocol) {
-            if s.state == State::TimeWait {
-                tw.set(s.local_port)
-            } else {
-                live.set(s.local_port)
-            }
-            if let Some(pid) = s.pid.filter(|_| alloc.is_pool_port(s.local_port)) {
-                held.push(u64::from(pid.get()) << 16 | u64::from(s.local_port));
-            }
+            held.add(s, &alloc);
             if protocol == Protocol::Tcp
                 && s.state == State::Listen
                 && alloc.is_pool_port(s.local_port)
@@ -649,13 +664,7 @@ fn windows_pools(snapshot: &Snapshot, thresholds: &Thresholds) -> PoolSet {
         }
         let report = alloc.report(protocol);
         let mut pool = Pool::new(PoolKind::Global, protocol, report.usable);
-        for port in (alloc.range.start..=alloc.range.end).filter(|&p| !alloc.reserved.contains(p)) {
-            if live.get(port) || tw.get(port) {
-                pool.used += 1;
-                pool.time_wait += u32::from(!live.get(port));
-            }
-        }
-        pool.owners = owners_of(held);
+        held.count_into(&mut pool, &alloc);
         pool.finish(thresholds);
         ranges.push(report);
         pools.push(pool);

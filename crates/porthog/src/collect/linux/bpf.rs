@@ -256,9 +256,23 @@ impl std::ops::Deref for AlignedBytes {
     }
 }
 
+/// Loads a clang-built object that needs only `kernel_types` of the kernel's BTF: the BTF is
+/// pruned to them while read in passes of a fixed buffer, never whole (5.5 MB).
+pub(super) fn load_object_with(object: &[u8], kernel_types: &[&str]) -> Result<Ebpf> {
+    let mut vmlinux = File::open(VMLINUX_BTF)
+        .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
+    let pruned = porthog_core::btf::prune(&mut vmlinux, kernel_types, &[])
+        .with_context(|| format!("in {VMLINUX_BTF}"))?
+        .types;
+    drop(vmlinux);
+    let btf = Btf::parse(&pruned, aya::Endianness::default())
+        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+    load_object(object, &btf)
+}
+
 /// Loads a clang-built object (from `include_bytes!`, so maybe unaligned) against `btf`, the
 /// pruned kernel BTF, with a loader that never parses the whole kernel BTF.
-pub(super) fn load_object(object: &[u8], btf: &Btf) -> Result<Ebpf> {
+fn load_object(object: &[u8], btf: &Btf) -> Result<Ebpf> {
     let bytes = aligned(object);
     Ok(loader_without_kernel_btf().btf(Some(btf)).load(&bytes)?)
 }

@@ -6,15 +6,14 @@
 //! and maps when porthog exits, however it exits.
 
 use anyhow::{Context, Result, anyhow};
+use aya::Ebpf;
 use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::RawTracePoint;
-use aya::{Btf, Ebpf};
 use porthog_core::tcp_event::{self, EventTable};
 
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog_events.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog_events.bpf.o");
 
-use super::bpf::VMLINUX_BTF;
 /// The kernel structures the program reads (relocated against the running kernel's).
 const KERNEL_TYPES: [&str; 6] =
     ["in6_addr", "ns_common", "net", "sock_common", "sock", "inet_sock"];
@@ -45,15 +44,7 @@ impl Events {
     pub fn attach(netns: u64) -> Result<Events> {
         let netns = u32::try_from(netns)
             .with_context(|| format!("namespace inode {netns} does not fit the program's u32"))?;
-        let mut vmlinux = std::fs::File::open(VMLINUX_BTF)
-            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
-        let pruned = porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &[])
-            .with_context(|| format!("in {VMLINUX_BTF}"))?
-            .types;
-        drop(vmlinux);
-        let btf = Btf::parse(&pruned, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        let mut ebpf = super::bpf::load_object(OBJECT, &btf)
+        let mut ebpf = super::bpf::load_object_with(OBJECT, &KERNEL_TYPES)
             .context("cannot load porthog's TCP event BPF object")?;
         {
             let mut filter: Array<&mut MapData, u32> = Array::try_from(

@@ -8,14 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result, anyhow};
+use aya::Ebpf;
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::RawTracePoint;
-use aya::{Btf, Ebpf};
 
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog_signal.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog_signal.bpf.o");
 
-use super::bpf::VMLINUX_BTF;
 /// The kernel structures the program reads (relocated against the running kernel's).
 const KERNEL_TYPES: [&str; 4] = ["ns_common", "net", "sock_common", "sock"];
 pub const PROGRAM: &str = "porthog_signal";
@@ -40,16 +39,7 @@ pub struct Counts {
 impl Signal {
     /// Loads and attaches the program; the error says why the signal cannot be used here.
     pub fn attach() -> Result<Signal> {
-        // Pruned while read in passes of a fixed buffer, never whole (5.5 MB).
-        let mut vmlinux = std::fs::File::open(VMLINUX_BTF)
-            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
-        let pruned = porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &[])
-            .with_context(|| format!("in {VMLINUX_BTF}"))?
-            .types;
-        drop(vmlinux);
-        let btf = Btf::parse(&pruned, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
-        let mut ebpf = super::bpf::load_object(OBJECT, &btf)
+        let mut ebpf = super::bpf::load_object_with(OBJECT, &KERNEL_TYPES)
             .context("cannot load porthog's change-signal BPF object")?;
         let program: &mut RawTracePoint = ebpf
             .program_mut(PROGRAM)
