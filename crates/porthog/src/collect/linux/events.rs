@@ -203,7 +203,9 @@ mod tests {
             .find(|s| (s.local_port, s.remote_port) == (kept_port, port))
             .unwrap();
         assert_eq!(client.pid, NonZeroU32::new(std::process::id()), "connect()'s process");
-        assert_eq!(table.doubts().unknown_sockets, 0, "{:?}", table.doubts());
+        // No assertion on `table.doubts()`: they count the whole namespace, where the other
+        // tests of this binary open and close sockets at the same time (a socket made during the
+        // walk is unknown to it: the walk/event race that `resync_due` answers). CI saw 19.
     }
 
     /// Churn (2,000 connect/close, the client closing first, drained every 250) applied to a
