@@ -87,7 +87,7 @@ fn check(opts: &CheckOptions) -> Result<u8> {
         // A logged 4231/4266 raises the verdict exactly as the offline importers' evidence does.
         porthog_core::analyze_imported(&snapshot, Vec::new(), evidence, &opts.report.analyze)
     };
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if crate::collect::timings() {
         eprintln!(
             "porthog: collected in {:.1} ms, analyzed (pools, findings) in {:.1} ms",
             collected.as_secs_f64() * 1e3,

@@ -153,7 +153,7 @@ impl Sampler {
         let opened = opened(&snapshot, &mut self.seen);
         let compared = started.elapsed();
         let report = analyze(&snapshot, &self.analyze);
-        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        if crate::collect::timings() {
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             eprintln!(
                 "porthog: sample digested in {:.1} ms: owner book learned {:.1}, TIME_WAIT \

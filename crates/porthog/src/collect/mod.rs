@@ -70,7 +70,7 @@ pub fn one_shot_allocator() {
 pub fn timeline(what: &str) {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let start = *START.get_or_init(std::time::Instant::now);
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if timings() {
         let thread = std::thread::current();
         eprintln!(
             "porthog: +{:7.1} ms [{}] {what}",
@@ -78,6 +78,13 @@ pub fn timeline(what: &str) {
             thread.name().unwrap_or("-")
         );
     }
+}
+
+/// Whether `PORTHOG_TIMINGS` is set: the phases of each collection and sample are then printed
+/// on stderr. Read once per process (the environment is not read again on the hot path).
+pub fn timings() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("PORTHOG_TIMINGS").is_some())
 }
 
 /// glibc's own initial value (128 KiB), kept fixed by [`one_shot_allocator`].

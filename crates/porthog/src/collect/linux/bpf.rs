@@ -124,7 +124,7 @@ impl Iterators {
         let (tcp, udp, owners) = (load(TCP)?, load(UDP)?, load(OWNERS)?);
         let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
         drop(object);
-        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        if crate::collect::timings() {
             eprintln!(
                 "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?} (peak RSS \
                  {hwm_btf} KiB), object relocated and iterators loaded at {t_obj:?} ({hwm_obj} KiB)",
@@ -301,7 +301,7 @@ fn loader_without_kernel_btf() -> EbpfLoader<'static> {
     match made {
         Ok(Ok(loader)) => loader,
         failed => {
-            if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+            if crate::collect::timings() {
                 let why = match failed {
                     Ok(Err(e)) => e.to_string(),
                     _ => "its thread panicked".into(),

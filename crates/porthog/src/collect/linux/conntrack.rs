@@ -95,7 +95,7 @@ pub fn read_reusing(previous: Option<Kept>) -> Kept {
     if let Some(kept) = previous
         && kept.stands_for(&stat)
     {
-        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        if crate::collect::timings() {
             eprintln!("porthog: conntrack statistics unchanged: last read re-used");
         }
         return kept;
@@ -142,7 +142,7 @@ fn read_at(stat: &Stat, gaps: &mut Vec<Gap>) -> Option<Conntrack> {
     if failures || ct.entries.iter().any(|e| e.src_nat) {
         ct.rules = rules(gaps);
     }
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if crate::collect::timings() {
         eprintln!(
             "porthog: conntrack: {} entries dumped in {:.1} ms; with statistics and NAT rules {:.1} ms",
             ct.entries.len(),

@@ -223,7 +223,7 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
         shortest_time_wait_ms: k.shortest_time_wait_ms,
     });
     let decision = reuse::decide(previous.as_ref(), &fingerprint);
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if crate::collect::timings() {
         eprintln!("porthog: {label}: {decision:?}");
     }
     match (decision, kept) {

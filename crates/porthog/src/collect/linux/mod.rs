@@ -7,9 +7,10 @@
 mod bpf;
 mod conntrack;
 pub(crate) mod discover;
-// Built and tested (its root test), not yet used by the sampler (issue 9): see its module text.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) mod events;
+// Built and tested (its root tests), not yet used by the sampler (issue 9): compiled for tests
+// only until it is, so no dead code ships.
+#[cfg(test)]
+mod events;
 pub(crate) mod fleet;
 mod netlink_dump;
 pub(crate) mod netns;
@@ -212,7 +213,7 @@ fn with_iterators(f: impl FnOnce(&mut Iterators) -> anyhow::Result<()>) -> anyho
             None => {
                 let it = Iterators::load()?;
                 timeline("BPF programs loaded");
-                if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+                if crate::collect::timings() {
                     eprintln!(
                         "porthog: BPF programs loaded in {:.1} ms",
                         it.load_time.as_secs_f64() * 1e3
@@ -342,7 +343,7 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
     timeline("processes read");
     snapshot.processes = processes;
     attribution_gaps(&snapshot.sockets, &owners, exited, &mut snapshot.gaps);
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if crate::collect::timings() {
         eprintln!(
             "porthog: BPF walks of {} sockets and {} owners in {:.1} ms, joined and processes \
              read by {:.1} ms (peak RSS {} KiB)",
@@ -403,7 +404,7 @@ fn take_over(rx: mpsc::Receiver<Handed>, owners: &Owners) -> anyhow::Result<Opti
 /// neither dumped nor walked: each dump would walk the whole host's sockets to find none.
 fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow::Result<()> {
     if sockstat.is_some_and(|s| s.no_sockets()) {
-        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        if crate::collect::timings() {
             eprintln!("porthog: sockstat shows no TCP or UDP socket: no dump, no fd walk");
         }
         snapshot.source = "sock_diag".into();
@@ -469,7 +470,7 @@ fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow
             owners.merge_counts(&outside);
         }
         let still = unowned(&snapshot.sockets);
-        if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+        if crate::collect::timings() {
             eprintln!(
                 "porthog: {} sockets without a cached owner: every fd table read again; {} left \
                  without one",
@@ -481,7 +482,7 @@ fn from_sock_diag(snapshot: &mut Snapshot, sockstat: Option<Sockstat>) -> anyhow
     }
     pids.sort_unstable();
     pids.dedup();
-    if std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if crate::collect::timings() {
         let (read, reused) = owner_cache::with(|c| (c.read, c.reused));
         eprintln!("porthog: fd tables read {read}, reused {reused} since start");
     }
@@ -513,7 +514,7 @@ fn closed_since_dump(sockets: &[Socket]) -> bool {
     }
     let Ok(mut diag) = SockDiag::open() else { return false };
     let closed = left.iter().all(|s| matches!(diag.still_held(s), Ok(Some(false))));
-    if closed && std::env::var_os("PORTHOG_TIMINGS").is_some() {
+    if closed && crate::collect::timings() {
         eprintln!(
             "porthog: {} without a cached owner closed since the dump: no fd walk",
             plural(left.len() as u64, "socket")
