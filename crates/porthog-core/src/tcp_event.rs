@@ -24,19 +24,11 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 
+use crate::model::linux_tcp::{CLOSE, CLOSING, FIN_WAIT1, FIN_WAIT2, LISTEN, SYN_RECV, SYN_SENT};
 use crate::model::{Protocol, Socket, State};
 
 /// The size of one ring-buffer record (`struct porthog_tcp_event` in `porthog_events.bpf.c`).
 pub const TCP_EVENT_RECORD: usize = 80;
-
-/// Linux TCP state numbers (`include/net/tcp_states.h`) the apply rules name.
-const CLOSE: u8 = 7;
-const SYN_SENT: u8 = 2;
-const SYN_RECV: u8 = 3;
-const FIN_WAIT1: u8 = 4;
-const FIN_WAIT2: u8 = 5;
-const LISTEN: u8 = 10;
-const CLOSING: u8 = 11;
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -325,10 +317,7 @@ impl EventTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ESTABLISHED: u8 = 1;
-    const LAST_ACK: u8 = 9;
-    const CLOSE_WAIT: u8 = 8;
+    use crate::model::linux_tcp::{CLOSE_WAIT, ESTABLISHED, LAST_ACK};
 
     fn lo() -> IpAddr {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
