@@ -46,7 +46,10 @@ impl Signal {
             .ok_or_else(|| anyhow!("the BPF object has no program {PROGRAM}"))?
             .try_into()
             .with_context(|| format!("{PROGRAM} is not a raw tracepoint program"))?;
-        program.load().context("the kernel refused the change-signal program")?;
+        program
+            .load()
+            .map_err(|e| super::verifier::from_aya(PROGRAM, e))
+            .context("the kernel refused the change-signal program")?;
         program
             .attach(TRACEPOINT)
             .with_context(|| format!("cannot attach to the tracepoint sock:{TRACEPOINT}"))?;
