@@ -18,6 +18,8 @@ use aya_obj::generated::{bpf_attr, bpf_insn};
 use porthog_core::Socket;
 use porthog_core::bpf_record::{SocketDecoder, SocketWalk};
 
+use super::verifier;
+
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
 
@@ -176,6 +178,8 @@ fn walk(program: &OwnedFd, name: &str) -> Result<Walk> {
 /// `BPF_TRACE_ITER`) attached to the kernel BTF function `attach_btf_id`. What aya's
 /// `Iter::load` gives the kernel too, but no program BTF and no function or line info: the
 /// programs have one function each, and the verifier needs only the attach target's types.
+/// Without a verifier log (the kernel formats none, and no buffer is held), unless the load
+/// fails: then once more with one, whose last lines go in the error ([`verifier::refused`]).
 fn bpf_prog_load(
     name: &str,
     instructions: &[bpf_insn],
@@ -183,24 +187,61 @@ fn bpf_prog_load(
     attach_btf_id: u32,
 ) -> Result<OwnedFd> {
     use aya_obj::generated::{bpf_attach_type::BPF_TRACE_ITER, bpf_cmd, bpf_prog_type};
-    // SAFETY: all-zero is a valid bpf_attr (every field an integer or a union of integers).
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // SAFETY: writing integer fields of a union member only.
-    let load = unsafe { &mut attr.__bindgen_anon_3 };
-    load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
-    load.expected_attach_type = BPF_TRACE_ITER as u32;
-    load.attach_btf_id = attach_btf_id;
-    load.insns = instructions.as_ptr() as u64;
-    load.insn_cnt = u32::try_from(instructions.len())?;
-    load.license = license.as_ptr() as u64;
-    // The name bpftool and the e2e leak check show (at most 15 bytes and a NUL).
-    for (to, from) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
-        *to = from as std::ffi::c_char;
+    let insn_cnt = u32::try_from(instructions.len())?;
+    // `log`: the verifier's log buffer, or empty for none.
+    let load = |log: &mut [u8]| -> std::io::Result<OwnedFd> {
+        // SAFETY: all-zero is a valid bpf_attr (every field an integer or a union of integers).
+        let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: writing integer fields of a union member only.
+        let load = unsafe { &mut attr.__bindgen_anon_3 };
+        load.prog_type = bpf_prog_type::BPF_PROG_TYPE_TRACING as u32;
+        load.expected_attach_type = BPF_TRACE_ITER as u32;
+        load.attach_btf_id = attach_btf_id;
+        load.insns = instructions.as_ptr() as u64;
+        load.insn_cnt = insn_cnt;
+        load.license = license.as_ptr() as u64;
+        // The name bpftool and the e2e leak check show (at most 15 bytes and a NUL).
+        for (to, from) in load.prog_name.iter_mut().zip(name.bytes().take(15)) {
+            *to = from as std::ffi::c_char;
+        }
+        if !log.is_empty() {
+            // Level 1: the instructions verified and the reason of a refusal.
+            load.log_level = 1;
+            load.log_buf = log.as_mut_ptr() as u64;
+            load.log_size = u32::try_from(log.len()).unwrap_or(u32::MAX);
+        }
+        // SAFETY: BPF_PROG_LOAD reads the member set above; the instructions, license and log
+        // buffer it points to outlive the call, and the kernel writes at most log_size bytes.
+        unsafe { sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }
+    };
+    let first = match load(&mut []) {
+        Ok(fd) => return Ok(fd),
+        Err(e) => e,
+    };
+    let mut log = vec![0u8; LOG_FIRST];
+    loop {
+        match load(&mut log) {
+            // Refused once, accepted now (e.g. memory was short): nothing to report.
+            Ok(fd) => return Ok(fd),
+            // The log did not fit. Since Linux 6.4 the buffer then holds the log's end, which is
+            // what is shown; before, its start: a larger buffer is needed either way for the
+            // kernel to return the refusal's own errno.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && log.len() < LOG_MAX => {
+                log = vec![0u8; log.len() * 8];
+            }
+            Err(_) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                return Err(verifier::refused(name, &first, &text));
+            }
+        }
     }
-    // SAFETY: BPF_PROG_LOAD reads the member set above; the instructions and license it points
-    // to outlive the call.
-    Ok(unsafe { sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) }?)
 }
+
+/// The verifier log buffer of a failed load's retry, and how far it grows (×8 at a time) when
+/// the log does not fit.
+const LOG_FIRST: usize = 64 * 1024;
+const LOG_MAX: usize = 4 * 1024 * 1024;
 
 /// One `bpf()` call of a command that returns a new file descriptor.
 ///
@@ -400,6 +441,62 @@ mod tests {
         let owners = decode_owners(&it.owners().unwrap().read(4096).unwrap()).unwrap();
         let me = owners.owners.iter().find(|o| o.inode == mine[0].inode).unwrap();
         assert_eq!((me.pid, me.inside), (std::process::id(), true));
+    }
+
+    /// The attach target's id, as [`Iterators::load`] finds it.
+    fn iter_tcp_id() -> u32 {
+        let mut vmlinux = File::open(VMLINUX_BTF).unwrap();
+        let pruned = porthog_core::btf::prune(&mut vmlinux, &[], &ITERATOR_TARGETS).unwrap();
+        pruned.func_ids[0].unwrap()
+    }
+
+    /// A program the verifier refuses, through the loader porthog's programs use: the error
+    /// carries the errno, the verifier's own words and what to do.
+    #[test]
+    fn a_refused_program_says_what_the_verifier_said() {
+        if iterators().is_none() {
+            return;
+        }
+        // r0 = r2 (never initialised); exit.
+        let insn = |code: u8, dst: u8, src: u8| {
+            // SAFETY: all-zero is a valid bpf_insn (integers and a bitfield byte).
+            let mut i: bpf_insn = unsafe { std::mem::zeroed() };
+            i.code = code;
+            i.set_dst_reg(dst);
+            i.set_src_reg(src);
+            i
+        };
+        let program = [insn(0xbf, 0, 2), insn(0x95, 0, 0)];
+        let error = bpf_prog_load("porthog_bad", &program, c"GPL", iter_tcp_id()).unwrap_err();
+        let text = format!("{error:#}");
+        let first = text.lines().next().unwrap();
+        assert!(first.contains("porthog_bad failed with EACCES"), "{text}");
+        assert!(first.contains("the verifier says \"R2 !read_ok\""), "{text}");
+        assert!(first.contains("--no-bpf"), "{text}");
+        assert!(text.contains("\n  0: (bf) r0 = r2\n"), "{text}");
+
+        // The same after 6,000 instructions: a log of ~130 KiB, larger than the first buffer,
+        // kept whole (the buffer grew) and cut to its tail.
+        let mut long = vec![insn(0xb7, 0, 0); 6000]; // r0 = 0
+        long.extend([insn(0xbf, 0, 2), insn(0x95, 0, 0)]);
+        let error = bpf_prog_load("porthog_bad", &long, c"GPL", iter_tcp_id()).unwrap_err();
+        let text = format!("{error:#}");
+        let lines = text.lines().count();
+        assert_eq!(lines, 2 + verifier::TAIL_LINES, "{text}");
+        assert!(text.contains("the verifier says \"R2 !read_ok\""), "{text}");
+        let of = |t: &str| -> Option<usize> {
+            t.split(" lines:").next()?.rsplit(' ').next()?.parse().ok()
+        };
+        assert!(of(&text) > Some(6000), "{text}");
+
+        // A valid program given an attach target that is no function (id 1: a type of the
+        // kernel's BTF, an integer): refused before verification, with the reason in the log.
+        let program = [insn(0xb7, 0, 0), insn(0x95, 0, 0)]; // r0 = 0; exit
+        let error = bpf_prog_load("porthog_bad", &program, c"GPL", 1).unwrap_err();
+        let text = format!("{error:#}");
+        assert!(text.contains("EINVAL"), "{text}");
+        assert!(text.contains("the verifier says \"attach_btf_id 1 is not a function\""), "{text}");
+        assert!(text.contains("/sys/kernel/btf/vmlinux"), "{text}");
     }
 
     /// A TCP socket that bound a port and did nothing else is in no table iter/tcp walks: the

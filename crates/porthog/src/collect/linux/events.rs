@@ -57,7 +57,10 @@ impl Events {
             .ok_or_else(|| anyhow!("the BPF object has no program {PROGRAM}"))?
             .try_into()
             .with_context(|| format!("{PROGRAM} is not a raw tracepoint program"))?;
-        program.load().context("the kernel refused the TCP event program")?;
+        program
+            .load()
+            .map_err(|e| super::verifier::from_aya(PROGRAM, e))
+            .context("the kernel refused the TCP event program")?;
         program
             .attach(TRACEPOINT)
             .with_context(|| format!("cannot attach to the tracepoint sock:{TRACEPOINT}"))?;

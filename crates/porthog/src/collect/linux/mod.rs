@@ -21,6 +21,7 @@ mod settings;
 pub(crate) mod signal;
 mod sock_diag;
 pub(crate) mod sockets;
+mod verifier;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};

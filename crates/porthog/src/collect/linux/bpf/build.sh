@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuilds porthog.bpf.o, porthog_signal.bpf.o and porthog_events.bpf.o from their .c files. Needs clang (≥ 14) and libbpf's headers
+# Rebuilds porthog.bpf.o, porthog_signal.bpf.o and porthog_events.bpf.o from their .c files
+# (and porthog_common.h, which they share). Needs clang (≥ 14) and libbpf's headers
 # (Debian: apt-get install clang libbpf-dev). The object is committed: installing porthog needs
 # no C toolchain. `build.sh --check` rebuilds into a temporary file and fails if the committed
 # object differs (CI runs it).
@@ -13,12 +14,14 @@ major=$(clang --version | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n
 # -g: BTF and CO-RE relocations; no debug line info beyond it, and a fixed source path so the
 # object does not depend on where the repository is checked out.
 # porthog.bpf.o: the iterators (bpf.rs); porthog_signal.bpf.o: the change signal (signal.rs);
-# porthog_events.bpf.o: the TCP state-change events (events.rs).
+# porthog_events.bpf.o: the TCP state-change events (events.rs). Every *.bpf.c here is built
+# (and checked: a source without its committed object fails), each including porthog_common.h.
 if [[ ${1:-} == --check && $major != "$CLANG_MAJOR" ]]; then
     echo "clang $major is not clang $CLANG_MAJOR, which built the objects: checking that the sources compile only"
 fi
 status=0
-for name in porthog porthog_signal porthog_events; do
+for src in *.bpf.c; do
+    name=${src%.bpf.c}
     out=$name.bpf.o
     if [[ ${1:-} == --check ]]; then
         out=$(mktemp --suffix=.bpf.o)

@@ -9,22 +9,7 @@
 // loader (aya) against the running kernel's BTF, so no vmlinux.h is needed.
 // The records are decoded by porthog-core's bpf_record.rs: keep the two layouts in step.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef signed char __s8;
-typedef int __s32;
-typedef long long __s64;
-typedef __u32 __wsum;
-typedef __u64 __be64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 uid_t;
-typedef _Bool bool;
-
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
+#include "porthog_common.h"
 
 #define AF_INET 2
 #define AF_INET6 10

@@ -9,24 +9,11 @@
 // porthog's file descriptors. Built with clang like porthog.bpf.c (build.sh), committed as
 // porthog_signal.bpf.o, loaded by signal.rs; CO-RE, no vmlinux.h.
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
-typedef unsigned int __u32;
-typedef unsigned long long __u64;
-typedef signed char __s8;
-typedef int __s32;
-typedef long long __s64;
-typedef __u32 __wsum;
-typedef __u64 __be64;
-typedef __u16 __be16;
-typedef __u32 __be32;
+#include "porthog_common.h"
 
 // From linux/bpf.h (uapi: fixed values).
 enum { BPF_MAP_TYPE_HASH = 1, BPF_MAP_TYPE_ARRAY = 2 };
 #define BPF_NOEXIST 1
-
-#include <bpf/bpf_helpers.h>
-#include <bpf/bpf_core_read.h>
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
