@@ -244,6 +244,31 @@ pub fn a_killed_porthog_leaves_no_program_in_the_kernel() {
     }
 }
 
+/// Without the kernel's BTF (porthog run in a mount namespace of its own where /sys/kernel/btf
+/// is an empty tmpfs), `porthog sockets` reads sock_diag and the report's note says why and
+/// what to do.
+pub fn without_kernel_btf_the_note_says_what_to_do() {
+    let Some(ns) = Netns::for_test("bpf_no_btf", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let mut cmd = Command::new("unshare");
+    // The mount is private to this porthog's namespace, which goes when it exits.
+    let script = r#"mount -t tmpfs none /sys/kernel/btf && exec "$0" "$@""#;
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, porthog::binary()])
+        .args(["sockets", "--netns", ns.name()]);
+    let run = porthog::run(cmd);
+    run.assert_code(EXIT_OK);
+    let mut lines = run.stdout().lines();
+    let header: Header = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no header line: {e}\n{}", run.context()));
+    assert_eq!(header.source, "sock_diag", "{}", run.context());
+    let note = header.gaps.iter().find(|g| g.contains("/sys/kernel/btf/vmlinux"));
+    let note = note.unwrap_or_else(|| panic!("no note about the BTF: {:?}", header.gaps));
+    assert!(note.contains("cannot read the kernel's BTF"), "{note}");
+    assert!(note.contains("CONFIG_DEBUG_INFO_BTF=y") && note.contains("--no-bpf"), "{note}");
+    let listen = format!("\"local\":\"{SERVER}\"");
+    assert!(lines.any(|l| l.contains(&listen) && l.contains("LISTEN")), "{}", run.context());
+}
+
 /// Ids of the BPF objects a process holds a file descriptor of (`prog_id:` or `map_id:` in its
 /// fdinfo).
 fn held_ids(pid: u32, kind: &str) -> Vec<u32> {

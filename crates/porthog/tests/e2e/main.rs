@@ -110,6 +110,11 @@ fn main() -> ExitCode {
             kernel_facts::a_killed_porthog_leaves_no_program_in_the_kernel,
         ),
         trial(
+            "kernel_facts::without_kernel_btf_the_note_says_what_to_do",
+            Needs::Namespace,
+            kernel_facts::without_kernel_btf_the_note_says_what_to_do,
+        ),
+        trial(
             "fleet::all_netns_finds_every_kind_of_namespace",
             Needs::Namespace,
             fleet::all_netns_finds_every_kind_of_namespace,

@@ -24,6 +24,11 @@ use super::verifier;
 static OBJECT: &[u8] = include_bytes!("bpf/porthog.bpf.o");
 
 pub(super) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+/// What to do when the kernel's BTF is missing, or is not what porthog can read.
+const NO_BTF: &str = "BPF needs a kernel built with BTF (CONFIG_DEBUG_INFO_BTF=y, as \
+                      distributions' Linux 5.15+ kernels are); run with --no-bpf";
+const BAD_BTF: &str = "porthog cannot read this kernel's BTF: run with --no-bpf, and report \
+                       the kernel version";
 
 /// The kernel structures `porthog.bpf.c` declares (and so is relocated against): only these
 /// keep their names and members in the BTF given to the loader (`porthog_core::btf`).
@@ -88,15 +93,15 @@ impl Iterators {
         let started = Instant::now();
         // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
         let mut vmlinux = File::open(VMLINUX_BTF)
-            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
+            .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF}); {NO_BTF}"))?;
         let vmlinux_len = vmlinux.metadata().map(|m| m.len()).unwrap_or(0);
         let porthog_core::btf::Pruned { types: pruned, func_ids } =
             porthog_core::btf::prune(&mut vmlinux, &KERNEL_TYPES, &ITERATOR_TARGETS)
-                .with_context(|| format!("in {VMLINUX_BTF}"))?;
+                .with_context(|| format!("in {VMLINUX_BTF} ({BAD_BTF})"))?;
         drop(vmlinux);
         let pruned_len = pruned.len();
         let btf = Btf::parse(&pruned, aya::Endianness::default())
-            .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+            .with_context(|| format!("cannot parse {VMLINUX_BTF} ({BAD_BTF})"))?;
         drop(pruned);
         let (t_btf, hwm_btf) = (started.elapsed(), peak_rss_kib());
 
@@ -118,7 +123,10 @@ impl Iterators {
                 .zip(&func_ids)
                 .find_map(|(f, id)| (*f == target_fn).then_some(*id).flatten())
                 .ok_or_else(|| {
-                    anyhow!("the kernel's BTF ({VMLINUX_BTF}) has no function {target_fn}")
+                    anyhow!(
+                        "the kernel's BTF ({VMLINUX_BTF}) has no function {target_fn}: a kernel \
+                         without BPF iterators (Linux 5.15+ is needed); run with --no-bpf"
+                    )
                 })?;
             bpf_prog_load(name, &function.instructions, &object.license, attach_btf_id)
                 .with_context(|| format!("the kernel refused the iter/{target} program"))
@@ -301,13 +309,13 @@ impl std::ops::Deref for AlignedBytes {
 /// pruned to them while read in passes of a fixed buffer, never whole (5.5 MB).
 pub(super) fn load_object_with(object: &[u8], kernel_types: &[&str]) -> Result<Ebpf> {
     let mut vmlinux = File::open(VMLINUX_BTF)
-        .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF})"))?;
+        .with_context(|| format!("cannot read the kernel's BTF ({VMLINUX_BTF}); {NO_BTF}"))?;
     let pruned = porthog_core::btf::prune(&mut vmlinux, kernel_types, &[])
-        .with_context(|| format!("in {VMLINUX_BTF}"))?
+        .with_context(|| format!("in {VMLINUX_BTF} ({BAD_BTF})"))?
         .types;
     drop(vmlinux);
     let btf = Btf::parse(&pruned, aya::Endianness::default())
-        .with_context(|| format!("cannot parse {VMLINUX_BTF}"))?;
+        .with_context(|| format!("cannot parse {VMLINUX_BTF} ({BAD_BTF})"))?;
     load_object(object, &btf)
 }
 

@@ -162,8 +162,11 @@ fn snapshot_split(
         None => match with_iterators(|it| from_kernel(it, &mut snapshot)) {
             // iter/task_file reports bound-but-inactive sockets on every kernel: no gap.
             Ok(()) => return Ok((snapshot, first_socket_gap, kept)),
-            // The chain of causes, verifier log included, on one line.
-            Err(e) => format!("{e:#}").lines().next().unwrap_or_default().to_owned(),
+            // The chain of causes on one line; a refused program's verifier lines on stderr.
+            Err(e) => {
+                verifier::print_once(&e);
+                format!("{e:#}").lines().next().unwrap_or_default().to_owned()
+            }
         },
     };
     snapshot.sockets.clear();

@@ -50,9 +50,12 @@ impl Signal {
             .load()
             .map_err(|e| super::verifier::from_aya(PROGRAM, e))
             .context("the kernel refused the change-signal program")?;
-        program
-            .attach(TRACEPOINT)
-            .with_context(|| format!("cannot attach to the tracepoint sock:{TRACEPOINT}"))?;
+        program.attach(TRACEPOINT).with_context(|| {
+            format!(
+                "cannot attach to the tracepoint sock:{TRACEPOINT} (raw tracepoints need \
+                 Linux 4.17+ and root)"
+            )
+        })?;
         Ok(Signal { ebpf })
     }
 

@@ -5,10 +5,32 @@
 
 use std::io;
 
-use anyhow::anyhow;
-
 /// How many of the verifier's last lines an error keeps: where it stopped and why.
 pub const TAIL_LINES: usize = 20;
+
+/// A refusal's whole message (see [`refused`]), typed so that a caller that shows one line can
+/// tell it in an error chain and show the verifier's lines too ([`print_once`]).
+#[derive(Debug)]
+pub struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Prints `error` whole on stderr, once per process, if a program refusal is in its chain: the
+/// verifier's lines, which a one-line report note leaves out.
+pub fn print_once(error: &anyhow::Error) {
+    static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if error.chain().any(|e| e.is::<Refused>())
+        && !PRINTED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        eprintln!("porthog: {error:#}");
+    }
+}
 
 /// A refused `bpf(BPF_PROG_LOAD)` of `program`: `error` is the errno, `log` the verifier's text
 /// (empty if it wrote none). The first line says the errno, the verifier's last word and what
@@ -19,19 +41,20 @@ pub fn refused(program: &str, error: &io::Error, log: &str) -> anyhow::Error {
     let lines: Vec<&str> = log.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
     let tail = &lines[lines.len().saturating_sub(TAIL_LINES)..];
     let what = advice(errno, log);
-    match last_word(tail) {
-        None => anyhow!(
+    let text = match last_word(tail) {
+        None => format!(
             "bpf(BPF_PROG_LOAD) of {program} failed with {name} ({error}) and the kernel wrote no \
              verifier log; {what}"
         ),
-        Some(word) => anyhow!(
+        Some(word) => format!(
             "bpf(BPF_PROG_LOAD) of {program} failed with {name} ({error}), the verifier says \
              \"{word}\"; {what}\nthe verifier's last {} of {} lines:\n  {}",
             tail.len(),
             lines.len(),
             tail.join("\n  ")
         ),
-    }
+    };
+    anyhow::Error::new(Refused(text))
 }
 
 /// An aya load error: a refused load becomes [`refused`] (aya puts the whole log, thousands of
@@ -146,6 +169,17 @@ mod tests {
         let btf = refused("p", &einval, "attach_btf_id 1 is not a function\n").to_string();
         assert!(btf.contains("says \"attach_btf_id 1 is not a function\""), "{btf}");
         assert!(btf.contains("/sys/kernel/btf/vmlinux"), "{btf}");
+    }
+
+    #[test]
+    fn a_refusal_is_told_in_a_chain() {
+        use anyhow::Context;
+        let e = Err::<(), _>(refused("p", &io::Error::from_raw_os_error(libc::EINVAL), LOG))
+            .context("the kernel refused the iter/tcp program")
+            .unwrap_err();
+        assert!(e.chain().any(|c| c.is::<Refused>()));
+        let other = anyhow::anyhow!("no BTF").context("loading");
+        assert!(!other.chain().any(|c| c.is::<Refused>()));
     }
 
     /// aya's error keeps its whole log in its message: it becomes the same short one.
