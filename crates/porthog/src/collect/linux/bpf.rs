@@ -147,12 +147,13 @@ impl Iterators {
         })
     }
 
-    /// Loads the UDP and owner programs, if not yet loaded, and drops the relocated object.
+    /// Loads the UDP and owner programs, if not yet loaded, and drops the relocated object. On
+    /// an error the object is kept: the next snapshot tries again, and says why it failed.
     pub fn load_rest(&mut self) -> Result<()> {
-        let Some(relocated) = self.relocated.take() else { return Ok(()) };
-        self.owners = Some(relocated.load(OWNERS)?);
-        self.udp = Some(relocated.load(UDP)?);
-        drop(relocated);
+        let Some(relocated) = self.relocated.as_ref() else { return Ok(()) };
+        let owners = relocated.load(OWNERS)?;
+        let udp = relocated.load(UDP)?;
+        (self.owners, self.udp, self.relocated) = (Some(owners), Some(udp), None);
         self.load_time = self.started.elapsed();
         if crate::collect::timings() {
             eprintln!(
