@@ -81,7 +81,19 @@ fn prune_in_chunks<R: Read + Seek>(
     // also be the tail of a longer string).
     let mut struct_names = HashSet::new();
     let mut func_names = HashSet::new();
+    // The last bytes of the names: most of the kernel's strings end in none of them, and are
+    // passed over without comparing them with every name. An empty name ends every string.
+    let mut last = [false; 256];
+    for n in structs.iter().chain(funcs) {
+        match n.as_bytes().last() {
+            Some(&b) => last[usize::from(b)] = true,
+            None => last = [true; 256],
+        }
+    }
     scan_strings(src, layout.strings, chunk, |start, s| {
+        if !s.last().is_some_and(|&b| last[usize::from(b)]) {
+            return;
+        }
         for (names, set) in [(structs, &mut struct_names), (funcs, &mut func_names)] {
             for n in names {
                 if s.ends_with(n.as_bytes()) {
@@ -389,7 +401,7 @@ fn scan_strings<R: Read + Seek>(
             Err(e) => return Err(e.into()),
         };
         let mut piece = &buf[..n];
-        while let Some(nul) = piece.iter().position(|&b| b == 0) {
+        while let Some(nul) = memchr::memchr(0, piece) {
             if carry.is_empty() {
                 f(at, &piece[..nul]);
             } else {

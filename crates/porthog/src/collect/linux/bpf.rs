@@ -68,13 +68,27 @@ const TCP: (&str, &str) = ("porthog_tcp", "tcp");
 const UDP: (&str, &str) = ("porthog_udp", "udp");
 const OWNERS: (&str, &str) = ("porthog_owners", "task_file");
 
-/// The loaded programs, by their file descriptors (nothing is pinned).
+/// The loaded programs, by their file descriptors (nothing is pinned). The TCP program is
+/// loaded first, and the two others while its walk runs ([`Iterators::load_tcp_first`]).
 pub struct Iterators {
     tcp: OwnedFd,
-    udp: OwnedFd,
-    owners: OwnedFd,
+    udp: Option<OwnedFd>,
+    owners: Option<OwnedFd>,
+    /// The relocated object, until the UDP and owner programs are loaded from it.
+    relocated: Option<Relocated>,
+    /// Why the kernel refused the UDP or owner program, once it did: the same object on the
+    /// same kernel is refused again, so later snapshots say so without a walk or a retry.
+    refused: Option<String>,
+    started: Instant,
     /// How long reading the kernel's BTF, relocating and loading the programs took.
     pub load_time: Duration,
+}
+
+/// The object relocated against the running kernel, its programs not loaded yet.
+struct Relocated {
+    object: aya_obj::Object,
+    /// The kernel's BTF id of each of [`ITERATOR_TARGETS`].
+    func_ids: Vec<Option<u32>>,
 }
 
 /// An iterator instance, created in the calling thread's network and pid namespaces; reading it
@@ -82,14 +96,24 @@ pub struct Iterators {
 pub struct Walk(File);
 
 impl Iterators {
-    /// Loads the three programs; the error says why BPF cannot be used here.
+    /// Loads the three programs at once (the tests' way; a check loads them in two steps).
+    #[cfg(test)]
+    pub fn load() -> Result<Iterators> {
+        let mut it = Iterators::load_tcp_first()?;
+        it.load_rest()?;
+        Ok(it)
+    }
+
+    /// Relocates the object and loads the TCP program only: its walk, the longest part of a
+    /// check at 250,000 sockets, can start while [`Iterators::load_rest`] loads the two others
+    /// (each load runs the verifier, which looks up types by name in the kernel's whole BTF).
     ///
     /// The object is relocated (CO-RE) by aya's object crate against the pruned kernel BTF, and
     /// each program loaded with `bpf(BPF_PROG_LOAD)` given its attach target's id in the kernel's
     /// BTF, which the pruning pass read on its way ([`bpf_prog_load`]). aya's `Iter::load` would
     /// look the id up in a parsed copy of every type up to it: 48 bytes a type, ~64,000 types,
     /// the largest allocation of the load (issue 7's fixed-memory budget).
-    pub fn load() -> Result<Iterators> {
+    pub fn load_tcp_first() -> Result<Iterators> {
         let started = Instant::now();
         // Read in passes of a fixed buffer, never whole (5.5 MB; issue 7's memory budget).
         let mut vmlinux = File::open(VMLINUX_BTF)
@@ -111,37 +135,57 @@ impl Iterators {
         drop(btf);
         let text_sections = object.functions.keys().map(|&(section, _)| section).collect();
         object.relocate_calls(&text_sections).context("cannot relocate porthog's BPF object")?;
-        let load = |(name, target): (&str, &str)| -> Result<OwnedFd> {
-            let function = object
-                .programs
-                .get(name)
-                .and_then(|p| object.functions.get(&p.function_key()))
-                .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
-            let target_fn = format!("bpf_iter_{target}");
-            let attach_btf_id = ITERATOR_TARGETS
-                .iter()
-                .zip(&func_ids)
-                .find_map(|(f, id)| (*f == target_fn).then_some(*id).flatten())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "the kernel's BTF ({VMLINUX_BTF}) has no function {target_fn}: a kernel \
-                         without BPF iterators (Linux 5.15+ is needed); run with --no-bpf"
-                    )
-                })?;
-            bpf_prog_load(name, &function.instructions, &object.license, attach_btf_id)
-                .with_context(|| format!("the kernel refused the iter/{target} program"))
-        };
-        let (tcp, udp, owners) = (load(TCP)?, load(UDP)?, load(OWNERS)?);
-        let (t_obj, hwm_obj) = (started.elapsed(), peak_rss_kib());
-        drop(object);
+        let relocated = Relocated { object, func_ids };
+        let tcp = relocated.load(TCP)?;
         if crate::collect::timings() {
             eprintln!(
                 "porthog: kernel BTF read and pruned to {} of {} bytes in {t_btf:?} (peak RSS \
-                 {hwm_btf} KiB), object relocated and iterators loaded at {t_obj:?} ({hwm_obj} KiB)",
-                pruned_len, vmlinux_len,
+                 {hwm_btf} KiB), object relocated and iter/tcp loaded at {:?} ({} KiB)",
+                pruned_len,
+                vmlinux_len,
+                started.elapsed(),
+                peak_rss_kib()
             );
         }
-        Ok(Iterators { tcp, udp, owners, load_time: started.elapsed() })
+        Ok(Iterators {
+            tcp,
+            udp: None,
+            owners: None,
+            relocated: Some(relocated),
+            refused: None,
+            started,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Loads the UDP and owner programs, if not yet loaded, and drops the relocated object. A
+    /// refusal is kept ([`Iterators::refused`]): later calls return it without loading again.
+    pub fn load_rest(&mut self) -> Result<()> {
+        if let Some(why) = &self.refused {
+            return Err(anyhow!("{why}"));
+        }
+        let Some(relocated) = self.relocated.as_ref() else { return Ok(()) };
+        let loaded = relocated.load(OWNERS).and_then(|owners| Ok((owners, relocated.load(UDP)?)));
+        let (owners, udp) = loaded.inspect_err(|e| {
+            self.refused = Some(format!("{e:#}"));
+            self.relocated = None;
+        })?;
+        (self.owners, self.udp, self.relocated) = (Some(owners), Some(udp), None);
+        self.load_time = self.started.elapsed();
+        if crate::collect::timings() {
+            eprintln!(
+                "porthog: iter/task_file and iter/udp loaded at {:?} ({} KiB)",
+                self.load_time,
+                peak_rss_kib()
+            );
+        }
+        Ok(())
+    }
+
+    /// Why the UDP or owner program was refused, if it was: a snapshot then does not start a
+    /// TCP walk it could not finish.
+    pub fn refused(&self) -> Option<&str> {
+        self.refused.as_deref()
     }
 
     /// The TCP socket walk of the calling thread's network namespace.
@@ -150,13 +194,41 @@ impl Iterators {
     }
 
     pub fn udp(&mut self) -> Result<Walk> {
-        walk(&self.udp, UDP.0)
+        self.load_rest()?;
+        walk(self.udp.as_ref().ok_or_else(|| anyhow!("iter/udp is not loaded"))?, UDP.0)
     }
 
     /// Every process's socket fds (sockets of the calling thread's network namespace only), in
     /// the calling thread's pid namespace.
     pub fn owners(&mut self) -> Result<Walk> {
-        walk(&self.owners, OWNERS.0)
+        self.load_rest()?;
+        let owners = self.owners.as_ref().ok_or_else(|| anyhow!("iter/task_file is not loaded"))?;
+        walk(owners, OWNERS.0)
+    }
+}
+
+impl Relocated {
+    /// Loads one program of the relocated object.
+    fn load(&self, (name, target): (&str, &str)) -> Result<OwnedFd> {
+        let object = &self.object;
+        let function = object
+            .programs
+            .get(name)
+            .and_then(|p| object.functions.get(&p.function_key()))
+            .ok_or_else(|| anyhow!("the BPF object has no program {name}"))?;
+        let target_fn = format!("bpf_iter_{target}");
+        let attach_btf_id = ITERATOR_TARGETS
+            .iter()
+            .zip(&self.func_ids)
+            .find_map(|(f, id)| (*f == target_fn).then_some(*id).flatten())
+            .ok_or_else(|| {
+                anyhow!(
+                    "the kernel's BTF ({VMLINUX_BTF}) has no function {target_fn}: a kernel \
+                     without BPF iterators (Linux 5.15+ is needed); run with --no-bpf"
+                )
+            })?;
+        bpf_prog_load(name, &function.instructions, &object.license, attach_btf_id)
+            .with_context(|| format!("the kernel refused the iter/{target} program"))
     }
 }
 

@@ -215,14 +215,9 @@ fn with_iterators(f: impl FnOnce(&mut Iterators) -> anyhow::Result<()>) -> anyho
         let it = match loaded {
             Some(it) => it,
             None => {
-                let it = Iterators::load()?;
-                timeline("BPF programs loaded");
-                if crate::collect::timings() {
-                    eprintln!(
-                        "porthog: BPF programs loaded in {:.1} ms",
-                        it.load_time.as_secs_f64() * 1e3
-                    );
-                }
+                // The two other programs are loaded by `from_kernel` while the TCP walk runs.
+                let it = Iterators::load_tcp_first()?;
+                timeline("iter/tcp loaded");
                 loaded.insert(it)
             }
         };
@@ -250,14 +245,21 @@ fn bpf_refusal() -> Option<String> {
 
 /// The BPF path: sockets with their kernel facts from `iter/tcp` and `iter/udp`, owners from
 /// `iter/task_file`, which also reports the bound-but-inactive TCP sockets (in no table the
-/// socket iterators walk) from the fds that hold them. The iterators are created here, on the
-/// thread that entered the namespace, and read on two threads at once.
+/// socket iterators walk) from the fds that hold them. The iterators are created on the thread
+/// that entered the namespace or a thread it started (which inherits it), and read on two
+/// threads at once. On the first snapshot only the TCP program is loaded yet: its walk starts
+/// at once, and this thread loads the owner and UDP programs meanwhile, handing the UDP walk
+/// over to be read after the TCP one.
 fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()> {
+    if let Some(why) = it.refused() {
+        return Err(anyhow!("{why}"));
+    }
     let started = std::time::Instant::now();
-    let (tcp, udp, owners) = (it.tcp()?, it.udp()?, it.owners()?);
-    timeline("iterators created");
+    let tcp = it.tcp()?;
+    timeline("iter/tcp created");
     let idle = AtomicBool::new(false);
     let (tx, rx) = mpsc::channel::<Handed>();
+    let (udp_tx, udp_rx) = mpsc::channel::<bpf::Walk>();
     let (walked, owned) = std::thread::scope(|scope| {
         let idle = &idle;
         let walked = scope.spawn(move || -> anyhow::Result<_> {
@@ -282,14 +284,22 @@ fn from_kernel(it: &mut Iterators, snapshot: &mut Snapshot) -> anyhow::Result<()
             drop(tx);
             let tcp = decoder.map(|d| d.finish(&mut sockets)).transpose()?;
             timeline("iter/tcp read");
+            // Not sent only when the UDP or owner program failed to load: that error is the one
+            // reported.
+            let udp = udp_rx.recv().map_err(|_| anyhow!("the BPF UDP walk was not created"))?;
             let mut udp_sockets = Vec::new();
             let udp = udp.read_sockets(&mut udp_sockets)?;
             timeline("iter/udp read and decoded");
             Ok((sockets, tcp, udp_sockets, udp))
         });
-        timeline("owner walk starts");
         // The owners are indexed by inode here, while the socket walk may still run.
-        let owned = owners.read(1 << 16).and_then(|b| {
+        let owned = it.owners().and_then(|owners| {
+            udp_tx.send(it.udp()?).map_err(|_| anyhow!("the BPF socket walk stopped"))?;
+            drop(udp_tx);
+            timeline("owner walk starts");
+            owners.read(1 << 16)
+        });
+        let owned = owned.and_then(|b| {
             timeline("iter/task_file read");
             let mut walk = decode_owners(&b)?;
             drop(b);
