@@ -4,6 +4,7 @@
 //! SIGKILLed porthog leaves no program in the kernel. Reads `porthog sockets` (hidden; one
 //! JSON line per socket).
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -224,9 +225,7 @@ pub fn a_killed_porthog_leaves_no_program_in_the_kernel() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // This process's programs (other porthog runs, e.g. a test's `serve`, may hold their own).
-    let held = held_ids(record.child.id(), "prog_id:");
-    // None today (the iterators keep no map); the sampler's event ring buffer will (issue 9).
-    let held_maps = held_ids(record.child.id(), "map_id:");
+    let (held, held_maps) = crate::signal::bpf_ids(record.child.id());
     let during = porthog_programs(&held);
     let _ = record.child.kill(); // SIGKILL
     let _ = record.child.wait();
@@ -269,26 +268,8 @@ pub fn without_kernel_btf_the_note_says_what_to_do() {
     assert!(lines.any(|l| l.contains(&listen) && l.contains("LISTEN")), "{}", run.context());
 }
 
-/// Ids of the BPF objects a process holds a file descriptor of (`prog_id:` or `map_id:` in its
-/// fdinfo).
-fn held_ids(pid: u32, kind: &str) -> Vec<u32> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    let mut ids: Vec<u32> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{dir}: {e}"))
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .flat_map(|info| {
-            info.lines()
-                .filter_map(|l| l.strip_prefix(kind)?.trim().parse().ok())
-                .collect::<Vec<u32>>()
-        })
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// Of `ids`, the maps the kernel still has (every map id).
-fn maps_left(ids: &[u32]) -> Vec<u32> {
+fn maps_left(ids: &BTreeSet<u32>) -> Vec<u32> {
     aya::maps::loaded_maps()
         .filter_map(Result::ok)
         .map(|m| m.id())
@@ -297,7 +278,7 @@ fn maps_left(ids: &[u32]) -> Vec<u32> {
 }
 
 /// Of `ids`, the programs named like porthog's that the kernel still has (every program id).
-fn porthog_programs(ids: &[u32]) -> usize {
+fn porthog_programs(ids: &BTreeSet<u32>) -> usize {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("porthog_")))

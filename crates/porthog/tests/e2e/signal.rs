@@ -65,7 +65,7 @@ pub fn serve_reuses_an_idle_namespace_then_sees_it_fill() {
 }
 
 /// The BPF ids `pid` holds open: (programs, maps), from /proc/PID/fdinfo.
-fn bpf_ids(pid: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
+pub(crate) fn bpf_ids(pid: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
     let (mut progs, mut maps) = (BTreeSet::new(), BTreeSet::new());
     let dir = std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo");
     for entry in dir.flatten() {
