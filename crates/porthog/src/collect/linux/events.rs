@@ -1,15 +1,21 @@
 //! The TCP state-change events (`bpf/porthog_events.bpf.c`, committed built as
 //! `bpf/porthog_events.bpf.o`): a raw tracepoint on `sock:inet_sock_set_state` writes each TCP
 //! state change of one network namespace to a ring buffer, which [`Events::drain`] reads into
-//! `porthog_core::tcp_event::EventTable`. Not yet used by `watch`/`record` (issue 9: the sampler
-//! still walks every socket each sample). Nothing is pinned: the kernel drops the program, link
-//! and maps when porthog exits, however it exits.
+//! `porthog_core::tcp_event::EventTable`. [`Live`] is what `watch` and `record` sample with
+//! (issue 9): a full walk, then the events since, walked again only when `resync_due` says so.
+//! Nothing is pinned: the kernel drops the program, link and maps when porthog exits, however
+//! it exits.
+
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use aya::Ebpf;
 use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::RawTracePoint;
-use porthog_core::tcp_event::{self, EventTable};
+use porthog_core::tcp_event::{self, EventTable, Resync, resync_due};
+use porthog_core::{Gap, GapKind, Process, Snapshot};
+
+use super::super::{CollectOptions, timings};
 
 /// The clang-built object (see `bpf/build.sh`; CI checks it matches `porthog_events.bpf.c`).
 static OBJECT: &[u8] = include_bytes!("bpf/porthog_events.bpf.o");
@@ -99,6 +105,7 @@ impl Events {
 
     /// The program's run time and run count (every TCP change of the host, the other
     /// namespaces' included), while BPF run-time statistics are enabled.
+    #[cfg(test)]
     pub fn run_stats(&self) -> Result<(std::time::Duration, u64)> {
         let program: &RawTracePoint = self
             .ebpf
@@ -107,6 +114,142 @@ impl Events {
             .try_into()?;
         let info = program.info()?;
         Ok((info.run_time(), info.run_count()))
+    }
+}
+
+/// A namespace's sockets kept up to date by the TCP events between full walks.
+pub struct Live {
+    opts: CollectOptions,
+    events: Events,
+    table: EventTable,
+    /// When the last walk started, and the loss counter then.
+    walked_at: Instant,
+    lost_at_walk: u64,
+    /// The events applied since the last walk.
+    applied: u64,
+    /// What the last walk found besides the sockets: its source, owners and socket gaps.
+    source: String,
+    processes: Vec<Process>,
+    socket_gaps: Vec<Gap>,
+}
+
+impl Live {
+    /// Attaches the event program to `opts`' namespace and walks it: the walk is the first
+    /// sample. The error says why the events cannot be used (the caller then walks every
+    /// sample, as without them).
+    pub fn start(opts: &CollectOptions) -> Result<(Live, Snapshot)> {
+        if !super::super::bpf_enabled() {
+            return Err(anyhow!("BPF is disabled with --no-bpf or PORTHOG_NO_BPF"));
+        }
+        if !rustix::process::geteuid().is_root() {
+            return Err(anyhow!("not root: the TCP event program needs CAP_BPF and CAP_PERFMON"));
+        }
+        let inode = match &opts.netns {
+            Some(target) => super::netns::inode(target)?,
+            None => super::netns::current_inode()?,
+        };
+        let events = Events::attach(inode)?;
+        let mut live = Live {
+            opts: opts.clone(),
+            events,
+            table: EventTable::default(),
+            walked_at: Instant::now(),
+            lost_at_walk: 0,
+            applied: 0,
+            source: String::new(),
+            processes: Vec::new(),
+            socket_gaps: Vec::new(),
+        };
+        let snapshot = live.walk()?;
+        Ok((live, snapshot))
+    }
+
+    /// A full walk: the table is replaced by it, and the events written while it ran are
+    /// applied (`EventTable::settle_walk_race`).
+    fn walk(&mut self) -> Result<Snapshot> {
+        let _entered = self.opts.netns.as_ref().map(super::netns::enter).transpose()?;
+        self.events.discard();
+        self.walked_at = Instant::now();
+        let label = self.opts.netns.as_ref().map(|t| t.label());
+        let (snapshot, first_socket_gap, _) = super::snapshot_split(label, None)?;
+        self.table.resync(snapshot.sockets.clone());
+        let drained = self.events.drain(&mut self.table)?;
+        self.lost_at_walk = drained.lost;
+        self.applied = drained.events;
+        self.table.settle_walk_race();
+        self.source.clone_from(&snapshot.source);
+        self.processes.clone_from(&snapshot.processes);
+        self.socket_gaps = snapshot.gaps.get(first_socket_gap..).unwrap_or_default().to_vec();
+        Ok(snapshot)
+    }
+
+    /// The namespace now: the walk's table with the events since applied, or a new walk when
+    /// one is due (a lost or unusable record, a change of a socket the table did not hold,
+    /// [`tcp_event::RESYNC_EVERY`]).
+    pub fn sample(&mut self) -> Result<Snapshot> {
+        let started = Instant::now();
+        let drained = self.events.drain(&mut self.table)?;
+        let since_walk = self.walked_at.elapsed();
+        let due = resync_due(self.table.doubts(), drained.lost, self.lost_at_walk, since_walk);
+        if let Some(due) = due {
+            if timings() {
+                let why = match due {
+                    Resync::Cadence => "cadence",
+                    Resync::Lost => "ring buffer full, events lost",
+                    Resync::Unknown => "a change of a socket the table did not hold",
+                };
+                eprintln!("porthog: full walk ({why}), {} events drained", drained.events);
+            }
+            return self.walk();
+        }
+        self.applied += drained.events;
+        let _entered = self.opts.netns.as_ref().map(super::netns::enter).transpose()?;
+        let mut snapshot = super::unsocketed(self.opts.netns.as_ref().map(|t| t.label()));
+        self.table.expire_walked_time_wait(since_walk);
+        snapshot.source.clone_from(&self.source);
+        snapshot.sockets = self.table.sockets().cloned().collect();
+        porthog_core::reuse::age_time_wait(&mut snapshot.sockets, since_walk);
+        snapshot.processes.clone_from(&self.processes);
+        let known = snapshot.processes.len();
+        for (pid, name) in self.table.owners() {
+            if snapshot.processes[..known].binary_search_by_key(&pid, |p| p.pid).is_err() {
+                snapshot.processes.push(Process {
+                    pid,
+                    name: name.to_owned(),
+                    ..Process::default()
+                });
+            }
+        }
+        snapshot.processes.sort_by_key(|p| p.pid);
+        snapshot.gaps.extend(self.socket_gaps.iter().cloned());
+        let doubts = self.table.doubts();
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Source,
+            count: None,
+            message: format!(
+                "TCP sockets are the full walk of {:.0} s ago with the {} state changes since \
+                 applied: sockets bound but not connected and UDP sockets are as that walk saw \
+                 them, {} TIME_WAIT sockets are predicted from closes, and the processes of \
+                 new connections are named by their connect() only (walked again at the latest \
+                 every {} s)",
+                since_walk.as_secs_f64(),
+                self.applied,
+                doubts.predicted_time_wait,
+                tcp_event::RESYNC_EVERY.as_secs()
+            ),
+            advice: Some("set PORTHOG_FULL_WALK=1 to walk every socket every sample".into()),
+        });
+        if timings() {
+            eprintln!(
+                "porthog: {} events applied, table of {} sockets out in {:.1} ms ({:.1} s since \
+                 the walk)",
+                drained.events,
+                snapshot.sockets.len(),
+                started.elapsed().as_secs_f64() * 1e3,
+                since_walk.as_secs_f64()
+            );
+        }
+        Ok(snapshot)
     }
 }
 
