@@ -362,6 +362,11 @@ impl EventTable {
                     self.sockets.remove(&stale);
                     self.doubts.unknown_sockets += 1;
                 }
+                // A walked bind()-only socket that connect()s or listen()s: its first event
+                // carries the cookie the walk made; it leaves the walk's unchanging sockets.
+                if creates && event.cookie != 0 {
+                    self.others.retain(|s| s.cookie != event.cookie);
+                }
                 let mut socket = Socket::new(Protocol::Tcp, new, event.local, event.remote);
                 socket.cookie = event.cookie;
                 // Only connect() and listen() run in the owning process.
@@ -487,9 +492,17 @@ mod tests {
         let mut t = EventTable::default();
         let udp = Socket::new(Protocol::Udp, State::Close, (lo(), 53), (lo(), 0));
         let bound = Socket::new(Protocol::Tcp, State::Bound, (lo(), 6000), (lo(), 0));
-        t.resync(vec![udp, bound]);
+        let mut walked_bound = Socket::new(Protocol::Tcp, State::Bound, (lo(), 6001), (lo(), 0));
+        walked_bound.cookie = 5;
+        t.resync(vec![udp, bound, walked_bound]);
+        t.settle_walk_race();
         t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
-        assert_eq!(states(&t).len(), 3);
+        assert_eq!(states(&t).len(), 4);
+        // The walked bound socket connects: one socket, no longer BOUND.
+        t.apply(&event(0x20, 5, 6001, 80, CLOSE, SYN_SENT));
+        let s = states(&t);
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s.contains(&(6001, 80, State::SynSent, Some(4242))), "{s:?}");
     }
 
     /// A connect() that re-uses a TIME_WAIT 4-tuple (tcp_tw_reuse) kills the timewait socket

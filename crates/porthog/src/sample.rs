@@ -156,7 +156,7 @@ impl Sampler {
         match &mut self.walks {
             Walks::Events(source) => source.sample(),
             Walks::EverySample => collect::snapshot(&self.collect),
-            Walks::Untried if full_walk_asked() || !cfg!(target_os = "linux") => {
+            Walks::Untried if full_walk_asked() || !collect::may_use_events() => {
                 self.walks = Walks::EverySample;
                 collect::snapshot(&self.collect)
             }

@@ -137,6 +137,18 @@ impl EventSource {
     }
 }
 
+/// Whether `EventSource` can be tried at all: Linux, root, BPF not disabled (elsewhere the
+/// sampler walks every sample without saying so).
+#[cfg(target_os = "linux")]
+pub fn may_use_events() -> bool {
+    bpf_enabled() && rustix::process::geteuid().is_root()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn may_use_events() -> bool {
+    false
+}
+
 /// Past failures the OS logged during the last `since` (Windows: Tcpip events 4227, 4231, 4266
 /// of the System log), with gaps for what could not be read. Linux logs none (`trace` watches
 /// failures as they happen).
