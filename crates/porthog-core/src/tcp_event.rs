@@ -20,9 +20,10 @@
 //! So the table is exact only up to [`Doubts`]: what a full walk must settle. The sampler walks
 //! again on its slower cadence, and at once when the ring buffer lost a record.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::model::linux_tcp::{CLOSE, CLOSING, FIN_WAIT1, FIN_WAIT2, LISTEN, SYN_RECV, SYN_SENT};
 use crate::model::{Protocol, Socket, State};
@@ -236,7 +237,7 @@ impl EventTable {
     /// doubt again.
     pub fn settle_walk_race(&mut self) {
         self.in_walk_race = false;
-        let walked: std::collections::HashSet<Tuple> = self
+        let walked: HashSet<Tuple> = self
             .sockets
             .iter()
             .filter(|(k, s)| matches!(k, Key::Cookie(_)) && s.local_port != 0)
