@@ -76,8 +76,8 @@ impl Events {
 
     /// Drops every event written so far: called just before a full walk, whose table already
     /// holds what they changed (applied after it, a creation would be counted twice). A change
-    /// made while the walk runs may be both in the walk and applied after it: not handled yet
-    /// (the records carry no time to tell).
+    /// made while the walk runs may be both in the walk and applied after it: `Live::walk`
+    /// drains those at once and `EventTable::settle_walk_race` drops the copies.
     pub fn discard(&mut self) -> u64 {
         let mut n = 0;
         while self.ring.next().is_some() {
