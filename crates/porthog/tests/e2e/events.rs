@@ -78,7 +78,7 @@ pub fn event_driven_record_agrees_with_check() {
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["record", "-o"])
         .arg(&file)
-        .args(["--duration", "14", "--interval", "1", "--netns", ns.name(), "--no-trace"])
+        .args(["--duration", "20", "--interval", "1", "--netns", ns.name(), "--no-trace"])
         .stdin(Stdio::null());
     let recorder = child::spawn(&mut cmd);
     wait_until("the first sample", Duration::from_secs(15), || !samples(&file).is_empty());
@@ -91,11 +91,14 @@ pub fn event_driven_record_agrees_with_check() {
         let check = porthog::json_in(&ns, &[]);
         let now: Value = serde_json::from_str(check.stdout())
             .unwrap_or_else(|e| panic!("check's JSON: {e}\n{}", check.context()));
+        // The last sample begun before the check and the first written after it ended: the
+        // check's walk lies between them, however long it took.
+        let ended = samples(&file).len();
         wait_until("the sample after the check", Duration::from_secs(5), || {
-            samples(&file).len() > before.len()
+            samples(&file).len() > ended
         });
         let after = samples(&file);
-        let (s0, s1) = (&before[before.len() - 1], &after[before.len()]);
+        let (s0, s1) = (&before[before.len() - 1], &after[ended]);
         if !(from_events(s0) && from_events(s1)) {
             // A full walk (the first sample, or a resync): not what this test compares.
             continue;
