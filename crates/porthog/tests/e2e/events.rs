@@ -155,7 +155,7 @@ pub fn event_driven_record_sees_an_exhausted_pool() {
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["record", "-o"])
         .arg(&file)
-        .args(["--duration", "6", "--interval", "1", "--netns", ns.name(), "--no-trace"])
+        .args(["--duration", "10", "--interval", "1", "--netns", ns.name(), "--no-trace"])
         .stdin(Stdio::null());
     let recorder = child::spawn(&mut cmd);
     wait_until("the first sample", Duration::from_secs(15), || !samples(&file).is_empty());
