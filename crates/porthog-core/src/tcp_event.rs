@@ -20,9 +20,10 @@
 //! So the table is exact only up to [`Doubts`]: what a full walk must settle. The sampler walks
 //! again on its slower cadence, and at once when the ring buffer lost a record.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::model::linux_tcp::{CLOSE, CLOSING, FIN_WAIT1, FIN_WAIT2, LISTEN, SYN_RECV, SYN_SENT};
 use crate::model::{Protocol, Socket, State};
@@ -188,6 +189,12 @@ pub struct EventTable {
     others: Vec<Socket>,
     doubts: Doubts,
     next_prediction: u64,
+    /// Set by [`EventTable::resync`] until [`EventTable::settle_walk_race`]: the events being
+    /// applied may predate the walk's visit of their socket (see there).
+    in_walk_race: bool,
+    /// The processes that made sockets since the walk (connect(), listen()), with their names
+    /// as the events give them.
+    owners: HashMap<u32, String>,
 }
 
 impl EventTable {
@@ -197,6 +204,8 @@ impl EventTable {
         self.time_wait.clear();
         self.others.clear();
         self.doubts = Doubts::default();
+        self.in_walk_race = true;
+        self.owners.clear();
         for (i, socket) in walk.into_iter().enumerate() {
             if socket.protocol != Protocol::Tcp || socket.state == State::Bound {
                 self.others.push(socket);
@@ -219,9 +228,57 @@ impl EventTable {
         }
     }
 
+    /// Ends the walk/event race, once the events written while the walk ran (the ring buffer
+    /// emptied just before it) are applied. A socket made before the walk and changed while it
+    /// ran, before the walk reached it, has events without a cookie (the walk makes it) that
+    /// find nothing in the table: not a doubt, and the socket they made is a copy of the walk's
+    /// (same 4-tuple), which keeps the walk's newer state. A socket the walk had already passed
+    /// carries its cookie in its events: found, applied. From here on an unknown socket is a
+    /// doubt again.
+    pub fn settle_walk_race(&mut self) {
+        self.in_walk_race = false;
+        let walked: HashSet<Tuple> = self
+            .sockets
+            .iter()
+            .filter(|(k, s)| matches!(k, Key::Cookie(_)) && s.local_port != 0)
+            .map(|(_, s)| tuple((s.local_ip, s.local_port), (s.remote_ip, s.remote_port)))
+            .collect();
+        self.sockets.retain(|k, s| {
+            !matches!(k, Key::Address(_))
+                || !walked
+                    .contains(&tuple((s.local_ip, s.local_port), (s.remote_ip, s.remote_port)))
+        });
+    }
+
+    /// A change of a socket the table does not hold: a doubt, except in the walk race.
+    fn unknown(&mut self, event: &TcpEvent) {
+        if !(self.in_walk_race && event.cookie == 0) {
+            self.doubts.unknown_sockets += 1;
+        }
+    }
+
     /// The table now: the walk's non-TCP and bound sockets, and the TCP ones.
     pub fn sockets(&self) -> impl Iterator<Item = &Socket> {
         self.others.iter().chain(self.sockets.values())
+    }
+
+    /// Drops the walked TIME_WAIT sockets whose timer (as the walk read it) ran out in the
+    /// `since_walk` since (their expiry has no event). Predicted ones have no timer: they stay
+    /// until the next walk, which comes before they could expire (60 s > [`RESYNC_EVERY`]).
+    pub fn expire_walked_time_wait(&mut self, since_walk: std::time::Duration) {
+        let ms = u32::try_from(since_walk.as_millis()).unwrap_or(u32::MAX);
+        self.sockets
+            .retain(|_, s| !(s.state == State::TimeWait && s.timer_ms > 0 && s.timer_ms <= ms));
+    }
+
+    /// The processes that made sockets since the walk, and their names (`comm`).
+    pub fn owners(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.owners.iter().map(|(pid, name)| (*pid, name.as_str()))
+    }
+
+    /// How many TCP sockets the table holds (the walk's others not counted).
+    pub fn tcp_len(&self) -> usize {
+        self.sockets.len()
     }
 
     pub fn doubts(&self) -> Doubts {
@@ -233,11 +290,15 @@ impl EventTable {
         self.doubts.bad_records += 1;
     }
 
-    fn find(&self, event: &TcpEvent) -> Option<Key> {
-        [Key::Cookie(event.cookie), Key::Address(event.sk)]
-            .into_iter()
-            .filter(|k| *k != Key::Cookie(0))
-            .find(|k| self.sockets.contains_key(k))
+    /// The socket of `event`: by its cookie (a walked socket), else by its address. A socket
+    /// found by its cookie and also held by its address is one the walk/event race made twice
+    /// (its first events applied after a walk that also showed it): the copy goes.
+    fn find(&mut self, event: &TcpEvent) -> Option<Key> {
+        if event.cookie != 0 && self.sockets.contains_key(&Key::Cookie(event.cookie)) {
+            self.sockets.remove(&Key::Address(event.sk));
+            return Some(Key::Cookie(event.cookie));
+        }
+        Some(Key::Address(event.sk)).filter(|k| self.sockets.contains_key(k))
     }
 
     /// Drops the TIME_WAIT socket of this 4-tuple, if the table has one.
@@ -262,7 +323,7 @@ impl EventTable {
             || (event.old == LISTEN && event.new == SYN_RECV);
         if event.new == CLOSE {
             if found.is_none() && event.old != CLOSE {
-                self.doubts.unknown_sockets += 1;
+                self.unknown(event);
             }
             let gone = found.and_then(|k| self.sockets.remove(&k));
             if matches!(event.old, FIN_WAIT1 | FIN_WAIT2 | CLOSING) {
@@ -295,18 +356,26 @@ impl EventTable {
             }
             _ => {
                 if !creates {
-                    self.doubts.unknown_sockets += 1;
+                    self.unknown(event);
                 }
                 // A new socket where the table still had one (its CLOSE was lost): replaced.
                 if let Some(stale) = found {
                     self.sockets.remove(&stale);
                     self.doubts.unknown_sockets += 1;
                 }
+                // A walked bind()-only socket that connect()s or listen()s: its first event
+                // carries the cookie the walk made; it leaves the walk's unchanging sockets.
+                if creates && event.cookie != 0 {
+                    self.others.retain(|s| s.cookie != event.cookie);
+                }
                 let mut socket = Socket::new(Protocol::Tcp, new, event.local, event.remote);
                 socket.cookie = event.cookie;
                 // Only connect() and listen() run in the owning process.
                 if event.old == CLOSE && matches!(event.new, SYN_SENT | LISTEN) {
                     socket.pid = NonZeroU32::new(event.tgid);
+                    if socket.pid.is_some() {
+                        self.owners.entry(event.tgid).or_insert_with(|| event.comm.clone());
+                    }
                 }
                 self.sockets.insert(Key::Address(event.sk), socket);
             }
@@ -402,6 +471,7 @@ mod tests {
         walked.cookie = 99;
         walked.pid = NonZeroU32::new(5);
         t.resync(vec![walked]);
+        t.settle_walk_race();
         t.apply(&event(0x10, 99, 1, 2, ESTABLISHED, CLOSE_WAIT));
         assert_eq!(states(&t), vec![(1, 2, State::CloseWait, Some(5))]);
         t.apply(&event(0x20, 0, 0, 9, CLOSE, SYN_SENT));
@@ -423,9 +493,17 @@ mod tests {
         let mut t = EventTable::default();
         let udp = Socket::new(Protocol::Udp, State::Close, (lo(), 53), (lo(), 0));
         let bound = Socket::new(Protocol::Tcp, State::Bound, (lo(), 6000), (lo(), 0));
-        t.resync(vec![udp, bound]);
+        let mut walked_bound = Socket::new(Protocol::Tcp, State::Bound, (lo(), 6001), (lo(), 0));
+        walked_bound.cookie = 5;
+        t.resync(vec![udp, bound, walked_bound]);
+        t.settle_walk_race();
         t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
-        assert_eq!(states(&t).len(), 3);
+        assert_eq!(states(&t).len(), 4);
+        // The walked bound socket connects: one socket, no longer BOUND.
+        t.apply(&event(0x20, 5, 6001, 80, CLOSE, SYN_SENT));
+        let s = states(&t);
+        assert_eq!(s.len(), 4, "{s:?}");
+        assert!(s.contains(&(6001, 80, State::SynSent, Some(4242))), "{s:?}");
     }
 
     /// A connect() that re-uses a TIME_WAIT 4-tuple (tcp_tw_reuse) kills the timewait socket
@@ -446,6 +524,41 @@ mod tests {
         t.apply(&event(0x20, 0, 5000, 80, SYN_SENT, ESTABLISHED));
         assert_eq!(states(&t), vec![(5000, 80, State::Established, Some(4242))]);
         assert_eq!(t.doubts(), Doubts::default());
+    }
+
+    /// The walk/event race: events written while the walk ran, for sockets it had not reached
+    /// yet (no cookie), are not doubts, and the copies they make of walked sockets go; after
+    /// the race an unknown socket is a doubt again.
+    #[test]
+    fn events_from_during_the_walk_are_not_counted_twice() {
+        let mut t = EventTable::default();
+        let mut walked = Socket::new(Protocol::Tcp, State::Established, (lo(), 5000), (lo(), 80));
+        walked.cookie = 11;
+        walked.pid = NonZeroU32::new(9);
+        let mut second = Socket::new(Protocol::Tcp, State::Established, (lo(), 5001), (lo(), 80));
+        second.cookie = 12;
+        t.resync(vec![walked, second]);
+        // Made and established before the walk reached it (no cookie yet): a copy.
+        t.apply(&event(0x10, 0, 0, 80, CLOSE, SYN_SENT));
+        t.apply(&event(0x10, 0, 5000, 80, SYN_SENT, ESTABLISHED));
+        // Existing before the walk started, closed before the walk reached it: unknown.
+        t.apply(&event(0x20, 0, 5002, 80, ESTABLISHED, FIN_WAIT1));
+        // Walked, then changed: found by its cookie; the copy of 0x30 made in the race goes.
+        t.apply(&event(0x30, 0, 5001, 80, ESTABLISHED, CLOSE_WAIT));
+        t.apply(&event(0x30, 12, 5001, 80, CLOSE_WAIT, LAST_ACK));
+        assert_eq!(t.doubts(), Doubts::default());
+        t.settle_walk_race();
+        assert_eq!(
+            states(&t),
+            vec![
+                (5000, 80, State::Established, Some(9)),
+                (5001, 80, State::LastAck, None),
+                (5002, 80, State::FinWait1, None),
+            ]
+        );
+        t.apply(&event(0x40, 0, 5003, 80, ESTABLISHED, CLOSE_WAIT));
+        assert_eq!(t.doubts().unknown_sockets, 1);
+        assert_eq!(t.owners().collect::<Vec<_>>(), vec![(4242, "client")]);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! check's report, and the connections that appeared since the previous sample with their
 //! openers, and the failures the OS logged during the interval (Windows: Tcpip 4227/4231/4266,
 //! which raise the sample's verdict as they raise a check's). Reads the system only through
-//! `collect::snapshot` and `collect::new_events`; `digest` is pure and tested.
+//! `collect` (on Linux as root, `collect::EventSource`: a full walk, then the TCP state events
+//! since, walked again when the events cannot vouch for the table; elsewhere, or with
+//! `PORTHOG_FULL_WALK=1`, `collect::snapshot` every sample) and `collect::new_events`; `digest`
+//! is pure and tested.
 
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,7 +20,7 @@ use porthog_core::{
 };
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::collect::{self, CollectOptions};
+use crate::collect::{self, CollectOptions, EventSource};
 
 /// Linux TIME_WAIT lasts 60 s; an opener is kept a little longer than that after it was last
 /// seen, so that a TIME_WAIT socket found near the end of its 60 s is still attributed.
@@ -102,6 +105,22 @@ impl Seen {
     }
 }
 
+/// How the sampler reads the sockets.
+enum Walks {
+    /// Not decided yet: the first sample decides.
+    Untried,
+    /// A full walk, then events (`collect::EventSource`).
+    Events(Box<EventSource>),
+    /// Every socket every sample (`collect::snapshot`).
+    EverySample,
+}
+
+/// `PORTHOG_FULL_WALK` set, non-empty and not "0": every sample walks every socket (the way
+/// before the events, kept for comparison).
+fn full_walk_asked() -> bool {
+    std::env::var_os("PORTHOG_FULL_WALK").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 /// Takes samples, remembering what the next one needs: the owner book and the previous
 /// sample's connections (only those: memory stays bounded).
 pub struct Sampler {
@@ -114,6 +133,7 @@ pub struct Sampler {
     /// Where in the OS's log of failures the next sample resumes.
     events: EventCursor,
     interval: Duration,
+    walks: Walks,
 }
 
 impl Sampler {
@@ -126,13 +146,41 @@ impl Sampler {
             started: Instant::now(),
             events: EventCursor::new(),
             interval: Duration::try_from_secs_f64(interval_s).unwrap_or(Duration::from_secs(1)),
+            walks: Walks::Untried,
+        }
+    }
+
+    /// The sockets now: from the events where they can be used (the first sample says on
+    /// stderr, once, why not), else a full walk.
+    fn snapshot(&mut self) -> anyhow::Result<Snapshot> {
+        match &mut self.walks {
+            Walks::Events(source) => source.sample(),
+            Walks::EverySample => collect::snapshot(&self.collect),
+            Walks::Untried if full_walk_asked() || !collect::may_use_events() => {
+                self.walks = Walks::EverySample;
+                collect::snapshot(&self.collect)
+            }
+            Walks::Untried => match EventSource::start(&self.collect) {
+                Ok((source, snapshot)) => {
+                    self.walks = Walks::Events(Box::new(source));
+                    Ok(snapshot)
+                }
+                Err(e) => {
+                    eprintln!(
+                        "porthog: every sample walks every socket: the TCP state events cannot \
+                         be used ({e:#})"
+                    );
+                    self.walks = Walks::EverySample;
+                    collect::snapshot(&self.collect)
+                }
+            },
         }
     }
 
     /// Collects and digests one sample; the failures logged since the previous one (on the
     /// first, during the last interval) raise its verdict exactly as they raise a check's.
     pub fn sample(&mut self) -> anyhow::Result<Sample> {
-        let mut snapshot = collect::snapshot(&self.collect)?;
+        let mut snapshot = self.snapshot()?;
         let (logged, gaps) = collect::new_events(&mut self.events, self.interval);
         snapshot.gaps.extend(gaps);
         let at = self.started.elapsed().as_secs_f64();

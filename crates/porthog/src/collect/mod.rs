@@ -117,6 +117,38 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
     windows::snapshot(opts)
 }
 
+/// A namespace's sockets kept up to date by kernel events between full walks (`watch`,
+/// `record`; issue 9). Linux only: elsewhere [`EventSource::start`] says so and the sampler
+/// walks every sample.
+#[cfg(target_os = "linux")]
+pub use linux::events::Live as EventSource;
+
+#[cfg(not(target_os = "linux"))]
+pub struct EventSource;
+
+#[cfg(not(target_os = "linux"))]
+impl EventSource {
+    pub fn start(_opts: &CollectOptions) -> anyhow::Result<(EventSource, Snapshot)> {
+        anyhow::bail!("TCP state events are read on Linux only")
+    }
+
+    pub fn sample(&mut self) -> anyhow::Result<Snapshot> {
+        anyhow::bail!("TCP state events are read on Linux only")
+    }
+}
+
+/// Whether `EventSource` can be tried at all: Linux, root, BPF not disabled (elsewhere the
+/// sampler walks every sample without saying so).
+#[cfg(target_os = "linux")]
+pub fn may_use_events() -> bool {
+    bpf_enabled() && rustix::process::geteuid().is_root()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn may_use_events() -> bool {
+    false
+}
+
 /// Past failures the OS logged during the last `since` (Windows: Tcpip events 4227, 4231, 4266
 /// of the System log), with gaps for what could not be read. Linux logs none (`trace` watches
 /// failures as they happen).

@@ -17,6 +17,8 @@ mod child;
 #[cfg(target_os = "linux")]
 mod cli;
 #[cfg(target_os = "linux")]
+mod events;
+#[cfg(target_os = "linux")]
 mod fleet;
 #[cfg(target_os = "linux")]
 mod fleet_live;
@@ -340,6 +342,16 @@ fn main() -> ExitCode {
             "cli::missing_namespace_is_an_error_that_names_it",
             Needs::Nothing,
             cli::missing_namespace_is_an_error_that_names_it,
+        ),
+        trial(
+            "events::event_driven_record_agrees_with_check",
+            Needs::Namespace,
+            events::event_driven_record_agrees_with_check,
+        ),
+        trial(
+            "events::event_driven_record_sees_an_exhausted_pool",
+            Needs::Namespace,
+            events::event_driven_record_sees_an_exhausted_pool,
         ),
         trial(
             "record::a_recording_names_the_owner_of_time_wait_after_it_exited",

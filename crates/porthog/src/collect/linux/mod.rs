@@ -7,10 +7,7 @@
 mod bpf;
 mod conntrack;
 pub(crate) mod discover;
-// Built and tested (its root tests), not yet used by the sampler (issue 9): compiled for tests
-// only until it is, so no dead code ships.
-#[cfg(test)]
-mod events;
+pub(crate) mod events;
 pub(crate) mod fleet;
 mod netlink_dump;
 pub(crate) mod netns;
