@@ -231,6 +231,8 @@ pub fn a_killed_porthog_leaves_no_program_in_the_kernel() {
     let _ = record.child.wait();
     let _ = std::fs::remove_file(&out);
     assert!(during >= 3, "porthog's 3 programs were not loaded while it ran ({during})");
+    // record's TCP events keep a ring buffer (and the iterators none): a map to see go.
+    assert!(!held_maps.is_empty(), "record held no BPF map (the TCP events' ring buffer)");
     // The kernel frees a program once its last reference is gone, after an RCU grace period.
     let deadline = Instant::now() + Duration::from_secs(10);
     while porthog_programs(&held) > 0 || !maps_left(&held_maps).is_empty() {
