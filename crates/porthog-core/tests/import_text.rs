@@ -401,6 +401,17 @@ mod windows_netstat_variants {
         assert_eq!(count(&r.snapshot, State::TimeWait), 200);
         assert_eq!((tcp_pool(&r.report).used, tcp_pool(&r.report).time_wait), (200, 200));
         assert!(r.sources[0].notes[0].starts_with("rows without the netstat header"));
+        // The other sockets were filtered out: the 200 rows are no `ok`, and the gap names the
+        // unfiltered capture for cmd.exe (the file is cp437).
+        let gap = r
+            .report
+            .gaps
+            .iter()
+            .find(|g| g.message.contains("filtered fragment"))
+            .unwrap_or_else(|| panic!("{:?}", r.report.gaps));
+        assert_eq!(gap.count, Some(200));
+        assert_eq!(gap.advice.as_deref(), Some("capture `netstat -anoq` without the filter"));
+        assert_eq!(r.report.exit_code(), 3, "{}", r.report.summary);
     }
 }
 

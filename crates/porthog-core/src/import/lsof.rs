@@ -82,7 +82,7 @@ pub fn parse_half(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Resul
         return Ok(());
     }
     if !header {
-        b.note(
+        b.fragment(
             Format::Lsof,
             "rows without their header (e.g. `lsof -i | grep ...`), recognised by their shape: only the rows given are counted",
         );

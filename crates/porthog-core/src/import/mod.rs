@@ -285,6 +285,17 @@ fn owners_command(shell: Option<Shell>) -> &'static str {
     }
 }
 
+/// The one command whose whole output a filtered fragment of `format` was cut from.
+fn unfiltered(format: Format, shell: Option<Shell>) -> &'static str {
+    match format {
+        Format::Netstat => owners_command(shell),
+        Format::NetstatLinux => "netstat -tanp",
+        Format::Ss => "ss -tanp",
+        Format::Lsof => "lsof -nP -i",
+        other => other.command(),
+    }
+}
+
 /// Accumulates what the parsers find across all inputs.
 #[derive(Debug, Default)]
 pub struct Builder {
@@ -325,6 +336,8 @@ pub struct Builder {
     gaps: Vec<Gap>,
     /// `ss -s`: (TCP sockets, TIME_WAIT), judged against the range once it is known.
     pub ss_summary: Option<(u64, u64)>,
+    /// (file, format) sections read as rows without their header: filtered fragments.
+    fragments: std::collections::BTreeSet<(usize, Format)>,
 }
 
 impl Builder {
@@ -353,6 +366,14 @@ impl Builder {
         if !notes.iter().any(|n| n == note) {
             notes.push(note.to_owned());
         }
+    }
+
+    /// Says that the current file's `format` rows came without their header (a filtered
+    /// fragment such as `| grep TIME_WAIT`): `note` goes to `sources[]`, and `finish` adds the
+    /// gap that names the unfiltered capture.
+    pub fn fragment(&mut self, format: Format, note: &str) {
+        self.note(format, note);
+        self.fragments.insert((self.file, format));
     }
 
     /// Names `pid`, unless an earlier row did (the first name a capture gives a pid stands).
@@ -415,6 +436,7 @@ impl Builder {
             section: _,
             gaps,
             ss_summary: _,
+            fragments,
         } = other;
         if self.sockets.is_empty() && sockets.capacity() > self.sockets.capacity() {
             std::mem::swap(&mut self.sockets, &mut sockets);
@@ -447,6 +469,7 @@ impl Builder {
             }
         }
         self.socket_sections.extend(socket_sections);
+        self.fragments.extend(fragments);
         for gap in gaps {
             self.gap(gap);
         }
@@ -726,6 +749,20 @@ fn finish(
         });
     }
     snapshot.gaps.extend(paste_gaps(&b));
+    for &(i, f) in &b.fragments {
+        let rows = b.counts.iter().find(|(k, _)| *k == (i, f)).map_or(0, |(_, n)| *n);
+        snapshot.gaps.push(Gap {
+            kind: GapKind::Incomplete,
+            count: Some(rows),
+            message: format!(
+                "{}: {} without their header, a filtered fragment: the sockets the filter left out \
+                 (other states, destinations, owners) are not seen, so the pools hold only these rows",
+                printable(inputs[i].name),
+                plural(rows, &format!("{f} row"))
+            ),
+            advice: Some(format!("capture `{}` without the filter", unfiltered(f, b.shell))),
+        });
+    }
     if b.no_pid_rows > 0 {
         snapshot.gaps.push(Gap {
             kind: GapKind::Unattributed,

@@ -75,7 +75,7 @@ pub fn parse(
     before: Option<&str>,
 ) -> Result<(), ImportError> {
     if !before.is_some_and(is_header) {
-        b.note(Format::Netstat, NOTE_FRAGMENT);
+        b.fragment(Format::Netstat, NOTE_FRAGMENT);
     }
     // A row is 60-80 bytes: reserving for the rest of the input saves the regrowth copies of a
     // million-row capture, and stays within its own size in memory.

@@ -153,7 +153,7 @@ pub fn finish(b: &mut Builder, rows: Rows) {
         return;
     }
     if !header {
-        b.note(
+        b.fragment(
             Format::NetstatLinux,
             "rows without their header (e.g. `netstat -n | grep ...`), recognised by their shape: \
              only the rows given are counted",
@@ -415,6 +415,12 @@ unix  3      [ ]         STREAM     CONNECTED     12346    -
         );
         assert_eq!(s.sockets.len(), 2);
         assert!(sources[0].notes.join("; ").contains("without their header"));
+        // What the filter dropped is not seen: an `ok` from it is no answer, and the gap names
+        // the unfiltered capture.
+        let gap = s.gaps.iter().find(|g| g.kind == GapKind::Incomplete).expect("fragment gap");
+        assert_eq!(gap.count, Some(2));
+        assert!(gap.message.contains("2 netstat-linux rows without their header"), "{gap:?}");
+        assert_eq!(gap.advice.as_deref(), Some("capture `netstat -tanp` without the filter"));
     }
 
     #[test]

@@ -1,10 +1,18 @@
 //! `cat /proc/net/tcp tcp6 udp udp6` pasted as text, read with the same row parser as the live
-//! collector's fallback (`crate::proc_net`). The header tells UDP (it ends in `drops`) from TCP;
-//! rows without a header are taken as TCP.
+//! collector's fallback (`crate::proc_net`). The header tells UDP (it ends in `drops`) from TCP.
+//! Rows without a header (the file name lost) are told by their width, and the source's note
+//! says how many were read as which: the kernel prints 13 fields for a UDP socket
+//! (`udp4_format_sock`: ... inode ref pointer drops), 17 for a full TCP socket and 12 for a
+//! TIME_WAIT or SYN_RECV one (`get_tcp4_sock`, `get_timewait4_sock`, `get_openreq4`; the same
+//! in IPv6).
 
 use super::{Builder, Cursor, Format, ImportError, Line};
 use crate::model::Protocol;
 use crate::proc_net;
+use crate::report::plural;
+
+/// Fields in a row of /proc/net/udp and udp6 (no TCP row has 13).
+const UDP_FIELDS: usize = 13;
 
 fn is_header(t: &str) -> bool {
     let t = t.trim_start();
@@ -25,22 +33,30 @@ pub fn starts(line: Line<'_>) -> bool {
 }
 
 pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(), ImportError> {
-    let mut protocol = Protocol::Tcp;
+    // The header tells the table; without it each row's width does (see the module comment).
+    let mut header = None;
     if let Some(head) = cur.peek().filter(|l| is_header(l.text)) {
-        protocol = if head.text.split_ascii_whitespace().any(|w| w == "drops") {
+        header = Some(if head.text.split_ascii_whitespace().any(|w| w == "drops") {
             Protocol::Udp
         } else {
             Protocol::Tcp
-        };
+        });
         cur.next();
-    } else {
-        b.note(
-            Format::ProcNet,
-            "a /proc/net table without its header line: read as TCP (/proc/net/tcp, tcp6); a UDP table needs its header (it ends in `drops`)",
-        );
     }
+    // Rows read without a header: (TCP, UDP).
+    let mut guessed = (0u64, 0u64);
     while let Some(line) = cur.peek().filter(|l| is_row(l.text)) {
         cur.next();
+        let protocol = header.unwrap_or_else(|| {
+            let udp = line.text.split_ascii_whitespace().count() == UDP_FIELDS;
+            if udp {
+                guessed.1 += 1;
+                Protocol::Udp
+            } else {
+                guessed.0 += 1;
+                Protocol::Tcp
+            }
+        });
         match proc_net::parse_row(line.text, line.no, protocol) {
             Ok(Some(sock)) => b.socket(Format::ProcNet, sock, 0),
             // A state porthog does not know: the row is counted, the socket cannot be modelled.
@@ -50,6 +66,17 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                 ImportError::malformed(cur.name(), line, Format::ProcNet, e.expected),
             )?,
         }
+    }
+    if guessed != (0, 0) {
+        b.note(
+            Format::ProcNet,
+            &format!(
+                "a /proc/net table without its header line (its file name lost): {} read as TCP \
+                 (/proc/net/tcp, tcp6: 12 or 17 fields a row), {} as UDP (/proc/net/udp, udp6: 13 fields)",
+                plural(guessed.0, "row"),
+                plural(guessed.1, "row")
+            ),
+        );
     }
     Ok(())
 }
@@ -86,6 +113,50 @@ mod tests {
         );
         assert_eq!((s.sockets[2].protocol, s.sockets[2].local_port), (Protocol::Udp, 68));
         assert_eq!(sources[0].format, "proc-net");
+    }
+
+    #[test]
+    fn rows_without_a_header_are_told_by_their_width_and_the_note_says_so() {
+        // `cat /proc/net/tcp /proc/net/udp | tail -n +2`: a full TCP socket (17 fields), a
+        // TIME_WAIT one (12) and a connected UDP socket (13), no header to tell them.
+        let text = "\
+   0: 0100007F:9C40 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 555 1 0000000000000000 20 4 30 10 -1
+   1: 0100007F:9C41 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
+  123: 0100007F:9C42 0100007F:14E9 01 00000000:00000000 00:00000000 00000000     0        0 2222 2 0000000000000000 0
+";
+        let Imported::Snapshot { snapshot: s, sources, .. } = import(
+            &[Input { name: "rows.txt", bytes: text.as_bytes() }],
+            &ImportOptions::default(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let protocols: Vec<_> = s.sockets.iter().map(|s| (s.protocol, s.state)).collect();
+        assert_eq!(
+            protocols,
+            [
+                (Protocol::Tcp, State::Established),
+                (Protocol::Tcp, State::TimeWait),
+                (Protocol::Udp, State::Established)
+            ]
+        );
+        assert_eq!(
+            sources[0].notes,
+            ["a /proc/net table without its header line (its file name lost): 2 rows read as TCP \
+              (/proc/net/tcp, tcp6: 12 or 17 fields a row), 1 row as UDP (/proc/net/udp, udp6: 13 fields)"]
+        );
+        // With the header, nothing was assumed.
+        let headed = format!(
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{text}"
+        );
+        let Imported::Snapshot { sources, .. } = import(
+            &[Input { name: "tcp.txt", bytes: headed.as_bytes() }],
+            &ImportOptions::default(),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(sources[0].notes.is_empty(), "{:?}", sources[0].notes);
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub fn finish(b: &mut Builder, rows: Rows) {
         listeners += u64::from(sock.state == State::Listen);
     }
     if !header {
-        b.note(
+        b.fragment(
             Format::Ss,
             "rows without their header (e.g. `ss -tan | grep 5432`), recognised by their shape: only the rows given are counted",
         );
@@ -528,7 +528,7 @@ mod tests {
     fn a_grep_fragment_says_it_was_read_by_shape() {
         let text =
             "ESTAB 0 0 10.0.0.7:40000 10.0.0.5:5432\nESTAB 0 0 10.0.0.7:40001 10.0.0.5:5432\n";
-        let Imported::Snapshot { sources, .. } =
+        let Imported::Snapshot { snapshot, sources, .. } =
             import(&[Input { name: "g.txt", bytes: text.as_bytes() }], &ImportOptions::default())
                 .unwrap()
         else {
@@ -536,6 +536,13 @@ mod tests {
         };
         assert_eq!(sources[0].records, 2);
         assert!(sources[0].notes.join("; ").contains("without their header"));
+        let gap = snapshot.gaps.iter().find(|g| g.message.contains("filtered fragment"));
+        assert_eq!(
+            gap.map(|g| (g.count, g.advice.as_deref())),
+            Some((Some(2), Some("capture `ss -tanp` without the filter"))),
+            "{:?}",
+            snapshot.gaps
+        );
     }
 
     #[test]

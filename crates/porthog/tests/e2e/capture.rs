@@ -1,10 +1,12 @@
 //! The capture oracle (issue 11): one known state in a namespace (range 40000-40099, tw_reuse
 //! off), every capture command that exists here run FOR REAL inside it (net-tools `netstat`
-//! variants, `busybox netstat`, `ss` variants, `lsof`, `/proc/net/*`, each after the real
-//! `sysctl` lines), its output fed to `porthog analyze`, and the answer compared with
-//! `porthog check --netns` on the same state: the verdict, the tightest pool's used and
-//! capacity, and (where the capture names owners) the top process. Where a capture cannot give
-//! the same answer, the documented difference is asserted, and that the report says so.
+//! variants, `busybox netstat`, `ss` variants, `lsof`, `/proc/net/*` with and without its header
+//! lines, and the filtered pipes people paste (`netstat -n | grep TIME_WAIT`, `ss -tan | grep
+//! 7071`), each after the real `sysctl` lines), its output fed to `porthog analyze`, and the
+//! answer compared with `porthog check --netns` on the same state: the verdict, the tightest
+//! pool's used and capacity, and (where the capture names owners) the top process. Where a
+//! capture cannot give the same answer, the documented difference is asserted, and that the
+//! report says so.
 //!
 //! The state: a listener at 40050 (inside the range: every pool loses a port), a client holding
 //! every other port to 127.0.0.1:7070 until EADDRNOTAVAIL (99), 30 connections to
@@ -41,6 +43,9 @@ enum Expect {
     Everything,
     /// Same verdict and tightest pool; no owners, and a gap saying so.
     NoOwners,
+    /// /proc/net rows without their header lines (`tail -n +2`): TCP or UDP told by the rows'
+    /// width, and a note says how many were read as which; otherwise as `NoOwners`.
+    Headerless,
     /// No listeners (`-n` without -a, `ss -tn`, a state filter): the listener at 40050 is not
     /// seen, so the tightest pool has one port more; a gap says so.
     NoListeners { owners: bool },
@@ -50,6 +55,11 @@ enum Expect {
     OnlyTimeWait,
     /// `ss -s`: totals only, no pools, exit 3.
     Summary,
+    /// A real pipe (`netstat -n | grep TIME_WAIT`, `ss -tan | grep 7071`): rows without their
+    /// header, read by shape and noted. The pool to `remote` agrees with the live one, except
+    /// that the filter drops the listener at 40050 (capacity one port bigger); a gap says the
+    /// rows are a fragment and names the unfiltered command; `owners`: the top process agrees.
+    Fragment { remote: &'static str, owners: bool, advice: &'static str },
 }
 
 struct Capture {
@@ -114,17 +124,45 @@ impl Drop for UdpHolders {
 }
 
 const CAPTURES: &[Capture] = &[
+    // First the captures that show the churn's TIME_WAIT, which the kernel keeps for 60 s.
+    cap(&["ss", "-tan", "state", "time-wait"], "ss", Expect::OnlyTimeWait, false),
+    cap(&["ss", "-s"], "ss-summary", Expect::Summary, false),
+    cap(
+        &["sh", "-c", "netstat -n | grep TIME_WAIT"],
+        "netstat-linux",
+        Expect::Fragment { remote: CHURN, owners: false, advice: "netstat -tanp" },
+        false,
+    ),
+    cap(
+        &["sh", "-c", "busybox netstat -tan | grep TIME_WAIT"],
+        "netstat-linux",
+        Expect::Fragment { remote: CHURN, owners: false, advice: "netstat -tanp" },
+        false,
+    ),
+    cap(
+        &["sh", "-c", "ss -tan | grep 7071"],
+        "ss",
+        Expect::Fragment { remote: CHURN, owners: false, advice: "ss -tanp" },
+        false,
+    ),
     cap(&["netstat", "-tanp"], "netstat-linux", Expect::Everything, false),
     cap(&["netstat", "-antup"], "netstat-linux", Expect::Everything, true),
     cap(&["netstat", "-anp"], "netstat-linux", Expect::Everything, true),
     cap(&["netstat", "-tanpe"], "netstat-linux", Expect::Everything, false),
     cap(&["netstat", "-tanpo"], "netstat-linux", Expect::Everything, false),
+    cap(&["netstat", "-tanpW"], "netstat-linux", Expect::Everything, false),
     cap(&["netstat", "-tan"], "netstat-linux", Expect::NoOwners, false),
     cap(&["netstat", "-tane"], "netstat-linux", Expect::NoOwners, false),
     cap(&["netstat", "-nt"], "netstat-linux", Expect::NoListeners { owners: false }, false),
     cap(&["netstat", "-n"], "netstat-linux", Expect::NoListeners { owners: false }, true),
     cap(&["busybox", "netstat", "-tan"], "netstat-linux", Expect::NoOwners, false),
     cap(&["busybox", "netstat", "-an"], "netstat-linux", Expect::NoOwners, true),
+    cap(
+        &["busybox", "netstat", "-nt"],
+        "netstat-linux",
+        Expect::NoListeners { owners: false },
+        false,
+    ),
     cap(&["ss", "-tanp"], "ss", Expect::Everything, false),
     cap(&["ss", "-tanpeo"], "ss", Expect::Everything, false),
     cap(&["ss", "-tanpi"], "ss", Expect::Everything, false),
@@ -132,6 +170,7 @@ const CAPTURES: &[Capture] = &[
     cap(&["ss", "-tuanp"], "ss", Expect::Everything, true),
     cap(&["ss", "-tan"], "ss", Expect::NoOwners, false),
     cap(&["ss", "-tnp"], "ss", Expect::NoListeners { owners: true }, false),
+    cap(&["ss", "-tn"], "ss", Expect::NoListeners { owners: false }, false),
     cap(
         &["ss", "-tanp", "exclude", "listening"],
         "ss",
@@ -144,14 +183,37 @@ const CAPTURES: &[Capture] = &[
         Expect::NoListeners { owners: true },
         false,
     ),
-    cap(&["ss", "-tan", "state", "time-wait"], "ss", Expect::OnlyTimeWait, false),
-    cap(&["ss", "-s"], "ss-summary", Expect::Summary, false),
+    // Grepped by address, not the bare port: `7070` can also be in a pid or lsof's DEVICE.
+    cap(
+        &["sh", "-c", "ss -tanp | grep '127.0.0.1:7070 '"],
+        "ss",
+        Expect::Fragment { remote: SERVER, owners: true, advice: "ss -tanp" },
+        false,
+    ),
+    cap(
+        &["sh", "-c", "netstat -tanp | grep '127.0.0.1:7070 '"],
+        "netstat-linux",
+        Expect::Fragment { remote: SERVER, owners: true, advice: "netstat -tanp" },
+        false,
+    ),
+    cap(
+        &["sh", "-c", "lsof -nP -iTCP | grep -- '->127.0.0.1:7070 '"],
+        "lsof",
+        Expect::Fragment { remote: SERVER, owners: true, advice: "lsof -nP -i" },
+        false,
+    ),
     cap(&["lsof", "-nP", "-iTCP"], "lsof", Expect::NoTimeWait, false),
     cap(&["lsof", "-i", "-n", "-P"], "lsof", Expect::NoTimeWait, true),
     cap(
         &["cat", "/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"],
         "proc-net",
         Expect::NoOwners,
+        true,
+    ),
+    cap(
+        &["sh", "-c", "tail -q -n +2 /proc/net/tcp /proc/net/tcp6 /proc/net/udp /proc/net/udp6"],
+        "proc-net",
+        Expect::Headerless,
         true,
     ),
 ];
@@ -196,9 +258,12 @@ pub fn every_capture_command_agrees_with_check_on_the_same_state() {
     let mut failures = Vec::new();
     let mut ran = 0;
     for capture in CAPTURES {
-        if !exists(capture.command[0]) {
+        if !installed(capture.command) {
             if crate::netns::in_ci() {
-                failures.push(format!("{}: not installed (CI installs it)", capture.command[0]));
+                failures.push(format!(
+                    "`{}`: not installed (CI installs it)",
+                    capture.command.join(" ")
+                ));
             } else {
                 eprintln!("capture oracle: skipped `{}`: not installed", capture.command.join(" "));
             }
@@ -232,7 +297,10 @@ pub fn every_capture_command_agrees_with_check_on_the_same_state() {
 
 /// Compares one capture's report with the live truth, as `capture.expect` says it must.
 fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> Result<(), String> {
-    if run.code() == EXIT_ERROR && capture.expect != Expect::Summary {
+    // An `ok` from totals or from a filtered fragment is no answer: exit 3, checked below.
+    if run.code() == EXIT_ERROR
+        && !matches!(capture.expect, Expect::Summary | Expect::Fragment { .. })
+    {
         return Err(format!("exit {}", run.code()));
     }
     let json: Value = serde_json::from_str(run.stdout()).map_err(|e| format!("not JSON: {e}"))?;
@@ -242,6 +310,14 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
         .into_iter()
         .flatten()
         .filter_map(|s| s["format"].as_str())
+        .collect();
+    let notes: Vec<&str> = json["sources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["notes"].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
         .collect();
     if !formats.contains(&capture.format) || !formats.contains(&"sysctl") {
         return Err(format!("sources {formats:?}, expected {} and sysctl", capture.format));
@@ -295,7 +371,14 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
             same_pool(tight, want.capacity)?;
             top_is_client()?;
         }
-        Expect::NoOwners => {
+        Expect::NoOwners | Expect::Headerless => {
+            if capture.expect == Expect::Headerless
+                && !notes
+                    .iter()
+                    .any(|n| n.contains("without its header line") && n.contains("as UDP"))
+            {
+                return Err(format!("no note says how the rows were told TCP or UDP: {notes:?}"));
+            }
             same(&report.verdict, &truth.verdict, "verdict")?;
             same_pool(tight, want.capacity)?;
             if !report.processes.is_empty() {
@@ -339,6 +422,42 @@ fn judge(capture: &Capture, run: &porthog::Run, truth: &Report, client: u32) -> 
                 return Err("no gap says the State column is missing".into());
             }
         }
+        Expect::Fragment { remote, owners, advice } => {
+            if !notes.iter().any(|n| n.contains("without their header")) {
+                return Err(format!("no note says the rows came without their header: {notes:?}"));
+            }
+            let got = tight_of(remote).ok_or_else(|| format!("no pool to {remote}"))?;
+            let live = truth.connect_pool(remote);
+            // The filter drops the listener at 40050: the pool looks one port bigger.
+            let want = (live.used, live.time_wait, live.capacity + 1);
+            if (got.used, got.time_wait, got.capacity) != want {
+                return Err(format!(
+                    "pool to {remote}: used {} TIME_WAIT {} capacity {}, expected {want:?}",
+                    got.used, got.time_wait, got.capacity
+                ));
+            }
+            if owners {
+                top_is_client()?;
+            }
+            // The churn's 30 of 100 ports alone are `ok`, which rows the filter left over cannot
+            // prove: exit 3; the held pool's 99 of 100 are critical whatever was filtered out.
+            let code = if report.verdict == "ok" { EXIT_ERROR } else { EXIT_CRITICAL };
+            if run.code() != code {
+                return Err(format!(
+                    "exit {} with verdict {}, expected {code}",
+                    run.code(),
+                    report.verdict
+                ));
+            }
+            let unfiltered = format!("capture `{advice}` without the filter");
+            if !report.gaps.iter().any(|g| {
+                g.kind == "incomplete"
+                    && g.message.contains("filtered fragment")
+                    && g.advice.as_deref() == Some(unfiltered.as_str())
+            }) {
+                return Err(format!("no gap says the rows are a fragment ({unfiltered})"));
+            }
+        }
         Expect::Summary => {
             if run.code() != EXIT_ERROR {
                 return Err(format!("exit {} from totals alone, expected 3", run.code()));
@@ -359,8 +478,16 @@ fn same(got: &str, want: &str, what: &str) -> Result<(), String> {
     if got == want { Ok(()) } else { Err(format!("{what} {got:?}, expected {want:?}")) }
 }
 
+/// Whether the capture's programs are installed (a pipe run by `sh -c` needs its first one).
+fn installed(command: &[&str]) -> bool {
+    match command {
+        ["sh", "-c", pipe] => pipe.split_whitespace().next().is_some_and(exists),
+        _ => exists(command[0]),
+    }
+}
+
 fn exists(program: &str) -> bool {
-    program == "cat"
+    matches!(program, "cat" | "sh")
         || std::env::var_os("PATH")
             .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
