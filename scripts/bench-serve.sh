@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 namespaces=${1:-5}
+# NS_PREFIX names the namespaces (engineers sharing a machine put their own name in it).
+prefix=${NS_PREFIX:-porthog-bench-serve}-$$
 connections=${2:-2000}
 seconds=${3:-120}
 interval=${4:-15}
@@ -49,7 +51,7 @@ ready() { # OUTFILE: waits for loadgen's ready line
     exit 1
 }
 for i in $(seq "$namespaces"); do
-    ns=porthog-bench-serve-$$-$i
+    ns=$prefix-$i
     ip netns add "$ns"
     names+=("$ns")
     ip -n "$ns" link set lo up
@@ -59,7 +61,7 @@ done
 exec 9>"$dir/hold"
 for i in $(seq "$namespaces"); do ready "$dir/server-$i"; done
 for i in $(seq "$namespaces"); do
-    start "porthog-bench-serve-$$-$i" "$dir/client-$i" connect --to 127.0.0.1:7070 --count "$connections"
+    start "$prefix-$i" "$dir/client-$i" connect --to 127.0.0.1:7070 --count "$connections"
 done
 for i in $(seq "$namespaces"); do ready "$dir/client-$i"; done
 sockets=$(cat /proc/net/sockstat >/dev/null; for ns in "${names[@]}"; do ip netns exec "$ns" ss -Htan | wc -l; done | paste -sd+ | bc)
