@@ -4,7 +4,9 @@
 # (2 x CONNECTIONS + 1 sockets each), and the exporter collecting every INTERVAL seconds for
 # SECONDS, scraped once per interval. Prints the exporter's average CPU over those SECONDS (% of
 # one core, from /proc/PID/stat), its peak and final RSS, the collection time it reports, then
-# the latency of SCRAPES back-to-back GET /metrics (curl's time_total: p50, p99, max). Needs root and release builds:
+# the latency of SCRAPES back-to-back GET /metrics (curl's time_total: p50, p99, max). With
+# SERVE_LOG=FILE the exporter's stderr is kept there (with PORTHOG_TIMINGS=1: each namespace's
+# decision and where its time went, each collection's total). Needs root and release builds:
 #   cargo build --release -p porthog --bins && sudo scripts/bench-serve.sh [NAMESPACES] [CONNECTIONS] [SECONDS] [INTERVAL] [SCRAPES]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -104,6 +106,7 @@ duration=$(grep '^porthog_collect_duration_seconds ' <<<"$body" | awk '{print $2
 seen=$(grep '^porthog_namespaces ' <<<"$body" | awk '{print $2}')
 series=$(grep -vc '^#' <<<"$body")
 sort -n "$dir/latency" >"$dir/sorted"
+[[ -n ${SERVE_LOG:-} ]] && cp "$dir/serve.err" "$SERVE_LOG"
 n=$(wc -l <"$dir/sorted")
 pct() { sed -n "$(( ($1 * n + 99) / 100 ))p" "$dir/sorted"; }
 echo "load: $namespaces namespaces x ($connections connections + listener) = $sockets TCP sockets (ss), porthog saw $seen namespaces on the host"
