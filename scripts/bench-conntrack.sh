@@ -17,9 +17,11 @@ ports=${1:-25000}
 runs=${2:-5}
 porthog=${CARGO_TARGET_DIR:-target}/release/porthog
 [[ -x $porthog ]] || { echo "missing $porthog: cargo build --release -p porthog" >&2; exit 2; }
-client=porthog-bench-ct-client-$$
-nat=porthog-bench-ct-nat-$$
-sink=porthog-bench-ct-sink-$$
+# NS_PREFIX names the namespaces (engineers sharing a machine put their own name in it).
+prefix=${NS_PREFIX:-porthog-bench-ct}
+client=$prefix-client-$$
+nat=$prefix-nat-$$
+sink=$prefix-sink-$$
 cleanup() { for ns in "$client" "$nat" "$sink"; do ip netns del "$ns" 2>/dev/null || true; done; }
 trap cleanup EXIT
 ip netns add "$client"

@@ -4,11 +4,15 @@
 # (2 x CONNECTIONS + 1 sockets each), and the exporter collecting every INTERVAL seconds for
 # SECONDS, scraped once per interval. Prints the exporter's average CPU over those SECONDS (% of
 # one core, from /proc/PID/stat), its peak and final RSS, the collection time it reports, then
-# the latency of SCRAPES back-to-back GET /metrics (curl's time_total: p50, p99, max). Needs root and release builds:
+# the latency of SCRAPES back-to-back GET /metrics (curl's time_total: p50, p99, max). With
+# SERVE_LOG=FILE the exporter's stderr is kept there (with PORTHOG_TIMINGS=1: each namespace's
+# decision and where its time went, each collection's total). Needs root and release builds:
 #   cargo build --release -p porthog --bins && sudo scripts/bench-serve.sh [NAMESPACES] [CONNECTIONS] [SECONDS] [INTERVAL] [SCRAPES]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 namespaces=${1:-5}
+# NS_PREFIX names the namespaces (engineers sharing a machine put their own name in it).
+prefix=${NS_PREFIX:-porthog-bench-serve}-$$
 connections=${2:-2000}
 seconds=${3:-120}
 interval=${4:-15}
@@ -49,7 +53,7 @@ ready() { # OUTFILE: waits for loadgen's ready line
     exit 1
 }
 for i in $(seq "$namespaces"); do
-    ns=porthog-bench-serve-$$-$i
+    ns=$prefix-$i
     ip netns add "$ns"
     names+=("$ns")
     ip -n "$ns" link set lo up
@@ -59,7 +63,7 @@ done
 exec 9>"$dir/hold"
 for i in $(seq "$namespaces"); do ready "$dir/server-$i"; done
 for i in $(seq "$namespaces"); do
-    start "porthog-bench-serve-$$-$i" "$dir/client-$i" connect --to 127.0.0.1:7070 --count "$connections"
+    start "$prefix-$i" "$dir/client-$i" connect --to 127.0.0.1:7070 --count "$connections"
 done
 for i in $(seq "$namespaces"); do ready "$dir/client-$i"; done
 sockets=$(cat /proc/net/sockstat >/dev/null; for ns in "${names[@]}"; do ip netns exec "$ns" ss -Htan | wc -l; done | paste -sd+ | bc)
@@ -102,6 +106,7 @@ duration=$(grep '^porthog_collect_duration_seconds ' <<<"$body" | awk '{print $2
 seen=$(grep '^porthog_namespaces ' <<<"$body" | awk '{print $2}')
 series=$(grep -vc '^#' <<<"$body")
 sort -n "$dir/latency" >"$dir/sorted"
+[[ -n ${SERVE_LOG:-} ]] && cp "$dir/serve.err" "$SERVE_LOG"
 n=$(wc -l <"$dir/sorted")
 pct() { sed -n "$(( ($1 * n + 99) / 100 ))p" "$dir/sorted"; }
 echo "load: $namespaces namespaces x ($connections connections + listener) = $sockets TCP sockets (ss), porthog saw $seen namespaces on the host"

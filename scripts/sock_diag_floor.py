@@ -6,11 +6,17 @@ import socket, struct, os, sys, time
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 15
 s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+# A dump answers within milliseconds; an answer that never ends (no NLMSG_DONE) stops here.
+s.settimeout(10)
 def dump(seq):
     s.send(struct.pack("=IHHII", 76, 18, 0x301, seq, 0) + bytes(52) + struct.pack("=II", 0xffffffff, 0))
     n = 0
     while True:
-        b = s.recv(1 << 20)
+        try:
+            b = s.recv(1 << 20)
+        except socket.timeout:
+            sys.exit(f"sock_diag dump {seq}: no answer for 10 s after {n} sockets "
+                     "(no NLMSG_DONE); is this kernel's inet_diag module loaded?")
         off = 0
         while off < len(b):
             ln, ty = struct.unpack_from("=IH", b, off)

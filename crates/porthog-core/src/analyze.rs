@@ -592,12 +592,12 @@ mod tests {
             time_wait: false,
         };
         let mut s = snap((32768, 60999));
-        s.conntrack = Some(Conntrack {
+        s.conntrack = Some(std::sync::Arc::new(Conntrack {
             entries: vec![entry],
             stats: Some(ConntrackStats { insert_failed: 7, drop: 0 }),
             rules: None,
             unread: false,
-        });
+        }));
         let r = analyze(&s, &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Critical);
         assert!(
@@ -629,7 +629,7 @@ mod tests {
         assert_eq!(kinds, [("event", 1), ("conntrack", 7)]);
 
         // Without any source NAT, failed inserts are races: informed, not raised.
-        s.conntrack.as_mut().unwrap().entries[0].src_nat = false;
+        std::sync::Arc::make_mut(s.conntrack.as_mut().unwrap()).entries[0].src_nat = false;
         let r = analyze(&s, &AnalyzeOptions::default());
         assert_eq!(r.verdict, Level::Ok);
         assert_eq!(

@@ -26,6 +26,24 @@ pub const MAX_REUSE_AGE: Duration = Duration::from_secs(300);
 /// file open each, in every namespace.
 pub const SETTINGS_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// Whether a namespace's settings read `age` ago may stand for now: only while younger than
+/// `max_age` ([`SETTINGS_MAX_AGE`] unless the operator set another, `settings_max_age`), since
+/// nothing else shows a sysctl write.
+pub fn settings_still_fresh(age: Duration, max_age: Duration) -> bool {
+    age < max_age
+}
+
+/// The settings' re-read bound from its environment override (`PORTHOG_SETTINGS_MAX_AGE`, in
+/// whole seconds, 1 or more), or an error saying what is wrong with `text`.
+pub fn settings_max_age(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "PORTHOG_SETTINGS_MAX_AGE={text:?} is not a whole number of seconds of 1 or more"
+        )),
+    }
+}
+
 /// A namespace's last conntrack dump is re-used while its statistics file
 /// (/proc/net/stat/nf_conntrack: the entry count and every per-CPU counter) reads the same,
 /// byte for byte, and the dump is younger than this. An entry that expired and another made
@@ -148,6 +166,20 @@ mod tests {
         assert_eq!(decide(Some(&expiring), &fp(7, 2)), Decision::Walk("a TIME_WAIT timer ran out"));
         let unknown_timers = walked(fp(7, 2), 15, None);
         assert_eq!(decide(Some(&unknown_timers), &fp(7, 2)), Decision::Reuse);
+    }
+
+    #[test]
+    fn settings_are_read_again_once_the_bound_is_reached() {
+        let a_minute = SETTINGS_MAX_AGE;
+        assert!(settings_still_fresh(Duration::ZERO, a_minute));
+        assert!(settings_still_fresh(a_minute - Duration::from_millis(1), a_minute));
+        assert!(!settings_still_fresh(a_minute, a_minute));
+        assert!(!settings_still_fresh(Duration::from_secs(3), Duration::from_secs(2)));
+        assert_eq!(settings_max_age(" 2\n"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "-1", "1.5", "", "soon"] {
+            let e = settings_max_age(bad).unwrap_err();
+            assert!(e.contains("PORTHOG_SETTINGS_MAX_AGE") && e.contains("1 or more"), "{e}");
+        }
     }
 
     #[test]

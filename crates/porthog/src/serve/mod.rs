@@ -202,15 +202,35 @@ impl Collector {
             }),
         })
         .context("encoding the metrics")?;
+        if crate::collect::timings() {
+            eprintln!(
+                "porthog: collection and rendering took {:.1} ms (rendering {} bytes {:.1} ms)",
+                start.elapsed().as_secs_f64() * 1e3,
+                text.len(),
+                (start.elapsed().as_secs_f64() - seconds).max(0.0) * 1e3
+            );
+        }
         Ok(text)
     }
 
     fn collect(&mut self) -> Result<FleetReport> {
         if let Some(cache) = self.cache.as_mut() {
+            let started = Instant::now();
             let (collected, gaps) = collect::all_namespaces_reusing(cache)?;
+            let read = started.elapsed();
             // The last judgement's reports, moved out: `round` replaces `last` with this one.
             let previous = self.last.take().map(|(fleet, _)| fleet.namespaces).unwrap_or_default();
-            return Ok(crate::fleet::judge_keeping(collected, gaps, &self.opts.analyze, previous));
+            let fleet = crate::fleet::judge_keeping(collected, gaps, &self.opts.analyze, previous);
+            if crate::collect::timings() {
+                // Found and read (the namespace reads are timed on their own line): the rest
+                // of that is the discovery walk of /proc.
+                eprintln!(
+                    "porthog: namespaces found and read in {:.1} ms, judged in {:.1} ms",
+                    read.as_secs_f64() * 1e3,
+                    (started.elapsed() - read).as_secs_f64() * 1e3
+                );
+            }
+            return Ok(fleet);
         }
         if self.opts.all_netns {
             return crate::fleet::report(&self.opts.analyze);

@@ -172,6 +172,11 @@ fn main() -> ExitCode {
             signal::reused_time_wait_aging_matches_the_kernel,
         ),
         trial(
+            "signal::serve_sees_a_narrowed_range_in_a_reused_namespace",
+            Needs::Namespace,
+            signal::serve_sees_a_narrowed_range_in_a_reused_namespace,
+        ),
+        trial(
             "signal::signal_leaves_nothing_after_sigkill",
             Needs::Namespace,
             signal::signal_leaves_nothing_after_sigkill,

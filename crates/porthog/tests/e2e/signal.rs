@@ -16,9 +16,15 @@ use crate::serve::{free_port, wait_for_metrics};
 const SERVER: &str = "127.0.0.1:7070";
 
 fn start_serve(addr: &str) -> Held {
+    start_serve_with(addr, &[])
+}
+
+/// [`start_serve`] with more environment variables.
+fn start_serve_with(addr: &str, env: &[(&str, &str)]) -> Held {
     let mut cmd = Command::new(porthog::binary());
     cmd.args(["serve", "--all-netns", "--interval", "1", "--listen", addr])
         .env("PORTHOG_TIMINGS", "1")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     let mut serve = Held(child::spawn(&mut cmd));
     serve.0.wait_stderr("serving metrics on", Duration::from_secs(60)).unwrap_or_else(|e| {
@@ -62,6 +68,46 @@ pub fn serve_reuses_an_idle_namespace_then_sees_it_fill() {
     assert!(!text.contains(&calm), "a full pool kept the calm verdict\n{text}");
     let walked = format!("porthog: {}: Walk(\"TCP state changes\")", ns.name());
     assert!(serve.0.stderr().contains(&walked), "{}", serve.0.stderr());
+}
+
+/// Issue 9: a re-used namespace's settings are read again within their bound, and the kept
+/// analysis is dropped with them. The namespace stays idle (re-used, its sockets not walked
+/// again) while its ip_local_port_range is narrowed from 100 to 50 ports: /metrics must show
+/// the new capacity within the bound (shortened to 2 s through PORTHOG_SETTINGS_MAX_AGE; 60 s
+/// by default) plus one collection and the time one takes here.
+pub fn serve_sees_a_narrowed_range_in_a_reused_namespace() {
+    const MAX_AGE: Duration = Duration::from_secs(2);
+    let Some(ns) = Netns::for_test("signal-range", &[]) else { return };
+    let _server = Loadgen::start(&ns, &["serve", "--listen", SERVER]);
+    let held = Loadgen::start(&ns, &["connect", "--to", SERVER, "--count", "10"]);
+    assert_eq!(held.opened(), 10);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let secs = MAX_AGE.as_secs().to_string();
+    let mut serve = start_serve_with(&addr, &[("PORTHOG_SETTINGS_MAX_AGE", &secs)]);
+    let reused = format!("porthog: {}: Reuse", ns.name());
+    serve.0.wait_stderr(&reused, Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("the idle namespace was never re-used: {e}\n{}", serve.0.stderr());
+    });
+    let capacity = |n: u32| {
+        format!(
+            "porthog_pool_capacity_ports{{kind=\"connect\",local=\"127.0.0.1\",netns=\"{}\",protocol=\"tcp\",remote=\"{SERVER}\"}} {n}",
+            ns.name()
+        )
+    };
+    wait_for_metrics(&addr, &serve, |t| t.contains(&capacity(100)));
+    let mark = serve.0.stderr().matches(&reused).count();
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40049").expect("narrowing the range");
+    let narrowed = Instant::now();
+    let text = wait_for_metrics(&addr, &serve, |t| t.contains(&capacity(50)));
+    let took = narrowed.elapsed();
+    assert!(!text.contains(&capacity(100)), "{text}");
+    // The bound, two 1 s intervals (one may have just started) and 5 s for a slow collection
+    // on a busy machine: far below the default bound of 60 s.
+    let allowed = MAX_AGE + Duration::from_secs(2 + 5);
+    assert!(took <= allowed, "the narrowed range showed after {took:?} (allowed {allowed:?})");
+    // Its sockets were not walked for it: the settings alone were read again.
+    let stderr = serve.0.stderr();
+    assert!(stderr.matches(&reused).count() > mark, "not re-used since the change\n{stderr}");
 }
 
 /// The BPF ids `pid` holds open: (programs, maps), from /proc/PID/fdinfo.

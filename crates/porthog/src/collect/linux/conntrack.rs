@@ -6,6 +6,7 @@
 
 use std::io;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use netlink_packet_core::{
@@ -67,7 +68,8 @@ impl Stat {
 #[derive(Debug)]
 pub struct Kept {
     stat: Stat,
-    pub conntrack: Option<Conntrack>,
+    /// Shared with the snapshots made from it (`Snapshot::conntrack`), not copied into each.
+    pub conntrack: Option<Arc<Conntrack>>,
     pub gaps: Vec<Gap>,
     pub at: Instant,
 }
@@ -102,7 +104,7 @@ pub fn read_reusing(previous: Option<Kept>) -> Kept {
     }
     let at = Instant::now();
     let mut gaps = Vec::new();
-    let conntrack = read_at(&stat, &mut gaps);
+    let conntrack = read_at(&stat, &mut gaps).map(Arc::new);
     Kept { stat, conntrack, gaps, at }
 }
 
@@ -317,7 +319,7 @@ mod tests {
         let stat = "entries  found\n00000003 00000000\n";
         let kept = |stat: Stat, conntrack: Option<Conntrack>| Kept {
             stat,
-            conntrack,
+            conntrack: conntrack.map(Arc::new),
             gaps: vec![],
             at: Instant::now(),
         };

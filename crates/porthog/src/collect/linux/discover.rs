@@ -118,6 +118,15 @@ pub fn all() -> anyhow::Result<Vec<Found>> {
         let Ok(text) = std::fs::read_to_string(base.join("mountinfo")) else { continue };
         let ours = own_mnt == Some((mnt.st_dev, mnt.st_ino));
         for mount in nsfs::netns_mounts(&text) {
+            // `ip netns exec` gives every process it starts a mount namespace of its own, each
+            // with a copy of every /run/netns mount: statting each copy made discovery cost
+            // processes x namespaces (50 namespaces: ~5,000 stats). A copy of a namespace
+            // already found (the mount gives its inode) can add only a name, so it is skipped
+            // when it has none to add. This process's own mount namespace is read first.
+            let known = nsfs_dev.and_then(|dev| walk.found.get(&(dev, mount.inode)));
+            if !ours && known.is_some_and(|f| f.name.is_some() || mount.ip_netns_name().is_none()) {
+                continue;
+            }
             // Another mount namespace's mount point is reachable through its root.
             let path = if ours {
                 PathBuf::from(&mount.mount_point)

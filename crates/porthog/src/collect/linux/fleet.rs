@@ -98,6 +98,8 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
     }
     let mut collected = Vec::with_capacity(found.len());
     let mut vanished = 0u64;
+    let (started, namespaces) = (Instant::now(), found.len());
+    let mut in_threads = std::time::Duration::ZERO;
     let mut gaps = Vec::new();
     for f in found {
         let label = f.name.clone().unwrap_or_else(|| format!("net:[{}]", f.inode));
@@ -110,6 +112,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
             let kept = cache.as_deref_mut().and_then(|c| c.kept.remove(&(dev, inode)));
             (changes, counts.lost, kept)
         });
+        let spawned = Instant::now();
         let run = std::thread::Builder::new()
             .name("porthog-netns".into())
             .spawn(move || one(&path, (dev, inode), thread_label, reusing));
@@ -119,6 +122,7 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
             }),
             Err(e) => Outcome::Failed(format!("cannot start a thread for {label}: {e}")),
         };
+        in_threads += spawned.elapsed();
         let mut unchanged = false;
         let outcome = match outcome {
             Outcome::Kept(snapshot, kept, was_reused, same) => {
@@ -161,6 +165,14 @@ fn collect_with(found: Vec<Found>, mut cache: Option<&mut Cache>) -> (Vec<Collec
             }),
         }
     }
+    if crate::collect::timings() {
+        eprintln!(
+            "porthog: {namespaces} namespaces read in {:.1} ms ({:.1} ms from each thread's \
+             start to its end)",
+            started.elapsed().as_secs_f64() * 1e3,
+            in_threads.as_secs_f64() * 1e3
+        );
+    }
     if vanished > 0 {
         gaps.push(Gap {
             kind: GapKind::ProcessGone,
@@ -191,6 +203,7 @@ type Reusing = Option<(u64, u64, Option<Kept>)>;
 /// On a fresh thread: opens the namespace by `path`, checks it is still the one found (a pid
 /// can be reused), enters it and takes the snapshot (or re-uses the last walk's sockets).
 fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing) -> Outcome {
+    let started = Instant::now();
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if gone(&e) => return Outcome::Vanished,
@@ -211,10 +224,12 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
             Err(e) => Outcome::Failed(format!("reading network namespace {label}: {e:#}")),
         };
     };
+    let entered = started.elapsed();
     // Read here, before the walk, as the reuse rule compares them (and before the cookie's
     // socket, which sockstat's `sockets: used` would count).
     let fingerprint = Fingerprint { changes, lost, sockstat: sockets::sockstat() };
     let cookie = netns::current_cookie();
+    let fingerprinted = started.elapsed();
     // Without a cookie (kernels before 5.14) the inode alone keys the walk, as documented.
     let kept = kept.filter(|k| k.cookie == cookie);
     let previous = kept.as_ref().map(|k| Walked {
@@ -223,9 +238,30 @@ fn one(path: &std::path::Path, key: (u64, u64), label: String, reusing: Reusing)
         shortest_time_wait_ms: k.shortest_time_wait_ms,
     });
     let decision = reuse::decide(previous.as_ref(), &fingerprint);
-    if crate::collect::timings() {
-        eprintln!("porthog: {label}: {decision:?}");
+    let timed_label = crate::collect::timings().then(|| label.clone());
+    let outcome = decided(decision, kept, label, cookie, fingerprint);
+    if let Some(label) = timed_label {
+        // Where a namespace's fixed cost goes (issue 9's "50 namespaces add at most 0.1 s").
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "porthog: {label}: {decision:?} (opened and entered {:.2} ms, sockstat and cookie \
+             {:.2} ms, snapshot {:.2} ms)",
+            ms(entered),
+            ms(fingerprinted - entered),
+            ms(started.elapsed() - fingerprinted)
+        );
     }
+    outcome
+}
+
+/// The rest of [`one`] once the reuse rule has decided.
+fn decided(
+    decision: Decision,
+    kept: Option<Kept>,
+    label: String,
+    cookie: Option<u64>,
+    fingerprint: Fingerprint,
+) -> Outcome {
     match (decision, kept) {
         (Decision::Reuse, Some(mut kept)) => {
             let mut part = kept.part.clone();

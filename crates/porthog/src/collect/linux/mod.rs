@@ -43,7 +43,7 @@ pub fn snapshot(opts: &CollectOptions) -> anyhow::Result<Snapshot> {
 
 /// A snapshot of the calling thread's network namespace, called `label` in the report.
 pub fn snapshot_here(label: Option<String>) -> anyhow::Result<Snapshot> {
-    snapshot_split(label, None).map(|(snapshot, ..)| snapshot)
+    snapshot_split(|| (unsocketed(label), ())).map(|(snapshot, ..)| snapshot)
 }
 
 /// The settings and conntrack of the calling thread's namespace, read anew: what the sockets
@@ -52,7 +52,7 @@ fn unsocketed(label: Option<String>) -> Snapshot {
     let mut snapshot = Snapshot::new(Os::Linux, "sock_diag");
     snapshot.netns = label;
     snapshot.settings = settings::read(&mut snapshot.gaps);
-    snapshot.conntrack = conntrack::read(&mut snapshot.gaps);
+    snapshot.conntrack = conntrack::read(&mut snapshot.gaps).map(std::sync::Arc::new);
     snapshot
 }
 
@@ -107,14 +107,16 @@ pub fn snapshot_here_kept(
     previous: Option<Unsocketed>,
 ) -> anyhow::Result<(Snapshot, SocketPart, Unsocketed)> {
     SOCK_DIAG_ONLY.set(true);
-    let (snapshot, first_socket_gap, kept) = snapshot_split(label, Some(previous))?;
+    let (snapshot, first_socket_gap, kept) = snapshot_split(|| {
+        let (snapshot, kept, _) = unsocketed_reusing(label, previous);
+        (snapshot, kept)
+    })?;
     let part = SocketPart {
         source: snapshot.source.clone(),
         sockets: snapshot.sockets.clone(),
         processes: snapshot.processes.clone(),
         gaps: snapshot.gaps.get(first_socket_gap..).unwrap_or_default().to_vec(),
     };
-    let kept = kept.ok_or_else(|| anyhow!("the settings and conntrack were not kept"))?;
     Ok((snapshot, part, kept))
 }
 
@@ -135,22 +137,16 @@ pub fn snapshot_here_reusing(
 }
 
 /// [`snapshot_here`], and the index of the first gap about sockets (those before it are about
-/// settings and conntrack). `keep`: `Some(previous)` re-uses and returns the settings and
-/// conntrack `--all-netns` keeps.
-fn snapshot_split(
-    label: Option<String>,
-    keep: Option<Option<Unsocketed>>,
-) -> anyhow::Result<(Snapshot, usize, Option<Unsocketed>)> {
+/// settings and conntrack). `unsocketed` reads the settings and conntrack into a new snapshot
+/// and returns, besides it, what the caller keeps of them: `--all-netns` keeps an
+/// [`Unsocketed`] ([`snapshot_here_kept`]), a one-off snapshot nothing (`()`).
+fn snapshot_split<K>(
+    unsocketed: impl FnOnce() -> (Snapshot, K),
+) -> anyhow::Result<(Snapshot, usize, K)> {
     // First, before porthog opens a socket here itself (conntrack's netlink socket would count).
     let sockstat = sockets::sockstat();
     raise_nofile_limit();
-    let (mut snapshot, kept) = match keep {
-        Some(previous) => {
-            let (snapshot, kept, _) = unsocketed_reusing(label, previous);
-            (snapshot, Some(kept))
-        }
-        None => (unsocketed(label), None),
-    };
+    let (mut snapshot, kept) = unsocketed();
     timeline("settings and conntrack read");
     let first_socket_gap = snapshot.gaps.len();
 

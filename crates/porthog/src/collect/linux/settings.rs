@@ -2,7 +2,8 @@
 //! (which follows the thread, not the process) and parsed by `porthog_core::sysctl`. A setting
 //! that cannot be read or parsed stays `None` with a gap naming the file; never fatal.
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use porthog_core::{Gap, GapKind, Settings, reuse, sysctl};
 
@@ -16,10 +17,11 @@ pub struct Kept {
     pub at: Instant,
 }
 
-/// `previous` again while younger than `SETTINGS_MAX_AGE`, else the settings read anew.
+/// `previous` again while fresh ([`reuse::settings_still_fresh`] within [`max_age`]), else the
+/// settings read anew.
 pub fn read_reusing(previous: Option<Kept>) -> Kept {
     match previous {
-        Some(kept) if kept.at.elapsed() < reuse::SETTINGS_MAX_AGE => kept,
+        Some(kept) if reuse::settings_still_fresh(kept.at.elapsed(), max_age()) => kept,
         _ => {
             let at = Instant::now();
             let mut gaps = Vec::new();
@@ -27,6 +29,23 @@ pub fn read_reusing(previous: Option<Kept>) -> Kept {
             Kept { settings, gaps, at }
         }
     }
+}
+
+/// How long kept settings stand: `SETTINGS_MAX_AGE`, or `PORTHOG_SETTINGS_MAX_AGE` seconds
+/// (read once per process; the e2e tests shorten it to see a sysctl write within seconds). A
+/// bad value is said once on stderr and the default kept.
+fn max_age() -> Duration {
+    static MAX_AGE: OnceLock<Duration> = OnceLock::new();
+    *MAX_AGE.get_or_init(|| match std::env::var("PORTHOG_SETTINGS_MAX_AGE") {
+        Ok(text) => reuse::settings_max_age(&text).unwrap_or_else(|e| {
+            eprintln!(
+                "porthog: note: {e}; settings are read again every {} s",
+                reuse::SETTINGS_MAX_AGE.as_secs()
+            );
+            reuse::SETTINGS_MAX_AGE
+        }),
+        Err(_) => reuse::SETTINGS_MAX_AGE,
+    })
 }
 
 /// Reads the settings; call it on a thread inside the inspected namespace.
