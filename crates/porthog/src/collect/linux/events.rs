@@ -174,7 +174,8 @@ impl Live {
         self.events.discard();
         self.walked_at = Instant::now();
         let label = self.opts.netns.as_ref().map(|t| t.label());
-        let (snapshot, first_socket_gap, _) = super::snapshot_split(label, None)?;
+        let (snapshot, first_socket_gap, _) =
+            super::snapshot_split(|| (super::unsocketed(label), ()))?;
         self.table.resync(snapshot.sockets.clone());
         let drained = self.events.drain(&mut self.table)?;
         self.lost_at_walk = drained.lost;
