@@ -32,6 +32,8 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     for ns in "${names[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    # Kept however the script ends (an early exit too): what the exporter said.
+    [[ -n ${SERVE_LOG:-} && -f $dir/serve.err ]] && cp "$dir/serve.err" "$SERVE_LOG"
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -106,7 +108,6 @@ duration=$(grep '^porthog_collect_duration_seconds ' <<<"$body" | awk '{print $2
 seen=$(grep '^porthog_namespaces ' <<<"$body" | awk '{print $2}')
 series=$(grep -vc '^#' <<<"$body")
 sort -n "$dir/latency" >"$dir/sorted"
-[[ -n ${SERVE_LOG:-} ]] && cp "$dir/serve.err" "$SERVE_LOG"
 n=$(wc -l <"$dir/sorted")
 pct() { sed -n "$(( ($1 * n + 99) / 100 ))p" "$dir/sorted"; }
 echo "load: $namespaces namespaces x ($connections connections + listener) = $sockets TCP sockets (ss), porthog saw $seen namespaces on the host"

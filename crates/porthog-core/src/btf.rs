@@ -82,7 +82,7 @@ fn prune_in_chunks<R: Read + Seek>(
     let mut struct_names = HashSet::new();
     let mut func_names = HashSet::new();
     // The last bytes of the names: most of the kernel's strings end in none of them, and are
-    // passed over without comparing them with every name. An empty name ends every string.
+    // passed over without comparing them with every name. An empty name (no caller passes one) ends every non-empty string.
     let mut last = [false; 256];
     for n in structs.iter().chain(funcs) {
         match n.as_bytes().last() {

@@ -34,12 +34,14 @@ pub fn settings_still_fresh(age: Duration, max_age: Duration) -> bool {
 }
 
 /// The settings' re-read bound from its environment override (`PORTHOG_SETTINGS_MAX_AGE`, in
-/// whole seconds, 1 or more), or an error saying what is wrong with `text`.
+/// whole seconds from 1 to [`SETTINGS_MAX_AGE`]: it can only shorten the bound the docs
+/// promise), or an error saying what is wrong with `text`.
 pub fn settings_max_age(text: &str) -> Result<Duration, String> {
+    let most = SETTINGS_MAX_AGE.as_secs();
     match text.trim().parse::<u64>() {
-        Ok(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        Ok(secs) if (1..=most).contains(&secs) => Ok(Duration::from_secs(secs)),
         _ => Err(format!(
-            "PORTHOG_SETTINGS_MAX_AGE={text:?} is not a whole number of seconds of 1 or more"
+            "PORTHOG_SETTINGS_MAX_AGE={text:?} is not a whole number of seconds from 1 to {most}"
         )),
     }
 }
@@ -176,9 +178,10 @@ mod tests {
         assert!(!settings_still_fresh(a_minute, a_minute));
         assert!(!settings_still_fresh(Duration::from_secs(3), Duration::from_secs(2)));
         assert_eq!(settings_max_age(" 2\n"), Ok(Duration::from_secs(2)));
-        for bad in ["0", "-1", "1.5", "", "soon"] {
+        assert_eq!(settings_max_age("60"), Ok(SETTINGS_MAX_AGE));
+        for bad in ["0", "-1", "1.5", "", "soon", "61", "3600"] {
             let e = settings_max_age(bad).unwrap_err();
-            assert!(e.contains("PORTHOG_SETTINGS_MAX_AGE") && e.contains("1 or more"), "{e}");
+            assert!(e.contains("PORTHOG_SETTINGS_MAX_AGE") && e.contains("from 1 to 60"), "{e}");
         }
     }
 

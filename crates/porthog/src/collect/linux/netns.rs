@@ -120,17 +120,6 @@ impl Drop for Entered {
 mod tests {
     use super::*;
 
-    /// Whether the running kernel is at least `major.minor`, from uname's release.
-    fn kernel_at_least(major: u32, minor: u32) -> bool {
-        let uname = rustix::system::uname();
-        let release = uname.release().to_string_lossy();
-        let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|n| n.parse::<u32>());
-        match (numbers.next(), numbers.next()) {
-            (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
-            _ => panic!("cannot read a version from the kernel release {release:?}"),
-        }
-    }
-
     /// A namespace's cookie is stable, and a new namespace gets another (root only: a thread
     /// unshares its own). Kernels before 5.14 have no SO_NETNS_COOKIE: there `None` is right
     /// (fleet.rs then keys a kept walk by the inode alone and never hands a walk the kept
@@ -139,7 +128,10 @@ mod tests {
     fn cookies_tell_namespaces_apart() {
         let Some(here) = current_cookie() else {
             assert!(
-                !kernel_at_least(5, 14),
+                !crate::collect::linux::kernel_at_least(
+                    &rustix::system::uname().release().to_string_lossy(),
+                    (5, 14)
+                ),
                 "no namespace cookie on a kernel with SO_NETNS_COOKIE (Linux 5.14+)"
             );
             eprintln!("cookies_tell_namespaces_apart: skipped: kernel before 5.14, no cookie");
