@@ -229,9 +229,9 @@ impl EventTable {
     }
 
     /// Ends the walk/event race, once the events written while the walk ran (the ring buffer
-    /// emptied just before it) are applied. A socket made before the walk and changed while it
-    /// ran, before the walk reached it, has events without a cookie (the walk makes it) that
-    /// find nothing in the table: not a doubt, and the socket they made is a copy of the walk's
+    /// emptied just before it) are applied. A socket changed while the walk ran, before the
+    /// walk reached it, has events that find nothing in the table: not a doubt (`unknown`),
+    /// and a socket they made is a copy of the walk's
     /// (same 4-tuple), which keeps the walk's newer state. A socket the walk had already passed
     /// carries its cookie in its events: found, applied. From here on an unknown socket is a
     /// doubt again.
@@ -250,9 +250,12 @@ impl EventTable {
         });
     }
 
-    /// A change of a socket the table does not hold: a doubt, except in the walk race.
-    fn unknown(&mut self, event: &TcpEvent) {
-        if !(self.in_walk_race && event.cookie == 0) {
+    /// A change of a socket the table does not hold: a doubt, except in the walk race, where
+    /// the walk is the truth for a socket it did not show (one that changed before the walk
+    /// reached it; a cookie does not tell, as a socket keeps the cookie an earlier walk or
+    /// `ss` made).
+    fn unknown(&mut self, _event: &TcpEvent) {
+        if !self.in_walk_race {
             self.doubts.unknown_sockets += 1;
         }
     }
@@ -361,7 +364,9 @@ impl EventTable {
                 // A new socket where the table still had one (its CLOSE was lost): replaced.
                 if let Some(stale) = found {
                     self.sockets.remove(&stale);
-                    self.doubts.unknown_sockets += 1;
+                    if !self.in_walk_race {
+                        self.doubts.unknown_sockets += 1;
+                    }
                 }
                 // A walked bind()-only socket that connect()s or listen()s: its first event
                 // carries the cookie the walk made; it leaves the walk's unchanging sockets.
@@ -460,6 +465,22 @@ mod tests {
         t.resync(Vec::new());
         assert_eq!(states(&t), vec![]);
         assert_eq!(t.doubts(), Doubts::default());
+    }
+
+    /// In the walk race, a close of a socket the walk did not show is the walk's truth (it
+    /// closed before the walk reached it), even when the socket carries a cookie an earlier
+    /// walk made; once the race is settled the same event is a doubt.
+    #[test]
+    fn an_unknown_close_in_the_walk_race_is_no_doubt_even_with_a_cookie() {
+        let mut t = EventTable::default();
+        t.resync(vec![listener()]);
+        t.apply(&event(0xffff_0010, 99, 5000, 80, ESTABLISHED, CLOSE));
+        t.apply(&event(0xffff_0011, 0, 5001, 80, ESTABLISHED, CLOSE));
+        assert_eq!(t.doubts(), Doubts::default());
+        t.settle_walk_race();
+        t.apply(&event(0xffff_0012, 98, 5002, 80, ESTABLISHED, CLOSE));
+        assert_eq!(t.doubts().unknown_sockets, 1);
+        assert_eq!(states(&t), vec![(80, 0, State::Listen, Some(1))]);
     }
 
     /// A walk's socket is found by its cookie, an event-made one by its address even once a

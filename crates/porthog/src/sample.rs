@@ -90,11 +90,12 @@ impl Seen {
     /// Marks the connection seen in this sample; the sample that showed it before: this one or
     /// the previous one (None: neither).
     fn mark(&mut self, cookie: u64, tuple: FourTuple) -> Option<u64> {
-        if cookie != 0 {
-            self.cookies.insert(cookie, self.sample)
-        } else {
-            self.tuples.insert(tuple, self.sample)
+        if cookie == 0 {
+            return self.tuples.insert(tuple, self.sample);
         }
+        // A connection the TCP events showed without a cookie, which the next full walk made:
+        // the same connection, not a new one.
+        self.cookies.insert(cookie, self.sample).or_else(|| self.tuples.get(&tuple).copied())
     }
 
     /// Forgets the connections this sample did not show.
@@ -414,15 +415,25 @@ pub(crate) mod tests {
                     .collect();
                 let snap = snapshot(sockets, &[(42, "client")]);
                 let now = ephemeral(&snap);
-                let key = |&(cookie, tuple): &(u64, FourTuple)| {
-                    if cookie != 0 { (cookie, None) } else { (0, Some(tuple)) }
-                };
+                // Seen before: its cookie, or its 4-tuple without a cookie (a connection the
+                // events showed before a walk made its cookie), in the previous sample or
+                // earlier in this one.
                 let mut want: Vec<FourTuple> = Vec::new();
-                let mut listed = Vec::new();
-                for c in &now {
-                    if !previous.iter().any(|p| key(p) == key(c)) && !listed.contains(&key(c)) {
-                        listed.push(key(c));
-                        want.push(c.1);
+                let (mut cookies_now, mut tuples_now) = (Vec::new(), Vec::new());
+                for &(cookie, tuple) in &now {
+                    let tuple_seen = previous.iter().any(|p| p.0 == 0 && p.1 == tuple)
+                        || tuples_now.contains(&tuple);
+                    let seen = tuple_seen
+                        || (cookie != 0
+                            && (previous.iter().any(|p| p.0 == cookie)
+                                || cookies_now.contains(&cookie)));
+                    if cookie != 0 {
+                        cookies_now.push(cookie);
+                    } else {
+                        tuples_now.push(tuple);
+                    }
+                    if !seen {
+                        want.push(tuple);
                     }
                 }
                 let sample = sampler.digest(snap, at as f64, format!("t{at}"));

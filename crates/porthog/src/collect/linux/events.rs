@@ -99,11 +99,16 @@ impl Events {
             }
             drained.events += 1;
         }
+        drained.lost = self.lost()?;
+        Ok(drained)
+    }
+
+    /// The records the program could not write since it was attached (the ring buffer full).
+    pub fn lost(&self) -> Result<u64> {
         let lost: Array<&MapData, u64> = Array::try_from(
             self.ebpf.map(LOST).ok_or_else(|| anyhow!("the BPF object has no map {LOST}"))?,
         )?;
-        drained.lost = lost.get(&0, 0).context("reading the TCP event loss counter")?;
-        Ok(drained)
+        lost.get(&0, 0).context("reading the TCP event loss counter")
     }
 
     /// The program's run time and run count (every TCP change of the host, the other
@@ -125,9 +130,13 @@ pub struct Live {
     opts: CollectOptions,
     events: Events,
     table: EventTable,
-    /// When the last walk started, and the loss counter then.
+    /// When the last walk started, and the loss counter then (a record lost while the walk
+    /// ran is a loss too: the next sample walks again).
     walked_at: Instant,
     lost_at_walk: u64,
+    /// The last walk or sample failed part-way: the table may be wrong, so the next sample
+    /// walks.
+    must_walk: bool,
     /// The events applied since the last walk.
     applied: u64,
     /// What the last walk found besides the sockets: its source, owners and socket gaps.
@@ -158,6 +167,7 @@ impl Live {
             table: EventTable::default(),
             walked_at: Instant::now(),
             lost_at_walk: 0,
+            must_walk: false,
             applied: 0,
             source: String::new(),
             processes: Vec::new(),
@@ -168,17 +178,20 @@ impl Live {
     }
 
     /// A full walk: the table is replaced by it, and the events written while it ran are
-    /// applied (`EventTable::settle_walk_race`).
+    /// applied (`EventTable::settle_walk_race`). Records lost while it ran make the next
+    /// sample walk again (the loss counter is compared with its value before the walk).
     fn walk(&mut self) -> Result<Snapshot> {
         let _entered = self.opts.netns.as_ref().map(super::netns::enter).transpose()?;
         self.events.discard();
-        self.walked_at = Instant::now();
+        let lost_before = self.events.lost()?;
+        let started = Instant::now();
         let label = self.opts.netns.as_ref().map(|t| t.label());
         let (snapshot, first_socket_gap, _) =
             super::snapshot_split(|| (super::unsocketed(label), ()))?;
         self.table.resync(snapshot.sockets.clone());
         let drained = self.events.drain(&mut self.table)?;
-        self.lost_at_walk = drained.lost;
+        self.walked_at = started;
+        self.lost_at_walk = lost_before;
         self.applied = drained.events;
         self.table.settle_walk_race();
         // The walk's sample lists the sockets in the table's order, as every later sample does:
@@ -197,6 +210,13 @@ impl Live {
     /// one is due (a lost or unusable record, a change of a socket the table did not hold,
     /// [`tcp_event::RESYNC_EVERY`]).
     pub fn sample(&mut self) -> Result<Snapshot> {
+        let sample = if self.must_walk { self.walk() } else { self.events_applied() };
+        self.must_walk = sample.is_err();
+        sample
+    }
+
+    /// [`Live::sample`] when the last one succeeded.
+    fn events_applied(&mut self) -> Result<Snapshot> {
         let started = Instant::now();
         let drained = self.events.drain(&mut self.table)?;
         let since_walk = self.walked_at.elapsed();
