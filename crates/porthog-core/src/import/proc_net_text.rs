@@ -45,6 +45,9 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
     }
     // Rows read without a header: (TCP, UDP).
     let mut guessed = (0u64, 0u64);
+    // The kernel numbers a TCP table's rows (`sl`) 0, 1, 2, ... (UDP's are hash buckets): a
+    // TCP row numbered neither 0 nor one more than the last was cut out by a filter.
+    let (mut next_sl, mut holes) = (Some(0u64), 0u64);
     while let Some(line) = cur.peek().filter(|l| is_row(l.text)) {
         cur.next();
         let protocol = header.unwrap_or_else(|| {
@@ -57,6 +60,13 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                 Protocol::Tcp
             }
         });
+        if protocol == Protocol::Tcp {
+            let sl = line.text.trim_start().split(':').next().and_then(|n| n.parse::<u64>().ok());
+            if sl != Some(0) && sl != next_sl {
+                holes += 1;
+            }
+            next_sl = sl.map(|n| n + 1);
+        }
         match proc_net::parse_row(line.text, line.no, protocol) {
             Ok(Some(sock)) => b.socket(Format::ProcNet, sock, 0),
             // A state porthog does not know: the row is counted, the socket cannot be modelled.
@@ -66,6 +76,16 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
                 ImportError::malformed(cur.name(), line, Format::ProcNet, e.expected),
             )?,
         }
+    }
+    if holes > 0 {
+        b.fragment(
+            Format::ProcNet,
+            &format!(
+                "TCP rows numbered with {}: the kernel numbers every socket of /proc/net/tcp and \
+                 tcp6 from 0 (the `sl` column), so rows were left out (a filter such as grep)",
+                plural(holes, "gap")
+            ),
+        );
     }
     if guessed != (0, 0) {
         b.note(
@@ -84,7 +104,7 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
 #[cfg(test)]
 mod tests {
     use crate::import::{ImportOptions, Imported, Input, import};
-    use crate::model::{Protocol, State};
+    use crate::model::{GapKind, Protocol, State};
 
     #[test]
     fn tcp_and_udp_tables() {
@@ -113,6 +133,33 @@ mod tests {
         );
         assert_eq!((s.sockets[2].protocol, s.sockets[2].local_port), (Protocol::Udp, 68));
         assert_eq!(sources[0].format, "proc-net");
+    }
+
+    /// `grep ' 06 ' /proc/net/tcp`: TIME_WAIT rows only, numbered with gaps: a filtered
+    /// fragment (an incomplete gap), where a whole table numbered 0, 1, 2 is not.
+    #[test]
+    fn tcp_rows_numbered_with_gaps_are_a_filtered_fragment() {
+        let row = |sl: u32, st: &str| {
+            format!(
+                "   {sl}: 0100007F:9C4{sl} 0100007F:1F90 {st} 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000\n"
+            )
+        };
+        let import_gaps = |text: &str| {
+            let Imported::Snapshot { snapshot, .. } = import(
+                &[Input { name: "grep.txt", bytes: text.as_bytes() }],
+                &ImportOptions::default(),
+            )
+            .unwrap() else {
+                panic!()
+            };
+            snapshot.gaps.into_iter().filter(|g| g.kind == GapKind::Incomplete).count()
+        };
+        let whole = [row(0, "06"), row(1, "01"), row(2, "06")].concat();
+        assert_eq!(import_gaps(&whole), 0);
+        let grepped = [row(0, "06"), row(2, "06"), row(5, "06")].concat();
+        assert_eq!(import_gaps(&grepped), 1);
+        let from_the_middle = [row(3, "06"), row(4, "06")].concat();
+        assert_eq!(import_gaps(&from_the_middle), 1);
     }
 
     #[test]
@@ -146,8 +193,10 @@ mod tests {
               (/proc/net/tcp, tcp6: 12 or 17 fields a row), 1 row as UDP (/proc/net/udp, udp6: 13 fields)"]
         );
         // With the header, nothing was assumed.
+        // Under a TCP header, the two TCP rows (numbered 0 and 1, as the kernel does).
+        let tcp_rows: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
         let headed = format!(
-            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{text}"
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{tcp_rows}"
         );
         let Imported::Snapshot { sources, .. } = import(
             &[Input { name: "tcp.txt", bytes: headed.as_bytes() }],
