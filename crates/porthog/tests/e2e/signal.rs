@@ -251,7 +251,7 @@ pub fn reused_time_wait_aging_matches_the_kernel() {
     assert_eq!(refused.errno(), Some("EADDRNOTAVAIL"));
     drop(refused);
     // Still re-used after the refused connect() (it changes no TCP state), and still exhausted.
-    let mark = serve.0.stderr().len();
+    let mark = serve.0.stderr().matches(&reused).count();
     let deadline = Instant::now() + Duration::from_secs(30);
     while serve.0.stderr().matches(&reused).count() <= mark {
         assert!(Instant::now() < deadline, "not re-used again\n{}", serve.0.stderr());
