@@ -103,8 +103,17 @@ pub fn parse(cur: &mut Cursor<'_>, b: &mut Builder, lenient: bool) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use crate::import::{ImportOptions, Imported, Input, import};
-    use crate::model::{GapKind, Protocol, State};
+    use crate::import::{ImportOptions, Imported, Input, SourceInfo, import};
+    use crate::model::{GapKind, Protocol, Snapshot, State};
+
+    /// `text` imported as the file `name`: its snapshot and sources.
+    fn imported(name: &str, text: &str) -> (Snapshot, Vec<SourceInfo>) {
+        let input = Input { name, bytes: text.as_bytes() };
+        match import(&[input], &ImportOptions::default()).unwrap() {
+            Imported::Snapshot { snapshot, sources, .. } => (snapshot, sources),
+            Imported::Report(_) => panic!("{name} read as a saved report"),
+        }
+    }
 
     #[test]
     fn tcp_and_udp_tables() {
@@ -115,13 +124,7 @@ mod tests {
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
   123: 00000000:0044 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2222 2 0000000000000000 0
 ";
-        let Imported::Snapshot { snapshot: s, sources, .. } = import(
-            &[Input { name: "proc.txt", bytes: text.as_bytes() }],
-            &ImportOptions::default(),
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let (s, sources) = imported("proc.txt", text);
         assert_eq!(s.sockets.len(), 3);
         assert_eq!(
             (s.sockets[0].state, s.sockets[0].local_port, s.sockets[0].inode),
@@ -145,13 +148,7 @@ mod tests {
             )
         };
         let import_gaps = |text: &str| {
-            let Imported::Snapshot { snapshot, .. } = import(
-                &[Input { name: "grep.txt", bytes: text.as_bytes() }],
-                &ImportOptions::default(),
-            )
-            .unwrap() else {
-                panic!()
-            };
+            let (snapshot, _) = imported("grep.txt", text);
             snapshot.gaps.into_iter().filter(|g| g.kind == GapKind::Incomplete).count()
         };
         let whole = [row(0, "06"), row(1, "01"), row(2, "06")].concat();
@@ -171,13 +168,7 @@ mod tests {
    1: 0100007F:9C41 0100007F:1F90 06 00000000:00000000 03:00001770 00000000     0        0 0 3 0000000000000000
   123: 0100007F:9C42 0100007F:14E9 01 00000000:00000000 00:00000000 00000000     0        0 2222 2 0000000000000000 0
 ";
-        let Imported::Snapshot { snapshot: s, sources, .. } = import(
-            &[Input { name: "rows.txt", bytes: text.as_bytes() }],
-            &ImportOptions::default(),
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let (s, sources) = imported("rows.txt", text);
         let protocols: Vec<_> = s.sockets.iter().map(|s| (s.protocol, s.state)).collect();
         assert_eq!(
             protocols,
@@ -192,19 +183,13 @@ mod tests {
             ["a /proc/net table without its header line (its file name lost): 2 rows read as TCP \
               (/proc/net/tcp, tcp6: 12 or 17 fields a row), 1 row as UDP (/proc/net/udp, udp6: 13 fields)"]
         );
-        // With the header, nothing was assumed.
-        // Under a TCP header, the two TCP rows (numbered 0 and 1, as the kernel does).
+        // With the header, nothing was assumed: the two TCP rows (numbered 0 and 1, as the
+        // kernel does) under a TCP header.
         let tcp_rows: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
         let headed = format!(
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n{tcp_rows}"
         );
-        let Imported::Snapshot { sources, .. } = import(
-            &[Input { name: "tcp.txt", bytes: headed.as_bytes() }],
-            &ImportOptions::default(),
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let (_, sources) = imported("tcp.txt", &headed);
         assert!(sources[0].notes.is_empty(), "{:?}", sources[0].notes);
     }
 
